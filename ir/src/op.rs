@@ -1,0 +1,399 @@
+//! The closed set of operations, with their attributes and arities.
+//!
+//! Two levels live side by side: model-level ops that carry LLM meaning (`attention`, `rope`,
+//! `rms_norm`, ...) and generic tensor ops for ONNX graphs. `define_ops!` generates, from one table,
+//! the enum, the op names of the text form, attribute conversion and input arity, so adding an op is one
+//! line here plus its type rule (`infer`) and its semantics (`eval` / the executors).
+
+use std::collections::BTreeMap;
+
+use crate::attr::{Attr, AttrType, GeluApprox, RopeScaling, RopeStyle};
+use crate::{DType, Tensor, ident_attr_enum};
+
+ident_attr_enum! {
+    /// Elementwise functions of one operand.
+    pub enum UnaryOp {
+        Neg = "neg", Abs = "abs", Exp = "exp", Log = "log", Sqrt = "sqrt", Rsqrt = "rsqrt",
+        Reciprocal = "reciprocal", Sin = "sin", Cos = "cos", Tanh = "tanh", Sigmoid = "sigmoid",
+        Erf = "erf", Floor = "floor", Ceil = "ceil", Round = "round", Relu = "relu", Sign = "sign",
+        /// Logical negation of a bool tensor.
+        Not = "not",
+        /// Bool result.
+        IsNan = "isnan",
+        /// Bool result.
+        IsInf = "isinf",
+    }
+}
+
+ident_attr_enum! {
+    /// Elementwise functions of two operands with numpy broadcasting; both operands share one dtype.
+    pub enum BinaryOp {
+        Add = "add", Sub = "sub", Mul = "mul", Div = "div", Pow = "pow", Max = "max", Min = "min",
+        /// Remainder with the sign of the divisor for integers (ONNX `Mod`, fmod = 0), C fmod for floats.
+        Mod = "mod",
+        /// Logical ops on bool tensors.
+        And = "and", Or = "or", Xor = "xor",
+    }
+}
+
+ident_attr_enum! {
+    /// Elementwise comparisons with numpy broadcasting; the result is bool.
+    pub enum CompareOp {
+        Equal = "equal", Less = "less", LessEqual = "less_equal", Greater = "greater", GreaterEqual = "greater_equal",
+    }
+}
+
+ident_attr_enum! {
+    /// Reductions over a set of axes.
+    pub enum ReduceKind {
+        Sum = "reduce_sum", Mean = "reduce_mean", Max = "reduce_max", Min = "reduce_min", Prod = "reduce_prod",
+    }
+}
+
+/// A mismatch between an op's name or attributes and what the op accepts.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OpError {
+    #[error("unknown op `{name}`; valid ops are: {}", Op::all_names().join(", "))]
+    UnknownOp { name: String },
+    #[error("op `{op}` has no attribute `{attr}`; its attributes are: {valid}")]
+    UnknownAttr { op: String, attr: String, valid: String },
+    #[error("op `{op}` needs attribute `{attr}`")]
+    MissingAttr { op: String, attr: String },
+    #[error("attribute `{attr}` of `{op}`: {message}")]
+    BadAttr { op: String, attr: String, message: String },
+}
+
+/// A field that may be left out of the text: `Option<T>` fields are omitted when `None`, fields with a
+/// default are filled in when absent. Every present value is printed, so the text is canonical.
+trait AttrField: Sized {
+    fn push(&self, name: &'static str, out: &mut Vec<(&'static str, Attr)>);
+    fn take(attrs: &mut BTreeMap<String, Attr>, op: &str, name: &str, default: Option<Self>) -> Result<Self, OpError>;
+}
+
+fn bad(op: &str, attr: &str, message: String) -> OpError {
+    OpError::BadAttr { op: op.into(), attr: attr.into(), message }
+}
+
+impl<T: AttrType> AttrField for T {
+    fn push(&self, name: &'static str, out: &mut Vec<(&'static str, Attr)>) {
+        out.push((name, self.to_attr()));
+    }
+    fn take(attrs: &mut BTreeMap<String, Attr>, op: &str, name: &str, default: Option<Self>) -> Result<Self, OpError> {
+        match attrs.remove(name) {
+            Some(a) => T::from_attr(&a).map_err(|m| bad(op, name, m)),
+            None => default.ok_or_else(|| OpError::MissingAttr { op: op.into(), attr: name.into() }),
+        }
+    }
+}
+
+impl<T: AttrType> AttrField for Option<T> {
+    fn push(&self, name: &'static str, out: &mut Vec<(&'static str, Attr)>) {
+        if let Some(v) = self {
+            out.push((name, v.to_attr()));
+        }
+    }
+    fn take(attrs: &mut BTreeMap<String, Attr>, op: &str, name: &str, _default: Option<Self>) -> Result<Self, OpError> {
+        attrs.remove(name).map(|a| T::from_attr(&a).map_err(|m| bad(op, name, m))).transpose()
+    }
+}
+
+/// The most inputs any op takes; `concat` is the only op with an open count.
+pub const MAX_INPUTS: usize = usize::MAX;
+
+macro_rules! define_ops {
+    ($(
+        $(#[$meta:meta])*
+        $variant:ident = $name:literal { $($field:ident : $fty:ty $(= $default:expr)?),* $(,)? } inputs $min:literal ..= $max:expr;
+    )*) => {
+        /// One operation of the IR. Inputs are SSA values held by the graph node; attributes live here.
+        #[derive(Clone, Debug, PartialEq)]
+        pub enum Op {
+            $( $(#[$meta])* $variant { $($field: $fty),* }, )*
+            /// A small dense constant inlined in the graph (shape arithmetic, scalars). Large data is a `weight`.
+            Constant { value: Tensor },
+            Unary(UnaryOp),
+            Binary(BinaryOp),
+            Compare(CompareOp),
+            /// `reduce_*` over `axes` (empty: all axes).
+            Reduce { kind: ReduceKind, axes: Vec<i64>, keepdims: bool },
+        }
+
+        impl Op {
+            /// The op's name in the text form.
+            pub fn name(&self) -> &'static str {
+                match self {
+                    $( Op::$variant { .. } => $name, )*
+                    Op::Constant { .. } => "constant",
+                    Op::Unary(u) => u.name(),
+                    Op::Binary(b) => b.name(),
+                    Op::Compare(c) => c.name(),
+                    Op::Reduce { kind, .. } => kind.name(),
+                }
+            }
+
+            /// Every op name the text form accepts.
+            pub fn all_names() -> Vec<&'static str> {
+                let mut names = vec![$($name,)* "constant"];
+                names.extend(UnaryOp::ALL.iter().map(|o| o.name()));
+                names.extend(BinaryOp::ALL.iter().map(|o| o.name()));
+                names.extend(CompareOp::ALL.iter().map(|o| o.name()));
+                names.extend(ReduceKind::ALL.iter().map(|o| o.name()));
+                names
+            }
+
+            /// Attributes in their canonical (declaration) order. `constant`'s value is printed by the
+            /// text form itself, because its literal is typed by the result type.
+            #[allow(unused_mut)]
+            pub fn attrs(&self) -> Vec<(&'static str, Attr)> {
+                let mut out = Vec::new();
+                match self {
+                    $( Op::$variant { $($field),* } => { $( AttrField::push($field, stringify!($field), &mut out); )* } )*
+                    Op::Constant { .. } | Op::Unary(_) | Op::Binary(_) | Op::Compare(_) => {}
+                    Op::Reduce { axes, keepdims, .. } => {
+                        out.push(("axes", axes.to_attr()));
+                        out.push(("keepdims", keepdims.to_attr()));
+                    }
+                }
+                out
+            }
+
+            /// Builds an op from its text-form name and attributes (all but `constant`, see
+            /// [`Op::constant_from_attr`]). Unknown names and attributes are errors that list the valid ones.
+            pub fn from_parts(name: &str, attrs: BTreeMap<String, Attr>) -> Result<Op, OpError> {
+                let mut attrs = attrs;
+                let (op, valid): (Op, &[&str]) = match name {
+                    $( $name => (
+                        Op::$variant { $($field: AttrField::take(&mut attrs, name, stringify!($field), None $(.or(Some($default)))?)?),* },
+                        &[$(stringify!($field)),*],
+                    ), )*
+                    _ => {
+                        if let Some(u) = UnaryOp::from_name(name) {
+                            (Op::Unary(u), &[])
+                        } else if let Some(b) = BinaryOp::from_name(name) {
+                            (Op::Binary(b), &[])
+                        } else if let Some(c) = CompareOp::from_name(name) {
+                            (Op::Compare(c), &[])
+                        } else if let Some(kind) = ReduceKind::from_name(name) {
+                            (
+                                Op::Reduce {
+                                    kind,
+                                    axes: AttrField::take(&mut attrs, name, "axes", Some(Vec::new()))?,
+                                    keepdims: AttrField::take(&mut attrs, name, "keepdims", Some(true))?,
+                                },
+                                &["axes", "keepdims"],
+                            )
+                        } else if name == "constant" {
+                            return Err(bad(name, "value", "constants are built with Op::constant_from_attr".into()));
+                        } else {
+                            return Err(OpError::UnknownOp { name: name.into() });
+                        }
+                    }
+                };
+                if let Some(extra) = attrs.keys().next() {
+                    let valid = if valid.is_empty() { "(none)".to_string() } else { valid.join(", ") };
+                    return Err(OpError::UnknownAttr { op: name.into(), attr: extra.clone(), valid });
+                }
+                Ok(op)
+            }
+
+            /// How many inputs the op accepts: `(min, max)`.
+            pub fn input_arity(&self) -> (usize, usize) {
+                match self {
+                    $( Op::$variant { .. } => ($min, $max), )*
+                    Op::Constant { .. } => (0, 0),
+                    Op::Unary(_) | Op::Reduce { .. } => (1, 1),
+                    Op::Binary(_) | Op::Compare(_) => (2, 2),
+                }
+            }
+        }
+    };
+}
+
+define_ops! {
+    /// A named weight from the weight store; the result type is the stored tensor's type.
+    Weight = "weight" { name: String } inputs 0..=0;
+
+    // ---- model-level ops ----
+    /// `(table[V, H], ids int[...]) -> [..., H]`; float tables keep their dtype, quantized ones give f32.
+    Embedding = "embedding" {} inputs 2..=2;
+    /// `(x[..., H], w[H]) -> x * rsqrt(mean(x^2) + eps) * (w + offset)`; Gemma uses offset 1.
+    RmsNorm = "rms_norm" { eps: f32, offset: f32 = 0.0 } inputs 2..=2;
+    /// `(x, w, b?)`: normalise over the dims from `axis` to the end (ONNX LayerNormalization).
+    LayerNorm = "layer_norm" { axis: i64 = -1, eps: f32 } inputs 2..=3;
+    /// `(x[..., K], w[N, K], b?[N]) -> [..., N]` with `w` of any float or quantized dtype.
+    Linear = "linear" {} inputs 2..=3;
+    /// Rotary position embedding of `(x[batch, seq, heads, head_dim], positions int[batch, seq])`, on the
+    /// first `rotary_dim` elements of each head (partial rotary for GPT-NeoX style models).
+    Rope = "rope" { style: RopeStyle = RopeStyle::Half, theta: f64, rotary_dim: u32, scaling: RopeScaling = RopeScaling::None } inputs 2..=2;
+    /// Scaled dot-product attention of `(q[b, s, heads, d], k[b, s, kv_heads, d], v[b, s, kv_heads, dv],
+    /// positions int[b, s], tree_mask? bool[s, s]) -> [b, s, heads, dv]`.
+    ///
+    /// Keys are "past" then "new": with `layer` set, past is the runtime KV cache of that layer (slot j at
+    /// position j) and the new k/v are appended to it; without `layer`, k/v hold every key and the last
+    /// `s` of them are the new ones. Query i sits at `positions[i]`; a new key sits at its query's position.
+    /// Visibility: past keys at positions <= the query's; new keys causally (or by `tree_mask[i][j]`
+    /// when given, for speculative trees); `window` hides keys at distance >= window except the first
+    /// `sinks` positions. Heads are grouped for GQA/MQA (`heads % kv_heads == 0`).
+    Attention = "attention" {
+        layer: Option<u32>, scale: f32, causal: bool = true, window: Option<u32>, sinks: u32 = 0, softcap: Option<f32>
+    } inputs 4..=5;
+    Silu = "silu" {} inputs 1..=1;
+    Gelu = "gelu" { approximate: GeluApprox = GeluApprox::None } inputs 1..=1;
+    /// `silu(gate) * up`.
+    Swiglu = "swiglu" {} inputs 2..=2;
+    Softmax = "softmax" { axis: i64 = -1 } inputs 1..=1;
+    /// `(x[..., H], w[V, H]) -> f32[..., V]`, optionally soft-capped: `cap * tanh(logits / cap)`.
+    Logits = "logits" { softcap: Option<f32> } inputs 2..=2;
+
+    // ---- generic tensor ops ----
+    /// Numpy-style batched matrix product.
+    MatMul = "matmul" {} inputs 2..=2;
+    /// `(cond bool, a, b)` with broadcasting.
+    Where = "where" {} inputs 3..=3;
+    Cast = "cast" { to: DType } inputs 1..=1;
+    ArgMax = "argmax" { axis: i64 = -1, keepdims: bool = true } inputs 1..=1;
+    /// `(x, shape i64[r])`: ONNX Reshape (0 copies the input dim unless `allowzero`, -1 is inferred).
+    Reshape = "reshape" { allowzero: bool = false } inputs 2..=2;
+    Transpose = "transpose" { perm: Vec<i64> } inputs 1..=1;
+    Squeeze = "squeeze" { axes: Vec<i64> } inputs 1..=1;
+    Unsqueeze = "unsqueeze" { axes: Vec<i64> } inputs 1..=1;
+    Concat = "concat" { axis: i64 } inputs 1..=MAX_INPUTS;
+    /// One output per entry of `sizes`.
+    Split = "split" { axis: i64, sizes: Vec<i64> } inputs 1..=1;
+    /// `(x, starts i64[n], ends i64[n], axes? i64[n], steps? i64[n])` with ONNX clamping rules.
+    Slice = "slice" {} inputs 3..=5;
+    /// `(x, indices int[...])` along `axis`; negative indices count from the end.
+    Gather = "gather" { axis: i64 = 0 } inputs 2..=2;
+    /// `(x, shape i64[r])` with numpy broadcasting.
+    Expand = "expand" {} inputs 2..=2;
+    /// `(start, limit, delta)` scalars -> 1-D.
+    Range = "range" {} inputs 3..=3;
+    CumSum = "cumsum" { axis: i64, exclusive: bool = false, reverse: bool = false } inputs 1..=1;
+    /// The input's shape as i64, dims `start..end` (ONNX Shape-15).
+    Shape = "shape" { start: i64 = 0, end: Option<i64> } inputs 1..=1;
+    /// `(shape i64[r])` -> a tensor of `dtype` filled with `value`.
+    ConstantOfShape = "constant_of_shape" { value: f64 = 0.0, dtype: DType = DType::F32 } inputs 1..=1;
+    /// `(x, repeats i64[rank])`.
+    Tile = "tile" {} inputs 2..=2;
+    /// `(x, k? i64 scalar)`: keep the upper or lower triangle of the last two dims.
+    Trilu = "trilu" { upper: bool = true } inputs 1..=2;
+}
+
+impl Op {
+    /// How many results the node produces.
+    pub fn num_outputs(&self) -> usize {
+        match self {
+            Op::Split { sizes, .. } => sizes.len(),
+            _ => 1,
+        }
+    }
+
+    /// Builds a `constant` from its text-form literal (a flat list of numbers or bools), shaped by the
+    /// declared result type.
+    pub fn constant_from_attr(value: &Attr, ty: &crate::TensorType) -> Result<Op, OpError> {
+        let err = |m: String| bad("constant", "value", m);
+        let shape = ty
+            .shape
+            .as_static()
+            .ok_or_else(|| err(format!("a constant needs a static shape, not {}", ty.shape)))?;
+        let items = match value {
+            Attr::List(items) => items.as_slice(),
+            one => std::slice::from_ref(one),
+        };
+        let expected: usize = shape.iter().product();
+        if items.len() != expected {
+            return Err(err(format!("{} values given for type {ty}, which holds {expected}", items.len())));
+        }
+        let data = match ty.dtype {
+            DType::Bool => crate::TensorData::Bool(items.iter().map(bool::from_attr).collect::<Result<_, _>>().map_err(err)?),
+            DType::I64 | DType::I32 | DType::I16 | DType::I8 | DType::U8 => {
+                let v: Vec<i64> = items.iter().map(i64::from_attr).collect::<Result<_, _>>().map_err(err)?;
+                crate::TensorData::from_i64(ty.dtype, v).map_err(|e| err(e.to_string()))?
+            }
+            DType::F64 => crate::TensorData::F64(items.iter().map(f64::from_attr).collect::<Result<_, _>>().map_err(err)?),
+            DType::F32 | DType::F16 | DType::BF16 => {
+                // f16/bf16 values print as the f32 they widen to, which is exact, so f32 parsing is lossless.
+                let v: Vec<f32> = items.iter().map(f32::from_attr).collect::<Result<_, _>>().map_err(err)?;
+                match ty.dtype {
+                    DType::F32 => crate::TensorData::F32(v),
+                    DType::F16 => crate::TensorData::F16(v.into_iter().map(half::f16::from_f32).collect()),
+                    _ => crate::TensorData::BF16(v.into_iter().map(half::bf16::from_f32).collect()),
+                }
+            }
+            q => return Err(err(format!("constants cannot have quantized type {q}"))),
+        };
+        let value = Tensor::new(shape, data).map_err(|e| err(e.to_string()))?;
+        Ok(Op::Constant { value })
+    }
+
+    /// The text-form literal of a `constant`'s value: a flat list (or a single value for scalars).
+    pub fn constant_attr(value: &Tensor) -> Attr {
+        use crate::TensorData as D;
+        let items: Vec<Attr> = match value.data() {
+            D::F32(v) => v.iter().map(|x| x.to_attr()).collect(),
+            D::F16(v) => v.iter().map(|x| x.to_f32().to_attr()).collect(),
+            D::BF16(v) => v.iter().map(|x| x.to_f32().to_attr()).collect(),
+            D::F64(v) => v.iter().map(|x| x.to_attr()).collect(),
+            D::Bool(v) => v.iter().map(|x| x.to_attr()).collect(),
+            d => (0..d.len()).map(|i| d.get_i64(i).to_attr()).collect(),
+        };
+        if value.shape().is_empty() { items.into_iter().next().expect("scalar has one element") } else { Attr::List(items) }
+    }
+
+    /// Whether the op reads or writes state outside its inputs (the KV cache), so it may be neither
+    /// deduplicated nor removed when unused.
+    pub fn has_side_effects(&self) -> bool {
+        matches!(self, Op::Attention { layer: Some(_), .. })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(op: &Op) -> BTreeMap<String, Attr> {
+        op.attrs().into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+    }
+
+    #[test]
+    fn attrs_round_trip_through_parts() {
+        let ops = [
+            Op::RmsNorm { eps: 1e-6, offset: 1.0 },
+            Op::Attention { layer: Some(3), scale: 0.125, causal: true, window: Some(4096), sinks: 4, softcap: None },
+            Op::Rope {
+                style: RopeStyle::Half,
+                theta: 500000.0,
+                rotary_dim: 64,
+                scaling: RopeScaling::Llama3 { factor: 8.0, low_freq_factor: 1.0, high_freq_factor: 4.0, original_max_position: 8192 },
+            },
+            Op::Reduce { kind: ReduceKind::Mean, axes: vec![-1], keepdims: true },
+            Op::Unary(UnaryOp::Rsqrt),
+            Op::Cast { to: DType::BF16 },
+            Op::Split { axis: -1, sizes: vec![2, 3] },
+        ];
+        for op in ops {
+            assert_eq!(Op::from_parts(op.name(), parts(&op)).unwrap(), op);
+        }
+    }
+
+    #[test]
+    fn defaults_and_errors() {
+        let op = Op::from_parts("rms_norm", [("eps".to_string(), 1e-5f32.to_attr())].into()).unwrap();
+        assert_eq!(op, Op::RmsNorm { eps: 1e-5, offset: 0.0 });
+        let e = Op::from_parts("rms_norm", BTreeMap::new()).unwrap_err();
+        assert_eq!(e.to_string(), "op `rms_norm` needs attribute `eps`");
+        let e = Op::from_parts("silu", [("x".to_string(), Attr::Bool(true))].into()).unwrap_err();
+        assert!(e.to_string().contains("has no attribute `x`"), "{e}");
+        let e = Op::from_parts("frobnicate", BTreeMap::new()).unwrap_err();
+        assert!(e.to_string().contains("rms_norm"), "{e}");
+    }
+
+    #[test]
+    fn names_are_unique() {
+        let mut names = Op::all_names();
+        let n = names.len();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), n);
+    }
+}

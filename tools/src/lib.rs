@@ -1,0 +1,1 @@
+//! kiln: the compiler driver library behind the `kiln` command-line tool.
