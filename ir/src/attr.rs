@@ -236,11 +236,24 @@ ident_attr_enum! {
 pub enum RopeScaling {
     None,
     /// Positions divided by `factor` (Gemma 3 global layers, "linear" in HF configs).
-    Linear { factor: f64 },
+    Linear {
+        factor: f64,
+    },
     /// Llama 3.1's piecewise rescaling of frequencies by wavelength.
-    Llama3 { factor: f64, low_freq_factor: f64, high_freq_factor: f64, original_max_position: u64 },
+    Llama3 {
+        factor: f64,
+        low_freq_factor: f64,
+        high_freq_factor: f64,
+        original_max_position: u64,
+    },
     /// YaRN: NTK-by-parts interpolation and a magnitude factor on cos/sin (Qwen long context).
-    Yarn { factor: f64, original_max_position: u64, beta_fast: f64, beta_slow: f64, attention_factor: f64 },
+    Yarn {
+        factor: f64,
+        original_max_position: u64,
+        beta_fast: f64,
+        beta_slow: f64,
+        attention_factor: f64,
+    },
 }
 
 impl AttrType for RopeScaling {
@@ -250,7 +263,12 @@ impl AttrType for RopeScaling {
             RopeScaling::Linear { factor } => Attr::Call("linear".into(), vec![factor.to_attr()]),
             RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_position } => Attr::Call(
                 "llama3".into(),
-                vec![factor.to_attr(), low_freq_factor.to_attr(), high_freq_factor.to_attr(), original_max_position.to_attr()],
+                vec![
+                    factor.to_attr(),
+                    low_freq_factor.to_attr(),
+                    high_freq_factor.to_attr(),
+                    original_max_position.to_attr(),
+                ],
             ),
             RopeScaling::Yarn { factor, original_max_position, beta_fast, beta_slow, attention_factor } => Attr::Call(
                 "yarn".into(),
@@ -308,7 +326,12 @@ mod tests {
 
     #[test]
     fn scaling_round_trips() {
-        let s = RopeScaling::Llama3 { factor: 8.0, low_freq_factor: 1.0, high_freq_factor: 4.0, original_max_position: 8192 };
+        let s = RopeScaling::Llama3 {
+            factor: 8.0,
+            low_freq_factor: 1.0,
+            high_freq_factor: 4.0,
+            original_max_position: 8192,
+        };
         assert_eq!(s.to_attr().to_string(), "llama3(8.0, 1.0, 4.0, 8192)");
         assert_eq!(RopeScaling::from_attr(&s.to_attr()).unwrap(), s);
         assert!(RopeScaling::from_attr(&Attr::Call("linear".into(), vec![])).is_err());

@@ -25,7 +25,10 @@ pub enum DType {
     /// 4-bit weights quantized in groups of `group_size` consecutive elements of a row, one f32 scale per
     /// group. Without zero points `w = (q - 8) * scale`; with them `w = (q - zero) * scale`, the zero
     /// point being an f32 per group (so GGUF's float minimum maps onto it).
-    Q4G { group_size: u32, zero_points: bool },
+    Q4G {
+        group_size: u32,
+        zero_points: bool,
+    },
 }
 
 impl DType {

@@ -102,7 +102,11 @@ impl Graph {
     pub fn push(&mut self, op: Op, inputs: &[ValueId]) -> Result<ValueId, crate::infer::InferError> {
         let types = crate::infer::infer_node(self, &op, inputs)?;
         if types.len() != 1 {
-            return Err(crate::infer::InferError::new(format!("`{}` has {} results; use push_multi", op.name(), types.len())));
+            return Err(crate::infer::InferError::new(format!(
+                "`{}` has {} results; use push_multi",
+                op.name(),
+                types.len()
+            )));
         }
         Ok(self.add_node(op, inputs.to_vec(), types)[0])
     }
@@ -242,7 +246,8 @@ impl Graph {
         }
         // A use of a value that no live node defines keeps an id past the end, so the verifier of the
         // copy still reports it.
-        let remap = |map: &Vec<Option<ValueId>>, v: ValueId| map.get(v.index()).copied().flatten().unwrap_or(ValueId(u32::MAX));
+        let remap =
+            |map: &Vec<Option<ValueId>>, v: ValueId| map.get(v.index()).copied().flatten().unwrap_or(ValueId(u32::MAX));
         let mut pending = Vec::new();
         for (_, node) in self.nodes() {
             let types = node.outputs.iter().map(|&o| self.value_type(o).clone()).collect();

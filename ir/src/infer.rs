@@ -20,7 +20,11 @@ impl InferError {
 
 /// Result types of `op` applied to inputs of `input_types`; `const_inputs[i]` is the value of input i
 /// when it is a constant (used for shapes, axes and the like).
-pub fn infer_types(op: &Op, input_types: &[&TensorType], const_inputs: &[Option<&Tensor>]) -> Result<Vec<TensorType>, InferError> {
+pub fn infer_types(
+    op: &Op,
+    input_types: &[&TensorType],
+    const_inputs: &[Option<&Tensor>],
+) -> Result<Vec<TensorType>, InferError> {
     let _ = (op, input_types, const_inputs);
     todo!("infer_types")
 }

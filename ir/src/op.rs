@@ -292,10 +292,8 @@ impl Op {
     /// declared result type.
     pub fn constant_from_attr(value: &Attr, ty: &crate::TensorType) -> Result<Op, OpError> {
         let err = |m: String| bad("constant", "value", m);
-        let shape = ty
-            .shape
-            .as_static()
-            .ok_or_else(|| err(format!("a constant needs a static shape, not {}", ty.shape)))?;
+        let shape =
+            ty.shape.as_static().ok_or_else(|| err(format!("a constant needs a static shape, not {}", ty.shape)))?;
         let items = match value {
             Attr::List(items) => items.as_slice(),
             one => std::slice::from_ref(one),
@@ -305,12 +303,16 @@ impl Op {
             return Err(err(format!("{} values given for type {ty}, which holds {expected}", items.len())));
         }
         let data = match ty.dtype {
-            DType::Bool => crate::TensorData::Bool(items.iter().map(bool::from_attr).collect::<Result<_, _>>().map_err(err)?),
+            DType::Bool => {
+                crate::TensorData::Bool(items.iter().map(bool::from_attr).collect::<Result<_, _>>().map_err(err)?)
+            }
             DType::I64 | DType::I32 | DType::I16 | DType::I8 | DType::U8 => {
                 let v: Vec<i64> = items.iter().map(i64::from_attr).collect::<Result<_, _>>().map_err(err)?;
                 crate::TensorData::from_i64(ty.dtype, v).map_err(|e| err(e.to_string()))?
             }
-            DType::F64 => crate::TensorData::F64(items.iter().map(f64::from_attr).collect::<Result<_, _>>().map_err(err)?),
+            DType::F64 => {
+                crate::TensorData::F64(items.iter().map(f64::from_attr).collect::<Result<_, _>>().map_err(err)?)
+            }
             DType::F32 | DType::F16 | DType::BF16 => {
                 // f16/bf16 values print as the f32 they widen to, which is exact, so f32 parsing is lossless.
                 let v: Vec<f32> = items.iter().map(f32::from_attr).collect::<Result<_, _>>().map_err(err)?;
@@ -337,7 +339,11 @@ impl Op {
             D::Bool(v) => v.iter().map(|x| x.to_attr()).collect(),
             d => (0..d.len()).map(|i| d.get_i64(i).to_attr()).collect(),
         };
-        if value.shape().is_empty() { items.into_iter().next().expect("scalar has one element") } else { Attr::List(items) }
+        if value.shape().is_empty() {
+            items.into_iter().next().expect("scalar has one element")
+        } else {
+            Attr::List(items)
+        }
     }
 
     /// Whether the op reads or writes state outside its inputs (the KV cache), so it may be neither
@@ -364,7 +370,12 @@ mod tests {
                 style: RopeStyle::Half,
                 theta: 500000.0,
                 rotary_dim: 64,
-                scaling: RopeScaling::Llama3 { factor: 8.0, low_freq_factor: 1.0, high_freq_factor: 4.0, original_max_position: 8192 },
+                scaling: RopeScaling::Llama3 {
+                    factor: 8.0,
+                    low_freq_factor: 1.0,
+                    high_freq_factor: 4.0,
+                    original_max_position: 8192,
+                },
             },
             Op::Reduce { kind: ReduceKind::Mean, axes: vec![-1], keepdims: true },
             Op::Unary(UnaryOp::Rsqrt),

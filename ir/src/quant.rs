@@ -33,7 +33,15 @@ fn read_f32(bytes: &[u8], i: usize) -> f32 {
 
 /// Dequantizes row `row` of a `[n, k]` weight into `out` (`out.len() == k`). Buffers must have the sizes
 /// of [`buffer_sizes`]; the weight store checks that when a weight is added.
-pub fn dequantize_row(dtype: DType, k: usize, row: usize, data: &[u8], scales: &[u8], zeros: Option<&[u8]>, out: &mut [f32]) {
+pub fn dequantize_row(
+    dtype: DType,
+    k: usize,
+    row: usize,
+    data: &[u8],
+    scales: &[u8],
+    zeros: Option<&[u8]>,
+    out: &mut [f32],
+) {
     debug_assert_eq!(out.len(), k);
     match dtype {
         DType::Q8C => {

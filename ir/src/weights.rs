@@ -95,9 +95,15 @@ impl WeightStore {
     }
 
     /// Adds a weight after checking its buffers against its type.
-    pub fn insert(&mut self, name: impl Into<String>, ty: TensorType, payload: WeightPayload) -> Result<(), WeightError> {
+    pub fn insert(
+        &mut self,
+        name: impl Into<String>,
+        ty: TensorType,
+        payload: WeightPayload,
+    ) -> Result<(), WeightError> {
         let name = name.into();
-        let bad_type = |reason: &str| WeightError::BadType { name: name.clone(), ty: ty.to_string(), reason: reason.into() };
+        let bad_type =
+            |reason: &str| WeightError::BadType { name: name.clone(), ty: ty.to_string(), reason: reason.into() };
         let dims = ty.shape.as_static().ok_or_else(|| bad_type("its shape must be static"))?;
         let size_err = |part: &'static str, expected: usize, actual: usize| {
             if expected == actual {
@@ -139,7 +145,14 @@ impl WeightStore {
     }
 
     /// Quantizes a row-major f32 `[n, k]` matrix into `dtype` and adds it.
-    pub fn insert_quantized(&mut self, name: impl Into<String>, dtype: DType, n: usize, k: usize, w: &[f32]) -> Result<(), WeightError> {
+    pub fn insert_quantized(
+        &mut self,
+        name: impl Into<String>,
+        dtype: DType,
+        n: usize,
+        k: usize,
+        w: &[f32],
+    ) -> Result<(), WeightError> {
         let name = name.into();
         let ty = TensorType::of(dtype, &[n as u64, k as u64]);
         let b = quant::quantize(dtype, n, k, w).ok_or_else(|| WeightError::BadType {
