@@ -1,0 +1,30 @@
+//! Command-line arguments and the subcommands.
+
+mod diagnostics;
+mod ir_command;
+mod run_command;
+
+use clap::{Parser, Subcommand};
+
+/// kiln: an ahead-of-time compiler for language models.
+#[derive(Parser, Debug)]
+#[command(name = "kiln", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Parse, verify and print a model's IR, optionally through a pass pipeline.
+    Ir(ir_command::IrArgs),
+    /// Generate tokens from a model on the CPU.
+    Run(run_command::RunArgs),
+}
+
+pub fn run(cli: Cli) -> miette::Result<()> {
+    match cli.command {
+        Command::Ir(args) => ir_command::run(args),
+        Command::Run(args) => run_command::run(args),
+    }
+}
