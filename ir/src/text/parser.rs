@@ -204,7 +204,7 @@ impl<'s> Parser<'s> {
             match tok.kind {
                 TokenKind::Comma => {}
                 TokenKind::RBrace => return Ok(uses),
-                _ => return Err(self.unexpected(&tok, "`,` or the closing `}` after a returned value")),
+                _ => return Err(self.unexpected(&tok, "`,` or the closing `}` after a returned value (`return` ends the graph)")),
             }
         }
     }
