@@ -44,13 +44,22 @@ fn syntax_errors_say_what_was_expected_and_found() {
         "expected `,` or `]` in an attribute list, found `2`",
     );
     fails_at(&body("  %1 = softmax(%0) {axis = ^}} : f32[4]\n  return %1"), "expected an attribute value, found `}`");
-    fails_at(&body("  %1 = gelu(%0) {approximate = -^tanh} : f32[4]\n  return %1"), "expected a number or `inf` after `-`");
+    fails_at(
+        &body("  %1 = gelu(%0) {approximate = -^tanh} : f32[4]\n  return %1"),
+        "expected a number or `inf` after `-`",
+    );
     fails_at(&body("  %1 = neg(%0) : f32[4 ^4]\n  return %1"), "expected `,` or `]` after a dimension, found `4`");
-    fails_at(&body("  %1 = neg(%0) : f32[^-1]\n  return %1"), "expected a dimension (a non-negative integer, a symbol or `?`), found `-1`");
+    fails_at(
+        &body("  %1 = neg(%0) : f32[^-1]\n  return %1"),
+        "expected a dimension (a non-negative integer, a symbol or `?`), found `-1`",
+    );
     fails_at(&body("  %1 = neg(%0) : f32[^2.5]\n  return %1"), "found `2.5`");
     fails_at(&body("  %1 = neg(%0) : f32^(4)\n  return %1"), "expected `[` and the dims after dtype `f32`, found `(`");
     fails_at(&body("  %1 = neg(%0) : ^[4]\n  return %1"), "expected a type such as `f32[2, seq]`, found `[`");
-    fails_at(&body("  return %0 ^%0"), "expected `,` or the closing `}` after a returned value (`return` ends the graph), found `%0`");
+    fails_at(
+        &body("  return %0 ^%0"),
+        "expected `,` or the closing `}` after a returned value (`return` ends the graph), found `%0`",
+    );
     fails_at(&body("  return ^: f32"), "expected values or `}` after `return` (`return` ends the graph), found `:`");
     fails_at("graph @g(%0 ^f32[1]) {\n  return\n}", "expected `:` and a type after input %0, found `f32`");
     fails_at("graph @g(^f32[1]) {\n  return\n}", "expected a graph input `%N: type`, found `f32`");
@@ -72,8 +81,14 @@ fn lexical_errors() {
     fails_at(&body("  %1 = neg(%0) : f32[4] ^$\n  return %1"), "unexpected character '$'");
     fails_at(&body("  %1 = neg(^%?3) : f32[4]\n  return %1"), "no node defines");
     fails_at(&body("  %1 = neg(^%x) : f32[4]\n  return %1"), "expected a value number after `%`");
-    fails_at(&body("  ^%99999999999999999999999 = neg(%0) : f32[4]\n  return"), "value number `%99999999999999999999999` is too large");
-    fails_at(&body("  %1 = neg(%0) : f32[^99999999999999999999999]\n  return %1"), "dimension `99999999999999999999999` is too large");
+    fails_at(
+        &body("  ^%99999999999999999999999 = neg(%0) : f32[4]\n  return"),
+        "value number `%99999999999999999999999` is too large",
+    );
+    fails_at(
+        &body("  %1 = neg(%0) : f32[^99999999999999999999999]\n  return %1"),
+        "dimension `99999999999999999999999` is too large",
+    );
 }
 
 #[test]
@@ -88,10 +103,14 @@ fn name_errors() {
     let e = fails_at(&body("  %1 = neg(^%7) : f32[4]\n  return %1"), "value %7 is used but never defined");
     assert_eq!(e.message, "value %7 is used but never defined");
     fails_at(&body("  %1 = neg(%0) : f32[4]\n  return %1, ^%5"), "value %5 is used but never defined");
-    let e = fails_at(&body("  %1 = neg(%0) : f32[4]\n  ^%1 = exp(%0) : f32[4]\n  return %1"), "value %1 is defined twice");
+    let e =
+        fails_at(&body("  %1 = neg(%0) : f32[4]\n  ^%1 = exp(%0) : f32[4]\n  return %1"), "value %1 is defined twice");
     assert_eq!(e.message, "value %1 is defined twice");
     fails_at("graph @g(%3: f32[], ^%3: f32[]) {\n  return\n}", "value %3 is defined twice");
-    fails_at(&body("  %1, ^%1 = split(%0) {axis = 0, sizes = [2, 2]} : f32[2], f32[2]\n  return"), "value %1 is defined twice");
+    fails_at(
+        &body("  %1, ^%1 = split(%0) {axis = 0, sizes = [2, 2]} : f32[2], f32[2]\n  return"),
+        "value %1 is defined twice",
+    );
     // Names compare by number, so leading zeros name the same value.
     fails_at(&body("  %1 = neg(%0) : f32[4]\n  ^%01 = neg(%0) : f32[4]\n  return"), "value %1 is defined twice");
 }
@@ -109,7 +128,10 @@ fn result_and_type_counts_must_agree() {
 
 #[test]
 fn op_and_attribute_errors() {
-    let e = fails_at(&body("  %1 = ^frobnicate(%0) : f32[4]\n  return %1"), "unknown op `frobnicate`; valid ops are: weight,");
+    let e = fails_at(
+        &body("  %1 = ^frobnicate(%0) : f32[4]\n  return %1"),
+        "unknown op `frobnicate`; valid ops are: weight,",
+    );
     for name in kiln_ir::Op::all_names() {
         assert!(e.message.contains(name), "the message lists `{name}`");
     }
@@ -122,7 +144,10 @@ fn op_and_attribute_errors() {
         "op `silu` has no attribute `x`; its attributes are: (none)",
     );
     fails_at(&body("  %1 = ^rms_norm(%0, %0) : f32[4]\n  return %1"), "op `rms_norm` needs attribute `eps`");
-    fails_at(&body("  %1 = softmax(%0) {axis = 1, ^axis = 2} : f32[4]\n  return %1"), "attribute `axis` is given twice");
+    fails_at(
+        &body("  %1 = softmax(%0) {axis = 1, ^axis = 2} : f32[4]\n  return %1"),
+        "attribute `axis` is given twice",
+    );
     fails_at(
         &body("  %1 = gelu(%0) {approximate = ^exact} : f32[4]\n  return %1"),
         "unknown GeluApprox `exact` (expected one of none, tanh)",
@@ -151,24 +176,39 @@ fn constant_errors() {
     );
     fails_at(&body("  %1 = constant {value = ^1} : f32[seq]\n  return %1"), "a constant needs a static shape");
     fails_at(&body("  %1 = constant {value = ^true} : i64[]\n  return %1"), "expected an integer, found `true`");
-    fails_at(&body("  %1 = constant {value = ^300} : i8[]\n  return %1"), "attribute `value` of `constant`: 300 is out of range for i8");
+    fails_at(
+        &body("  %1 = constant {value = ^300} : i8[]\n  return %1"),
+        "attribute `value` of `constant`: 300 is out of range for i8",
+    );
     fails_at(&body("  %1 = constant {value = ^[0, -1]} : u8[2]\n  return %1"), "-1 is out of range for u8");
     fails_at(&body("  %1 = ^constant : f32[]\n  return %1"), "op `constant` needs attribute `value`");
-    fails_at(&body("  %1 = constant {value = 1, ^axis = 0} : f32[]\n  return %1"), "op `constant` has no attribute `axis`");
+    fails_at(
+        &body("  %1 = constant {value = 1, ^axis = 0} : f32[]\n  return %1"),
+        "op `constant` has no attribute `axis`",
+    );
     fails_at(&body("  ^constant {value = 1}\n  return"), "a `constant` needs a result type");
 }
 
 #[test]
 fn structure_errors() {
-    let e = fails_at("graph @g(%0: f32[4]) {\n  %1 = neg(%0) : f32[4]\n^}\n", "missing `return` at the end of the graph body");
+    let e = fails_at(
+        "graph @g(%0: f32[4]) {\n  %1 = neg(%0) : f32[4]\n^}\n",
+        "missing `return` at the end of the graph body",
+    );
     assert_eq!(e.message, "missing `return` at the end of the graph body");
     fails_at("graph @g() {\n^}\n", "missing `return`");
-    fails_at("graph @g() {\n  return\n^", "expected values or `}` after `return` (`return` ends the graph), found end of input");
+    fails_at(
+        "graph @g() {\n  return\n^",
+        "expected values or `}` after `return` (`return` ends the graph), found end of input",
+    );
     let e = fails_at("graph @g() {\n  return\n}\n^graph @h() {\n  return\n}\n", "after the closing `}` of the graph");
     assert_eq!(e.message, "unexpected `graph` after the closing `}` of the graph (a file holds one graph)");
     fails_at("graph @g() {\n  return\n} ^}", "unexpected `}` after the closing `}`");
     // A statement after `return` fails at its first token.
-    fails_at(&body("  return %0\n  ^%1 = neg(%0) : f32[4]"), "expected `,` or the closing `}` after a returned value (`return` ends the graph), found `%1`");
+    fails_at(
+        &body("  return %0\n  ^%1 = neg(%0) : f32[4]"),
+        "expected `,` or the closing `}` after a returned value (`return` ends the graph), found `%1`",
+    );
 }
 
 #[test]
@@ -182,7 +222,8 @@ fn attribute_nesting_is_bounded() {
     // Nesting itself parses; the op then rejects the nested list as its attribute.
     let e = parse(&src).unwrap_err();
     assert!(e.message.contains("attribute `perm` of `transpose`"), "{e}");
-    let marked = body(&format!("  %1 = transpose(%0) {{perm = {}^[]{}}} : f32[4]\n  return %1", "[".repeat(64), "]".repeat(64)));
+    let marked =
+        body(&format!("  %1 = transpose(%0) {{perm = {}^[]{}}} : f32[4]\n  return %1", "[".repeat(64), "]".repeat(64)));
     fails_at(&marked, "attribute value nested more than 64 levels deep");
     // Far deeper input fails the same way instead of overflowing the stack.
     let deep = body(&format!("  %1 = rope(%0) {{scaling = {}}} : f32[4]\n  return", "yarn([".repeat(200_000)));

@@ -204,7 +204,10 @@ impl<'s> Parser<'s> {
             match tok.kind {
                 TokenKind::Comma => {}
                 TokenKind::RBrace => return Ok(uses),
-                _ => return Err(self.unexpected(&tok, "`,` or the closing `}` after a returned value (`return` ends the graph)")),
+                _ => {
+                    return Err(self
+                        .unexpected(&tok, "`,` or the closing `}` after a returned value (`return` ends the graph)"));
+                }
             }
         }
     }
