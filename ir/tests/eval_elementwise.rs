@@ -1,6 +1,9 @@
 //! Elementwise ops against float64 references: every unary op, binary arithmetic/logic with
 //! broadcasting, comparisons, `where`, `cast`, and their error cases.
 
+// References are index loops on purpose: they mirror the math, not the implementation.
+#![allow(clippy::needless_range_loop)]
+
 mod eval_support;
 
 use eval_support::*;
@@ -316,7 +319,11 @@ fn logical_ops_broadcast() {
 #[test]
 fn binary_errors() {
     let f = f32t(&[2, 3], &[0.0; 6]);
-    assert_fails(&Op::Binary(BinaryOp::Add), &[&f, &to_f16(&f)], "add: operands must have the same dtype, got f32[2, 3] and f16[2, 3]");
+    assert_fails(
+        &Op::Binary(BinaryOp::Add),
+        &[&f, &to_f16(&f)],
+        "add: operands must have the same dtype, got f32[2, 3] and f16[2, 3]",
+    );
     assert_fails(&Op::Binary(BinaryOp::Add), &[&f, &f32t(&[2], &[0.0; 2])], "shapes [2, 3] and [2] do not broadcast");
     assert_fails(&Op::Binary(BinaryOp::And), &[&f, &f], "and: not defined on float tensors");
     let b = boolt(&[1], &[true]);
@@ -344,10 +351,12 @@ fn comparisons_broadcast_for_floats_and_ints() {
     let bi = i64t(&[4], &[-1, 0, 1, 2]);
     for op in CompareOp::ALL {
         let (av, bv) = (a.to_f64_vec(), b.to_f64_vec());
-        let want: Vec<bool> = (0..3).flat_map(|i| (0..4).map(move |j| (i, j))).map(|(i, j)| compare_ref(*op, av[i], bv[j])).collect();
+        let want: Vec<bool> =
+            (0..3).flat_map(|i| (0..4).map(move |j| (i, j))).map(|(i, j)| compare_ref(*op, av[i], bv[j])).collect();
         assert_eq!(run1(&Op::Compare(*op), &[&a, &b]), boolt(&[3, 4], &want), "{}", op.name());
         let (av, bv) = (ai.to_f64_vec(), bi.to_f64_vec());
-        let want: Vec<bool> = (0..3).flat_map(|i| (0..4).map(move |j| (i, j))).map(|(i, j)| compare_ref(*op, av[i], bv[j])).collect();
+        let want: Vec<bool> =
+            (0..3).flat_map(|i| (0..4).map(move |j| (i, j))).map(|(i, j)| compare_ref(*op, av[i], bv[j])).collect();
         assert_eq!(run1(&Op::Compare(*op), &[&ai, &bi]), boolt(&[3, 4], &want), "{}", op.name());
     }
     let p = boolt(&[2], &[true, false]);
@@ -422,7 +431,11 @@ fn cast_between_plain_dtypes() {
         let x = run1(&Op::Cast { to: from }, &[&sample]);
         for to in DType::PLAIN {
             let y = run1(&Op::Cast { to }, &[&x]);
-            assert_eq!((y.dtype(), y.shape(), y.to_f64_vec()), (to, &[2usize, 1][..], vec![1.0, 0.0]), "{from} -> {to}");
+            assert_eq!(
+                (y.dtype(), y.shape(), y.to_f64_vec()),
+                (to, &[2usize, 1][..], vec![1.0, 0.0]),
+                "{from} -> {to}"
+            );
         }
     }
     assert_fails(&Op::Cast { to: DType::Q8C }, &[&f], "cast: cannot cast to quantized dtype q8c");

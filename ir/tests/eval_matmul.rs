@@ -1,6 +1,9 @@
 //! `matmul` against an f64 triple loop written per case, covering numpy's 1-D promotion and batch
 //! broadcasting, integer and half-precision operands, and shape errors.
 
+// References are index loops on purpose: they mirror the math, not the implementation.
+#![allow(clippy::needless_range_loop)]
+
 mod eval_support;
 
 use eval_support::*;
@@ -91,8 +94,16 @@ fn half_precision_and_integers() {
 fn matmul_errors() {
     let op = Op::MatMul {};
     let a = rand_f32(&[3, 4], 1);
-    assert_fails(&op, &[&a, &rand_f32(&[5, 2], 1)], "matmul: inner dims differ: f32[3, 4] has 4 columns but f32[5, 2] has 5 rows");
-    assert_fails(&op, &[&rand_f32(&[2, 3, 4], 1), &rand_f32(&[3, 4, 2], 1)], "batch dims [2] of f32[2, 3, 4] and [3] of f32[3, 4, 2] do not broadcast");
+    assert_fails(
+        &op,
+        &[&a, &rand_f32(&[5, 2], 1)],
+        "matmul: inner dims differ: f32[3, 4] has 4 columns but f32[5, 2] has 5 rows",
+    );
+    assert_fails(
+        &op,
+        &[&rand_f32(&[2, 3, 4], 1), &rand_f32(&[3, 4, 2], 1)],
+        "batch dims [2] of f32[2, 3, 4] and [3] of f32[3, 4, 2] do not broadcast",
+    );
     assert_fails(&op, &[&Tensor::scalar_f32(1.0), &a], "rank >= 1");
     assert_fails(&op, &[&a, &to_f16(&a)], "same dtype");
     assert_fails(&op, &[&boolt(&[1, 1], &[true]), &boolt(&[1, 1], &[true])], "not defined on bool");

@@ -1,6 +1,9 @@
 //! Data-movement ops: exact results against references built from coordinates (or written out by
 //! hand for ONNX edge cases), and their error messages.
 
+// References are index loops on purpose: they mirror the math, not the implementation.
+#![allow(clippy::needless_range_loop)]
+
 mod eval_support;
 
 use eval_support::*;
@@ -41,9 +44,7 @@ fn reshape_follows_onnx_zero_and_minus_one() {
     assert!(err(&[0, 0, 0, 0]).contains("has 0 at position 3"));
     assert!(err(&[5, 5]).contains("cannot reshape f32[2, 3, 4] (24 elements) to [5, 5]"));
     assert!(err(&[5, -1]).contains("cannot infer the -1"));
-    assert!(
-        fails(&Op::Reshape { allowzero: true }, &[&x, &i64t(&[2], &[0, -1])]).contains("has both 0 and -1")
-    );
+    assert!(fails(&Op::Reshape { allowzero: true }, &[&x, &i64t(&[2], &[0, -1])]).contains("has both 0 and -1"));
     assert_fails(&op, &[&x, &f32t(&[1], &[24.0])], "reshape: shape must be i64 or i32, got f32[1]");
     assert_fails(&op, &[&x, &i64t(&[1, 1], &[24])], "shape must be 1-D");
 }
@@ -72,7 +73,11 @@ fn transpose_permutes_coordinates() {
     let t = run1(&Op::Transpose { perm: vec![1, 0] }, &[&h]);
     let hv = h.to_f64_vec();
     assert_eq!(t.to_f64_vec(), vec![hv[0], hv[3], hv[1], hv[4], hv[2], hv[5]]);
-    assert_fails(&Op::Transpose { perm: vec![1, 0] }, &[&x], "perm [1, 0] has 2 entries but the input i64[2, 3, 4] has rank 3");
+    assert_fails(
+        &Op::Transpose { perm: vec![1, 0] },
+        &[&x],
+        "perm [1, 0] has 2 entries but the input i64[2, 3, 4] has rank 3",
+    );
     assert_fails(&Op::Transpose { perm: vec![0, 0, 1] }, &[&x], "axis 0 appears more than once");
 }
 
@@ -84,7 +89,11 @@ fn squeeze_and_unsqueeze() {
     assert_eq!(sq(vec![-2]).shape(), &[1, 3, 2]);
     assert_eq!(sq(vec![0, 2]).shape(), &[3, 2]);
     assert_eq!(sq(vec![0]).data(), x.data());
-    assert_fails(&Op::Squeeze { axes: vec![1] }, &[&x], "squeeze: cannot squeeze axis 1 of f32[1, 3, 1, 2]: its size is 3, not 1");
+    assert_fails(
+        &Op::Squeeze { axes: vec![1] },
+        &[&x],
+        "squeeze: cannot squeeze axis 1 of f32[1, 3, 1, 2]: its size is 3, not 1",
+    );
     assert_fails(&Op::Squeeze { axes: vec![4] }, &[&x], "axis 4 is out of range for rank 4");
 
     let y = rand_f32(&[3, 2], 3);
@@ -162,7 +171,10 @@ fn slice_follows_onnx_clamping_and_negative_steps() {
         i64t(&[4, 5], &[4, 3, 2, 1, 0, 9, 8, 7, 6, 5, 14, 13, 12, 11, 10, 19, 18, 17, 16, 15])
     );
     // Out-of-range start clamps to d-1 = 4 for a negative step: columns 4, 2, 0.
-    assert_eq!(slice(&[10], &[-10], Some(&[-1]), Some(&[-2])), i64t(&[4, 3], &[4, 2, 0, 9, 7, 5, 14, 12, 10, 19, 17, 15]));
+    assert_eq!(
+        slice(&[10], &[-10], Some(&[-1]), Some(&[-2])),
+        i64t(&[4, 3], &[4, 2, 0, 9, 7, 5, 14, 12, 10, 19, 17, 15])
+    );
     // Two axes, listed out of order, with i64::MAX as "to the end".
     assert_eq!(
         slice(&[0, 1], &[i64::MAX, 100], Some(&[-1, 0]), Some(&[2, 1])),
@@ -180,7 +192,10 @@ fn slice_follows_onnx_clamping_and_negative_steps() {
     assert!(bad(&[&x, &one, &one, &one, &i64t(&[1], &[0])]).contains("has a 0 step"));
     assert!(bad(&[&x, &one, &i64t(&[2], &[1, 2])]).contains("must have the same length"));
     assert!(bad(&[&x, &one, &one, &i64t(&[1], &[2])]).contains("axis 2 is out of range"));
-    assert!(bad(&[&x, &i64t(&[2], &[0, 0]), &i64t(&[2], &[1, 1]), &i64t(&[2], &[0, -2])]).contains("appears more than once"));
+    assert!(
+        bad(&[&x, &i64t(&[2], &[0, 0]), &i64t(&[2], &[1, 1]), &i64t(&[2], &[0, -2])])
+            .contains("appears more than once")
+    );
     assert!(bad(&[&x, &f32t(&[1], &[0.0]), &one]).contains("starts must be i64 or i32"));
 }
 
@@ -208,11 +223,19 @@ fn gather_along_any_axis() {
     assert_eq!(got.to_f64_vec(), vec![xv[1], xv[5], xv[9]]);
     assert_eq!(got.shape(), &[3]);
 
-    assert_fails(&Op::Gather { axis: 0 }, &[&x, &i64t(&[1], &[3])], "gather: index 3 is out of range for axis 0 of f32[3, 4] (size 3)");
+    assert_fails(
+        &Op::Gather { axis: 0 },
+        &[&x, &i64t(&[1], &[3])],
+        "gather: index 3 is out of range for axis 0 of f32[3, 4] (size 3)",
+    );
     assert_fails(&Op::Gather { axis: 0 }, &[&x, &i64t(&[1], &[-4])], "index -4 is out of range");
     assert_fails(&Op::Gather { axis: 2 }, &[&x, &i64t(&[1], &[0])], "axis 2 is out of range");
     assert_fails(&Op::Gather { axis: 0 }, &[&x, &f32t(&[1], &[0.0])], "indices must be i64 or i32");
-    assert_fails(&Op::Gather { axis: 0 }, &[&Tensor::scalar_f32(1.0), &i64t(&[1], &[0])], "cannot gather from a scalar");
+    assert_fails(
+        &Op::Gather { axis: 0 },
+        &[&Tensor::scalar_f32(1.0), &i64t(&[1], &[0])],
+        "cannot gather from a scalar",
+    );
 }
 
 #[test]
@@ -242,7 +265,11 @@ fn tile_repeats_each_axis() {
     let want: Vec<i64> = (0..4).flat_map(|i| (0..9).map(move |j| ((i % 2) * 3 + j % 3) as i64)).collect();
     assert_eq!(got, i64t(&[4, 9], &want));
     assert_eq!(run1(&Op::Tile {}, &[&x, &i64t(&[2], &[0, 1])]).shape(), &[0, 3]);
-    assert_fails(&Op::Tile {}, &[&x, &i64t(&[1], &[2])], "tile: repeats [2] has 1 entries but the input i64[2, 3] has rank 2");
+    assert_fails(
+        &Op::Tile {},
+        &[&x, &i64t(&[1], &[2])],
+        "tile: repeats [2] has 1 entries but the input i64[2, 3] has rank 2",
+    );
     assert_fails(&Op::Tile {}, &[&x, &i64t(&[2], &[1, -2])], "negative dim -2");
 }
 
@@ -278,7 +305,9 @@ fn trilu_keeps_a_triangle_per_matrix() {
             TensorData::F16(v) => v.clone(),
             _ => unreachable!(),
         };
-        TensorData::F16(v.iter().enumerate().map(|(n, &e)| if n % 4 > (n / 4) % 3 { e } else { half::f16::ZERO }).collect())
+        TensorData::F16(
+            v.iter().enumerate().map(|(n, &e)| if n % 4 > (n / 4) % 3 { e } else { half::f16::ZERO }).collect(),
+        )
     });
     assert_fails(&Op::Trilu { upper: true }, &[&f32t(&[3], &[0.0; 3])], "trilu: input must have rank >= 2, got f32[3]");
     assert_fails(&Op::Trilu { upper: true }, &[&x, &f32t(&[], &[1.0])], "k must be i64 or i32");

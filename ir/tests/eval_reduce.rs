@@ -1,6 +1,9 @@
 //! Reductions and argmax against references that scatter every input element into its output slot
 //! (the implementation gathers groups instead).
 
+// References are index loops on purpose: they mirror the math, not the implementation.
+#![allow(clippy::needless_range_loop)]
+
 mod eval_support;
 
 use eval_support::*;
@@ -35,7 +38,8 @@ fn reduce_ref(x: &[f64], shape: &[usize], axes: &[usize], keepdims: bool, kind: 
         let count: usize = axes.iter().map(|&a| shape[a]).product();
         acc.iter_mut().for_each(|v| *v /= count as f64);
     }
-    let out_shape = if keepdims { out_full } else { (0..shape.len()).filter(|a| !axes.contains(a)).map(|a| shape[a]).collect() };
+    let out_shape =
+        if keepdims { out_full } else { (0..shape.len()).filter(|a| !axes.contains(a)).map(|a| shape[a]).collect() };
     (out_shape, acc)
 }
 
@@ -45,8 +49,14 @@ fn float_reductions_over_axis_sets() {
     // Values near 1 keep products well scaled.
     let x = f32t(&shape, &values(24, 3, 0.5, 1.5).into_iter().map(|v| v as f32).collect::<Vec<_>>());
     let xv = x.to_f64_vec();
-    let cases: [(&[i64], &[usize]); 6] =
-        [(&[], &[0, 1, 2]), (&[1], &[1]), (&[-1], &[2]), (&[0, 2], &[0, 2]), (&[2, -3], &[0, 2]), (&[0, 1, 2], &[0, 1, 2])];
+    let cases: [(&[i64], &[usize]); 6] = [
+        (&[], &[0, 1, 2]),
+        (&[1], &[1]),
+        (&[-1], &[2]),
+        (&[0, 2], &[0, 2]),
+        (&[2, -3], &[0, 2]),
+        (&[0, 1, 2], &[0, 1, 2]),
+    ];
     for kind in ReduceKind::ALL {
         for (axes, normalized) in cases {
             for keepdims in [true, false] {
@@ -89,7 +99,11 @@ fn empty_reductions_and_nan() {
     assert_eq!(run1(&op(ReduceKind::Sum), &[&e]).to_f64_vec(), vec![0.0, 0.0]);
     assert_eq!(run1(&op(ReduceKind::Prod), &[&e]).to_f64_vec(), vec![1.0, 1.0]);
     assert!(run1(&op(ReduceKind::Mean), &[&e]).to_f64_vec().iter().all(|v| v.is_nan()));
-    assert_fails(&op(ReduceKind::Max), &[&e], "reduce_max: reducing over axes [1] of f32[2, 0], which hold no elements");
+    assert_fails(
+        &op(ReduceKind::Max),
+        &[&e],
+        "reduce_max: reducing over axes [1] of f32[2, 0], which hold no elements",
+    );
     assert_fails(&op(ReduceKind::Mean), &[&i64t(&[2, 0], &[])], "integer mean");
     let n = f32t(&[3], &[1.0, f32::NAN, 2.0]);
     assert!(run1(&op(ReduceKind::Max), &[&f32t(&[1, 3], &n.to_f32_vec())]).to_f64_vec()[0].is_nan());

@@ -207,7 +207,9 @@ pub(crate) fn concat_data(parts: &[&TensorData]) -> TensorData {
         ($variant:ident) => {
             TensorData::$variant(cat(parts, |p| match p {
                 TensorData::$variant(v) => v.as_slice(),
-                other => unreachable!("concat_data needs one dtype, got {} among {}", other.dtype(), stringify!($variant)),
+                other => {
+                    unreachable!("concat_data needs one dtype, got {} among {}", other.dtype(), stringify!($variant))
+                }
             }))
         };
     }

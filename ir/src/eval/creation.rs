@@ -27,8 +27,10 @@ pub(super) fn range(cx: Cx, start: &Tensor, limit: &Tensor, delta: &Tensor) -> R
             if d == 0 {
                 return Err(cx.err("delta is 0"));
             }
-            // Ceiling division in i128, where `limit - start` cannot overflow.
+            // Ceiling division in i128, where `limit - start` cannot overflow; flipping both signs
+            // makes the divisor positive, where euclidean division rounds down.
             let (span, step) = (l as i128 - s as i128, d as i128);
+            let (span, step) = if step < 0 { (-span, -step) } else { (span, step) };
             let count = (span.div_euclid(step) + i128::from(span.rem_euclid(step) != 0)).max(0);
             if count > MAX_ELEMENTS as i128 {
                 return Err(too_many(count as f64));

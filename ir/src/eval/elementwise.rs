@@ -15,12 +15,8 @@ pub(super) fn unary(cx: Cx, u: UnaryOp, x: &Tensor) -> Result<Tensor, EvalError>
         (UnaryOp::Not, Values::Bool(v)) => (Values::Bool(v.into_iter().map(|b| !b).collect()), DType::Bool),
         (UnaryOp::IsNan, Values::F32(v)) => (Values::Bool(v.into_iter().map(f32::is_nan).collect()), DType::Bool),
         (UnaryOp::IsNan, Values::F64(v)) => (Values::Bool(v.into_iter().map(f64::is_nan).collect()), DType::Bool),
-        (UnaryOp::IsInf, Values::F32(v)) => {
-            (Values::Bool(v.into_iter().map(f32::is_infinite).collect()), DType::Bool)
-        }
-        (UnaryOp::IsInf, Values::F64(v)) => {
-            (Values::Bool(v.into_iter().map(f64::is_infinite).collect()), DType::Bool)
-        }
+        (UnaryOp::IsInf, Values::F32(v)) => (Values::Bool(v.into_iter().map(f32::is_infinite).collect()), DType::Bool),
+        (UnaryOp::IsInf, Values::F64(v)) => (Values::Bool(v.into_iter().map(f64::is_infinite).collect()), DType::Bool),
         (UnaryOp::Not | UnaryOp::IsNan | UnaryOp::IsInf, _) => return Err(not_defined()),
         (_, Values::F32(v)) => (Values::F32(v.into_iter().map(|a| unary_float(u, a)).collect()), dtype),
         (_, Values::F64(v)) => (Values::F64(v.into_iter().map(|a| unary_float(u, a)).collect()), dtype),
@@ -84,9 +80,11 @@ fn dtype_class(dtype: DType) -> String {
     }
 }
 
-/// Checks that two operands share a dtype and broadcast; returns the result shape and, for each
-/// result element, the flat index into each operand.
-fn broadcast_pair(cx: Cx, a: &Tensor, b: &Tensor) -> Result<(Vec<usize>, Vec<usize>, Vec<usize>), EvalError> {
+/// The result shape of a broadcast pair and, for each result element, the flat index into each operand.
+type PairIndices = (Vec<usize>, Vec<usize>, Vec<usize>);
+
+/// Checks that two operands share a dtype and broadcast.
+fn broadcast_pair(cx: Cx, a: &Tensor, b: &Tensor) -> Result<PairIndices, EvalError> {
     if a.dtype() != b.dtype() {
         return Err(cx.err(format!("operands must have the same dtype, got {} and {}", a.ty(), b.ty())));
     }
@@ -208,7 +206,11 @@ pub(super) fn compare(cx: Cx, op: CompareOp, a: &Tensor, b: &Tensor) -> Result<T
         (Values::I64(x), Values::I64(y)) => zip_with(&x, &y, &ia, &ib, |p, q| cmp(op, p, q)),
         (Values::Bool(x), Values::Bool(y)) if op == CompareOp::Equal => zip_with(&x, &y, &ia, &ib, |p, q| p == q),
         (Values::Bool(_), Values::Bool(_)) => {
-            return Err(cx.err(format!("ordering comparisons are not defined on bool (inputs {} and {})", a.ty(), b.ty())));
+            return Err(cx.err(format!(
+                "ordering comparisons are not defined on bool (inputs {} and {})",
+                a.ty(),
+                b.ty()
+            )));
         }
         _ => unreachable!("operands of one dtype widen to one compute kind"),
     };
@@ -222,9 +224,8 @@ pub(super) fn where_(cx: Cx, cond: &Tensor, a: &Tensor, b: &Tensor) -> Result<Te
     if a.dtype() != b.dtype() {
         return Err(cx.err(format!("the two branches must have the same dtype, got {} and {}", a.ty(), b.ty())));
     }
-    let shape = broadcast_shapes(cond.shape(), a.shape())
-        .and_then(|s| broadcast_shapes(&s, b.shape()))
-        .ok_or_else(|| {
+    let shape =
+        broadcast_shapes(cond.shape(), a.shape()).and_then(|s| broadcast_shapes(&s, b.shape())).ok_or_else(|| {
             cx.err(format!(
                 "shapes {:?} (condition), {:?} and {:?} do not broadcast",
                 cond.shape(),

@@ -21,11 +21,7 @@ pub(super) fn matmul(cx: Cx, a: &Tensor, b: &Tensor) -> Result<Tensor, EvalError
     let (b_batch, b_mat) = b_shape.split_at(b_shape.len() - 2);
     let (m, k, k2, n) = (a_mat[0], a_mat[1], b_mat[0], b_mat[1]);
     if k != k2 {
-        return Err(cx.err(format!(
-            "inner dims differ: {} has {k} columns but {} has {k2} rows",
-            a.ty(),
-            b.ty()
-        )));
+        return Err(cx.err(format!("inner dims differ: {} has {k} columns but {} has {k2} rows", a.ty(), b.ty())));
     }
     let batch = broadcast_shapes(a_batch, b_batch).ok_or_else(|| {
         cx.err(format!("batch dims {a_batch:?} of {} and {b_batch:?} of {} do not broadcast", a.ty(), b.ty()))

@@ -87,9 +87,7 @@ pub fn eval_generic(op: &Op, inputs: &[&Tensor]) -> Result<Option<Vec<Tensor>>, 
         Op::Tile {} => one(movement::tile(cx, inputs[0], inputs[1])?),
         Op::Trilu { upper } => one(movement::trilu(cx, inputs[0], inputs.get(1).copied(), *upper)?),
         Op::Range {} => one(creation::range(cx, inputs[0], inputs[1], inputs[2])?),
-        Op::CumSum { axis, exclusive, reverse } => {
-            one(creation::cumsum(cx, inputs[0], *axis, *exclusive, *reverse)?)
-        }
+        Op::CumSum { axis, exclusive, reverse } => one(creation::cumsum(cx, inputs[0], *axis, *exclusive, *reverse)?),
         Op::Shape { start, end } => one(creation::shape(cx, inputs[0], *start, *end)?),
         Op::ConstantOfShape { value, dtype } => one(creation::constant_of_shape(cx, inputs[0], *value, *dtype)?),
         Op::Softmax { axis } => one(activation::softmax(cx, inputs[0], *axis)?),
@@ -124,7 +122,8 @@ impl Cx<'_> {
 
     /// A tensor from a shape and data the op computed; a mismatch is a bug in the op.
     pub(crate) fn tensor(self, shape: Vec<usize>, data: TensorData) -> Tensor {
-        Tensor::new(shape, data).unwrap_or_else(|e| panic!("{}: computed data does not fit its shape: {e}", self.name()))
+        Tensor::new(shape, data)
+            .unwrap_or_else(|e| panic!("{}: computed data does not fit its shape: {e}", self.name()))
     }
 
     /// Normalises a possibly negative `axis` of a tensor of rank `rank`.
@@ -208,9 +207,8 @@ pub(crate) fn broadcast_indices(input: &[usize], out: &[usize]) -> Vec<usize> {
     let offset = out.len() - input.len();
     let in_strides = crate::tensor::contiguous_strides(input);
     // Broadcast dims get stride 0, so the same source element repeats along them.
-    let strides: Vec<usize> = (0..out.len())
-        .map(|i| if i < offset || input[i - offset] == 1 { 0 } else { in_strides[i - offset] })
-        .collect();
+    let strides: Vec<usize> =
+        (0..out.len()).map(|i| if i < offset || input[i - offset] == 1 { 0 } else { in_strides[i - offset] }).collect();
     strided_indices(out, &strides, 0)
 }
 

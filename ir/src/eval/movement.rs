@@ -46,7 +46,7 @@ pub(super) fn reshape(cx: Cx, x: &Tensor, shape: &Tensor, allowzero: bool) -> Re
     }
     if let Some(i) = inferred {
         let known = checked_product(&dims).ok_or_else(|| cx.err(format!("shape {spec:?} overflows")))?;
-        if known == 0 || x.len() % known != 0 {
+        if known == 0 || !x.len().is_multiple_of(known) {
             return Err(cx.err(format!(
                 "cannot infer the -1 in shape {spec:?}: the other dims multiply to {known}, which does not divide the {} elements of {}",
                 x.len(),
@@ -64,7 +64,11 @@ pub(super) fn reshape(cx: Cx, x: &Tensor, shape: &Tensor, allowzero: bool) -> Re
 pub(super) fn transpose(cx: Cx, x: &Tensor, perm: &[i64]) -> Result<Tensor, EvalError> {
     let rank = x.shape().len();
     if perm.len() != rank {
-        return Err(cx.err(format!("perm {perm:?} has {} entries but the input {} has rank {rank}", perm.len(), x.ty())));
+        return Err(cx.err(format!(
+            "perm {perm:?} has {} entries but the input {} has rank {rank}",
+            perm.len(),
+            x.ty()
+        )));
     }
     let perm = cx.distinct_axes(perm, rank)?;
     let strides = contiguous_strides(x.shape());
@@ -109,7 +113,8 @@ pub(super) fn concat(cx: Cx, inputs: &[&Tensor], axis: i64) -> Result<Tensor, Ev
     }
     let axis = cx.axis(axis, rank)?;
     for (i, t) in inputs.iter().enumerate().skip(1) {
-        let same_other_dims = t.shape().len() == rank && (0..rank).all(|a| a == axis || t.shape()[a] == first.shape()[a]);
+        let same_other_dims =
+            t.shape().len() == rank && (0..rank).all(|a| a == axis || t.shape()[a] == first.shape()[a]);
         if t.dtype() != first.dtype() || !same_other_dims {
             return Err(cx.err(format!(
                 "input {i} ({}) does not match input 0 ({}): inputs need one dtype, one rank and equal dims except axis {axis}",
@@ -147,7 +152,8 @@ pub(super) fn split(cx: Cx, x: &Tensor, axis: i64, sizes: &[i64]) -> Result<Vec<
         return Err(cx.err(format!("sizes {sizes:?} has negative size {s}")));
     }
     let dim = x.shape()[axis];
-    if sizes.iter().sum::<i64>() != dim as i64 {
+    // Summed in i128 so that absurd sizes cannot overflow.
+    if sizes.iter().map(|&s| s as i128).sum::<i128>() != dim as i128 {
         return Err(cx.err(format!("sizes {sizes:?} do not add up to {dim}, the size of axis {axis} of {}", x.ty())));
     }
     let strides = contiguous_strides(x.shape());
@@ -263,7 +269,12 @@ pub(super) fn expand(cx: Cx, x: &Tensor, shape: &Tensor) -> Result<Tensor, EvalE
 pub(super) fn tile(cx: Cx, x: &Tensor, repeats: &Tensor) -> Result<Tensor, EvalError> {
     let reps = cx.shape_list(repeats, "repeats")?;
     if reps.len() != x.shape().len() {
-        return Err(cx.err(format!("repeats {reps:?} has {} entries but the input {} has rank {}", reps.len(), x.ty(), x.shape().len())));
+        return Err(cx.err(format!(
+            "repeats {reps:?} has {} entries but the input {} has rank {}",
+            reps.len(),
+            x.ty(),
+            x.shape().len()
+        )));
     }
     let out: Vec<usize> = x
         .shape()
