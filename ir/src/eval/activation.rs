@@ -22,7 +22,8 @@ fn map_float(
 }
 
 /// `exp(x - max) / sum(exp(x - max))` along `axis`; subtracting the maximum keeps `exp` from
-/// overflowing without changing the result.
+/// overflowing without changing the result. A slice that is all `-inf` (or holds a NaN) gives NaN, as
+/// 0/0 does.
 pub(super) fn softmax(cx: Cx, x: &Tensor, axis: i64) -> Result<Tensor, EvalError> {
     let axis = cx.axis(axis, x.shape().len())?;
     let dims = outer_axis_inner(x.shape(), axis);
