@@ -94,7 +94,7 @@ pub fn normalize_axes(axes: &[i64], rank: usize, what: &str) -> Result<Vec<usize
     for &a in axes {
         let n = normalize_axis(a, rank, what)?;
         if out.contains(&n) {
-            return Err(format!("{what}s {axes:?} name axis {n} twice"));
+            return Err(format!("the axes {axes:?} name axis {n} twice"));
         }
         out.push(n);
     }
