@@ -176,9 +176,9 @@ fn operand_problem(
     let name = g.node(node).op.name();
     Some(match position.get(&node) {
         Some(&q) if q == p => format!("operand {operand} is a result of this same node"),
-        Some(_) => format!(
-            "operand {operand} is used before it is defined: its `{name}` node comes later in program order"
-        ),
+        Some(_) => {
+            format!("operand {operand} is used before it is defined: its `{name}` node comes later in program order")
+        }
         None => format!("operand {operand} is defined by a `{name}` node that is no longer in program order"),
     })
 }

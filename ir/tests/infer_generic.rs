@@ -17,7 +17,11 @@ fn broadcasting_static_dims() {
     assert_eq!(ok(&add(), &["f32[2, 1]", "f32[1, 3]"]), "f32[2, 3]");
     assert_eq!(ok(&add(), &["f32[]", "f32[4, 5]"]), "f32[4, 5]");
     assert_eq!(ok(&add(), &["f32[0, 1]", "f32[1, 7]"]), "f32[0, 7]");
-    fails(&add(), &["f32[2, 3]", "f32[4]"], "add: shapes [2, 3] and [4] cannot be broadcast: dim 3 does not match dim 4 (1st from the end)");
+    fails(
+        &add(),
+        &["f32[2, 3]", "f32[4]"],
+        "add: shapes [2, 3] and [4] cannot be broadcast: dim 3 does not match dim 4 (1st from the end)",
+    );
     fails(&add(), &["f32[2, 3]", "f32[5, 3]"], "dim 2 does not match dim 5 (2nd from the end)");
 }
 
@@ -46,7 +50,11 @@ fn where_broadcasts_three_ways() {
     assert_eq!(ok(&op, &["bool[]", "i64[]", "i64[]"]), "i64[]");
     fails(&op, &["bool[3]", "f32[3]", "f32[4]"], "where: shapes [3] and [4] cannot be broadcast");
     fails(&op, &["f32[3]", "f32[3]", "f32[3]"], "where: the condition must be a bool tensor, but it is f32[3]");
-    fails(&op, &["bool[3]", "f32[3]", "f16[3]"], "the two branches must share one dtype, but they are f32[3] and f16[3]");
+    fails(
+        &op,
+        &["bool[3]", "f32[3]", "f16[3]"],
+        "the two branches must share one dtype, but they are f32[3] and f16[3]",
+    );
 }
 
 #[test]
@@ -62,7 +70,11 @@ fn matmul_numpy_rules() {
     assert_eq!(ok(&mm, &["f32[3]", "f32[3]"]), "f32[]");
     assert_eq!(ok(&mm, &["f32[3]", "f32[2, 3, 4]"]), "f32[2, 4]");
     assert_eq!(ok(&mm, &["i32[2, ?]", "i32[k, 4]"]), "i32[2, 4]");
-    fails(&mm, &["f32[2, 3]", "f32[4, 5]"], "matmul: the contracted dims differ: a [2, 3] has 3 columns but b [4, 5] has 4 rows");
+    fails(
+        &mm,
+        &["f32[2, 3]", "f32[4, 5]"],
+        "matmul: the contracted dims differ: a [2, 3] has 3 columns but b [4, 5] has 4 rows",
+    );
     fails(&mm, &["f32[3]", "f32[4]"], "a [3] has 3 columns but b [4] has 4 rows");
     fails(&mm, &["f32[2, 2, 3]", "f32[5, 3, 4]"], "matmul: batch dims: shapes [2] and [5] cannot be broadcast");
     fails(&mm, &["f32[2, 3]", "f16[3, 4]"], "a and b must share one dtype, but they are f32[2, 3] and f16[3, 4]");
@@ -74,7 +86,11 @@ fn matmul_numpy_rules() {
 fn cast() {
     assert_eq!(ok(&Op::Cast { to: DType::BF16 }, &["f32[b, 3]"]), "bf16[b, 3]");
     assert_eq!(ok(&Op::Cast { to: DType::Bool }, &["i64[]"]), "bool[]");
-    fails(&Op::Cast { to: DType::Q4G { group_size: 32, zero_points: false } }, &["f32[4]"], "cast: cannot cast to quantized dtype q4g32");
+    fails(
+        &Op::Cast { to: DType::Q4G { group_size: 32, zero_points: false } },
+        &["f32[4]"],
+        "cast: cannot cast to quantized dtype q4g32",
+    );
 }
 
 #[test]
@@ -108,7 +124,11 @@ fn squeeze_and_unsqueeze() {
     assert_eq!(ok(&sq(&[0]), &["f32[s, 8]"]), "f32[8]");
     // No axes: every static 1 goes.
     assert_eq!(ok(&sq(&[]), &["f32[1, 8, 1, 2]"]), "f32[8, 2]");
-    fails(&sq(&[]), &["f32[1, s]"], "squeeze: without axes every dim of size 1 is removed, so every dim must be static, but x [1, s] has dim s");
+    fails(
+        &sq(&[]),
+        &["f32[1, s]"],
+        "squeeze: without axes every dim of size 1 is removed, so every dim must be static, but x [1, s] has dim s",
+    );
     fails(&sq(&[1]), &["f32[1, 8]"], "squeeze: cannot squeeze axis 1 of x [1, 8]: its size is 8, not 1");
     fails(&sq(&[0, -2]), &["f32[1, 1]"], "squeeze: the axes [0, -2] name axis 0 twice");
     fails(&sq(&[2]), &["f32[1, 1]"], "axis 2 is out of range for rank 2");
@@ -127,8 +147,16 @@ fn concat() {
     assert_eq!(ok(&c(-1), &["f32[b, 2]", "f32[b, 3]", "f32[?, 4]"]), "f32[b, 9]");
     assert_eq!(ok(&c(1), &["f32[b, past, 8]", "f32[b, s, 8]"]), "f32[b, ?, 8]");
     assert_eq!(ok(&c(0), &["i64[s]"]), "i64[s]");
-    fails(&c(0), &["f32[2, 3]", "f32[2, 4]"], "concat: input 1 [2, 4] differs from the others in dim 1 (4 vs 3), which is not the concat axis");
-    fails(&c(0), &["f32[2, 3]", "f16[2, 3]"], "input 1 is f16[2, 3] but input 0 is f32[2, 3]; all inputs must share one dtype");
+    fails(
+        &c(0),
+        &["f32[2, 3]", "f32[2, 4]"],
+        "concat: input 1 [2, 4] differs from the others in dim 1 (4 vs 3), which is not the concat axis",
+    );
+    fails(
+        &c(0),
+        &["f32[2, 3]", "f16[2, 3]"],
+        "input 1 is f16[2, 3] but input 0 is f32[2, 3]; all inputs must share one dtype",
+    );
     fails(&c(0), &["f32[2, 3]", "f32[2]"], "all inputs must have the same rank");
     fails(&c(2), &["f32[2, 3]", "f32[2, 3]"], "axis 2 is out of range");
     fails(&c(0), &[], "concat takes at least 1 input but was given 0");
@@ -153,7 +181,11 @@ fn gather() {
     assert_eq!(ok(&g(1), &["f32[2, 3, 4]", "i64[]"]), "f32[2, 4]");
     // Negative indices within range are fine; out-of-range constants are caught.
     assert_eq!(ok_c(&g(1), &[Input::Ty("f32[2, 3]"), i64s(&[-3, 2])]), "f32[2, 2]");
-    fails_c(&g(1), &[Input::Ty("f32[2, 3]"), i64s(&[0, 3])], "gather: index 3 is out of range for axis 1 of x [2, 3], of size 3");
+    fails_c(
+        &g(1),
+        &[Input::Ty("f32[2, 3]"), i64s(&[0, 3])],
+        "gather: index 3 is out of range for axis 1 of x [2, 3], of size 3",
+    );
     fails_c(&g(-1), &[Input::Ty("f32[2, 3]"), i64s(&[-4])], "index -4 is out of range");
     fails(&g(2), &["f32[2, 3]", "i64[]"], "gather: axis 2 is out of range for rank 2");
     fails(&g(0), &["f32[2, 3]", "f32[1]"], "indices must be an integer tensor");
@@ -191,7 +223,11 @@ fn binary_dtype_rules() {
     for b in [BinaryOp::Sub, BinaryOp::Mul, BinaryOp::Div, BinaryOp::Pow, BinaryOp::Max, BinaryOp::Min, BinaryOp::Mod] {
         let op = Op::Binary(b);
         assert_eq!(ok(&op, &["i64[3]", "i64[]"]), "i64[3]");
-        fails(&op, &["f32[3]", "f64[3]"], &format!("{}: a and b must share one dtype, but they are f32[3] and f64[3]", b.name()));
+        fails(
+            &op,
+            &["f32[3]", "f64[3]"],
+            &format!("{}: a and b must share one dtype, but they are f32[3] and f64[3]", b.name()),
+        );
         fails(&op, &["bool[3]", "bool[3]"], "a must be a numeric");
     }
     for b in [BinaryOp::And, BinaryOp::Or, BinaryOp::Xor] {
@@ -226,5 +262,9 @@ fn reductions() {
     let mean = Op::Reduce { kind: ReduceKind::Mean, axes: vec![2], keepdims: true };
     fails(&mean, &["f32[1, 2]"], "reduce_mean: axis 2 is out of range for rank 2");
     fails(&r(&[0, -2], true), &["f32[3, 2]"], "name axis 0 twice");
-    fails(&Op::Reduce { kind: ReduceKind::Max, axes: vec![], keepdims: true }, &["bool[3]"], "reduce_max: x must be a numeric");
+    fails(
+        &Op::Reduce { kind: ReduceKind::Max, axes: vec![], keepdims: true },
+        &["bool[3]"],
+        "reduce_max: x must be a numeric",
+    );
 }

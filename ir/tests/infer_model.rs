@@ -58,7 +58,11 @@ fn rms_norm() {
     assert_eq!(ok(&rms(), &["f32[b, s, 576]", "f32[576]"]), "f32[b, s, 576]");
     assert_eq!(ok(&rms(), &["bf16[b, s, 576]", "f32[?]"]), "bf16[b, s, 576]");
     assert_eq!(ok(&rms(), &["f32[4, h]", "f32[h]"]), "f32[4, h]");
-    fails(&rms(), &["f32[b, s, 576]", "f32[512]"], "rms_norm: weight has 512 elements but the normalised dim of x is 576");
+    fails(
+        &rms(),
+        &["f32[b, s, 576]", "f32[512]"],
+        "rms_norm: weight has 512 elements but the normalised dim of x is 576",
+    );
     fails(&rms(), &["f32[4, h]", "f32[g]"], "weight has g elements but the normalised dim of x is h");
     fails(&rms(), &["i64[4, 8]", "f32[8]"], "rms_norm: x must be a float tensor, but it is i64[4, 8]");
     fails(&rms(), &["f32[]", "f32[8]"], "x must have rank 1 or more");
@@ -73,8 +77,16 @@ fn layer_norm() {
     assert_eq!(ok(&ln(-1), &["f32[2, s, 8]", "f32[8]", "f32[8]"]), "f32[2, s, 8]");
     assert_eq!(ok(&ln(1), &["f16[2, s, 8]", "f16[s, 8]"]), "f16[2, s, 8]");
     assert_eq!(ok(&ln(-2), &["f32[2, 3, 8]", "f32[?, 8]"]), "f32[2, 3, 8]");
-    fails(&ln(-1), &["f32[2, 8]", "f32[4]"], "layer_norm: weight has shape [4] but the normalised dims of x (axis -1 to the end) are [8]");
-    fails(&ln(1), &["f32[2, 3, 8]", "f32[8]"], "weight has shape [8] but the normalised dims of x (axis 1 to the end) are [3, 8]");
+    fails(
+        &ln(-1),
+        &["f32[2, 8]", "f32[4]"],
+        "layer_norm: weight has shape [4] but the normalised dims of x (axis -1 to the end) are [8]",
+    );
+    fails(
+        &ln(1),
+        &["f32[2, 3, 8]", "f32[8]"],
+        "weight has shape [8] but the normalised dims of x (axis 1 to the end) are [3, 8]",
+    );
     fails(&ln(-1), &["f32[2, 8]", "f32[8]", "f32[7]"], "bias has shape [7]");
     fails(&ln(2), &["f32[2, 8]", "f32[8]"], "layer_norm: axis 2 is out of range for rank 2 (valid: -2..=1)");
     fails(&ln(-1), &["i32[2, 8]", "f32[8]"], "x must be a float tensor");
@@ -88,8 +100,16 @@ fn linear() {
     assert_eq!(ok(&op, &["bf16[s, 64]", "q4g32z[128, 64]", "f32[128]"]), "bf16[s, 128]");
     assert_eq!(ok(&op, &["f32[64]", "q8c[n, 64]"]), "f32[n]");
     assert_eq!(ok(&op, &["f32[3, ?]", "f32[n, k]"]), "f32[3, n]");
-    fails(&op, &["f32[b, 64]", "f32[128, 32]"], "linear: x's last dim is 64 but the weight [128, 32] has 32 input features");
-    fails(&op, &["f32[b, 64]", "f32[128, 64]", "f32[64]"], "bias has 64 elements but the weight [128, 64] has 128 outputs");
+    fails(
+        &op,
+        &["f32[b, 64]", "f32[128, 32]"],
+        "linear: x's last dim is 64 but the weight [128, 32] has 32 input features",
+    );
+    fails(
+        &op,
+        &["f32[b, 64]", "f32[128, 64]", "f32[64]"],
+        "bias has 64 elements but the weight [128, 64] has 128 outputs",
+    );
     fails(&op, &["f32[b, 64]", "i8[128, 64]"], "weight must be a float or quantized [out, in] matrix");
     fails(&op, &["f32[b, 64]", "f32[2, 128, 64]"], "weight must be [out, in] (rank 2)");
     fails(&op, &["q8c[4, 64]", "f32[128, 64]"], "linear: input 0 has quantized type q8c[4, 64]");
@@ -106,7 +126,11 @@ fn rope_types_and_attribute_checks() {
     fails(&rope(0), &["f32[1, s, 8, 64]", "i64[1, s]"], "rotary_dim must be a positive even number, not 0");
     fails(&rope(64), &["f32[1, s, 512]", "i64[1, s]"], "x must be [batch, seq, heads, head_dim] (rank 4)");
     fails(&rope(64), &["f32[1, s, 8, 64]", "f32[1, s]"], "positions must be an integer tensor");
-    fails(&rope(64), &["f32[1, s, 8, 64]", "i64[1, t]"], "positions [1, t] disagree with x [1, s, 8, 64] in the seq dim");
+    fails(
+        &rope(64),
+        &["f32[1, s, 8, 64]", "i64[1, t]"],
+        "positions [1, t] disagree with x [1, s, 8, 64] in the seq dim",
+    );
     fails(&rope(64), &["f32[2, s, 8, 64]", "i64[3, s]"], "in the batch dim");
     fails(&rope(64), &["f32[1, s, 8, 64]", "i64[s]"], "positions must be [batch, seq] (rank 2)");
     let bad_theta = Op::Rope { style: RopeStyle::Half, theta: 0.0, rotary_dim: 64, scaling: RopeScaling::None };
@@ -115,7 +139,12 @@ fn rope_types_and_attribute_checks() {
         style: RopeStyle::Interleaved,
         theta: 500000.0,
         rotary_dim: 64,
-        scaling: RopeScaling::Llama3 { factor: 8.0, low_freq_factor: lo, high_freq_factor: hi, original_max_position: 8192 },
+        scaling: RopeScaling::Llama3 {
+            factor: 8.0,
+            low_freq_factor: lo,
+            high_freq_factor: hi,
+            original_max_position: 8192,
+        },
     };
     assert_eq!(ok(&llama3(1.0, 4.0), &["f32[1, s, 8, 64]", "i64[1, s]"]), "f32[1, s, 8, 64]");
     fails(&llama3(4.0, 1.0), &["f32[1, s, 8, 64]", "i64[1, s]"], "needs high_freq_factor > low_freq_factor");
@@ -132,7 +161,8 @@ fn rope_types_and_attribute_checks() {
         },
     };
     fails(&yarn, &["f32[1, s, 8, 64]", "i64[1, s]"], "yarn scaling needs a positive original_max_position");
-    let linear = Op::Rope { style: RopeStyle::Half, theta: 1e4, rotary_dim: 8, scaling: RopeScaling::Linear { factor: -2.0 } };
+    let linear =
+        Op::Rope { style: RopeStyle::Half, theta: 1e4, rotary_dim: 8, scaling: RopeScaling::Linear { factor: -2.0 } };
     fails(&linear, &["f32[1, s, 8, 64]", "i64[1, s]"], "the linear scaling factor must be a positive finite number");
 }
 
@@ -171,21 +201,43 @@ fn attention_errors() {
         "need at least 4 keys but hold 3",
     );
     let ok_kv = "f32[1, 4, 4, 16]";
-    fails(&attn(None), &["f32[1, 4, 8, 16]", "f32[1, 4, 4, 8]", ok_kv, "i64[1, 4]"], "k's head_dim 8 differs from q's head_dim 16");
+    fails(
+        &attn(None),
+        &["f32[1, 4, 8, 16]", "f32[1, 4, 4, 8]", ok_kv, "i64[1, 4]"],
+        "k's head_dim 8 differs from q's head_dim 16",
+    );
     fails(&attn(None), &["f32[1, 4, 8, 16]", ok_kv, "f32[1, 5, 4, 16]", "i64[1, 4]"], "v holds 5 keys but k holds 4");
     fails(&attn(None), &["f32[1, 4, 8, 16]", ok_kv, "f32[1, 4, 2, 16]", "i64[1, 4]"], "v has 2 kv_heads but k has 4");
     fails(&attn(None), &["f32[2, 4, 8, 16]", ok_kv, ok_kv, "i64[2, 4]"], "k has batch 1 but q has batch 2");
-    fails(&attn(None), &["f32[1, 4, 8, 16]", "f16[1, 4, 4, 16]", ok_kv, "i64[1, 4]"], "k is f16 but q is f32; q, k and v must share one dtype");
+    fails(
+        &attn(None),
+        &["f32[1, 4, 8, 16]", "f16[1, 4, 4, 16]", ok_kv, "i64[1, 4]"],
+        "k is f16 but q is f32; q, k and v must share one dtype",
+    );
     fails(&attn(None), &["f32[1, 4, 8, 16]", ok_kv, ok_kv, "f32[1, 4]"], "positions must be an integer tensor");
     fails(&attn(None), &["f32[1, 4, 8, 16]", ok_kv, ok_kv, "i64[1, 3]"], "positions [1, 3] disagree with q's seq 4");
-    fails(&attn(None), &["f32[1, 4, 8, 16]", ok_kv, ok_kv, "i64[1, 4]", "f32[4, 4]"], "tree_mask must be a bool tensor");
-    fails(&attn(None), &["f32[1, 4, 8, 16]", ok_kv, ok_kv, "i64[1, 4]", "bool[4, 3]"], "tree_mask is [4, 3] but q's seq is 4; it must be [4, 4]");
-    fails(&attn(None), &["f32[1, 4, 8, 128]", "f32[1, 4, 512]", ok_kv, "i64[1, 4]"], "k must be [batch, kv_seq, kv_heads, head_dim] (rank 4)");
+    fails(
+        &attn(None),
+        &["f32[1, 4, 8, 16]", ok_kv, ok_kv, "i64[1, 4]", "f32[4, 4]"],
+        "tree_mask must be a bool tensor",
+    );
+    fails(
+        &attn(None),
+        &["f32[1, 4, 8, 16]", ok_kv, ok_kv, "i64[1, 4]", "bool[4, 3]"],
+        "tree_mask is [4, 3] but q's seq is 4; it must be [4, 4]",
+    );
+    fails(
+        &attn(None),
+        &["f32[1, 4, 8, 128]", "f32[1, 4, 512]", ok_kv, "i64[1, 4]"],
+        "k must be [batch, kv_seq, kv_heads, head_dim] (rank 4)",
+    );
     let windowed = Op::Attention { layer: None, scale: 0.125, causal: true, window: Some(0), sinks: 0, softcap: None };
     fails(&windowed, &["f32[1, 4, 8, 16]", ok_kv, ok_kv, "i64[1, 4]"], "window must be positive when set");
-    let capped = Op::Attention { layer: None, scale: 0.125, causal: true, window: Some(8), sinks: 2, softcap: Some(-1.0) };
+    let capped =
+        Op::Attention { layer: None, scale: 0.125, causal: true, window: Some(8), sinks: 2, softcap: Some(-1.0) };
     fails(&capped, &["f32[1, 4, 8, 16]", ok_kv, ok_kv, "i64[1, 4]"], "softcap must be a positive finite number");
-    let scaled = Op::Attention { layer: None, scale: f32::INFINITY, causal: false, window: None, sinks: 0, softcap: None };
+    let scaled =
+        Op::Attention { layer: None, scale: f32::INFINITY, causal: false, window: None, sinks: 0, softcap: None };
     fails(&scaled, &["f32[1, 4, 8, 16]", ok_kv, ok_kv, "i64[1, 4]"], "scale must be a positive finite number");
     fails(&attn(None), &["f32[1, 4, 8, 16]", ok_kv, ok_kv], "attention takes 4 to 5 inputs but was given 3");
 }
@@ -199,7 +251,11 @@ fn activations() {
     let sw = Op::Swiglu {};
     assert_eq!(ok(&sw, &["f32[b, s, 64]", "f32[b, ?, 64]"]), "f32[b, s, 64]");
     assert_eq!(ok(&sw, &["f32[?, s]", "f32[2, ?]"]), "f32[2, s]");
-    fails(&sw, &["f32[b, s, 64]", "f32[b, s, 32]"], "swiglu: gate [b, s, 64] and up [b, s, 32] must have the same shape (no broadcasting)");
+    fails(
+        &sw,
+        &["f32[b, s, 64]", "f32[b, s, 32]"],
+        "swiglu: gate [b, s, 64] and up [b, s, 32] must have the same shape (no broadcasting)",
+    );
     fails(&sw, &["f32[4, 64]", "f32[64]"], "must have the same shape");
     fails(&sw, &["f32[64]", "f16[64]"], "gate is f32[64] but up is f16[64]; they must share one dtype");
 }
@@ -218,14 +274,26 @@ fn logits() {
     let op = Op::Logits { softcap: None };
     assert_eq!(ok(&op, &["bf16[b, s, 64]", "bf16[32000, 64]"]), "f32[b, s, 32000]");
     assert_eq!(ok(&op, &["f32[64]", "q4g32[v, 64]"]), "f32[v]");
-    fails(&op, &["f32[b, 64]", "f32[32000, 32]"], "logits: x's last dim is 64 but the weight [32000, 32] has hidden size 32");
+    fails(
+        &op,
+        &["f32[b, 64]", "f32[32000, 32]"],
+        "logits: x's last dim is 64 but the weight [32000, 32] has hidden size 32",
+    );
     fails(&op, &["f32[b, 64]", "f32[64]"], "weight must be [vocab, hidden] (rank 2)");
-    fails(&Op::Logits { softcap: Some(0.0) }, &["f32[64]", "f32[8, 64]"], "softcap must be a positive finite number, not 0");
+    fails(
+        &Op::Logits { softcap: Some(0.0) },
+        &["f32[64]", "f32[8, 64]"],
+        "softcap must be a positive finite number, not 0",
+    );
 }
 
 #[test]
 fn quantized_values_only_feed_weight_inputs() {
-    fails(&Op::Silu {}, &["q8c[4, 32]"], "silu: input 0 has quantized type q8c[4, 32]; quantized values may only be the weight");
+    fails(
+        &Op::Silu {},
+        &["q8c[4, 32]"],
+        "silu: input 0 has quantized type q8c[4, 32]; quantized values may only be the weight",
+    );
     fails(&Op::Embedding {}, &["f32[4, 32]", "q8c[4, 32]"], "input 1 has quantized type");
     fails(&Op::Cast { to: DType::Q8C }, &["f32[4, 32]"], "cannot cast to quantized dtype q8c");
 }

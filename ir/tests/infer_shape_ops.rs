@@ -33,20 +33,48 @@ fn reshape_with_constant_shapes() {
     let az = Op::Reshape { allowzero: true };
     assert_eq!(ok_c(&az, &[T("f32[0, 3]"), i64s(&[3, 0])]), "f32[3, 0]");
     // Without it the same 0 copies dim 1 of x, which makes the element counts disagree.
-    fails_c(&reshape(), &[T("f32[0, 3]"), i64s(&[3, 0])], "cannot reshape x [0, 3] (0 elements) into [3, 3] (9 elements)");
+    fails_c(
+        &reshape(),
+        &[T("f32[0, 3]"), i64s(&[3, 0])],
+        "cannot reshape x [0, 3] (0 elements) into [3, 3] (9 elements)",
+    );
 }
 
 #[test]
 fn reshape_errors() {
-    fails_c(&reshape(), &[T("f32[2, 3]"), i64s(&[4, 2])], "reshape: cannot reshape x [2, 3] (6 elements) into [4, 2] (8 elements)");
-    fails_c(&reshape(), &[T("f32[2, 3]"), i64s(&[-1, 4])], "cannot reshape x [2, 3] (6 elements) into [-1, 4]: 6 is not a multiple of 4");
+    fails_c(
+        &reshape(),
+        &[T("f32[2, 3]"), i64s(&[4, 2])],
+        "reshape: cannot reshape x [2, 3] (6 elements) into [4, 2] (8 elements)",
+    );
+    fails_c(
+        &reshape(),
+        &[T("f32[2, 3]"), i64s(&[-1, 4])],
+        "cannot reshape x [2, 3] (6 elements) into [-1, 4]: 6 is not a multiple of 4",
+    );
     fails_c(&reshape(), &[T("f32[s, 3]"), i64s(&[0, 4])], "(3*s elements) into [s, 4] (4*s elements)");
     fails_c(&reshape(), &[T("f32[6]"), i64s(&[-1, -1])], "the target shape [-1, -1] has more than one -1");
-    fails_c(&reshape(), &[T("f32[6]"), i64s(&[-2, 3])], "the target shape [-2, 3] contains -2; only -1 (inferred) may be negative");
-    fails_c(&reshape(), &[T("f32[6]"), i64s(&[6, 0])], "has 0 at index 1, which copies dim 1 of x, but x [6] has rank 1");
-    fails_c(&Op::Reshape { allowzero: true }, &[T("f32[0]"), i64s(&[0, -1])], "with allowzero, the target shape [0, -1] cannot hold both 0 and -1");
+    fails_c(
+        &reshape(),
+        &[T("f32[6]"), i64s(&[-2, 3])],
+        "the target shape [-2, 3] contains -2; only -1 (inferred) may be negative",
+    );
+    fails_c(
+        &reshape(),
+        &[T("f32[6]"), i64s(&[6, 0])],
+        "has 0 at index 1, which copies dim 1 of x, but x [6] has rank 1",
+    );
+    fails_c(
+        &Op::Reshape { allowzero: true },
+        &[T("f32[0]"), i64s(&[0, -1])],
+        "with allowzero, the target shape [0, -1] cannot hold both 0 and -1",
+    );
     fails_c(&Op::Reshape { allowzero: true }, &[T("f32[0, 5]"), i64s(&[-1, 0])], "cannot hold both 0 and -1");
-    fails_c(&reshape(), &[T("f32[6]"), Input::Const(Tensor::f32(vec![2], vec![2.0, 3.0]).unwrap())], "the target shape must be a 1-D i64 (or i32) tensor, but it is f32[2]");
+    fails_c(
+        &reshape(),
+        &[T("f32[6]"), Input::Const(Tensor::f32(vec![2], vec![2.0, 3.0]).unwrap())],
+        "the target shape must be a 1-D i64 (or i32) tensor, but it is f32[2]",
+    );
     fails(&reshape(), &["f32[6]", "i64[n]"], "the target shape i64[n] must have a static length");
 }
 
@@ -106,7 +134,16 @@ fn slice_lengths_match_an_enumerating_reference() {
         for start in [-10, -3, -1, 0, 1, 3, 7, 10] {
             for end in [-10, -2, -1, 0, 2, 5, 9, i64::MAX] {
                 for step in [-3, -1, 1, 2] {
-                    let got = ok_c(&s, &[Input::Ty(Box::leak(format!("f32[{d}]").into_boxed_str())), i64s(&[start]), i64s(&[end]), i64s(&[0]), i64s(&[step])]);
+                    let got = ok_c(
+                        &s,
+                        &[
+                            Input::Ty(Box::leak(format!("f32[{d}]").into_boxed_str())),
+                            i64s(&[start]),
+                            i64s(&[end]),
+                            i64s(&[0]),
+                            i64s(&[step]),
+                        ],
+                    );
                     let want = format!("f32[{}]", slice_len_reference(d, start, end, step));
                     assert_eq!(got, want, "d={d} start={start} end={end} step={step}");
                 }
@@ -132,7 +169,11 @@ fn slice_symbolic_and_unknown() {
 fn slice_errors() {
     let s = Op::Slice {};
     fails_c(&s, &[T("f32[3, 4]"), i64s(&[0]), i64s(&[2]), i64s(&[1]), i64s(&[0])], "slice: steps [0] contain 0");
-    fails_c(&s, &[T("f32[3, 4]"), i64s(&[0, 0]), i64s(&[2])], "must have one length, but ends has 1 entries and starts 2");
+    fails_c(
+        &s,
+        &[T("f32[3, 4]"), i64s(&[0, 0]), i64s(&[2])],
+        "must have one length, but ends has 1 entries and starts 2",
+    );
     fails_c(&s, &[T("f32[3, 4]"), i64s(&[0]), i64s(&[2]), i64s(&[2])], "slice: axis 2 is out of range for rank 2");
     fails_c(&s, &[T("f32[3, 4]"), i64s(&[0, 0]), i64s(&[2, 2]), i64s(&[1, -1])], "the axes [1, -1] name axis 1 twice");
     fails_c(&s, &[T("f32[3]"), i64s(&[0, 0]), i64s(&[2, 2])], "starts has 2 entries but x [3] has only 1 axes");
@@ -146,7 +187,11 @@ fn expand() {
     // Target dims of 1 keep the input's dim (bidirectional broadcast).
     assert_eq!(ok_c(&e, &[T("f32[s, 4]"), i64s(&[1, 1])]), "f32[s, 4]");
     assert_eq!(ok(&e, &["f32[s, 4]", "i64[3]"]), "f32[?, ?, 4]");
-    fails_c(&e, &[T("f32[3, 2]"), i64s(&[3, 4])], "expand: x cannot be expanded: shapes [3, 2] and [3, 4] cannot be broadcast");
+    fails_c(
+        &e,
+        &[T("f32[3, 2]"), i64s(&[3, 4])],
+        "expand: x cannot be expanded: shapes [3, 2] and [3, 4] cannot be broadcast",
+    );
     fails_c(&e, &[T("f32[3]"), i64s(&[-1, 3])], "the target shape [-1, 3] contains the negative size -1");
     fails(&e, &["f32[3]", "i64[?]"], "must have a static length");
 }

@@ -129,10 +129,11 @@ impl DimProduct {
     }
 
     /// `self / other` when it is a known dim: a static quotient, or a single symbol left over with
-    /// quotient 1. `Err` when both are fully static (after cancelling equal symbols) and do not divide.
-    pub fn divide(&self, other: &DimProduct) -> Result<Dim, ()> {
+    /// quotient 1, else `?`. `None` when both are fully static (after cancelling equal symbols) and do not
+    /// divide.
+    pub fn divide(&self, other: &DimProduct) -> Option<Dim> {
         if self.unknown || other.unknown || other.coeff == 0 {
-            return Ok(Dim::Unknown);
+            return Some(Dim::Unknown);
         }
         let mut rest = self.syms.clone();
         for s in &other.syms {
@@ -140,17 +141,17 @@ impl DimProduct {
                 Some(i) => {
                     rest.remove(i);
                 }
-                None => return Ok(Dim::Unknown),
+                None => return Some(Dim::Unknown),
             }
         }
         if !self.coeff.is_multiple_of(other.coeff) {
-            return if rest.is_empty() { Err(()) } else { Ok(Dim::Unknown) };
+            return if rest.is_empty() { None } else { Some(Dim::Unknown) };
         }
         let q = self.coeff / other.coeff;
         match (rest.as_slice(), q) {
-            ([], q) => u64::try_from(q).map(Dim::Static).or(Ok(Dim::Unknown)),
-            ([s], 1) => Ok(Dim::Sym(s.clone())),
-            _ => Ok(Dim::Unknown),
+            ([], q) => Some(u64::try_from(q).map_or(Dim::Unknown, Dim::Static)),
+            ([s], 1) => Some(Dim::Sym(s.clone())),
+            _ => Some(Dim::Unknown),
         }
     }
 

@@ -6,11 +6,7 @@ use super::{want_bool, want_float, want_int, want_min_rank, want_numeric};
 use crate::{BinaryOp, CompareOp, DType, Dim, Shape, TensorType, UnaryOp};
 
 fn want_same_dtype(op_inputs: &str, a: &TensorType, b: &TensorType) -> Result<(), String> {
-    if a.dtype == b.dtype {
-        Ok(())
-    } else {
-        Err(format!("{op_inputs} must share one dtype, but they are {a} and {b}"))
-    }
+    if a.dtype == b.dtype { Ok(()) } else { Err(format!("{op_inputs} must share one dtype, but they are {a} and {b}")) }
 }
 
 pub(super) fn matmul(a: &Args) -> Result<TensorType, String> {
@@ -153,7 +149,10 @@ pub(super) fn concat(axis: i64, a: &Args) -> Result<TensorType, String> {
                 total = total.zip(d.as_static()).and_then(|(x, y)| x.checked_add(y));
             } else {
                 dims[j] = merge_dims(&dims[j], d).ok_or_else(|| {
-                    format!("input {i} {} differs from the others in dim {j} ({d} vs {}), which is not the concat axis", t.shape, dims[j])
+                    format!(
+                        "input {i} {} differs from the others in dim {j} ({d} vs {}), which is not the concat axis",
+                        t.shape, dims[j]
+                    )
                 })?;
             }
         }

@@ -89,11 +89,7 @@ pub(crate) fn want_rank(what: &str, ty: &TensorType, rank: usize, layout: &str) 
 }
 
 pub(crate) fn want_min_rank(what: &str, ty: &TensorType, rank: usize) -> Result<(), String> {
-    if ty.rank() >= rank {
-        Ok(())
-    } else {
-        Err(format!("{what} must have rank {rank} or more, but it is {ty}"))
-    }
+    if ty.rank() >= rank { Ok(()) } else { Err(format!("{what} must have rank {rank} or more, but it is {ty}")) }
 }
 
 /// Whether input `i` of `op` may be quantized: only the weights of `embedding`, `linear` and `logits`.

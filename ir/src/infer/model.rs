@@ -106,7 +106,7 @@ pub(super) fn rope(theta: f64, rotary_dim: u32, scaling: &RopeScaling, a: &Args)
             return Err(format!("positions {} disagree with x {} in the {name} dim", pos.shape, x.shape));
         }
     }
-    if rotary_dim == 0 || rotary_dim % 2 != 0 {
+    if rotary_dim == 0 || !rotary_dim.is_multiple_of(2) {
         return Err(format!("rotary_dim must be a positive even number, not {rotary_dim}"));
     }
     if let Dim::Static(d) = x.shape.0[3]

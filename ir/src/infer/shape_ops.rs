@@ -78,8 +78,11 @@ pub(super) fn reshape(allowzero: bool, a: &Args) -> Result<TensorType, String> {
                 "the target shape {values:?} has -1 but its other dims multiply to 0, so -1 is undetermined"
             ));
         }
-        dims[i] = total.divide(&known).map_err(|()| {
-            format!("cannot reshape x {} ({total} elements) into {values:?}: {total} is not a multiple of {known}", x.shape)
+        dims[i] = total.divide(&known).ok_or_else(|| {
+            format!(
+                "cannot reshape x {} ({total} elements) into {values:?}: {total} is not a multiple of {known}",
+                x.shape
+            )
         })?;
     } else {
         let out = DimProduct::of(&dims);
@@ -157,7 +160,9 @@ pub(super) fn slice(a: &Args) -> Result<TensorType, String> {
     for (what, v) in &vectors {
         match (n, v.len) {
             (Some(m), Some(l)) if m != l => {
-                return Err(format!("starts, ends, axes and steps must have one length, but {what} has {l} entries and starts {m}"));
+                return Err(format!(
+                    "starts, ends, axes and steps must have one length, but {what} has {l} entries and starts {m}"
+                ));
             }
             (None, Some(l)) => n = Some(l),
             _ => {}
@@ -230,7 +235,11 @@ pub(super) fn range(a: &Args) -> Result<TensorType, String> {
                     return Err("delta must not be 0".into());
                 }
                 // ONNX computes the count in the input's precision.
-                let n = if start.dtype == DType::F64 { ((l - s) / d).ceil() } else { ((l - s) as f32 / d as f32).ceil() as f64 };
+                let n = if start.dtype == DType::F64 {
+                    ((l - s) / d).ceil()
+                } else {
+                    ((l - s) as f32 / d as f32).ceil() as f64
+                };
                 if !n.is_finite() {
                     return Err(format!("range({s}, {l}, {d}) has no finite length"));
                 }
