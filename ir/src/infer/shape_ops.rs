@@ -2,7 +2,7 @@
 //! `range`, `constant_of_shape`, `tile`, plus `shape` and `trilu`. Known constant inputs give exact
 //! dims; unknown ones give `?` dims of the right rank.
 
-use super::{Args, DimProduct, broadcast_shapes, normalize_axes, want_min_rank};
+use super::{Args, DimProduct, broadcast_shapes, dims_compatible, normalize_axes, want_min_rank};
 use crate::{DType, Dim, Shape, TensorType};
 
 /// A 1-D integer input that carries shape numbers (a target shape, slice bounds, repeats).
@@ -323,7 +323,7 @@ pub(super) fn trilu(a: &Args) -> Result<TensorType, String> {
     let x = a.ty(0);
     want_min_rank("x", x, 2)?;
     if let Some(k) = a.opt_ty(1) {
-        let one_element = k.rank() == 0 || (k.rank() == 1 && k.shape.0[0] == Dim::Static(1));
+        let one_element = k.rank() == 0 || (k.rank() == 1 && dims_compatible(&k.shape.0[0], &Dim::Static(1)));
         if k.dtype != DType::I64 || !one_element {
             return Err(format!("k must be an i64 scalar, but it is {k}"));
         }
