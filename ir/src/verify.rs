@@ -3,11 +3,16 @@
 //! It keeps going after an error: a node whose operands are broken is skipped for type checking, and
 //! later nodes see every value with its declared type, so one mistake is reported once rather than
 //! cascading. Errors come in program order, graph-level ones (outputs, signature) last.
+//!
+//! Each error carries the offending node printed by the text form ([`crate::text::Numbering`]), and its
+//! message names values with the same dense numbers, so `%3` in a message is `%3` in the printed graph;
+//! a value that nothing live defines is `%?<raw id>`, as the printer shows it.
 
 use std::collections::HashMap;
 
 use crate::infer::{self, dims_compatible};
-use crate::{Graph, NodeId, Op, TensorType, ValueDef, ValueId, WeightStore};
+use crate::text::Numbering;
+use crate::{Dim, Graph, NodeId, Op, TensorType, ValueDef, ValueId, WeightStore};
 
 /// One violated invariant, with the offending op printed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,13 +32,15 @@ pub struct VerifyErrors {
 
 /// Checks `g`; with `weights`, also that every `weight` op names a stored weight of the declared type.
 pub fn verify(g: &Graph, weights: Option<&WeightStore>) -> Result<(), VerifyErrors> {
-    let mut v = Verifier { g, errors: Vec::new(), defined: vec![false; g.num_values()] };
+    let mut v = Verifier { g, numbering: Numbering::new(g), errors: Vec::new(), defined: vec![false; g.num_values()] };
     v.run(weights);
     if v.errors.is_empty() { Ok(()) } else { Err(VerifyErrors { errors: v.errors }) }
 }
 
 struct Verifier<'g> {
     g: &'g Graph,
+    /// The text form's value numbers, so that messages name values as `op_text` prints them.
+    numbering: Numbering,
     errors: Vec<VerifyError>,
     /// Values defined so far in program order (graph inputs from the start).
     defined: Vec<bool>,
@@ -54,7 +61,8 @@ impl Verifier<'_> {
         // The first node to declare each weight name, with its declared type.
         let mut weight_decls: HashMap<&str, (NodeId, &TensorType)> = HashMap::new();
         for (p, (id, node)) in g.nodes().enumerate() {
-            let text = node_text(g, id);
+            let text = self.numbering.node_line(g, id);
+            let numbering = &self.numbering;
             let mut report = |message: String| self.errors.push(VerifyError { op_text: text.clone(), message });
             if position[&id] != p {
                 report(format!("node `{}` appears more than once in program order", node.op.name()));
@@ -62,7 +70,7 @@ impl Verifier<'_> {
             }
             let mut operands_ok = true;
             for &operand in &node.inputs {
-                if let Some(m) = operand_problem(g, &self.defined, &position, p, operand) {
+                if let Some(m) = operand_problem(g, numbering, &self.defined, &position, p, operand) {
                     report(m);
                     operands_ok = false;
                 }
@@ -106,7 +114,8 @@ impl Verifier<'_> {
                             for ((&out, want), got) in node.outputs.iter().zip(&declared).zip(&inferred) {
                                 if let Some(m) = type_mismatch(got, want) {
                                     report(format!(
-                                        "result {out} is declared {want} but `{}` gives {got}: {m}",
+                                        "result {} is declared {want} but `{}` gives {got}: {m}",
+                                        numbering.name(out),
                                         op.name()
                                     ));
                                 }
@@ -131,19 +140,20 @@ impl Verifier<'_> {
         let g = self.g;
         if g.outputs().is_empty() {
             self.errors.push(VerifyError {
-                op_text: signature_text(g),
+                op_text: signature_text(g, &self.numbering),
                 message: "the graph has no outputs; it must return at least one value".into(),
             });
             return;
         }
-        let text = return_text(g);
+        let text = return_text(g, &self.numbering);
         for &out in g.outputs() {
+            let name = self.numbering.name(out);
             let message = if !g.contains_value(out) {
-                format!("graph output {out} does not exist")
+                format!("graph output {name} does not exist (the graph has {} values)", g.num_values())
             } else if !self.defined[out.index()] {
                 match g.value(out).def {
                     ValueDef::Node { node, .. } => format!(
-                        "graph output {out} is a result of a `{}` node that is no longer in program order",
+                        "graph output {name} is a result of a `{}` node that is no longer in program order",
                         g.node(node).op.name()
                     ),
                     ValueDef::Input(_) => unreachable!("graph inputs are defined from the start"),
@@ -159,13 +169,15 @@ impl Verifier<'_> {
 /// Why `operand`, used by the node at program position `p`, is not available there.
 fn operand_problem(
     g: &Graph,
+    numbering: &Numbering,
     defined: &[bool],
     position: &HashMap<NodeId, usize>,
     p: usize,
     operand: ValueId,
 ) -> Option<String> {
+    let shown = numbering.name(operand);
     if !g.contains_value(operand) {
-        return Some(format!("operand {operand} does not exist"));
+        return Some(format!("operand {shown} does not exist (the graph has {} values)", g.num_values()));
     }
     if defined[operand.index()] {
         return None;
@@ -175,11 +187,11 @@ fn operand_problem(
     };
     let name = g.node(node).op.name();
     Some(match position.get(&node) {
-        Some(&q) if q == p => format!("operand {operand} is a result of this same node"),
+        Some(&q) if q == p => format!("operand {shown} is a result of this same node"),
         Some(_) => {
-            format!("operand {operand} is used before it is defined: its `{name}` node comes later in program order")
+            format!("operand {shown} is used before it is defined: its `{name}` node comes later in program order")
         }
-        None => format!("operand {operand} is defined by a `{name}` node that is no longer in program order"),
+        None => format!("operand {shown} is defined by a `{name}` node that is no longer in program order"),
     })
 }
 
@@ -234,49 +246,17 @@ fn type_mismatch(inferred: &TensorType, declared: &TensorType) -> Option<String>
     Some(format!("dim {i} should be {got}, not {want}"))
 }
 
-fn node_text(g: &Graph, id: NodeId) -> String {
-    fallback_text::print_node(g, id)
+/// The graph's first line as the text form prints it.
+fn signature_text(g: &Graph, numbering: &Numbering) -> String {
+    let inputs: Vec<String> =
+        g.inputs().iter().map(|&v| format!("{}: {}", numbering.name(v), g.value_type(v))).collect();
+    // Graph names that are not identifiers are quoted, as the printer does.
+    let name = if Dim::is_valid_symbol(&g.name) { g.name.clone() } else { format!("{:?}", g.name) };
+    format!("graph @{name}({})", inputs.join(", "))
 }
 
-fn signature_text(g: &Graph) -> String {
-    let inputs: Vec<String> = g.inputs().iter().map(|&v| format!("{v}: {}", g.value_type(v))).collect();
-    format!("graph @{}({})", g.name, inputs.join(", "))
-}
-
-fn return_text(g: &Graph) -> String {
-    let outs: Vec<String> = g.outputs().iter().map(ValueId::to_string).collect();
+/// The graph's `return` line as the text form prints it.
+fn return_text(g: &Graph, numbering: &Numbering) -> String {
+    let outs: Vec<String> = g.outputs().iter().map(|&v| numbering.name(v)).collect();
     format!("return {}", outs.join(", "))
-}
-
-/// A stand-in for `text::print_node` until the text form lands: one node in the text form's layout,
-/// with the graph's own value ids.
-mod fallback_text {
-    use crate::{Graph, NodeId, Op, ValueId};
-
-    pub(super) fn print_node(g: &Graph, id: NodeId) -> String {
-        let node = g.node(id);
-        let mut s = String::new();
-        if !node.outputs.is_empty() {
-            let outs: Vec<String> = node.outputs.iter().map(ValueId::to_string).collect();
-            s += &format!("{} = ", outs.join(", "));
-        }
-        s += node.op.name();
-        if !node.inputs.is_empty() {
-            let ins: Vec<String> = node.inputs.iter().map(ValueId::to_string).collect();
-            s += &format!("({})", ins.join(", "));
-        }
-        let attrs: Vec<String> = match &node.op {
-            Op::Constant { value } => vec![format!("value = {}", Op::constant_attr(value))],
-            op => op.attrs().into_iter().map(|(k, v)| format!("{k} = {v}")).collect(),
-        };
-        if !attrs.is_empty() {
-            s += &format!(" {{{}}}", attrs.join(", "));
-        }
-        let types: Vec<String> =
-            node.outputs.iter().filter(|o| g.contains_value(**o)).map(|&o| g.value_type(o).to_string()).collect();
-        if !types.is_empty() {
-            s += &format!(" : {}", types.join(", "));
-        }
-        s
-    }
 }

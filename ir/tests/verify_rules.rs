@@ -77,7 +77,7 @@ fn operand_does_not_exist() {
     let a = g.add_input(ty("f32[2]"));
     let b = g.add_node(add(), vec![a, ValueId(99)], vec![ty("f32[2]")])[0];
     g.set_outputs(vec![b]);
-    let e = single(&g, None, "operand %99 does not exist", "= add(%0, %99)");
+    let e = single(&g, None, "operand %?99 does not exist (the graph has 2 values)", "= add(%0, %?99)");
     assert!(e.op_text.contains("f32[2]"), "{}", e.op_text);
 }
 
@@ -115,7 +115,7 @@ fn operand_defined_by_a_removed_node() {
     let c = g.add_node(add(), vec![a, b], vec![ty("f32[2]")])[0];
     g.set_outputs(vec![c]);
     g.remove_nodes(&HashSet::from([NodeId(0)]));
-    single(&g, None, "operand %1 is defined by a `silu` node that is no longer in program order", "add(%0, %1)");
+    single(&g, None, "operand %?1 is defined by a `silu` node that is no longer in program order", "add(%0, %?1)");
 }
 
 #[test]
@@ -237,7 +237,7 @@ fn graph_output_does_not_exist() {
     let mut g = Graph::new("g");
     let a = g.add_input(ty("f32[2]"));
     g.set_outputs(vec![a, ValueId(7)]);
-    single(&g, None, "graph output %7 does not exist", "return %0, %7");
+    single(&g, None, "graph output %?7 does not exist (the graph has 1 values)", "return %0, %?7");
 }
 
 #[test]
@@ -247,7 +247,7 @@ fn graph_output_from_a_removed_node() {
     let b = g.add_node(Op::Silu {}, vec![a], vec![ty("f32[2]")])[0];
     g.set_outputs(vec![b]);
     g.remove_nodes(&HashSet::from([NodeId(0)]));
-    single(&g, None, "graph output %1 is a result of a `silu` node that is no longer in program order", "return %1");
+    single(&g, None, "graph output %?1 is a result of a `silu` node that is no longer in program order", "return %?1");
 }
 
 #[test]
@@ -335,10 +335,17 @@ fn three_independent_errors_are_all_reported_in_order() {
         "{:?}",
         errs[1]
     );
-    assert!(errs[2].message.contains("operand %42 does not exist") && errs[2].op_text.contains("add"), "{:?}", errs[2]);
+    assert!(
+        errs[2].message.contains("operand %?42 does not exist") && errs[2].op_text.contains("add"),
+        "{:?}",
+        errs[2]
+    );
     // The Display of the whole set lists each problem with its op.
     let shown = verify(&g, None).unwrap_err().to_string();
-    assert!(shown.contains("operand %42 does not exist\n  in: %3 = add(%2, %42) : f32[2, 4]"), "{shown}");
+    assert!(
+        shown.contains("operand %?42 does not exist (the graph has 4 values)\n  in: %3 = add(%2, %?42) : f32[2, 4]"),
+        "{shown}"
+    );
 }
 
 #[test]
@@ -350,7 +357,7 @@ fn later_nodes_see_declared_types_so_errors_do_not_cascade() {
     let w = g.add_input(ty("f32[5, 4]"));
     let b = g.add_node(Op::Linear {}, vec![a, w], vec![ty("f32[2, 5]")])[0];
     g.set_outputs(vec![b]);
-    single(&g, None, "result %1 is declared f32[2, 4] but `silu` gives f32[2, 3]", "silu(%0)");
+    single(&g, None, "result %2 is declared f32[2, 4] but `silu` gives f32[2, 3]", "silu(%0)");
 }
 
 #[test]
@@ -360,7 +367,7 @@ fn a_node_with_a_broken_operand_is_not_type_checked() {
     // Both a missing operand and a wrong declared type: only the operand is reported for this node.
     let y = g.add_node(add(), vec![x, ValueId(9)], vec![ty("i64[7, 7]")])[0];
     g.set_outputs(vec![y]);
-    single(&g, None, "operand %9 does not exist", "add(%0, %9)");
+    single(&g, None, "operand %?9 does not exist (the graph has 2 values)", "add(%0, %?9)");
 }
 
 #[test]
@@ -376,4 +383,39 @@ fn push_infers_types_and_refuses_weights() {
     assert_eq!(e.message, "operand %50 does not exist");
     let e = g.push(Op::Silu {}, &[w]).unwrap_err();
     assert!(e.message.starts_with("silu: input 0 has quantized type q4g32[128, 64]"), "{e}");
+}
+
+#[test]
+fn parsed_graphs_report_the_source_line_of_the_offending_op() {
+    let src = "graph @g(%0: f32[2]) {\n  %1 = add(%0, %2) : f32[2]\n  %2 = silu(%0) : f32[2]\n  return %1\n}\n";
+    let g = kiln_ir::text::parse(src).unwrap();
+    let e = single(&g, None, "operand %2 is used before it is defined: its `silu` node comes later", "");
+    assert_eq!(e.op_text, "%1 = add(%0, %2) : f32[2]");
+    assert!(src.contains(&e.op_text));
+}
+
+#[test]
+fn the_brief_example_parses_and_verifies_against_a_store() {
+    let src = r#"
+graph @tiny(%0: i64[1, seq], %1: i64[1, seq]) {
+  %2 = weight {name = "embed.weight"} : f32[32, 16]
+  %3 = embedding(%2, %0) : f32[1, seq, 16]
+  %4 = constant {value = [0, 0, 4, 4]} : i64[4]
+  %5 = reshape(%3, %4) : f32[1, seq, 4, 4]
+  %6, %7 = split(%5) {axis = -1, sizes = [2, 2]} : f32[1, seq, 4, 2], f32[1, seq, 4, 2]
+  %8 = reduce_sum(%6) {axes = [-1], keepdims = true} : f32[1, seq, 4, 1]
+  %9 = constant {value = 1.5} : f32[]
+  return %6, %8
+}
+"#;
+    let g = kiln_ir::text::parse(src).unwrap();
+    let (built, store) = tiny();
+    verify(&g, Some(&store)).unwrap();
+    assert_eq!(kiln_ir::text::print(&g), kiln_ir::text::print(&built));
+    // The same text with a wrong reshape result names the dim.
+    let bad = src.replace("%5 = reshape(%3, %4) : f32[1, seq, 4, 4]", "%5 = reshape(%3, %4) : f32[1, seq, 2, 8]");
+    let g = kiln_ir::text::parse(&bad).unwrap();
+    let errs = errors(&g, Some(&store));
+    assert!(errs[0].message.contains("dim 2 should be 4, not 2"), "{errs:#?}");
+    assert_eq!(errs[0].op_text, "%5 = reshape(%3, %4) {allowzero = false} : f32[1, seq, 2, 8]");
 }
