@@ -1,0 +1,37 @@
+//! A whole imported model: the decoder graph, its weights, and what the runtime needs beyond them
+//! (tokenizer, special tokens, chat template). Frontends produce it; the artifact stores it.
+//!
+//! The decoder-graph contract every frontend follows: inputs `ids: i64[1, seq]` and
+//! `positions: i64[1, seq]`; output 0 is `logits: f32[1, seq, vocab]`. Attention ops carry `layer`
+//! indices, so the executor owns one KV cache per layer.
+
+use crate::{Graph, WeightStore};
+
+/// Facts about a model that are not part of its computation.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ModelMeta {
+    /// The architecture as the frontend named it: `llama`, `mistral`, `qwen2`, `qwen3`, `gemma3`, `gpt2`.
+    pub architecture: String,
+    /// Where it was imported from (a path, for messages and `kiln inspect`).
+    pub source: String,
+    /// The source configuration as JSON (a Hugging Face `config.json`, or the equivalent built from GGUF).
+    pub config_json: Option<String>,
+    /// A Hugging Face `tokenizers` JSON document.
+    pub tokenizer_json: Option<String>,
+    /// A Jinja chat template (tokenizer_config.json, chat_template.jinja or GGUF metadata).
+    pub chat_template: Option<String>,
+    pub bos_token_id: Option<u32>,
+    /// Generation stops at any of these.
+    pub eos_token_ids: Vec<u32>,
+    /// The longest context the model was trained for.
+    pub max_position: Option<u64>,
+    pub vocab_size: u64,
+}
+
+/// An imported model.
+#[derive(Clone, Debug)]
+pub struct Model {
+    pub graph: Graph,
+    pub weights: WeightStore,
+    pub meta: ModelMeta,
+}
