@@ -26,7 +26,6 @@ fn op(layer: Option<u32>, p: Params) -> Op {
 
 /// The reference: for batch row `b`, keys `0..past` sit at their index and the last `s` at their
 /// queries' positions.
-#[allow(clippy::too_many_arguments)]
 fn reference(
     q: &Tensor,
     k: &Tensor,
