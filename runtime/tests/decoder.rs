@@ -142,9 +142,11 @@ fn generate_rejects_bad_requests() {
     let mut exec = tiny_executor(1, true);
     let e = generate(&mut exec, &[], &greedy(4)).unwrap_err();
     assert!(e.to_string().contains("prompt is empty"), "{e}");
-    let bad = GenerateConfig { sampling: Sampling::Sample { temperature: 0.0, top_k: 0, top_p: 1.0, seed: 0 }, ..greedy(4) };
+    let bad =
+        GenerateConfig { sampling: Sampling::Sample { temperature: 0.0, top_k: 0, top_p: 1.0, seed: 0 }, ..greedy(4) };
     assert!(matches!(generate(&mut exec, &[1], &bad), Err(RuntimeError::Generate { .. })));
-    let bad = GenerateConfig { sampling: Sampling::Sample { temperature: 1.0, top_k: 0, top_p: 1.5, seed: 0 }, ..greedy(4) };
+    let bad =
+        GenerateConfig { sampling: Sampling::Sample { temperature: 1.0, top_k: 0, top_p: 1.5, seed: 0 }, ..greedy(4) };
     assert!(matches!(generate(&mut exec, &[1], &bad), Err(RuntimeError::Generate { .. })));
     // Token ids beyond the vocabulary are reported by the embedding.
     let e = generate(&mut exec, &[1, 999], &greedy(4)).unwrap_err();

@@ -14,7 +14,8 @@ fn norm_graph() -> (Graph, WeightStore) {
     let mut g = Graph::new("norm");
     let x = g.add_input(sym_type(DType::F32, &[Err("b"), Ok(4)]));
     let w = g.add_node(Op::Weight { name: "w".into() }, vec![], vec![f32_type(&[4])])[0];
-    let y = g.add_node(Op::RmsNorm { eps: 1e-6, offset: 0.0 }, vec![x, w], vec![sym_type(DType::F32, &[Err("b"), Ok(4)])]);
+    let y =
+        g.add_node(Op::RmsNorm { eps: 1e-6, offset: 0.0 }, vec![x, w], vec![sym_type(DType::F32, &[Err("b"), Ok(4)])]);
     g.set_outputs(y);
     (g, store)
 }
@@ -50,10 +51,7 @@ fn a_symbol_bound_to_two_sizes_is_an_error() {
     let out = exec.run(&[random_tensor(1, &[2, 4], 1.0), random_tensor(2, &[2, 4], 1.0)]).unwrap();
     assert_eq!(out.len(), 2);
     let e = exec.run(&[random_tensor(1, &[2, 4], 1.0), random_tensor(2, &[3, 4], 1.0)]).unwrap_err();
-    assert!(
-        matches!(&e, RuntimeError::SymbolConflict { symbol, bound: 2, actual: 3, .. } if symbol == "n"),
-        "{e}"
-    );
+    assert!(matches!(&e, RuntimeError::SymbolConflict { symbol, bound: 2, actual: 3, .. } if symbol == "n"), "{e}");
 }
 
 #[test]
@@ -90,8 +88,8 @@ fn results_must_match_their_declared_types() {
     let mut store = WeightStore::new();
     store.insert_tensor("w", &random_tensor(1, &[3, 4], 1.0)).unwrap();
     let x = random_tensor(2, &[2, 4], 1.0);
-    let e = run_one(Op::Linear {}, vec![Operand::Input(x), Operand::Weight("w")], store, f32_type(&[2, 5]))
-        .unwrap_err();
+    let e =
+        run_one(Op::Linear {}, vec![Operand::Input(x), Operand::Weight("w")], store, f32_type(&[2, 5])).unwrap_err();
     assert!(matches!(&e, RuntimeError::ResultType { actual_shape, .. } if actual_shape == &[2, 3]), "{e}");
 }
 
@@ -126,11 +124,15 @@ fn weights_can_be_outputs_and_computed_tensors_can_be_weights() {
     // `linear` with a weight that is a graph input rather than a stored weight.
     let x = random_tensor(4, &[3, 8], 1.0);
     let wt = random_tensor(5, &[5, 8], 1.0);
-    let y = run_one(Op::Linear {}, vec![Operand::Input(x.clone()), Operand::Input(wt.clone())], WeightStore::new(), f32_type(&[3, 5]))
-        .unwrap();
+    let y = run_one(
+        Op::Linear {},
+        vec![Operand::Input(x.clone()), Operand::Input(wt.clone())],
+        WeightStore::new(),
+        f32_type(&[3, 5]),
+    )
+    .unwrap();
     let (xv, wv) = (x.to_f64_vec(), wt.to_f64_vec());
-    let expected: Vec<f64> =
-        (0..15).map(|i| (0..8).map(|k| xv[(i / 5) * 8 + k] * wv[(i % 5) * 8 + k]).sum()).collect();
+    let expected: Vec<f64> = (0..15).map(|i| (0..8).map(|k| xv[(i / 5) * 8 + k] * wv[(i % 5) * 8 + k]).sum()).collect();
     assert_close(&y.to_f32_vec(), &expected, 1e-5, "linear with an input weight");
 }
 

@@ -26,14 +26,7 @@ fn op(layer: Option<u32>, p: Params) -> Op {
 
 /// The reference: for batch row `b`, keys `0..past` sit at their index and the last `s` at their
 /// queries' positions.
-fn reference(
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    positions: &[i64],
-    mask: Option<&[bool]>,
-    p: Params,
-) -> Vec<f64> {
+fn reference(q: &Tensor, k: &Tensor, v: &Tensor, positions: &[i64], mask: Option<&[bool]>, p: Params) -> Vec<f64> {
     let [b, s, h, d] = q.shape().try_into().unwrap();
     let [_, t, kvh, _] = k.shape().try_into().unwrap();
     let dv = v.shape()[3];

@@ -61,7 +61,7 @@ fn embedding_reads_rows_of_every_table_dtype() {
     let q = kiln_ir::quant::quantize(dtype, V, H, &w).unwrap();
     let table: Vec<f64> = (0..V * H)
         .map(|i| {
-            let nibble = if i % 2 == 0 { q.data[i / 2] & 0xf } else { q.data[i / 2] >> 4 } as f64;
+            let nibble = if i.is_multiple_of(2) { q.data[i / 2] & 0xf } else { q.data[i / 2] >> 4 } as f64;
             (nibble - 8.0) * f32::from_le_bytes(q.scales[4 * (i / 16)..][..4].try_into().unwrap()) as f64
         })
         .collect();
@@ -76,8 +76,9 @@ fn embedding_rejects_ids_out_of_range() {
         let mut store = WeightStore::new();
         store.insert_tensor("table", &random_tensor(1, &[V, H], 1.0)).unwrap();
         let ids = Tensor::i64(vec![1, 2], vec![3, bad]).unwrap();
-        let e = run_one(Op::Embedding {}, vec![Operand::Weight("table"), Operand::Input(ids)], store, f32_type(&[1, 2, H]))
-            .unwrap_err();
+        let e =
+            run_one(Op::Embedding {}, vec![Operand::Weight("table"), Operand::Input(ids)], store, f32_type(&[1, 2, H]))
+                .unwrap_err();
         assert!(matches!(&e, RuntimeError::Op { message, .. } if message.contains(&format!("id {bad}"))), "{e}");
     }
 }

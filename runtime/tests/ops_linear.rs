@@ -56,7 +56,7 @@ fn dequantize_f64(dtype: DType, data: &[u8], scales: &[u8], zeros: Option<&[u8]>
                 DType::Q8C => data[i] as i8 as f64 * f32_at(scales, n),
                 DType::Q4G { group_size, .. } => {
                     let byte = data[i / 2];
-                    let nibble = if i % 2 == 0 { byte & 0x0f } else { byte >> 4 } as f64;
+                    let nibble = if i.is_multiple_of(2) { byte & 0x0f } else { byte >> 4 } as f64;
                     let group = i / group_size as usize;
                     let zero = zeros.map_or(8.0, |z| f32_at(z, group));
                     (nibble - zero) * f32_at(scales, group)
@@ -153,8 +153,8 @@ fn linear_rejects_mismatched_shapes() {
     let mut store = WeightStore::new();
     store_weight(&mut store, DType::F32, &random_vec(1, N * K, 0.5));
     let x = random_tensor(2, &[2, K + 1], 1.0);
-    let e = run_one(Op::Linear {}, vec![Operand::Input(x), Operand::Weight("w")], store, f32_type(&[2, N]))
-        .unwrap_err();
+    let e =
+        run_one(Op::Linear {}, vec![Operand::Input(x), Operand::Weight("w")], store, f32_type(&[2, N])).unwrap_err();
     assert!(matches!(&e, RuntimeError::Op { message, .. } if message.contains("last dim is 65")), "{e}");
 }
 

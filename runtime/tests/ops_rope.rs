@@ -28,7 +28,7 @@ fn hf_llama3(base: f64, dim: usize, factor: f64, low_freq_factor: f64, high_freq
             let inv_freq_llama = if wavelen > low_freq_wavelen { inv_freq / factor } else { inv_freq };
             let smooth_factor = (old / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor);
             let smoothed = (1.0 - smooth_factor) * inv_freq_llama / factor + smooth_factor * inv_freq_llama;
-            let is_medium = !(wavelen < high_freq_wavelen) && !(wavelen > low_freq_wavelen);
+            let is_medium = wavelen >= high_freq_wavelen && wavelen <= low_freq_wavelen;
             if is_medium { smoothed } else { inv_freq_llama }
         })
         .collect()
@@ -48,11 +48,7 @@ fn hf_yarn(base: f64, dim: usize, factor: f64, orig: f64, beta_fast: f64, beta_s
     };
     let pos_freqs: Vec<f64> = (0..dim).step_by(2).map(|i| base.powf(i as f64 / dim as f64)).collect();
     let extrapolation_factor: Vec<f64> = linear_ramp_factor(low, high, dim / 2).iter().map(|r| 1.0 - r).collect();
-    pos_freqs
-        .iter()
-        .zip(&extrapolation_factor)
-        .map(|(p, e)| (1.0 / (factor * p)) * (1.0 - e) + (1.0 / p) * e)
-        .collect()
+    pos_freqs.iter().zip(&extrapolation_factor).map(|(p, e)| (1.0 / (factor * p)) * (1.0 - e) + (1.0 / p) * e).collect()
 }
 
 /// HF's rotation: `q * cos + rotate_half(q) * sin` on the first `rotary_dim` elements of each head

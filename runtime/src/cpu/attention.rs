@@ -17,6 +17,11 @@ use rayon::prelude::*;
 
 use super::kv_cache::KvCache;
 
+/// False for NaN too, unlike `x <= 0.0`.
+fn is_positive(x: f32) -> bool {
+    x > 0.0
+}
+
 /// A borrowed tensor: row-major data and its shape.
 #[derive(Clone, Copy, Debug)]
 pub struct View<'a, T> {
@@ -95,7 +100,7 @@ pub fn attention(
 ) -> Result<(Vec<f32>, Vec<usize>), String> {
     let g = check(&inputs)?;
     if let Some(cap) = params.softcap
-        && !(cap > 0.0)
+        && !is_positive(cap)
     {
         return Err(format!("softcap must be positive, not {cap}"));
     }

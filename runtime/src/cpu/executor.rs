@@ -184,9 +184,8 @@ fn check_structure(graph: &Graph, weights: &WeightStore) -> Result<(), RuntimeEr
             defined[out.index()] = true;
         }
         if let Op::Weight { name } = &node.op {
-            let stored = weights
-                .get(name)
-                .map_err(|e| RuntimeError::Weight { name: name.clone(), message: e.to_string() })?;
+            let stored =
+                weights.get(name).map_err(|e| RuntimeError::Weight { name: name.clone(), message: e.to_string() })?;
             let declared = graph.value_type(node.outputs[0]);
             if &stored.ty != declared {
                 return Err(RuntimeError::Weight {
@@ -267,8 +266,8 @@ fn eval_node(
             require(describe, "the table", args[0], is_weight_like, "a float or quantized weight")?;
             require(describe, "the ids", args[1], is_int, "integers")?;
             let ids = args[1].to_tensor().to_i64_vec();
-            let (out, shape) = embedding::embedding(&args[0].rows(), &args[0].shape(), &ids, &args[1].shape())
-                .map_err(&err)?;
+            let (out, shape) =
+                embedding::embedding(&args[0].rows(), &args[0].shape(), &ids, &args[1].shape()).map_err(&err)?;
             float_result(out, shape)
         }
         Op::RmsNorm { eps, offset } => {
@@ -321,8 +320,8 @@ fn eval_node(
             require(describe, "the positions", args[1], is_int, "integers")?;
             let positions = args[1].to_tensor().to_i64_vec();
             let params = RopeParams { style: *style, theta: *theta, rotary_dim: *rotary_dim as usize, scaling };
-            let out = rope::rope(&args[0].to_f32(), &args[0].shape(), &positions, &args[1].shape(), params)
-                .map_err(&err)?;
+            let out =
+                rope::rope(&args[0].to_f32(), &args[0].shape(), &positions, &args[1].shape(), params).map_err(&err)?;
             float_result(out, args[0].shape().into_owned())
         }
         Op::Attention { layer, scale, causal, window, sinks, softcap } => {
@@ -351,8 +350,7 @@ fn eval_node(
             };
             let params =
                 AttentionParams { scale: *scale, causal: *causal, window: *window, sinks: *sinks, softcap: *softcap };
-            let (out, shape) =
-                attention::attention(inputs, params, layer.map(|l| (l, &mut *kv))).map_err(&err)?;
+            let (out, shape) = attention::attention(inputs, params, layer.map(|l| (l, &mut *kv))).map_err(&err)?;
             float_result(out, shape)
         }
         op => {

@@ -116,7 +116,9 @@ impl KvCache {
                 }
             }
             if std::mem::replace(&mut seen[j], true) {
-                return Err(RuntimeError::KvCache { message: format!("slot {j} is listed twice in the slots to keep") });
+                return Err(RuntimeError::KvCache {
+                    message: format!("slot {j} is listed twice in the slots to keep"),
+                });
             }
         }
         for layer in self.layers.values_mut() {

@@ -137,7 +137,8 @@ pub fn logits(
 ) -> Result<(Vec<f32>, Vec<usize>), String> {
     let (mut out, shape) = linear(x, x_shape, w, w_shape, None)?;
     if let Some(cap) = softcap {
-        if !(cap > 0.0) {
+        // Written so that NaN is refused too.
+        if cap.is_nan() || cap <= 0.0 {
             return Err(format!("softcap must be positive, not {cap}"));
         }
         for v in &mut out {

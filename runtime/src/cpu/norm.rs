@@ -46,12 +46,20 @@ pub fn layer_norm(
     }
     let n: usize = x_shape[a as usize..].iter().product();
     if w.len() != n {
-        return Err(format!("the scale has {} elements but the normalised dims {:?} hold {n}", w.len(), &x_shape[a as usize..]));
+        return Err(format!(
+            "the scale has {} elements but the normalised dims {:?} hold {n}",
+            w.len(),
+            &x_shape[a as usize..]
+        ));
     }
     if let Some(b) = b
         && b.len() != n
     {
-        return Err(format!("the bias has {} elements but the normalised dims {:?} hold {n}", b.len(), &x_shape[a as usize..]));
+        return Err(format!(
+            "the bias has {} elements but the normalised dims {:?} hold {n}",
+            b.len(),
+            &x_shape[a as usize..]
+        ));
     }
     let mut out = vec![0.0f32; x.len()];
     if n == 0 {

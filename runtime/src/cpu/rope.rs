@@ -26,9 +26,14 @@ use std::f64::consts::PI;
 use kiln_ir::{RopeScaling, RopeStyle};
 use rayon::prelude::*;
 
+/// False for NaN too, unlike `x <= 0.0`.
+fn is_positive(x: f64) -> bool {
+    x > 0.0
+}
+
 /// Inverse frequencies of the `rotary_dim / 2` pairs, and the factor applied to cos and sin.
 pub fn inverse_frequencies(theta: f64, rotary_dim: usize, scaling: &RopeScaling) -> Result<(Vec<f64>, f64), String> {
-    if !(theta > 0.0) {
+    if !is_positive(theta) {
         return Err(format!("theta must be positive, not {theta}"));
     }
     let r = rotary_dim as f64;
@@ -36,13 +41,14 @@ pub fn inverse_frequencies(theta: f64, rotary_dim: usize, scaling: &RopeScaling)
     Ok(match *scaling {
         RopeScaling::None => (base, 1.0),
         RopeScaling::Linear { factor } => {
-            if !(factor > 0.0) {
+            if !is_positive(factor) {
                 return Err(format!("linear scaling factor must be positive, not {factor}"));
             }
             (base.iter().map(|f| f / factor).collect(), 1.0)
         }
         RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_position } => {
-            if !(factor > 0.0) || !(high_freq_factor > low_freq_factor) || !(low_freq_factor > 0.0) {
+            if !is_positive(factor) || !is_positive(high_freq_factor - low_freq_factor) || !is_positive(low_freq_factor)
+            {
                 return Err(format!(
                     "llama3 scaling needs factor > 0 and high_freq_factor > low_freq_factor > 0, not \
                      factor {factor}, low {low_freq_factor}, high {high_freq_factor}"
@@ -68,7 +74,7 @@ pub fn inverse_frequencies(theta: f64, rotary_dim: usize, scaling: &RopeScaling)
             (scaled, 1.0)
         }
         RopeScaling::Yarn { factor, original_max_position, beta_fast, beta_slow, attention_factor } => {
-            if !(factor > 0.0) || !(beta_fast > 0.0) || !(beta_slow > 0.0) {
+            if !is_positive(factor) || !is_positive(beta_fast) || !is_positive(beta_slow) {
                 return Err(format!(
                     "yarn scaling needs positive factor and betas, not factor {factor}, beta_fast {beta_fast}, \
                      beta_slow {beta_slow}"

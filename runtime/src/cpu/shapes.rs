@@ -60,7 +60,13 @@ pub fn check_input(
     for (axis, (dim, &size)) in declared.shape.dims().iter().zip(t.shape()).enumerate() {
         match dim {
             Dim::Static(n) if *n != size as u64 => {
-                return Err(RuntimeError::InputDim { index, axis, expected: *n, actual: size, declared: declared.clone() });
+                return Err(RuntimeError::InputDim {
+                    index,
+                    axis,
+                    expected: *n,
+                    actual: size,
+                    declared: declared.clone(),
+                });
             }
             Dim::Sym(s) => bindings.bind(s, size, || format!("input {index} dim {axis}"))?,
             Dim::Static(_) | Dim::Unknown => {}

@@ -25,7 +25,7 @@ impl Sampling {
     pub fn validate(&self) -> Result<(), RuntimeError> {
         if let Sampling::Sample { temperature, top_p, .. } = *self {
             // Written as negated comparisons so that NaN fails them too.
-            if !(temperature > 0.0) || !temperature.is_finite() {
+            if !(temperature > 0.0 && temperature.is_finite()) {
                 return Err(RuntimeError::Generate {
                     message: format!("temperature must be a positive number, not {temperature} (use greedy for 0)"),
                 });

@@ -69,10 +69,14 @@ pub fn f32_type(dims: &[usize]) -> TensorType {
 pub fn sym_type(dtype: DType, dims: &[Result<u64, &str>]) -> TensorType {
     TensorType::new(
         dtype,
-        Shape(dims.iter().map(|d| match d {
-            Ok(n) => Dim::Static(*n),
-            Err(s) => Dim::sym(s),
-        }).collect()),
+        Shape(
+            dims.iter()
+                .map(|d| match d {
+                    Ok(n) => Dim::Static(*n),
+                    Err(s) => Dim::sym(s),
+                })
+                .collect(),
+        ),
     )
 }
 
