@@ -193,17 +193,21 @@ fn tree_mask_visibility_and_values() {
     assert_close(&y.to_f32_vec(), &reference(&q, &k, &v, &positions, Some(&bits), DEFAULT), 1e-5, "tree mask");
 }
 
-/// A graph of one cached attention op (layer 0) over inputs q, k, v, positions.
-fn cached_executor(h: usize, kvh: usize, d: usize, p: Params) -> CpuExecutor {
+/// A graph of one cached attention op (layer 0) over inputs q, k, v, positions, with batch `b`.
+fn cached_executor_batch(b: u64, h: usize, kvh: usize, d: usize, p: Params) -> CpuExecutor {
     let mut g = Graph::new("cached_attention");
     let sym = |dims: &[Result<u64, &str>]| common::sym_type(DType::F32, dims);
-    let q = g.add_input(sym(&[Ok(1), Err("s"), Ok(h as u64), Ok(d as u64)]));
-    let k = g.add_input(sym(&[Ok(1), Err("s"), Ok(kvh as u64), Ok(d as u64)]));
-    let v = g.add_input(sym(&[Ok(1), Err("s"), Ok(kvh as u64), Ok(d as u64)]));
-    let pos = g.add_input(common::sym_type(DType::I64, &[Ok(1), Err("s")]));
-    let out = g.add_node(op(Some(0), p), vec![q, k, v, pos], vec![sym(&[Ok(1), Err("s"), Ok(h as u64), Ok(d as u64)])]);
+    let q = g.add_input(sym(&[Ok(b), Err("s"), Ok(h as u64), Ok(d as u64)]));
+    let k = g.add_input(sym(&[Ok(b), Err("s"), Ok(kvh as u64), Ok(d as u64)]));
+    let v = g.add_input(sym(&[Ok(b), Err("s"), Ok(kvh as u64), Ok(d as u64)]));
+    let pos = g.add_input(common::sym_type(DType::I64, &[Ok(b), Err("s")]));
+    let out = g.add_node(op(Some(0), p), vec![q, k, v, pos], vec![sym(&[Ok(b), Err("s"), Ok(h as u64), Ok(d as u64)])]);
     g.set_outputs(out);
     CpuExecutor::new(g, WeightStore::new()).unwrap()
+}
+
+fn cached_executor(h: usize, kvh: usize, d: usize, p: Params) -> CpuExecutor {
+    cached_executor_batch(1, h, kvh, d, p)
 }
 
 /// Rows `from..to` of a `[1, t, ...]` tensor.
@@ -241,6 +245,37 @@ fn cache_mode_over_several_calls_equals_one_call_over_the_sequence() {
     }
 }
 
+/// Columns `from..to` of dim 1 of a `[b, t, ...]` tensor.
+fn cols(t: &Tensor, from: usize, to: usize) -> Tensor {
+    let w: usize = t.shape()[2..].iter().product();
+    let (b, n) = (t.shape()[0], t.shape()[1]);
+    let v = t.to_f32_vec();
+    let data = (0..b).flat_map(|bi| v[(bi * n + from) * w..(bi * n + to) * w].to_vec()).collect();
+    let mut shape = t.shape().to_vec();
+    shape[1] = to - from;
+    Tensor::f32(shape, data).unwrap()
+}
+
+#[test]
+fn cache_mode_keeps_batch_rows_apart() {
+    let (b, h, kvh, d, t) = (2, 4, 2, 8, 6);
+    let (q, k, v) = qkv(35, b, t, t, h, kvh, d, d);
+    let positions: Vec<i64> = (0..b).flat_map(|_| 0..t as i64).collect();
+    let expected = reference(&q, &k, &v, &positions, None, DEFAULT);
+    let mut exec = cached_executor_batch(b as u64, h, kvh, d, DEFAULT);
+    let mut got = vec![Vec::new(); b];
+    for (from, to) in [(0, 4), (4, 5), (5, 6)] {
+        let pos: Vec<i64> = (0..b).flat_map(|_| from as i64..to as i64).collect();
+        let pos = Tensor::i64(vec![b, to - from], pos).unwrap();
+        let out = exec.run(&[cols(&q, from, to), cols(&k, from, to), cols(&v, from, to), pos]).unwrap();
+        let out = out[0].to_f32_vec();
+        for (bi, rows) in out.chunks(out.len() / b).enumerate() {
+            got[bi].extend_from_slice(rows);
+        }
+    }
+    assert_close(&got.concat(), &expected, 1e-5, "batch 2 through the cache");
+}
+
 #[test]
 fn truncate_and_reset_roll_the_cache_back() {
     let (h, kvh, d) = (2, 1, 4);
@@ -261,6 +296,8 @@ fn truncate_and_reset_roll_the_cache_back() {
 
     assert!(matches!(exec.truncate_kv(7), Err(RuntimeError::KvCache { .. })));
     exec.reset();
+    assert!(matches!(exec.compact_kv(&[0]), Err(RuntimeError::KvCache { .. })), "compacting an empty cache");
+    exec.compact_kv(&[]).unwrap();
     assert_eq!(exec.kv_len(), 0);
     let got = cached_step(&mut exec, &q, &k, &v, 0, 2);
     assert_close(&got, &expected[..2 * h * d], 1e-5, "after reset");

@@ -106,8 +106,14 @@ impl KvCache {
 
     /// Keeps exactly the slots `keep`, in that order, in every layer: slot `keep[i]` becomes slot `i`.
     pub fn compact(&mut self, keep: &[usize]) -> Result<(), RuntimeError> {
-        let mut seen = vec![false; self.len()];
+        let len = self.len();
+        let mut seen = vec![false; len];
         for &j in keep {
+            if j >= len {
+                return Err(RuntimeError::KvCache {
+                    message: format!("cannot keep slot {j}: the cache holds {len} tokens"),
+                });
+            }
             for (&id, layer) in &self.layers {
                 if j >= layer.len() {
                     return Err(RuntimeError::KvCache {
