@@ -163,3 +163,38 @@ fn a_failed_run_leaves_the_kv_cache_as_it_was() {
     assert!(e.to_string().contains("id 4 is outside"), "{e}");
     assert_eq!(exec.kv_len(), 2, "the failed run's keys were rolled back");
 }
+
+#[test]
+fn generic_ops_run_through_the_reference_evaluator() {
+    // softmax(x + w) with a stored weight materialised for the generic `add`.
+    let mut store = WeightStore::new();
+    let w = random_vec(8, 6, 1.0);
+    store.insert_tensor("w", &Tensor::f32(vec![6], w.clone()).unwrap()).unwrap();
+    let mut g = Graph::new("generic");
+    let x = g.add_input(f32_type(&[2, 6]));
+    let wv = g.add_node(Op::Weight { name: "w".into() }, vec![], vec![f32_type(&[6])])[0];
+    let s = g.add_node(Op::Binary(kiln_ir::BinaryOp::Add), vec![x, wv], vec![f32_type(&[2, 6])])[0];
+    let y = g.add_node(Op::Softmax { axis: -1 }, vec![s], vec![f32_type(&[2, 6])]);
+    g.set_outputs(y);
+    let mut exec = CpuExecutor::new(g, store).unwrap();
+    let xt = random_tensor(9, &[2, 6], 2.0);
+    let out = exec.run(std::slice::from_ref(&xt)).unwrap().remove(0);
+    let xv = xt.to_f64_vec();
+    let mut expected = Vec::new();
+    for r in 0..2 {
+        let e: Vec<f64> = (0..6).map(|i| (xv[r * 6 + i] + w[i] as f64).exp()).collect();
+        let z: f64 = e.iter().sum();
+        expected.extend(e.iter().map(|v| v / z));
+    }
+    assert_close(&out.to_f32_vec(), &expected, 1e-5, "softmax(x + w)");
+
+    // An evaluator failure is reported with the node.
+    let mut g = Graph::new("bad_reshape");
+    let x = g.add_input(f32_type(&[2, 6]));
+    let shape = Tensor::i64(vec![2], vec![5, 5]).unwrap();
+    let c = g.add_node(Op::Constant { value: shape.clone() }, vec![], vec![shape.ty()])[0];
+    let y = g.add_node(Op::Reshape { allowzero: false }, vec![x, c], vec![f32_type(&[5, 5])]);
+    g.set_outputs(y);
+    let e = CpuExecutor::new(g, WeightStore::new()).unwrap().run(&[xt]).unwrap_err();
+    assert!(matches!(&e, RuntimeError::Eval { node, .. } if node.contains("reshape")), "{e}");
+}
