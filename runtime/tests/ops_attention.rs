@@ -373,7 +373,21 @@ fn bad_attention_operands_are_errors() {
     let pos = Tensor::i64(vec![1, 3], vec![0, 1, 2]).unwrap();
     let operands = vec![Operand::Input(q), Operand::Input(k), Operand::Input(v), Operand::Input(pos)];
     let e = run_one(op(None, DEFAULT), operands, WeightStore::new(), f32_type(&[1, 3, 3, 4])).unwrap_err();
-    assert!(e.to_string().contains("multiple of kv_heads"), "{e}");
+    assert!(matches!(e, RuntimeError::Verify { .. }) && e.to_string().contains("multiple of 2 kv_heads"), "{e}");
+
+    // Fewer keys than queries is only known at run time.
+    let mut g = Graph::new("short_keys");
+    let sym = |dims: &[Result<u64, &str>]| common::sym_type(DType::F32, dims);
+    let q = g.add_input(sym(&[Ok(1), Err("s"), Ok(2), Ok(4)]));
+    let k = g.add_input(sym(&[Ok(1), Err("t"), Ok(1), Ok(4)]));
+    let v = g.add_input(sym(&[Ok(1), Err("t"), Ok(1), Ok(4)]));
+    let pos = g.add_input(common::sym_type(DType::I64, &[Ok(1), Err("s")]));
+    let out = g.add_node(op(None, DEFAULT), vec![q, k, v, pos], vec![sym(&[Ok(1), Err("s"), Ok(2), Ok(4)])]);
+    g.set_outputs(out);
+    let mut exec = CpuExecutor::new(g, WeightStore::new()).unwrap();
+    let (q, k, v) = qkv(92, 1, 3, 2, 2, 1, 4, 4);
+    let e = exec.run(&[q, k, v, Tensor::i64(vec![1, 3], vec![0, 1, 2]).unwrap()]).unwrap_err();
+    assert!(matches!(&e, RuntimeError::Op { message, .. } if message.contains("fewer than the 3 new tokens")), "{e}");
 
     let mut exec = cached_executor(2, 1, 4, DEFAULT);
     let (q, k, v) = qkv(91, 1, 2, 2, 2, 1, 4, 4);

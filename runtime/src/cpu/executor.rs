@@ -30,13 +30,13 @@ pub struct CpuExecutor {
 }
 
 impl CpuExecutor {
-    /// Builds an executor for `graph` with the weights it names.
-    ///
-    /// Checks what the executor relies on: every operand is defined before its use, op arities and
-    /// result counts, and that each `weight` op names a stored weight of its declared type. (The full
-    /// verifier, `kiln_ir::verify`, is not called yet: it is being written on the `verify` branch and is
-    /// wired in here once that lands.)
+    /// Builds an executor for `graph` with the weights it names, after [`kiln_ir::verify`] accepted
+    /// both (every problem it finds is reported at once in [`RuntimeError::Verify`]).
     pub fn new(graph: Graph, weights: WeightStore) -> Result<CpuExecutor, RuntimeError> {
+        kiln_ir::verify(&graph, Some(&weights))
+            .map_err(|errors| RuntimeError::Verify { graph: graph.name.clone(), errors })?;
+        // The verifier covers these too; the executor re-checks the few facts its indexing relies on,
+        // so that a verifier gap can never become an out-of-bounds panic.
         check_structure(&graph, &weights)?;
         let use_counts = graph.use_counts();
         Ok(CpuExecutor { graph, weights, kv: KvCache::default(), use_counts })
