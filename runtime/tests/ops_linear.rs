@@ -6,8 +6,8 @@ mod common;
 
 use common::{Operand, assert_close, f32_type, random_tensor, random_vec, run_one};
 use half::{bf16, f16};
-use kiln_ir::{DType, Op, Tensor, TensorData, TensorType, WeightBytes, WeightPayload, WeightStore};
-use kiln_runtime::RuntimeError;
+use kiln_ir::{DType, Graph, Op, Tensor, TensorData, TensorType, WeightBytes, WeightPayload, WeightStore};
+use kiln_runtime::{CpuExecutor, RuntimeError};
 
 const N: usize = 70;
 const K: usize = 64;
@@ -154,7 +154,19 @@ fn linear_rejects_mismatched_shapes() {
     store_weight(&mut store, DType::F32, &random_vec(1, N * K, 0.5));
     let x = random_tensor(2, &[2, K + 1], 1.0);
     let e =
-        run_one(Op::Linear {}, vec![Operand::Input(x), Operand::Weight("w")], store, f32_type(&[2, N])).unwrap_err();
+        run_one(Op::Linear {}, vec![Operand::Input(x.clone()), Operand::Weight("w")], store.clone(), f32_type(&[2, N]))
+            .unwrap_err();
+    assert!(matches!(&e, RuntimeError::Verify { .. }), "a static mismatch is the verifier's: {e}");
+
+    // With an unknown input dim the mismatch shows only at run time.
+    let mut g = Graph::new("unknown_k");
+    let xv = g.add_input(common::sym_type(DType::F32, &[Ok(2), Err("?")]));
+    let wv =
+        g.add_node(Op::Weight { name: "w".into() }, vec![], vec![TensorType::of(DType::F32, &[N as u64, K as u64])]);
+    let y = g.add_node(Op::Linear {}, vec![xv, wv[0]], vec![f32_type(&[2, N])]);
+    g.set_outputs(y);
+    let mut exec = CpuExecutor::new(g, store).unwrap();
+    let e = exec.run(&[x]).unwrap_err();
     assert!(matches!(&e, RuntimeError::Op { message, .. } if message.contains("last dim is 65")), "{e}");
 }
 

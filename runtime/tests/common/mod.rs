@@ -65,7 +65,7 @@ pub fn f32_type(dims: &[usize]) -> TensorType {
     TensorType::of(DType::F32, &dims.iter().map(|&d| d as u64).collect::<Vec<_>>())
 }
 
-/// A type with some symbolic dims: `Err(name)` entries are symbols.
+/// A type with some symbolic dims: `Err(name)` entries are symbols, `Err("?")` unknown dims.
 pub fn sym_type(dtype: DType, dims: &[Result<u64, &str>]) -> TensorType {
     TensorType::new(
         dtype,
@@ -73,6 +73,7 @@ pub fn sym_type(dtype: DType, dims: &[Result<u64, &str>]) -> TensorType {
             dims.iter()
                 .map(|d| match d {
                     Ok(n) => Dim::Static(*n),
+                    Err("?") => Dim::Unknown,
                     Err(s) => Dim::sym(s),
                 })
                 .collect(),
