@@ -9,7 +9,7 @@
 
 use std::borrow::Cow;
 
-use kiln_ir::{DType, Graph, Node, Op, Tensor, ValueDef, ValueId, WeightStore};
+use kiln_ir::{DType, Graph, Node, Op, Tensor, ValueDef, WeightStore};
 
 use super::attention::{self, AttentionInputs, AttentionParams, View};
 use super::kv_cache::KvCache;
@@ -101,8 +101,8 @@ impl CpuExecutor {
                 values[id.index()] = Some(Value::Tensor(t.clone()));
             }
         }
-        for (_, node) in graph.nodes() {
-            let describe = || describe_node(node);
+        for (node_id, node) in graph.nodes() {
+            let describe = || kiln_ir::text::print_node(graph, node_id);
             let results = {
                 let args: Vec<&Value> = node
                     .inputs
@@ -118,7 +118,7 @@ impl CpuExecutor {
                 });
             }
             for (index, (&out, value)) in node.outputs.iter().zip(results).enumerate() {
-                check_result(&describe(), index, graph.value_type(out), value.dtype(), &value.shape(), &mut bindings)?;
+                check_result(&describe, index, graph.value_type(out), value.dtype(), &value.shape(), &mut bindings)?;
                 if remaining[out.index()] > 0 {
                     values[out.index()] = Some(value);
                 }
@@ -201,12 +201,6 @@ fn check_structure(graph: &Graph, weights: &WeightStore) -> Result<(), RuntimeEr
         }
     }
     Ok(())
-}
-
-/// `%5 = linear(%3, %4)`, for error messages.
-fn describe_node(node: &Node) -> String {
-    let list = |vs: &[ValueId]| vs.iter().map(ValueId::to_string).collect::<Vec<_>>().join(", ");
-    format!("{} = {}({})", list(&node.outputs), node.op.name(), list(&node.inputs))
 }
 
 fn op_err(describe: &dyn Fn() -> String) -> impl Fn(String) -> RuntimeError + '_ {

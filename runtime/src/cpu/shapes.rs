@@ -75,9 +75,10 @@ pub fn check_input(
     Ok(())
 }
 
-/// Checks result `index` of node `node` (described for messages) against its declared type.
+/// Checks result `index` of a node against its declared type; `node` describes the node for messages
+/// (called only when there is something to report).
 pub fn check_result(
-    node: &str,
+    node: &dyn Fn() -> String,
     index: usize,
     declared: &TensorType,
     dtype: DType,
@@ -85,7 +86,7 @@ pub fn check_result(
     bindings: &mut SymbolBindings,
 ) -> Result<(), RuntimeError> {
     let mismatch = || RuntimeError::ResultType {
-        node: node.to_string(),
+        node: node(),
         index,
         actual_dtype: dtype,
         actual_shape: shape.to_vec(),
@@ -97,7 +98,7 @@ pub fn check_result(
     for (axis, (dim, &size)) in declared.shape.dims().iter().zip(shape).enumerate() {
         match dim {
             Dim::Static(n) if *n != size as u64 => return Err(mismatch()),
-            Dim::Sym(s) => bindings.bind(s, size, || format!("{node} (result {index} dim {axis})"))?,
+            Dim::Sym(s) => bindings.bind(s, size, || format!("{} (result {index} dim {axis})", node()))?,
             Dim::Static(_) | Dim::Unknown => {}
         }
     }
