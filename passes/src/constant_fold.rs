@@ -1,6 +1,7 @@
 //! Constant folding: replaces a node whose operands are all `constant`s by `constant` nodes holding its
 //! results, computed with the reference evaluator (`kiln_ir::eval::eval_generic`); and replaces
-//! `shape` of any value by a constant when the dims it reads are static, even if the value is not.
+//! `shape` of any value by a constant when the dims it reads are static, even if the value is not,
+//! and likewise `gather(shape(x), constant indices)` when the dims picked are static.
 //!
 //! That turns ONNX-style shape arithmetic (`shape -> gather -> unsqueeze -> concat -> reshape`) into a
 //! constant target shape, which lets shape inference and codegen see static dims. A folded node is
@@ -53,6 +54,9 @@ impl ConstantFolding {
             && let [input] = node.inputs[..]
         {
             return Ok(fold_shape(g.value_type(input), start, end));
+        }
+        if let Some(dims) = gather_of_shape(g, &node.op, &node.inputs) {
+            return Ok(Some(vec![dims]));
         }
         if node.inputs.is_empty() {
             return Ok(None);
@@ -109,13 +113,48 @@ impl ConstantFolding {
 /// ONNX Shape-15: the dims `start..end` of `ty` (negative bounds count from the end, both are clamped
 /// to the rank) as an i64 vector, when all of them are static.
 fn fold_shape(ty: &TensorType, start: i64, end: Option<i64>) -> Option<Vec<Tensor>> {
-    let rank = ty.rank() as i64;
-    let clamp = |i: i64| if i < 0 { (i + rank).max(0) } else { i.min(rank) };
-    let (start, end) = (clamp(start), clamp(end.unwrap_or(rank)));
-    let dims = ty.shape.dims().get(start as usize..end.max(start) as usize)?;
+    let dims = fold_shape_dims(ty, start, end)?;
     let values = dims.iter().map(|d| d.as_static().map(|n| n as i64)).collect::<Option<Vec<i64>>>()?;
     let len = values.len();
     Some(vec![Tensor::i64(vec![len], values).expect("a vector of `len` elements has shape [len]")])
+}
+
+/// The dims of `ty` that `shape {start, end}` reads.
+fn fold_shape_dims(ty: &TensorType, start: i64, end: Option<i64>) -> Option<&[Dim]> {
+    let rank = ty.rank() as i64;
+    let clamp = |i: i64| if i < 0 { (i + rank).max(0) } else { i.min(rank) };
+    let (start, end) = (clamp(start), clamp(end.unwrap_or(rank)));
+    ty.shape.dims().get(start as usize..end.max(start) as usize)
+}
+
+/// `gather(shape(x), indices)` along axis 0 with constant indices that all pick static dims of `x`:
+/// the dims, even when other dims of `x` are not static. This is how ONNX exporters read a dim (the
+/// batch size, the hidden size) out of an activation whose sequence length is dynamic.
+fn gather_of_shape(g: &Graph, op: &Op, inputs: &[ValueId]) -> Option<Tensor> {
+    let (Op::Gather { axis: 0 | -1 }, &[shape, indices]) = (op, inputs) else {
+        return None;
+    };
+    let indices = g.constant_value(indices)?;
+    if !indices.dtype().is_int() {
+        return None;
+    }
+    let Op::Shape { start, end } = g.node(g.producer(shape)?).op else {
+        return None;
+    };
+    let [source] = g.node(g.producer(shape)?).inputs[..] else {
+        return None;
+    };
+    let read = fold_shape_dims(g.value_type(source), start, end)?;
+    let len = read.len() as i64;
+    let values = indices
+        .to_i64_vec()
+        .into_iter()
+        .map(|i| {
+            let i = if i < 0 { i + len } else { i };
+            if (0..len).contains(&i) { read[i as usize].as_static().map(|n| n as i64) } else { None }
+        })
+        .collect::<Option<Vec<i64>>>()?;
+    Some(Tensor::i64(indices.shape().to_vec(), values).expect("one value per index"))
 }
 
 /// Whether a computed constant's type is the declared type, or a refinement of its unknown dims.
@@ -238,6 +277,38 @@ mod tests {
         assert_eq!(run(&mut g), Changed::Yes);
         let values: Vec<_> = g.outputs().iter().map(|&v| g.constant_value(v).map(|t| t.to_i64_vec())).collect();
         assert_eq!(values, [Some(vec![64]), Some(vec![1]), Some(vec![]), None], "`seq` is not static");
+    }
+
+    #[test]
+    fn folds_gathers_of_static_dims_from_a_partly_symbolic_shape() {
+        let mut g = Graph::new("g");
+        let ty = TensorType::new(DType::F32, Shape(vec![Dim::Static(1), Dim::sym("seq"), Dim::Static(64)]));
+        let x = g.add_input(ty);
+        let s = g.add_node(Op::Shape { start: 0, end: None }, vec![x], vec![i64_ty(&[3])])[0];
+        let gather = |g: &mut Graph, index: Tensor| {
+            let ty = TensorType::of(DType::I64, &index.shape().iter().map(|&d| d as u64).collect::<Vec<_>>());
+            let i = constant(g, index);
+            g.add_node(Op::Gather { axis: 0 }, vec![s, i], vec![ty])[0]
+        };
+        let batch = gather(&mut g, Tensor::scalar_i64(0));
+        let hidden = gather(&mut g, Tensor::scalar_i64(-1));
+        let both = gather(&mut g, Tensor::i64(vec![2], vec![2, 0]).unwrap());
+        let seq = gather(&mut g, Tensor::scalar_i64(1));
+        let out_of_range = gather(&mut g, Tensor::scalar_i64(3));
+        g.set_outputs(vec![batch, hidden, both, seq, out_of_range]);
+
+        assert_eq!(run(&mut g), Changed::Yes);
+        let values: Vec<_> = g.outputs().iter().map(|&v| g.constant_value(v).cloned()).collect();
+        assert_eq!(
+            values,
+            [
+                Some(Tensor::scalar_i64(1)),
+                Some(Tensor::scalar_i64(64)),
+                Some(Tensor::i64(vec![2], vec![64, 1]).unwrap()),
+                None,
+                None
+            ]
+        );
     }
 
     #[test]

@@ -225,3 +225,153 @@ impl fmt::Display for PassReport {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::collections::HashSet;
+    use std::rc::Rc;
+
+    use kiln_ir::{DType, Op, TensorType, UnaryOp};
+
+    use super::*;
+    use crate::{CommonSubexpressionElimination, DeadCodeElimination};
+
+    /// A pass that breaks the graph on purpose: drops every node, leaving the outputs undefined.
+    struct DropEverything;
+
+    impl Pass for DropEverything {
+        fn name(&self) -> &'static str {
+            "drop-everything"
+        }
+        fn run(&self, g: &mut Graph, _cx: &mut PassContext) -> Result<Changed, PassError> {
+            let all: HashSet<_> = g.order().iter().copied().collect();
+            g.remove_nodes(&all);
+            Ok(Changed::Yes)
+        }
+    }
+
+    /// `exp(x)` computed twice and an unused `neg`: CSE and DCE both have work.
+    fn sample() -> Graph {
+        let ty = TensorType::of(DType::F32, &[4]);
+        let mut g = Graph::new("sample");
+        let x = g.add_input(ty.clone());
+        let a = g.add_node(Op::Unary(UnaryOp::Exp), vec![x], vec![ty.clone()])[0];
+        let b = g.add_node(Op::Unary(UnaryOp::Exp), vec![x], vec![ty.clone()])[0];
+        g.add_node(Op::Unary(UnaryOp::Neg), vec![x], vec![ty.clone()]);
+        g.set_outputs(vec![a, b]);
+        g
+    }
+
+    fn cse_then_dce() -> PassManager {
+        let mut pm = PassManager::new();
+        pm.add(CommonSubexpressionElimination).add(DeadCodeElimination);
+        pm
+    }
+
+    fn capture(pm: &mut PassManager) -> Rc<RefCell<Vec<(String, String)>>> {
+        let dumps = Rc::new(RefCell::new(Vec::new()));
+        let sink = dumps.clone();
+        pm.set_print_sink(move |pass, text| sink.borrow_mut().push((pass.to_string(), text.to_string())));
+        dumps
+    }
+
+    #[test]
+    fn runs_passes_in_order_and_reports_each() {
+        let mut g = sample();
+        let report = cse_then_dce().run(&mut g, &mut PassContext::new()).unwrap();
+        let runs: Vec<_> = report.runs.iter().map(|r| (r.name, r.changed)).collect();
+        assert_eq!(runs, [("cse", Changed::Yes), ("dce", Changed::Yes)]);
+        assert_eq!(g.order().len(), 1);
+        let table = report.to_string();
+        let lines: Vec<_> = table.lines().collect();
+        assert_eq!(lines.len(), 5, "{table}");
+        assert!(lines[0].starts_with("pass") && lines[0].contains("changed") && lines[0].contains("time"));
+        assert!(lines[1].starts_with("cse ") && lines[1].contains("yes") && lines[1].ends_with(" ms"), "{table}");
+        assert!(lines[2].starts_with("dce ") && lines[2].contains("yes") && lines[2].ends_with(" ms"), "{table}");
+        assert!(lines[3].starts_with("verification"), "{table}");
+        assert!(lines[4].starts_with("total"), "{table}");
+    }
+
+    #[test]
+    fn print_after_all_and_one_pass() {
+        let mut pm = cse_then_dce();
+        let dumps = capture(&mut pm);
+        pm.print_after(PrintAfter::All).unwrap();
+        let mut g = sample();
+        pm.run(&mut g, &mut PassContext::new()).unwrap();
+        let names: Vec<_> = dumps.borrow().iter().map(|(p, _)| p.clone()).collect();
+        assert_eq!(names, ["cse", "dce"]);
+        // The dump after DCE is the final graph, and the one after CSE still has the dead `neg`.
+        assert_eq!(dumps.borrow()[1].1, kiln_ir::text::print(&g));
+        assert!(dumps.borrow()[0].1.contains("neg"));
+        assert!(!dumps.borrow()[1].1.contains("neg"));
+
+        let mut pm = cse_then_dce();
+        let dumps = capture(&mut pm);
+        pm.print_after(PrintAfter::Pass("dce".into())).unwrap();
+        pm.run(&mut sample(), &mut PassContext::new()).unwrap();
+        assert_eq!(dumps.borrow().len(), 1);
+        assert_eq!(dumps.borrow()[0].0, "dce");
+    }
+
+    #[test]
+    fn disabled_passes_do_not_run() {
+        let mut pm = cse_then_dce();
+        pm.disable("cse").unwrap();
+        let mut g = sample();
+        let report = pm.run(&mut g, &mut PassContext::new()).unwrap();
+        assert_eq!(report.runs.iter().map(|r| r.name).collect::<Vec<_>>(), ["dce"]);
+        assert_eq!(report.disabled, ["cse"]);
+        assert!(report.to_string().contains("disabled: cse"));
+        // Both `exp`s survive; only the unused `neg` is gone.
+        assert_eq!(g.nodes().map(|(_, n)| n.op.name()).collect::<Vec<_>>(), ["exp", "exp"]);
+    }
+
+    #[test]
+    fn unknown_names_list_the_pipeline_passes() {
+        let mut pm = cse_then_dce();
+        let e = pm.disable("cs").unwrap_err();
+        assert_eq!(e.to_string(), "unknown pass `cs`; valid passes are: cse, dce");
+        let e = pm.print_after(PrintAfter::Pass("dead-code".into())).unwrap_err();
+        assert_eq!(e.to_string(), "unknown pass `dead-code`; valid passes are: cse, dce");
+        let e = pm.disable("constant-folding").unwrap_err();
+        assert_eq!(e.to_string(), "pass `constant-folding` is not in this pipeline; its passes are: cse, dce");
+        let e = PassManager::new().disable("cse").unwrap_err();
+        assert_eq!(e.to_string(), "pass `cse` is not in this pipeline; its passes are: (none)");
+    }
+
+    #[test]
+    fn a_pass_that_breaks_the_graph_is_named() {
+        let mut pm = PassManager::new();
+        pm.add(CommonSubexpressionElimination).add(DropEverything).add(DeadCodeElimination);
+        pm.verify_each(true);
+        let e = pm.run(&mut sample(), &mut PassContext::new()).unwrap_err();
+        match &e {
+            PassError::Verify { pass, errors } => {
+                assert_eq!(*pass, "drop-everything");
+                assert!(!errors.errors.is_empty());
+            }
+            other => panic!("expected a verification failure, got {other:?}"),
+        }
+        assert!(e.to_string().starts_with("the graph is invalid after pass `drop-everything`"), "{e}");
+
+        // Without verification the manager does not look.
+        pm.verify_each(false);
+        assert!(pm.run(&mut sample(), &mut PassContext::new()).is_ok());
+    }
+
+    #[test]
+    fn an_invalid_input_is_reported_before_any_pass_runs() {
+        let mut g = sample();
+        let all: HashSet<_> = g.order().iter().copied().collect();
+        g.remove_nodes(&all);
+        let mut pm = PassManager::new();
+        pm.add(DropEverything);
+        let dumps = capture(&mut pm);
+        pm.print_after(PrintAfter::All).unwrap();
+        let e = pm.run(&mut g, &mut PassContext::new()).unwrap_err();
+        assert!(matches!(e, PassError::InvalidInput { .. }), "{e:?}");
+        assert!(dumps.borrow().is_empty());
+    }
+}
