@@ -308,6 +308,17 @@ impl Op {
             }
             DType::I64 | DType::I32 | DType::I16 | DType::I8 | DType::U8 => {
                 let v: Vec<i64> = items.iter().map(i64::from_attr).collect::<Result<_, _>>().map_err(err)?;
+                // `from_i64` wraps like `as`; a literal the dtype cannot hold is a mistake in the text.
+                let (lo, hi) = match ty.dtype {
+                    DType::I32 => (i32::MIN.into(), i32::MAX.into()),
+                    DType::I16 => (i16::MIN.into(), i16::MAX.into()),
+                    DType::I8 => (i8::MIN.into(), i8::MAX.into()),
+                    DType::U8 => (0, u8::MAX.into()),
+                    _ => (i64::MIN, i64::MAX),
+                };
+                if let Some(x) = v.iter().find(|x| !(lo..=hi).contains(*x)) {
+                    return Err(err(format!("{x} is out of range for {}", ty.dtype)));
+                }
                 crate::TensorData::from_i64(ty.dtype, v).map_err(|e| err(e.to_string()))?
             }
             DType::F64 => {

@@ -17,7 +17,7 @@ pub fn buffer_sizes(dtype: DType, n: usize, k: usize) -> Option<(usize, usize, u
         DType::Q8C => Some((n * k, n * 4, 0)),
         DType::Q4G { group_size, zero_points } => {
             let g = group_size as usize;
-            if k % g != 0 || g % 2 != 0 {
+            if !k.is_multiple_of(g) || !g.is_multiple_of(2) {
                 return None;
             }
             let groups = n * k / g;
