@@ -97,15 +97,12 @@ impl ConstantFolding {
     /// Evaluation and the declared types of a verified graph disagree: a bug in the evaluator or in type
     /// inference, reported instead of folding a wrong constant.
     fn disagreement(&self, g: &Graph, id: NodeId, got: String) -> PassError {
-        let node = g.node(id);
-        let declared: Vec<String> = node.outputs.iter().map(|&v| g.value_type(v).to_string()).collect();
         PassError::Failed {
             pass: Self::NAME,
             message: format!(
-                "evaluating `{}` (defining {}) gave {got}, but the node declares {}",
-                node.op.name(),
-                node.outputs.first().map_or("nothing".to_string(), |v| v.to_string()),
-                declared.join(", ")
+                "evaluating a node with constant operands gave {got}, which its declared types do not \
+                 allow (a bug in evaluation or type inference)\n  in: {}",
+                kiln_ir::text::print_node(g, id)
             ),
         }
     }
