@@ -1,0 +1,271 @@
+//! Elementwise ops: unary functions, binary arithmetic and logic, comparisons, `where` and `cast`.
+//!
+//! Binary ops, comparisons and `where` broadcast numpy-style. Integer arithmetic wraps in i64 and is
+//! narrowed to the storage type; integer division truncates toward zero and division (or `mod`) by zero
+//! is an error. Float `max`/`min` propagate NaN.
+
+use super::compute::{Real, Values, concat_data, max_nan, min_nan, sigmoid};
+use super::{Cx, EvalError, broadcast_indices, broadcast_shapes};
+use crate::{BinaryOp, CompareOp, DType, Tensor, TensorData, UnaryOp};
+
+pub(super) fn unary(cx: Cx, u: UnaryOp, x: &Tensor) -> Result<Tensor, EvalError> {
+    let dtype = x.dtype();
+    let not_defined = || cx.err(format!("not defined on {} (input {})", dtype_class(dtype), x.ty()));
+    let (out, out_dtype) = match (u, Values::widen(x.data())) {
+        (UnaryOp::Not, Values::Bool(v)) => (Values::Bool(v.into_iter().map(|b| !b).collect()), DType::Bool),
+        (UnaryOp::IsNan, Values::F32(v)) => (Values::Bool(v.into_iter().map(f32::is_nan).collect()), DType::Bool),
+        (UnaryOp::IsNan, Values::F64(v)) => (Values::Bool(v.into_iter().map(f64::is_nan).collect()), DType::Bool),
+        (UnaryOp::IsInf, Values::F32(v)) => (Values::Bool(v.into_iter().map(f32::is_infinite).collect()), DType::Bool),
+        (UnaryOp::IsInf, Values::F64(v)) => (Values::Bool(v.into_iter().map(f64::is_infinite).collect()), DType::Bool),
+        (UnaryOp::Not | UnaryOp::IsNan | UnaryOp::IsInf, _) => return Err(not_defined()),
+        (_, Values::F32(v)) => (Values::F32(v.into_iter().map(|a| unary_float(u, a)).collect()), dtype),
+        (_, Values::F64(v)) => (Values::F64(v.into_iter().map(|a| unary_float(u, a)).collect()), dtype),
+        (_, Values::I64(v)) => {
+            let f: fn(i64) -> i64 = match u {
+                UnaryOp::Neg => i64::wrapping_neg,
+                UnaryOp::Abs => i64::wrapping_abs,
+                UnaryOp::Sign => i64::signum,
+                UnaryOp::Relu => |a| a.max(0),
+                _ => return Err(not_defined()),
+            };
+            (Values::I64(v.into_iter().map(f).collect()), dtype)
+        }
+        (_, Values::Bool(_)) => return Err(not_defined()),
+    };
+    Ok(cx.tensor(x.shape().to_vec(), out.narrow(out_dtype)))
+}
+
+/// A float unary function; the bool-valued and bool-only functions are handled by the caller.
+fn unary_float<T: Real>(u: UnaryOp, a: T) -> T {
+    match u {
+        UnaryOp::Neg => -a,
+        UnaryOp::Abs => a.abs(),
+        UnaryOp::Exp => a.exp(),
+        UnaryOp::Log => a.ln(),
+        UnaryOp::Sqrt => a.sqrt(),
+        UnaryOp::Rsqrt => T::ONE / a.sqrt(),
+        UnaryOp::Reciprocal => T::ONE / a,
+        UnaryOp::Sin => a.sin(),
+        UnaryOp::Cos => a.cos(),
+        UnaryOp::Tanh => a.tanh(),
+        UnaryOp::Sigmoid => sigmoid(a),
+        UnaryOp::Erf => a.erf(),
+        UnaryOp::Floor => a.floor(),
+        UnaryOp::Ceil => a.ceil(),
+        // ONNX Round: halves go to the even neighbour.
+        UnaryOp::Round => a.round_ties_even(),
+        // max_nan keeps NaN as NaN (relu(NaN) = NaN).
+        UnaryOp::Relu => max_nan(a, T::ZERO),
+        // Zero (of either sign) and NaN map to themselves, unlike `f32::signum`.
+        UnaryOp::Sign => {
+            if a > T::ZERO {
+                T::ONE
+            } else if a < T::ZERO {
+                -T::ONE
+            } else {
+                a
+            }
+        }
+        UnaryOp::Not | UnaryOp::IsNan | UnaryOp::IsInf => unreachable!("{} is not a float-valued function", u.name()),
+    }
+}
+
+fn dtype_class(dtype: DType) -> String {
+    if dtype.is_float() {
+        format!("float tensors ({dtype})")
+    } else if dtype == DType::Bool {
+        "bool tensors".to_string()
+    } else {
+        format!("integer tensors ({dtype})")
+    }
+}
+
+/// The result shape of a broadcast pair and, for each result element, the flat index into each operand.
+type PairIndices = (Vec<usize>, Vec<usize>, Vec<usize>);
+
+/// Checks that two operands share a dtype and broadcast.
+fn broadcast_pair(cx: Cx, a: &Tensor, b: &Tensor) -> Result<PairIndices, EvalError> {
+    if a.dtype() != b.dtype() {
+        return Err(cx.err(format!("operands must have the same dtype, got {} and {}", a.ty(), b.ty())));
+    }
+    let shape = broadcast_shapes(a.shape(), b.shape())
+        .ok_or_else(|| cx.err(format!("shapes {:?} and {:?} do not broadcast", a.shape(), b.shape())))?;
+    cx.numel(&shape)?;
+    let ia = broadcast_indices(a.shape(), &shape);
+    let ib = broadcast_indices(b.shape(), &shape);
+    Ok((shape, ia, ib))
+}
+
+fn zip_with<T: Copy, U>(x: &[T], y: &[T], ia: &[usize], ib: &[usize], f: impl Fn(T, T) -> U) -> Vec<U> {
+    ia.iter().zip(ib).map(|(&i, &j)| f(x[i], y[j])).collect()
+}
+
+pub(super) fn binary(cx: Cx, op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor, EvalError> {
+    let (shape, ia, ib) = broadcast_pair(cx, a, b)?;
+    let dtype = a.dtype();
+    let not_defined = || cx.err(format!("not defined on {} (inputs {} and {})", dtype_class(dtype), a.ty(), b.ty()));
+    let logical = matches!(op, BinaryOp::And | BinaryOp::Or | BinaryOp::Xor);
+    if logical != (dtype == DType::Bool) {
+        return Err(not_defined());
+    }
+    let out = match (Values::widen(a.data()), Values::widen(b.data())) {
+        (Values::F32(x), Values::F32(y)) => Values::F32(zip_with(&x, &y, &ia, &ib, |p, q| binary_float(op, p, q))),
+        (Values::F64(x), Values::F64(y)) => Values::F64(zip_with(&x, &y, &ia, &ib, |p, q| binary_float(op, p, q))),
+        (Values::I64(x), Values::I64(y)) => {
+            let results = zip_with(&x, &y, &ia, &ib, |p, q| binary_int(op, p, q));
+            Values::I64(results.into_iter().collect::<Result<_, _>>().map_err(|m| cx.err(m))?)
+        }
+        (Values::Bool(x), Values::Bool(y)) => Values::Bool(zip_with(&x, &y, &ia, &ib, |p, q| match op {
+            BinaryOp::And => p && q,
+            BinaryOp::Or => p || q,
+            BinaryOp::Xor => p != q,
+            _ => unreachable!("arithmetic on bool is rejected above"),
+        })),
+        _ => unreachable!("operands of one dtype widen to one compute kind"),
+    };
+    Ok(cx.tensor(shape, out.narrow(dtype)))
+}
+
+fn binary_float<T: Real>(op: BinaryOp, a: T, b: T) -> T {
+    match op {
+        BinaryOp::Add => a + b,
+        BinaryOp::Sub => a - b,
+        BinaryOp::Mul => a * b,
+        BinaryOp::Div => a / b,
+        BinaryOp::Pow => a.powf(b),
+        BinaryOp::Max => max_nan(a, b),
+        BinaryOp::Min => min_nan(a, b),
+        // Rust's float `%` is C fmod: the result has the sign of the dividend.
+        BinaryOp::Mod => a % b,
+        BinaryOp::And | BinaryOp::Or | BinaryOp::Xor => unreachable!("logical ops on floats are rejected before"),
+    }
+}
+
+fn binary_int(op: BinaryOp, a: i64, b: i64) -> Result<i64, String> {
+    Ok(match op {
+        BinaryOp::Add => a.wrapping_add(b),
+        BinaryOp::Sub => a.wrapping_sub(b),
+        BinaryOp::Mul => a.wrapping_mul(b),
+        BinaryOp::Div => {
+            if b == 0 {
+                return Err(format!("integer division by zero ({a} / 0)"));
+            }
+            a.wrapping_div(b)
+        }
+        BinaryOp::Mod => {
+            if b == 0 {
+                return Err(format!("integer mod by zero ({a} mod 0)"));
+            }
+            let r = a.wrapping_rem(b);
+            // ONNX Mod with fmod = 0: the remainder takes the sign of the divisor.
+            if r != 0 && ((r < 0) != (b < 0)) { r + b } else { r }
+        }
+        BinaryOp::Pow => int_pow(a, b)?,
+        BinaryOp::Max => a.max(b),
+        BinaryOp::Min => a.min(b),
+        BinaryOp::And | BinaryOp::Or | BinaryOp::Xor => unreachable!("logical ops are rejected before"),
+    })
+}
+
+/// `base^exp` by repeated squaring, wrapping on overflow. A negative exponent gives `1 / base^-exp`
+/// truncated toward zero, like integer division: 0 unless `base` is 1 or -1.
+fn int_pow(base: i64, exp: i64) -> Result<i64, String> {
+    if exp < 0 {
+        return match base {
+            0 => Err(format!("integer pow of zero to negative power {exp} divides by zero")),
+            1 => Ok(1),
+            -1 => Ok(if exp % 2 == 0 { 1 } else { -1 }),
+            _ => Ok(0),
+        };
+    }
+    let (mut result, mut square, mut e) = (1i64, base, exp as u64);
+    while e > 0 {
+        if e & 1 == 1 {
+            result = result.wrapping_mul(square);
+        }
+        square = square.wrapping_mul(square);
+        e >>= 1;
+    }
+    Ok(result)
+}
+
+pub(super) fn compare(cx: Cx, op: CompareOp, a: &Tensor, b: &Tensor) -> Result<Tensor, EvalError> {
+    let (shape, ia, ib) = broadcast_pair(cx, a, b)?;
+    fn cmp<T: PartialOrd>(op: CompareOp, p: T, q: T) -> bool {
+        match op {
+            CompareOp::Equal => p == q,
+            CompareOp::Less => p < q,
+            CompareOp::LessEqual => p <= q,
+            CompareOp::Greater => p > q,
+            CompareOp::GreaterEqual => p >= q,
+        }
+    }
+    let out = match (Values::widen(a.data()), Values::widen(b.data())) {
+        (Values::F32(x), Values::F32(y)) => zip_with(&x, &y, &ia, &ib, |p, q| cmp(op, p, q)),
+        (Values::F64(x), Values::F64(y)) => zip_with(&x, &y, &ia, &ib, |p, q| cmp(op, p, q)),
+        (Values::I64(x), Values::I64(y)) => zip_with(&x, &y, &ia, &ib, |p, q| cmp(op, p, q)),
+        (Values::Bool(x), Values::Bool(y)) if op == CompareOp::Equal => zip_with(&x, &y, &ia, &ib, |p, q| p == q),
+        (Values::Bool(_), Values::Bool(_)) => {
+            return Err(cx.err(format!(
+                "ordering comparisons are not defined on bool (inputs {} and {})",
+                a.ty(),
+                b.ty()
+            )));
+        }
+        _ => unreachable!("operands of one dtype widen to one compute kind"),
+    };
+    Ok(cx.tensor(shape, TensorData::Bool(out)))
+}
+
+pub(super) fn where_(cx: Cx, cond: &Tensor, a: &Tensor, b: &Tensor) -> Result<Tensor, EvalError> {
+    if cond.dtype() != DType::Bool {
+        return Err(cx.err(format!("condition must be bool, got {}", cond.ty())));
+    }
+    if a.dtype() != b.dtype() {
+        return Err(cx.err(format!("the two branches must have the same dtype, got {} and {}", a.ty(), b.ty())));
+    }
+    let shape =
+        broadcast_shapes(cond.shape(), a.shape()).and_then(|s| broadcast_shapes(&s, b.shape())).ok_or_else(|| {
+            cx.err(format!(
+                "shapes {:?} (condition), {:?} and {:?} do not broadcast",
+                cond.shape(),
+                a.shape(),
+                b.shape()
+            ))
+        })?;
+    cx.numel(&shape)?;
+    let ic = broadcast_indices(cond.shape(), &shape);
+    let ia = broadcast_indices(a.shape(), &shape);
+    let ib = broadcast_indices(b.shape(), &shape);
+    let TensorData::Bool(c) = cond.data() else { unreachable!("dtype checked above") };
+    // Both branches as one flat buffer: a's elements, then b's, so the result is one gather.
+    let a_len = a.len();
+    let picks: Vec<usize> = (0..ic.len()).map(|k| if c[ic[k]] { ia[k] } else { a_len + ib[k] }).collect();
+    let both = concat_data(&[a.data(), b.data()]);
+    Ok(cx.tensor(shape, both.gather_flat(&picks)))
+}
+
+/// Casts between plain dtypes. Float to integer truncates toward zero and saturates at the target's
+/// range, NaN giving 0; integer to integer wraps (keeps the low bits); anything to bool is `!= 0` (NaN
+/// is true); bool is 0/1.
+pub(super) fn cast(cx: Cx, x: &Tensor, to: DType) -> Result<Tensor, EvalError> {
+    if to.is_quantized() {
+        return Err(cx.err(format!("cannot cast to quantized dtype {to}; quantization is a weight-packing step")));
+    }
+    let from = x.dtype();
+    let data = if from.is_float() {
+        // f64 holds every f32/f16/bf16 value exactly, so going through it rounds only once. Rust's
+        // float-to-int `as` truncates, saturates and maps NaN to 0.
+        TensorData::from_f64(to, x.to_f64_vec())
+    } else {
+        let ints = x.to_i64_vec();
+        match to {
+            // Directly from the integer, so the value is rounded once even beyond 2^53.
+            DType::F32 => Ok(TensorData::F32(ints.into_iter().map(|i| i as f32).collect())),
+            DType::F64 => Ok(TensorData::F64(ints.into_iter().map(|i| i as f64).collect())),
+            _ => TensorData::from_i64(to, ints),
+        }
+    }
+    .map_err(|e| cx.err(e.to_string()))?;
+    Ok(cx.tensor(x.shape().to_vec(), data))
+}

@@ -1,0 +1,135 @@
+//! Reductions (`reduce_sum`, `reduce_mean`, `reduce_max`, `reduce_min`, `reduce_prod`) and `argmax`.
+//!
+//! Floats accumulate in their compute type (f32 for f32/f16/bf16, f64 for f64); integers in i64 with
+//! wrapping. `reduce_max`/`reduce_min` propagate NaN; an empty reduction is 0 for sum, 1 for prod, NaN
+//! for a float mean, and an error for max, min and an integer mean (there is no value to give).
+
+use super::compute::{Real, Values, max_nan, min_nan};
+use super::{Cx, EvalError, strided_indices};
+use crate::tensor::contiguous_strides;
+use crate::{DType, ReduceKind, Tensor, TensorData};
+
+/// The flat input indices of every reduced group, one group per output element (row-major), and the
+/// output shape.
+struct Groups {
+    out_shape: Vec<usize>,
+    group_len: usize,
+    /// `indices[g * group_len..][..group_len]` are the elements of group `g`.
+    indices: Vec<usize>,
+}
+
+fn groups(shape: &[usize], reduced: &[usize], keepdims: bool) -> Groups {
+    let strides = contiguous_strides(shape);
+    let kept: Vec<usize> = (0..shape.len()).filter(|a| !reduced.contains(a)).collect();
+    // Visit kept axes outermost and reduced axes innermost, so each group is contiguous in the order.
+    let order: Vec<usize> = kept.iter().chain(reduced).copied().collect();
+    let perm_shape: Vec<usize> = order.iter().map(|&a| shape[a]).collect();
+    let perm_strides: Vec<usize> = order.iter().map(|&a| strides[a]).collect();
+    let out_shape = if keepdims {
+        (0..shape.len()).map(|a| if reduced.contains(&a) { 1 } else { shape[a] }).collect()
+    } else {
+        kept.iter().map(|&a| shape[a]).collect()
+    };
+    Groups {
+        out_shape,
+        group_len: reduced.iter().map(|&a| shape[a]).product(),
+        indices: strided_indices(&perm_shape, &perm_strides, 0),
+    }
+}
+
+impl Groups {
+    fn count(&self) -> usize {
+        self.out_shape.iter().product()
+    }
+
+    /// Applies `f` to the values of each group.
+    fn map<T: Copy, U>(&self, values: &[T], f: impl Fn(&mut dyn Iterator<Item = T>) -> U) -> Vec<U> {
+        (0..self.count())
+            .map(|g| {
+                let idx = &self.indices[g * self.group_len..(g + 1) * self.group_len];
+                f(&mut idx.iter().map(|&i| values[i]))
+            })
+            .collect()
+    }
+}
+
+pub(super) fn reduce(cx: Cx, kind: ReduceKind, axes: &[i64], keepdims: bool, x: &Tensor) -> Result<Tensor, EvalError> {
+    let rank = x.shape().len();
+    let reduced: Vec<usize> = if axes.is_empty() { (0..rank).collect() } else { cx.distinct_axes(axes, rank)? };
+    let g = groups(x.shape(), &reduced, keepdims);
+    let empty_groups = g.group_len == 0 && g.count() > 0;
+    if empty_groups && matches!(kind, ReduceKind::Max | ReduceKind::Min) {
+        return Err(cx.err(format!("reducing over axes {axes:?} of {}, which hold no elements", x.ty())));
+    }
+    let out = match Values::widen(x.data()) {
+        Values::F32(v) => Values::F32(g.map(&v, |it| reduce_float(kind, it, g.group_len))),
+        Values::F64(v) => Values::F64(g.map(&v, |it| reduce_float(kind, it, g.group_len))),
+        Values::I64(v) => {
+            if empty_groups && kind == ReduceKind::Mean {
+                return Err(cx.err(format!("integer mean over axes {axes:?} of {}, which hold no elements", x.ty())));
+            }
+            Values::I64(g.map(&v, |it| match kind {
+                ReduceKind::Sum => it.fold(0i64, i64::wrapping_add),
+                ReduceKind::Prod => it.fold(1i64, i64::wrapping_mul),
+                // Integer mean truncates toward zero, like integer division.
+                ReduceKind::Mean => it.fold(0i64, i64::wrapping_add) / g.group_len as i64,
+                ReduceKind::Max => it.max().expect("empty groups rejected above"),
+                ReduceKind::Min => it.min().expect("empty groups rejected above"),
+            }))
+        }
+        Values::Bool(_) => return Err(cx.err(format!("not defined on bool tensors (input {})", x.ty()))),
+    };
+    Ok(cx.tensor(g.out_shape, out.narrow(x.dtype())))
+}
+
+fn reduce_float<T: Real>(kind: ReduceKind, it: &mut dyn Iterator<Item = T>, n: usize) -> T {
+    match kind {
+        ReduceKind::Sum => it.fold(T::ZERO, |a, b| a + b),
+        ReduceKind::Prod => it.fold(T::ONE, |a, b| a * b),
+        ReduceKind::Mean => it.fold(T::ZERO, |a, b| a + b) / T::of(n as f64),
+        ReduceKind::Max => it.reduce(max_nan).expect("empty groups rejected before"),
+        ReduceKind::Min => it.reduce(min_nan).expect("empty groups rejected before"),
+    }
+}
+
+/// Index of the largest element along `axis` as i64. The first of equal maxima wins; NaN counts as
+/// larger than every number (as in numpy), so the first NaN wins when there is one.
+pub(super) fn argmax(cx: Cx, axis: i64, keepdims: bool, x: &Tensor) -> Result<Tensor, EvalError> {
+    if x.dtype() == DType::Bool {
+        return Err(cx.err(format!("not defined on bool tensors (input {})", x.ty())));
+    }
+    let axis = cx.axis(axis, x.shape().len())?;
+    let g = groups(x.shape(), &[axis], keepdims);
+    if g.group_len == 0 && g.count() > 0 {
+        return Err(cx.err(format!("axis {axis} of {} is empty, so it has no maximum", x.ty())));
+    }
+    let first_max = |it: &mut dyn Iterator<Item = f64>| -> i64 {
+        let mut best: Option<(usize, f64)> = None;
+        for (i, v) in it.enumerate() {
+            let better = match best {
+                None => true,
+                Some((_, b)) => !b.is_nan() && (v.is_nan() || v > b),
+            };
+            if better {
+                best = Some((i, v));
+            }
+        }
+        best.map_or(0, |(i, _)| i as i64)
+    };
+    let out = match Values::widen(x.data()) {
+        Values::F32(v) => g.map(&v.iter().map(|&a| a as f64).collect::<Vec<_>>(), first_max),
+        Values::F64(v) => g.map(&v, first_max),
+        // Integers compare exactly, not through f64.
+        Values::I64(v) => g.map(&v, |it| {
+            let mut best: Option<(usize, i64)> = None;
+            for (i, a) in it.enumerate() {
+                if best.is_none_or(|(_, b)| a > b) {
+                    best = Some((i, a));
+                }
+            }
+            best.map_or(0, |(i, _)| i as i64)
+        }),
+        Values::Bool(_) => unreachable!("bool rejected above"),
+    };
+    Ok(cx.tensor(g.out_shape, TensorData::I64(out)))
+}
