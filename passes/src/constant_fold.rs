@@ -7,6 +7,12 @@
 //! constant target shape, which lets shape inference and codegen see static dims. A folded node is
 //! replaced at its own position in program order, so the text diff of the pass reads line for line.
 //!
+//! Folding and shape inference feed each other: a folded target makes a `reshape`'s result dims
+//! inferable, which makes a later `shape` of that result foldable, and so on down the graph. So the walk
+//! also refines each node's `?` result dims, with the same rule as the shape inference pass, before
+//! trying to fold the node's users; one walk then reaches what alternating the two passes would need
+//! as many rounds for as the chain is deep.
+//!
 //! Assumes a valid graph. Deliberately left alone:
 //! - results with more than `max_elements` elements in total (see [`DEFAULT_MAX_ELEMENTS`]);
 //! - ops the evaluator does not cover (norms, `linear`, `rope`, `attention`, ...) and `weight`s
@@ -21,6 +27,7 @@ use std::collections::HashMap;
 use kiln_ir::{Dim, Graph, NodeId, Op, Tensor, TensorType, ValueId};
 
 use crate::pass::{Changed, Pass, PassContext, PassError};
+use crate::shape_inference::refine_node;
 
 /// The default cap on the elements a folded node may produce. Folded values are inlined in the IR text,
 /// which the artifact stores and every `--print-after` dump shows; shape arithmetic, scalars and small
@@ -176,6 +183,7 @@ impl Pass for ConstantFolding {
         // Uses are redirected as the walk reaches them (one pass, not one graph scan per fold); a node
         // folded early thereby makes its users' operands constant for their own turn.
         let mut replacement: HashMap<ValueId, ValueId> = HashMap::new();
+        let mut refined = Changed::No;
         for id in old_order {
             for v in &mut g.node_mut(id).inputs {
                 if let Some(&r) = replacement.get(v) {
@@ -183,6 +191,7 @@ impl Pass for ConstantFolding {
                 }
             }
             let Some(results) = self.fold(g, id)? else {
+                refined |= refine_node(g, id);
                 order.push(id);
                 continue;
             };
@@ -200,7 +209,7 @@ impl Pass for ConstantFolding {
             }
         }
         g.set_order(order);
-        Ok(Changed::from(!replacement.is_empty()))
+        Ok(refined | Changed::from(!replacement.is_empty()))
     }
 }
 
@@ -258,6 +267,30 @@ mod tests {
         assert_eq!(folded, &Tensor::i64(vec![4], vec![2, 6, 4, 16]).unwrap());
         assert_eq!(reshape.inputs[0], x);
         assert_eq!(g.outputs(), [r]);
+        assert_eq!(run(&mut g), Changed::No);
+    }
+
+    #[test]
+    fn folds_through_types_it_refines_in_one_walk() {
+        let mut g = Graph::new("g");
+        let x = g.add_input(TensorType::of(DType::F32, &[2, 12]));
+        let target = constant(&mut g, Tensor::i64(vec![3], vec![0, 3, 4]).unwrap());
+        // Declared without dims: only inferable once `target` is known to be constant.
+        let unknown3 = TensorType::new(DType::F32, Shape(vec![Dim::Unknown; 3]));
+        let heads = g.add_node(Op::Reshape { allowzero: false }, vec![x, target], vec![unknown3.clone()])[0];
+        let activated = g.add_node(Op::Unary(UnaryOp::Exp), vec![heads], vec![unknown3])[0];
+        let s = g.add_node(Op::Shape { start: 1, end: None }, vec![activated], vec![i64_ty(&[2])])[0];
+        let product = g.add_node(
+            Op::Reduce { kind: kiln_ir::ReduceKind::Prod, axes: vec![], keepdims: true },
+            vec![s],
+            vec![i64_ty(&[1])],
+        )[0];
+        g.set_outputs(vec![activated, product]);
+
+        assert_eq!(run(&mut g), Changed::Yes);
+        assert_eq!(g.value_type(heads), &TensorType::of(DType::F32, &[2, 3, 4]));
+        assert_eq!(g.value_type(activated), &TensorType::of(DType::F32, &[2, 3, 4]));
+        assert_eq!(g.constant_value(g.outputs()[1]).unwrap(), &Tensor::i64(vec![1], vec![12]).unwrap());
         assert_eq!(run(&mut g), Changed::No);
     }
 
@@ -352,11 +385,8 @@ mod tests {
         )[0];
         let c = constant(&mut g, Tensor::f32(vec![4], vec![1.0, -1.0, 0.5, 2.0]).unwrap());
         let w = constant(&mut g, Tensor::f32(vec![4], vec![1.0; 4]).unwrap());
-        let model_level = g.add_node(
-            Op::RmsNorm { eps: 1e-5, offset: 0.0 },
-            vec![c, w],
-            vec![TensorType::of(DType::F32, &[4])],
-        )[0];
+        let model_level =
+            g.add_node(Op::RmsNorm { eps: 1e-5, offset: 0.0 }, vec![c, w], vec![TensorType::of(DType::F32, &[4])])[0];
         let not_constant = g.add_node(Op::Unary(UnaryOp::Exp), vec![x], vec![TensorType::of(DType::F32, &[4])])[0];
         g.set_outputs(vec![big, small, model_level, not_constant]);
 

@@ -20,15 +20,13 @@ pub fn pipeline(name: &str) -> Result<PassManager, PassError> {
         "O0" => {}
         "default" => {
             // First, so that constant folding sees every dim the graph implies: `shape` folds only
-            // when the dims it reads are static, and frontends often leave them `?`.
+            // when the dims it reads are static, and frontends often leave them `?`. (Folding refines
+            // the types it walks past too, but this pass still completes them when folding is disabled.)
             pm.add(ShapeInference);
-            // Turns ONNX-style shape arithmetic (shape -> gather -> concat -> reshape) into constants.
-            // Before CSE, because the constants it creates are often equal (the same shape folded in
-            // every layer), and CSE merges equal constants.
+            // Turns ONNX-style shape arithmetic (shape -> gather -> concat -> reshape) into constants,
+            // refining result types as it goes. Before CSE, because the constants it creates are often
+            // equal (the same shape folded in every layer), and CSE merges equal constants.
             pm.add(ConstantFolding::default());
-            // Again after folding: a `reshape` or `expand` whose shape operand just became a constant
-            // now has an inferable result type, and later passes and codegen want static dims.
-            pm.add(ShapeInference);
             // Merges duplicated work (a norm computed twice, repeated masks and positions, equal
             // folded constants). After folding and refinement, so that nodes which only now have equal
             // operands and equal types are merged.
@@ -86,9 +84,6 @@ mod tests {
             pipeline(name).unwrap();
         }
         assert!(pipeline("O0").unwrap().pass_names().is_empty());
-        assert_eq!(
-            pipeline("default").unwrap().pass_names(),
-            ["shape-inference", "constant-folding", "shape-inference", "cse", "dce"]
-        );
+        assert_eq!(pipeline("default").unwrap().pass_names(), ["shape-inference", "constant-folding", "cse", "dce"]);
     }
 }

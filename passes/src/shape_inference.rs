@@ -6,9 +6,10 @@
 //! that is already known (static or symbolic) is never changed, even where inference disagrees (that is
 //! a contradiction for the verifier to report, not for this pass to paper over); dtypes and ranks are
 //! never changed; graph inputs keep their declared types, since they are the caller's contract; nodes
-//! whose types cannot be inferred are skipped for the same reason as contradictions.
+//! whose types cannot be inferred are skipped for the same reason as contradictions. Constant folding
+//! applies the same per-node refinement as it walks (`refine_node`).
 
-use kiln_ir::{Dim, Graph, Shape, TensorType};
+use kiln_ir::{Dim, Graph, NodeId, Shape, TensorType};
 
 use crate::pass::{Changed, Pass, PassContext, PassError};
 
@@ -50,26 +51,33 @@ impl Pass for ShapeInference {
     fn run(&self, g: &mut Graph, _cx: &mut PassContext) -> Result<Changed, PassError> {
         let mut changed = Changed::No;
         for id in g.order().to_vec() {
-            let node = g.node(id);
-            let Ok(inferred) = kiln_ir::infer::infer_node(g, &node.op, &node.inputs) else {
-                continue;
-            };
-            if inferred.len() != node.outputs.len() {
-                continue;
-            }
-            let refinements: Vec<_> = node
-                .outputs
-                .iter()
-                .zip(&inferred)
-                .filter_map(|(&v, inf)| refine(g.value_type(v), inf).map(|ty| (v, ty)))
-                .collect();
-            for (v, ty) in refinements {
-                g.set_value_type(v, ty);
-                changed = Changed::Yes;
-            }
+            changed |= refine_node(g, id);
         }
         Ok(changed)
     }
+}
+
+/// Refines the `?` dims of node `id`'s results from what inference derives from its operands' current
+/// types. Shared with constant folding, which interleaves it with folding (see there why).
+pub(crate) fn refine_node(g: &mut Graph, id: NodeId) -> Changed {
+    let node = g.node(id);
+    let Ok(inferred) = kiln_ir::infer::infer_node(g, &node.op, &node.inputs) else {
+        return Changed::No;
+    };
+    if inferred.len() != node.outputs.len() {
+        return Changed::No;
+    }
+    let refinements: Vec<_> = node
+        .outputs
+        .iter()
+        .zip(&inferred)
+        .filter_map(|(&v, inf)| refine(g.value_type(v), inf).map(|ty| (v, ty)))
+        .collect();
+    let changed = Changed::from(!refinements.is_empty());
+    for (v, ty) in refinements {
+        g.set_value_type(v, ty);
+    }
+    changed
 }
 
 #[cfg(test)]
