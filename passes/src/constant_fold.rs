@@ -31,8 +31,8 @@ use crate::shape_inference::refine_node;
 
 /// The default cap on the elements a folded node may produce. Folded values are inlined in the IR text,
 /// which the artifact stores and every `--print-after` dump shows; shape arithmetic, scalars and small
-/// index tables fit well below it, while the things above it (a `[seq, seq]` mask, rotary tables,
-/// `constant_of_shape` of an activation shape) are cheaper to compute at run time than to store as text.
+/// index tables fit well below it, while the things above it (a causal mask over the whole context,
+/// rotary tables, a zero-filled cache) are cheaper to compute at run time than to store as text.
 /// The cap is checked on the inferred result types before evaluating, so a huge constant is never
 /// materialised at compile time either.
 pub const DEFAULT_MAX_ELEMENTS: u64 = 4096;
