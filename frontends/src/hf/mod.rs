@@ -20,7 +20,7 @@ pub use architectures::SUPPORTED_ARCHITECTURES;
 pub use conv1d::CONV1D_LAYOUT_KEY;
 
 use crate::FrontendError;
-use crate::decoder::build_decoder;
+use crate::decoder::{DecoderError, build_decoder};
 use config::Config;
 
 /// Imports the Hugging Face model directory at `dir`.
@@ -66,8 +66,11 @@ fn build(
     let family = architectures::family(&cfg)?;
     let spec = architectures::decoder_spec(&cfg, family)?;
     let weights = conv1d::normalize_gpt2_weights(&cfg, family, weights, &labels.weights)?;
-    let graph = build_decoder(&spec, &weights)
-        .map_err(|error| FrontendError::Decoder { file: labels.weights.clone(), error })?;
+    let graph = build_decoder(&spec, &weights).map_err(|error| match error {
+        // An inconsistent spec comes from the config, not from the weights.
+        DecoderError::BadSpec(message) => FrontendError::Config { file: labels.config.clone(), message },
+        error => FrontendError::Decoder { file: labels.weights.clone(), error },
+    })?;
     let weights = keep_used_weights(&graph, weights);
 
     meta.architecture = family.name().to_string();
