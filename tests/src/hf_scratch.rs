@@ -102,10 +102,8 @@ impl RawSafetensors {
         for (name, dtype, shape, bytes) in tensors {
             let start = data.len();
             data.extend_from_slice(&bytes);
-            header.insert(
-                name,
-                serde_json::json!({"dtype": dtype, "shape": shape, "data_offsets": [start, data.len()]}),
-            );
+            header
+                .insert(name, serde_json::json!({"dtype": dtype, "shape": shape, "data_offsets": [start, data.len()]}));
         }
         RawSafetensors { header, data }
     }

@@ -34,7 +34,8 @@ fn last_logits(model: &Model, prompt: &[i64]) -> Vec<f32> {
 
 /// The golden last-position logits of the fixture's first prompt.
 fn golden_first(arch: &str) -> (Vec<i64>, Vec<f64>) {
-    let g: Value = serde_json::from_str(&std::fs::read_to_string(fixture_dir(arch).join("golden.json")).unwrap()).unwrap();
+    let g: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture_dir(arch).join("golden.json")).unwrap()).unwrap();
     let prompt = g["prompts"][0].as_array().unwrap().iter().map(|x| x.as_i64().unwrap()).collect();
     let logits = g["last_logits"][0].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
     (prompt, logits)
@@ -59,9 +60,9 @@ fn quantized_weights_import_without_conversion() {
         let values = w.to_tensor().to_f32_vec();
         match dims[..] {
             [n, k] if name.contains("embed") => store.insert_quantized(name, DType::Q8C, n, k, &values).unwrap(),
-            [n, k] => store
-                .insert_quantized(name, DType::Q4G { group_size: 32, zero_points: true }, n, k, &values)
-                .unwrap(),
+            [n, k] => {
+                store.insert_quantized(name, DType::Q4G { group_size: 32, zero_points: true }, n, k, &values).unwrap()
+            }
             _ => store.insert(name, w.ty.clone(), w.payload.clone()).unwrap(),
         }
     }
@@ -264,8 +265,13 @@ fn tokenizer_chat_template_and_special_tokens() {
     assert_eq!((m.eos_token_ids, m.bos_token_id), (vec![2], Some(1)));
 }
 
-/// Every attention node's (layer, window, softcap) and every rope node's (theta, rotary_dim, scaling).
-fn attention_and_rope(model: &Model) -> (Vec<(Option<u32>, Option<u32>, Option<f32>)>, Vec<(f64, u32, RopeScaling)>) {
+/// An attention node's `layer`, `window` and `softcap`.
+type AttentionAttrs = (Option<u32>, Option<u32>, Option<f32>);
+/// A rope node's `theta`, `rotary_dim` and `scaling`.
+type RopeAttrs = (f64, u32, RopeScaling);
+
+/// Every attention node's and every rope node's attributes, in program order.
+fn attention_and_rope(model: &Model) -> (Vec<AttentionAttrs>, Vec<RopeAttrs>) {
     let mut attention = Vec::new();
     let mut rope = Vec::new();
     for (_, node) in model.graph.nodes() {

@@ -78,7 +78,10 @@ fn missing_tensors_are_all_named() {
         }
     });
     let e = import_error(&s);
-    assert_mentions(&e, &["model.safetensors", "missing tensors", "model.layers.1.mlp.up_proj.weight", "model.norm.weight"]);
+    assert_mentions(
+        &e,
+        &["model.safetensors", "missing tensors", "model.layers.1.mlp.up_proj.weight", "model.norm.weight"],
+    );
 }
 
 #[test]
@@ -139,7 +142,10 @@ fn unknown_architecture() {
         c.insert("architectures".into(), json!(["FalconForCausalLM"]));
     });
     let e = import_error(&s);
-    assert_mentions(&e, &["config.json", "unsupported architecture `FalconForCausalLM`", "LlamaForCausalLM", "GPT2LMHeadModel"]);
+    assert_mentions(
+        &e,
+        &["config.json", "unsupported architecture `FalconForCausalLM`", "LlamaForCausalLM", "GPT2LMHeadModel"],
+    );
 }
 
 #[test]

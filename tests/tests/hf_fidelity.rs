@@ -66,7 +66,8 @@ fn check_architecture(arch: &str) -> f64 {
         assert!(diff <= 1e-4 * scale, "{arch} prompt {i}: max|diff| {diff:e} > 1e-4 * max|logit| {scale}");
         worst = worst.max(diff / scale);
 
-        let config = GenerateConfig { max_new_tokens: golden.greedy[i].len(), sampling: Sampling::Greedy, stop_tokens: vec![] };
+        let config =
+            GenerateConfig { max_new_tokens: golden.greedy[i].len(), sampling: Sampling::Greedy, stop_tokens: vec![] };
         let generated = generate(&mut exec, prompt, &config).unwrap_or_else(|e| panic!("{arch}: {e}"));
         assert_eq!(generated.tokens, golden.greedy[i], "{arch} prompt {i}: greedy tokens differ");
     }

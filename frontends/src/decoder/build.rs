@@ -78,7 +78,10 @@ fn check_spec(s: &DecoderSpec) -> Result<(), DecoderError> {
     if let PositionKind::Rotary { rotary_dim, .. } = s.positions
         && (rotary_dim == 0 || !rotary_dim.is_multiple_of(2) || u64::from(rotary_dim) > s.head_dim)
     {
-        return bad(format!("the rotary dim {rotary_dim} must be even, positive and at most the head dim {}", s.head_dim));
+        return bad(format!(
+            "the rotary dim {rotary_dim} must be even, positive and at most the head dim {}",
+            s.head_dim
+        ));
     }
     if !(s.norm_eps.is_finite() && s.norm_eps >= 0.0) {
         return bad(format!("the norm epsilon {} must be finite and non-negative", s.norm_eps));
@@ -169,7 +172,7 @@ impl Builder<'_> {
         }
     }
 
-    fn to_f32(&mut self, x: ValueId) -> Result<ValueId, DecoderError> {
+    fn cast_to_f32(&mut self, x: ValueId) -> Result<ValueId, DecoderError> {
         if self.g.value_type(x).dtype == DType::F32 { Ok(x) } else { self.push(Op::Cast { to: DType::F32 }, &[x]) }
     }
 
@@ -181,7 +184,7 @@ impl Builder<'_> {
 
         let embed = self.weight(WeightNames::weight(&s.names.embed), &[s.vocab, s.hidden], Role::Matrix);
         let x = self.push(Op::Embedding {}, &[embed, ids])?;
-        let mut x = self.to_f32(x)?;
+        let mut x = self.cast_to_f32(x)?;
         if let Some(scale) = s.embedding_scale {
             let c = self.constant(Tensor::scalar_f32(scale))?;
             x = self.push(Op::Binary(kiln_ir::BinaryOp::Mul), &[x, c])?;
@@ -189,7 +192,7 @@ impl Builder<'_> {
         if let PositionKind::Learned { max_positions } = s.positions {
             let table = self.weight(WeightNames::weight(&s.names.positions), &[max_positions, s.hidden], Role::Matrix);
             let p = self.push(Op::Embedding {}, &[table, positions])?;
-            let p = self.to_f32(p)?;
+            let p = self.cast_to_f32(p)?;
             x = self.push(Op::Binary(kiln_ir::BinaryOp::Add), &[x, p])?;
         }
 
@@ -292,5 +295,148 @@ impl Builder<'_> {
             d = self.norm(d, &at(post), h)?;
         }
         self.push(Op::Binary(kiln_ir::BinaryOp::Add), &[x, d])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kiln_ir::{GeluApprox, RopeScaling, RopeStyle};
+
+    use super::*;
+    use crate::decoder::{LayerSpec, PositionKind};
+
+    fn spec(layers: usize) -> DecoderSpec {
+        DecoderSpec {
+            name: "tiny".into(),
+            vocab: 32,
+            hidden: 16,
+            heads: 4,
+            kv_heads: 2,
+            head_dim: 4,
+            intermediate: 24,
+            norm: NormKind::Rms { offset: 0.0 },
+            norm_eps: 1e-6,
+            positions: PositionKind::Rotary { style: RopeStyle::Half, rotary_dim: 4 },
+            layers: vec![
+                LayerSpec {
+                    window: Some(3),
+                    rope_theta: 10000.0,
+                    rope_scaling: RopeScaling::None,
+                    attention_scale: 0.5
+                };
+                layers
+            ],
+            qkv_bias: false,
+            out_bias: false,
+            mlp_bias: false,
+            fused_qkv: false,
+            qk_norm: true,
+            sandwich_norms: false,
+            mlp: MlpKind::Gated(Activation::Gelu(GeluApprox::Tanh)),
+            tied_embeddings: true,
+            embedding_scale: Some(4.0),
+            attention_softcap: None,
+            final_softcap: Some(30.0),
+            names: WeightNames::llama_style(),
+        }
+    }
+
+    /// Deterministic pseudo-random weights of every tensor `spec(layers)` names, in `dtype`.
+    fn store(layers: usize, dtype: DType) -> WeightStore {
+        let mut s = WeightStore::new();
+        let mut seed = 1u32;
+        let mut add = |name: String, dims: &[usize]| {
+            let n: usize = dims.iter().product();
+            let v: Vec<f32> = (0..n)
+                .map(|_| {
+                    seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                    (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+                })
+                .collect();
+            let t = Tensor::f32(dims.to_vec(), v).unwrap();
+            let t = Tensor::new(dims.to_vec(), kiln_ir::TensorData::from_f64(dtype, t.to_f64_vec()).unwrap()).unwrap();
+            s.insert_tensor(name, &t).unwrap();
+        };
+        add("model.embed_tokens.weight".into(), &[32, 16]);
+        add("model.norm.weight".into(), &[16]);
+        for i in 0..layers {
+            let l = |n: &str| format!("model.layers.{i}.{n}.weight");
+            for (n, dims) in [
+                ("input_layernorm", vec![16]),
+                ("post_attention_layernorm", vec![16]),
+                ("self_attn.q_proj", vec![16, 16]),
+                ("self_attn.k_proj", vec![8, 16]),
+                ("self_attn.v_proj", vec![8, 16]),
+                ("self_attn.o_proj", vec![16, 16]),
+                ("self_attn.q_norm", vec![4]),
+                ("self_attn.k_norm", vec![4]),
+                ("mlp.gate_proj", vec![24, 16]),
+                ("mlp.up_proj", vec![24, 16]),
+                ("mlp.down_proj", vec![16, 24]),
+            ] {
+                add(l(n), &dims);
+            }
+        }
+        s
+    }
+
+    #[test]
+    fn builds_a_verified_decoder_graph_over_stored_dtypes() {
+        for dtype in [DType::F32, DType::BF16, DType::F16] {
+            let g = build_decoder(&spec(2), &store(2, dtype)).unwrap();
+            let text = kiln_ir::text::print(&g);
+            assert!(text.contains(&format!("{dtype}[32, 16]")), "weights keep their dtype:\n{text}");
+            // Activations are f32: only a half-precision embedding needs a cast, once.
+            let casts = g.nodes().filter(|(_, n)| matches!(n.op, Op::Cast { .. })).count();
+            assert_eq!(casts, usize::from(dtype != DType::F32), "{text}");
+            let attention: Vec<_> =
+                g.nodes().filter_map(|(_, n)| matches!(n.op, Op::Attention { .. }).then_some(n.op.clone())).collect();
+            assert_eq!(attention.len(), 2);
+            assert_eq!(g.value_type(g.outputs()[0]).to_string(), "f32[1, seq, 32]");
+        }
+    }
+
+    #[test]
+    fn reports_every_missing_tensor_at_once() {
+        let mut partial = WeightStore::new();
+        for (name, w) in store(2, DType::F32).iter() {
+            if !name.contains("layers.1.mlp") && !name.contains("q_norm") {
+                partial.insert(name, w.ty.clone(), w.payload.clone()).unwrap();
+            }
+        }
+        let DecoderError::MissingTensors(names) = build_decoder(&spec(2), &partial).unwrap_err() else {
+            panic!("expected missing tensors")
+        };
+        assert_eq!(
+            names,
+            [
+                "model.layers.0.self_attn.q_norm.weight",
+                "model.layers.1.mlp.down_proj.weight",
+                "model.layers.1.mlp.gate_proj.weight",
+                "model.layers.1.mlp.up_proj.weight",
+                "model.layers.1.self_attn.q_norm.weight",
+            ]
+        );
+    }
+
+    #[test]
+    fn refuses_weights_that_cannot_serve_their_role() {
+        let mut s = WeightStore::new();
+        for (name, w) in store(1, DType::F32).iter() {
+            if name == "model.norm.weight" {
+                continue;
+            }
+            s.insert(name, w.ty.clone(), w.payload.clone()).unwrap();
+        }
+        s.insert_tensor("model.norm.weight", &Tensor::i64(vec![16], vec![1; 16]).unwrap()).unwrap();
+        let e = build_decoder(&spec(1), &s).unwrap_err().to_string();
+        assert!(e.contains("model.norm.weight") && e.contains("i64") && e.contains("norm weight"), "{e}");
+
+        let mut bad = spec(1);
+        bad.kv_heads = 3;
+        assert!(matches!(build_decoder(&bad, &store(1, DType::F32)), Err(DecoderError::BadSpec(_))));
+        let mut bad = spec(1);
+        bad.positions = PositionKind::Rotary { style: RopeStyle::Half, rotary_dim: 6 };
+        assert!(matches!(build_decoder(&bad, &store(1, DType::F32)), Err(DecoderError::BadSpec(_))));
     }
 }

@@ -114,7 +114,8 @@ fn activation(cfg: &Config, key: &str, default: &str) -> Result<Activation, Fron
 /// Whether each layer uses sliding-window attention.
 fn sliding_layers(cfg: &Config, family: Family, layers: usize) -> Result<Vec<bool>, FrontendError> {
     if let Some(types) = cfg.get("layer_types") {
-        let list = types.as_array().ok_or_else(|| cfg.error(format!("field `layer_types` must be a list, not {types}")))?;
+        let list =
+            types.as_array().ok_or_else(|| cfg.error(format!("field `layer_types` must be a list, not {types}")))?;
         if list.len() != layers {
             return Err(cfg.error(format!(
                 "field `layer_types` lists {} layers but `num_hidden_layers` is {layers}",

@@ -19,7 +19,8 @@ use crate::FrontendError;
 /// `"out_in"` (already `linear`'s layout, as GGUF stores them).
 pub const CONV1D_LAYOUT_KEY: &str = "kiln_conv1d_layout";
 
-const CONV1D_SUFFIXES: [&str; 4] = [".attn.c_attn.weight", ".attn.c_proj.weight", ".mlp.c_fc.weight", ".mlp.c_proj.weight"];
+const CONV1D_SUFFIXES: [&str; 4] =
+    [".attn.c_attn.weight", ".attn.c_proj.weight", ".mlp.c_fc.weight", ".mlp.c_proj.weight"];
 
 fn is_conv1d_weight(name: &str) -> bool {
     name.starts_with("transformer.h.") && CONV1D_SUFFIXES.iter().any(|s| name.ends_with(s))
@@ -52,11 +53,8 @@ pub fn normalize_gpt2_weights(
     let bad = |message: String| FrontendError::BadWeights { path: weights_file.into(), message };
     let mut out = WeightStore::new();
     for (name, w) in store.iter() {
-        let name = if add_prefix && !name.starts_with("lm_head.") {
-            format!("transformer.{name}")
-        } else {
-            name.to_string()
-        };
+        let name =
+            if add_prefix && !name.starts_with("lm_head.") { format!("transformer.{name}") } else { name.to_string() };
         let (ty, payload) = if transpose && is_conv1d_weight(&name) {
             let WeightPayload::Dense(bytes) = &w.payload else {
                 return Err(bad(format!(
@@ -72,7 +70,10 @@ pub fn normalize_gpt2_weights(
             };
             let elem = w.ty.dtype.size_of().expect("dense weights have a plain dtype");
             let t = transpose_bytes(bytes.as_slice(), rows, cols, elem);
-            (TensorType::new(w.ty.dtype, Shape::of(&[cols as u64, rows as u64])), WeightPayload::Dense(WeightBytes::from_vec(t)))
+            (
+                TensorType::new(w.ty.dtype, Shape::of(&[cols as u64, rows as u64])),
+                WeightPayload::Dense(WeightBytes::from_vec(t)),
+            )
         } else {
             (w.ty.clone(), w.payload.clone())
         };
