@@ -117,3 +117,47 @@ fn every_fixture_is_covered() {
     found.sort();
     assert_eq!(found, ["gemma3", "gpt2", "llama", "mistral", "qwen2", "qwen3"]);
 }
+
+/// The default model shipped in models/default (bf16 weights, kept bf16 by the import): logits of its
+/// four prompts against transformers float32 on the same weights, and 64 greedy tokens each.
+#[test]
+fn default_model_matches_transformers() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let model = load_hf_dir(&root.join("../models/default")).expect("the default model imports");
+    assert!(model.weights.iter().all(|(_, w)| w.ty.dtype == kiln_ir::DType::BF16), "weights stay bf16");
+    assert!(model.meta.tokenizer_json.is_some());
+    assert_eq!(model.meta.eos_token_ids, vec![0]);
+    let vocab = model.meta.vocab_size as usize;
+    let gold_dir = root.join("fixtures/default_model");
+    let golden: Value = serde_json::from_str(&std::fs::read_to_string(gold_dir.join("golden.json")).unwrap()).unwrap();
+    let prompts = golden["prompts"].as_array().unwrap();
+    assert!(prompts.len() >= 4);
+    let mut exec = CpuExecutor::new(model.graph, model.weights).unwrap();
+    let mut worst = 0.0f64;
+    for (i, p) in prompts.iter().enumerate() {
+        let ids: Vec<u32> = p["ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
+        let greedy: Vec<u32> = p["greedy"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
+        let want: Vec<f64> = std::fs::read(gold_dir.join(format!("logits_{i}.f32")))
+            .unwrap()
+            .chunks_exact(4)
+            .map(|c| f64::from(f32::from_le_bytes(c.try_into().unwrap())))
+            .collect();
+        assert_eq!(want.len(), vocab);
+        let n = ids.len();
+        exec.reset();
+        let inputs = [
+            Tensor::i64(vec![1, n], ids.iter().map(|&t| i64::from(t)).collect()).unwrap(),
+            Tensor::i64(vec![1, n], (0..n as i64).collect()).unwrap(),
+        ];
+        let logits = exec.run(&inputs).unwrap().remove(0).to_f32_vec();
+        let scale = want.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+        let diff =
+            logits[(n - 1) * vocab..].iter().zip(&want).fold(0.0f64, |m, (a, b)| m.max((f64::from(*a) - b).abs()));
+        assert!(diff <= 1e-4 * scale, "prompt {i}: max|diff| {diff:e} > 1e-4 * max|logit| {scale}");
+        worst = worst.max(diff / scale);
+        let config = GenerateConfig { max_new_tokens: greedy.len(), sampling: Sampling::Greedy, stop_tokens: vec![] };
+        let generated = generate(&mut exec, &ids, &config).unwrap();
+        assert_eq!(generated.tokens, greedy, "prompt {i}: greedy tokens differ");
+    }
+    eprintln!("default model: max|diff| / max|logit| = {worst:.3e}");
+}
