@@ -1,3 +1,4 @@
 //! Shared helpers for kiln's cross-crate and end-to-end tests.
 
 pub mod hf_scratch;
+pub mod reference_outputs;
