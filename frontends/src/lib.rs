@@ -1,10 +1,12 @@
 //! kiln-frontends: importers from model files into kiln IR.
 //!
-//! Now: `.kir` text graphs with safetensors weights. The Hugging Face, GGUF and ONNX importers land with
-//! the model-import and ONNX issues, beside these modules.
+//! Now: `.kir` text graphs with safetensors weights, and GGUF files ([`gguf`], with their tokenizer rebuilt
+//! by [`tokenizer`]). The Hugging Face and ONNX importers land beside these modules.
 
+pub mod gguf;
 pub mod kir;
 pub mod safetensors_weights;
+pub mod tokenizer;
 
 use std::path::PathBuf;
 
@@ -17,4 +19,6 @@ pub enum FrontendError {
     Parse { path: PathBuf, src: String, error: kiln_ir::text::ParseError },
     #[error("{}: not a valid safetensors weights file: {message}", path.display())]
     BadWeights { path: PathBuf, message: String },
+    #[error("{}: {error}", path.display())]
+    Gguf { path: PathBuf, error: gguf::GgufError },
 }
