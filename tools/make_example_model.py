@@ -16,7 +16,17 @@ import sys
 from pathlib import Path
 
 VOCAB, HIDDEN, LAYERS, HEADS, KV_HEADS, HEAD_DIM, FFN = 64, 32, 2, 4, 2, 8, 64
-ROPE_THETA, EPS = 10000.0, 1e-5
+ROPE_THETA, EPS = 10000.0, "1e-5"  # EPS as kiln prints it
+
+
+def f32_text(x):
+    """The shortest decimal that rounds to the same f32, as kiln's text form prints floats."""
+    target = struct.unpack("<f", struct.pack("<f", x))[0]
+    for digits in range(1, 10):
+        s = f"{target:.{digits}g}"
+        if struct.unpack("<f", struct.pack("<f", float(s)))[0] == target:
+            return s if any(c in s for c in ".e") else s + ".0"
+    raise AssertionError(x)
 
 
 def tensor(rng, shape, std, dtype="F32"):
@@ -92,7 +102,7 @@ def main():
         v = node(f"reshape({v}, {kv_shape}) {{allowzero = false}} : {heads4(KV_HEADS)}")
         q = node(f"rope({q}, %1) {rope} : {heads4(HEADS)}")
         k = node(f"rope({k}, %1) {rope} : {heads4(KV_HEADS)}")
-        a = node(f"attention({q}, {k}, {v}, %1) {{layer = {l}, scale = {1 / math.sqrt(HEAD_DIM):.8}, causal = true, sinks = 0}} : {heads4(HEADS)}")
+        a = node(f"attention({q}, {k}, {v}, %1) {{layer = {l}, scale = {f32_text(1 / math.sqrt(HEAD_DIM))}, causal = true, sinks = 0}} : {heads4(HEADS)}")
         a = node(f"reshape({a}, {flat}) {{allowzero = false}} : {act(HEADS * HEAD_DIM)}")
         o = node(f"linear({a}, {weight(p + 'wo')}) : {act(HIDDEN)}")
         x = node(f"add({x}, {o}) : {act(HIDDEN)}")

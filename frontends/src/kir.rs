@@ -11,8 +11,11 @@ use crate::safetensors_weights::{load_safetensors, weights_beside};
 /// A `.kir` file's source text and parsed graph (not yet verified: callers verify with the weights).
 pub fn parse_kir_file(path: &Path) -> Result<(String, Graph), FrontendError> {
     let src = std::fs::read_to_string(path).map_err(|e| FrontendError::Io { path: path.to_path_buf(), source: e })?;
-    let graph = kiln_ir::text::parse(&src)
-        .map_err(|error| FrontendError::Parse { path: path.to_path_buf(), src: src.clone(), error })?;
+    let graph = kiln_ir::text::parse(&src).map_err(|error| FrontendError::Parse {
+        path: path.to_path_buf(),
+        src: src.clone(),
+        error,
+    })?;
     Ok((src, graph))
 }
 

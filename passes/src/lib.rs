@@ -1,3 +1,18 @@
-//! kiln-passes: the Pass trait, the PassManager, named pipelines and the passes.
-//!
-//! SKELETON: filled in by the passes work.
+//! kiln-passes: the [`Pass`] trait, the [`PassManager`], the named [`pipelines`] and the passes, one
+//! file each.
+
+pub mod constant_fold;
+pub mod cse;
+pub mod dce;
+pub mod manager;
+pub mod pass;
+pub mod pipelines;
+pub mod shape_inference;
+
+pub use constant_fold::ConstantFolding;
+pub use cse::CommonSubexpressionElimination;
+pub use dce::DeadCodeElimination;
+pub use manager::{PassManager, PassReport, PassRun, PrintAfter, PrintSink};
+pub use pass::{Changed, Pass, PassContext, PassError};
+pub use pipelines::{pass_by_name, pass_names, pipeline};
+pub use shape_inference::ShapeInference;

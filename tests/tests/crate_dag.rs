@@ -36,7 +36,9 @@ fn crate_dependencies_follow_the_design_dag() {
             // Dev-dependencies may reach further (tests of one crate may use another's builders), but
             // only for kiln-tests; a library's dev-dependency on a crate above it would still hide a cycle.
             let is_dev = dep.kind == cargo_metadata::DependencyKind::Development;
-            if members.contains(&dep.name) && !ok.contains(dep.name.as_str()) && !(is_dev && pkg.name.as_str() == "kiln-tests")
+            if members.contains(&dep.name)
+                && !ok.contains(dep.name.as_str())
+                && !(is_dev && pkg.name.as_str() == "kiln-tests")
             {
                 violations.push(format!("{} -> {} ({:?})", pkg.name, dep.name, dep.kind));
             }

@@ -56,7 +56,8 @@ impl Builder {
     /// Tries to add `op`; keeps the result as an operand when it is a float tensor.
     fn try_push(&mut self, op: Op, inputs: &[ValueId]) -> Option<ValueId> {
         let v = self.g.push(op, inputs).ok()?;
-        if self.g.value_type(v).dtype == DType::F32 {
+        let ty = self.g.value_type(v);
+        if ty.dtype == DType::F32 && ty.shape.as_static().is_some() {
             self.floats.push(v);
         }
         self.steps_taken += 1;
@@ -117,7 +118,7 @@ impl Builder {
             5 => {
                 let op = match c % 3 {
                     0 => Op::Softmax { axis: -1 },
-                    1 => Op::Silu,
+                    1 => Op::Silu {},
                     _ => Op::Gelu { approximate: if b % 2 == 0 { GeluApprox::None } else { GeluApprox::Tanh } },
                 };
                 self.try_push(op, &[x]);
@@ -135,7 +136,8 @@ impl Builder {
             7 => {
                 // Reshape to [n] or [-1, last] through a constant shape tensor.
                 let dims = self.dims(x);
-                let shape = if c % 2 == 0 || dims.is_empty() { vec![-1] } else { vec![-1, *dims.last().unwrap() as i64] };
+                let shape =
+                    if c % 2 == 0 || dims.is_empty() { vec![-1] } else { vec![-1, *dims.last().unwrap() as i64] };
                 let s = self.constant(Tensor::i64(vec![shape.len()], shape).unwrap());
                 self.try_push(Op::Reshape { allowzero: false }, &[x, s]);
             }
@@ -145,32 +147,45 @@ impl Builder {
             }
             9 => {
                 let axis = c as i64 % (rank + 1);
-                if let Some(u) = self.try_push(Op::Unsqueeze { axes: vec![axis] }, &[x]) {
-                    if b % 2 == 0 {
-                        self.try_push(Op::Squeeze { axes: vec![axis] }, &[u]);
-                    }
+                if let Some(u) = self.try_push(Op::Unsqueeze { axes: vec![axis] }, &[x])
+                    && b % 2 == 0
+                {
+                    self.try_push(Op::Squeeze { axes: vec![axis] }, &[u]);
                 }
             }
             10 => {
                 // Duplicate an earlier node exactly (a CSE candidate).
                 let nodes: Vec<_> = self.g.nodes().map(|(_, n)| (n.op.clone(), n.inputs.clone())).collect();
-                if let Some((op, inputs)) = nodes.get(c as usize % nodes.len().max(1)) {
-                    if op.num_outputs() == 1 && !matches!(op, Op::Weight { .. }) {
-                        self.try_push(op.clone(), inputs);
-                    }
+                if let Some((op, inputs)) = nodes.get(c as usize % nodes.len().max(1))
+                    && op.num_outputs() == 1
+                    && !matches!(op, Op::Weight { .. })
+                {
+                    self.try_push(op.clone(), inputs);
                 }
             }
             11 => {
                 // Shape arithmetic the constant folder resolves: reshape(y, shape(x)) when sizes agree.
-                if let Some(s) = self.g.push(Op::Shape { start: 0, end: None }, &[x]).ok() {
-                    self.try_push(Op::Reshape { allowzero: false }, &[y, s]);
+                // The reshape's declared type is the static one a frontend would record (like ONNX
+                // value_info); inference alone gives `?` dims until the shape is folded.
+                let (xt, yt) = (self.g.value_type(x).clone(), self.g.value_type(y).clone());
+                if xt.shape.num_elements() != yt.shape.num_elements() {
+                    return;
+                }
+                if let Ok(s) = self.g.push(Op::Shape { start: 0, end: None }, &[x]) {
+                    let r = self.g.add_node(
+                        Op::Reshape { allowzero: false },
+                        vec![y, s],
+                        vec![TensorType::new(yt.dtype, xt.shape)],
+                    );
+                    self.floats.push(r[0]);
+                    self.steps_taken += 1;
                 }
             }
             12 => {
                 // compare + where.
                 let cmp = [CompareOp::Less, CompareOp::Greater, CompareOp::Equal][c as usize % 3];
                 if let Ok(m) = self.g.push(Op::Compare(cmp), &[x, y]) {
-                    self.try_push(Op::Where, &[m, x, y]);
+                    self.try_push(Op::Where {}, &[m, x, y]);
                 }
             }
             13 => {
@@ -183,7 +198,7 @@ impl Builder {
                 self.weights.insert_tensor(&name, &Tensor::f32(vec![n, k as usize], data).unwrap()).unwrap();
                 let w = self.g.push_weight(&name, &self.weights);
                 if let Some(w) = w {
-                    self.try_push(Op::Linear, &[x, w]);
+                    self.try_push(Op::Linear {}, &[x, w]);
                 }
             }
             14 => {
@@ -194,7 +209,11 @@ impl Builder {
                 let data = self.random_f32(h as usize);
                 self.weights.insert_tensor(&name, &Tensor::f32(vec![h as usize], data).unwrap()).unwrap();
                 if let Some(w) = self.g.push_weight(&name, &self.weights) {
-                    let op = if c % 2 == 0 { Op::RmsNorm { eps: 1e-5, offset: 0.0 } } else { Op::LayerNorm { axis: -1, eps: 1e-5 } };
+                    let op = if c % 2 == 0 {
+                        Op::RmsNorm { eps: 1e-5, offset: 0.0 }
+                    } else {
+                        Op::LayerNorm { axis: -1, eps: 1e-5 }
+                    };
                     self.try_push(op, &[x, w]);
                 }
             }
@@ -205,7 +224,7 @@ impl Builder {
                 let n = 1 + (c % 3) as usize;
                 let data = self.random_f32(k as usize * n);
                 let m = self.constant(Tensor::f32(vec![k as usize, n], data).unwrap());
-                self.try_push(Op::MatMul, &[x, m]);
+                self.try_push(Op::MatMul {}, &[x, m]);
             }
         }
     }
@@ -257,7 +276,12 @@ fn close(a: &Tensor, b: &Tensor) -> Result<(), String> {
 }
 
 fn recipe() -> impl Strategy<Value = (u64, usize, Vec<Step>, u32)> {
-    (any::<u64>(), 1usize..4, prop::collection::vec((any::<u8>(), any::<u32>(), any::<u32>(), any::<u32>()), 1..24), any::<u32>())
+    (
+        any::<u64>(),
+        1usize..4,
+        prop::collection::vec((any::<u8>(), any::<u32>(), any::<u32>(), any::<u32>()), 1..24),
+        any::<u32>(),
+    )
 }
 
 proptest! {
@@ -284,7 +308,7 @@ proptest! {
         // The default pipeline keeps the graph valid and computes the same outputs.
         let mut optimised = g.clone();
         let mut manager = kiln_passes::pipelines::pipeline("default").unwrap();
-        let mut cx = kiln_passes::PassContext::new(Some(&weights));
+        let mut cx = kiln_passes::PassContext::with_weights(&weights);
         manager.run(&mut optimised, &mut cx).map_err(|e| TestCaseError::fail(format!("{e}\n{text}")))?;
         kiln_ir::verify(&optimised, Some(&weights)).map_err(|e| TestCaseError::fail(e.to_string()))?;
 

@@ -87,7 +87,11 @@ fn pipelines_print_after_and_disable() {
 #[test]
 fn run_generates_deterministically_and_reports_stats() {
     let run = |extra: &[&str]| {
-        let out = kiln().args(["run", "--prompt-ids", "1,2,3", "--max-new-tokens", "6", "--json"]).args(extra).output().unwrap();
+        let out = kiln()
+            .args(["run", "--prompt-ids", "1,2,3", "--max-new-tokens", "6", "--json"])
+            .args(extra)
+            .output()
+            .unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
     };

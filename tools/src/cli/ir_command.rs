@@ -43,11 +43,10 @@ pub fn run(args: IrArgs) -> Result<()> {
     }
     if let Some(which) = &args.print_after {
         let which = if which == "all" { PrintAfter::All } else { PrintAfter::Pass(which.clone()) };
-        manager
-            .print_after(which, Box::new(|pass: &str, text: &str| print!("// ----- after {pass} -----\n{text}")))
-            .map_err(|e| miette!("{e}"))?;
+        manager.print_after(which).map_err(|e| miette!("{e}"))?;
+        manager.set_print_sink(|pass: &str, text: &str| print!("// ----- after {pass} -----\n{text}"));
     }
-    let mut cx = kiln_passes::PassContext::new(weights);
+    let mut cx = kiln_passes::PassContext { weights };
     let report = manager.run(&mut graph, &mut cx).map_err(|e| miette!("{e}"))?;
     if args.timings {
         eprint!("{report}");

@@ -25,13 +25,13 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 32)]
     max_new_tokens: usize,
     /// Sampling temperature; 0 decodes greedily.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     temperature: f32,
     /// Keep only the k most likely tokens when sampling.
     #[arg(long)]
     top_k: Option<usize>,
     /// Nucleus sampling: keep the smallest set of tokens whose probability reaches p.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     top_p: f32,
     /// Seed for sampling; the same seed gives the same tokens.
     #[arg(long, default_value_t = 0)]
@@ -46,7 +46,9 @@ pub struct RunArgs {
 
 fn parse_ids(s: &str) -> Result<Vec<u32>> {
     s.split(',')
-        .map(|t| t.trim().parse::<u32>().map_err(|_| miette!("--prompt-ids: `{t}` is not a token id (expected e.g. 1,2,3)")))
+        .map(|t| {
+            t.trim().parse::<u32>().map_err(|_| miette!("--prompt-ids: `{t}` is not a token id (expected e.g. 1,2,3)"))
+        })
         .collect()
 }
 
@@ -66,13 +68,18 @@ pub fn run(args: RunArgs) -> Result<()> {
     let sampling = if args.temperature == 0.0 {
         Sampling::Greedy
     } else {
-        Sampling::Sample { temperature: args.temperature, top_k: args.top_k, top_p: args.top_p, seed: args.seed }
+        Sampling::Sample {
+            temperature: args.temperature,
+            top_k: args.top_k.unwrap_or(0),
+            top_p: args.top_p,
+            seed: args.seed,
+        }
     };
 
     let mut graph = model.graph;
     let weights = model.weights;
     let mut manager = kiln_passes::pipelines::pipeline(&args.pipeline).map_err(|e| miette!("{e}"))?;
-    manager.run(&mut graph, &mut kiln_passes::PassContext::new(Some(&weights))).map_err(|e| miette!("{e}"))?;
+    manager.run(&mut graph, &mut kiln_passes::PassContext::with_weights(&weights)).map_err(|e| miette!("{e}"))?;
     let mut exec = CpuExecutor::new(graph, weights).map_err(|e| miette!("{}: {e}", path.display()))?;
     let config = GenerateConfig { max_new_tokens: args.max_new_tokens, sampling, stop_tokens: Vec::new() };
     let out = generate(&mut exec, &prompt, &config).map_err(|e| miette!("{}: {e}", path.display()))?;

@@ -1,0 +1,149 @@
+//! `linear` and `logits`: `x[..., K] · w[N, K]ᵀ` with the weight in its stored dtype.
+//!
+//! Weight rows are dequantized on the fly (f32/f16/bf16/q8c/q4g alike, through
+//! [`MatrixRows::read_row`]) and every product accumulates in f32. With several rows of `x`, rayon
+//! splits the output channels into blocks; each block dequantizes its weight rows into an f32 scratch
+//! tile and multiplies `x` by it with `gemm`. A single row of `x` (a decode step) is a GEMV, parallel
+//! over output channels, which reads each weight row exactly once.
+
+use rayon::prelude::*;
+
+use super::value::MatrixRows;
+
+/// Output channels per parallel block: large enough that `gemm` runs at speed, small enough that a
+/// block's scratch tile (`BLOCK_ROWS * K` f32) stays in cache-friendly territory and blocks balance.
+const BLOCK_ROWS: usize = 64;
+
+/// Output channels per task of the single-row path.
+const GEMV_ROWS: usize = 32;
+
+/// Checks `x[..., K]` against `w[N, K]`; returns `(rows of x, K, N)`.
+pub fn check_matmul_shapes(x_shape: &[usize], w_shape: &[usize]) -> Result<(usize, usize, usize), String> {
+    let &[n, k] = w_shape else {
+        return Err(format!("the weight must be a matrix [N, K], but has shape {w_shape:?}"));
+    };
+    let Some(&xk) = x_shape.last() else {
+        return Err("the input must have at least one dim".to_string());
+    };
+    if xk != k {
+        return Err(format!("the input's last dim is {xk} but the weight {w_shape:?} expects {k}"));
+    }
+    let m = x_shape[..x_shape.len() - 1].iter().product();
+    Ok((m, k, n))
+}
+
+/// `out[m, n] = Σ_k x[m, k] · w[n, k]` for a row-major `x[m, k]` and a weight matrix of `n` rows.
+pub fn matmul_weight_rows(x: &[f32], m: usize, k: usize, w: &MatrixRows<'_>, n: usize) -> Vec<f32> {
+    debug_assert_eq!(x.len(), m * k);
+    let mut out = vec![0.0f32; m * n];
+    if m == 0 || n == 0 {
+        return out;
+    }
+    if k == 0 {
+        return out;
+    }
+    if m == 1 {
+        out.par_chunks_mut(GEMV_ROWS).enumerate().for_each(|(block, dst)| {
+            let mut row = vec![0.0f32; k];
+            for (j, o) in dst.iter_mut().enumerate() {
+                w.read_row(block * GEMV_ROWS + j, &mut row);
+                *o = row.iter().zip(x).map(|(a, b)| a * b).sum();
+            }
+        });
+        return out;
+    }
+    let blocks: Vec<(usize, Vec<f32>)> = (0..n.div_ceil(BLOCK_ROWS))
+        .into_par_iter()
+        .map(|block| {
+            let n0 = block * BLOCK_ROWS;
+            let nb = BLOCK_ROWS.min(n - n0);
+            let mut tile = vec![0.0f32; nb * k];
+            for (j, row) in tile.chunks_mut(k).enumerate() {
+                w.read_row(n0 + j, row);
+            }
+            let mut dst = vec![0.0f32; m * nb];
+            // SAFETY: `dst` is m×nb (row stride nb), `x` is m×k (row stride k) and the tile is nb×k,
+            // read as the k×nb matrix tileᵀ (row stride 1, column stride k); all three are live,
+            // exclusively owned or borrowed buffers of exactly those sizes, and `dst` does not alias.
+            unsafe {
+                gemm::gemm(
+                    m,
+                    nb,
+                    k,
+                    dst.as_mut_ptr(),
+                    1,
+                    nb as isize,
+                    false,
+                    x.as_ptr(),
+                    1,
+                    k as isize,
+                    tile.as_ptr(),
+                    k as isize,
+                    1,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+            (n0, dst)
+        })
+        .collect();
+    for (n0, dst) in blocks {
+        let nb = dst.len() / m;
+        for (r, src) in dst.chunks(nb).enumerate() {
+            out[r * n + n0..r * n + n0 + nb].copy_from_slice(src);
+        }
+    }
+    out
+}
+
+/// `linear(x[..., K], w[N, K], b?[N]) -> [..., N]` in f32; returns the values and the result shape.
+pub fn linear(
+    x: &[f32],
+    x_shape: &[usize],
+    w: &MatrixRows<'_>,
+    w_shape: &[usize],
+    bias: Option<&[f32]>,
+) -> Result<(Vec<f32>, Vec<usize>), String> {
+    let (m, k, n) = check_matmul_shapes(x_shape, w_shape)?;
+    if let Some(b) = bias
+        && b.len() != n
+    {
+        return Err(format!("the bias has {} elements but the weight has {n} output channels", b.len()));
+    }
+    let mut out = matmul_weight_rows(x, m, k, w, n);
+    if let Some(b) = bias {
+        for row in out.chunks_mut(n) {
+            for (o, bi) in row.iter_mut().zip(b) {
+                *o += bi;
+            }
+        }
+    }
+    let mut shape = x_shape.to_vec();
+    *shape.last_mut().expect("checked non-empty") = n;
+    Ok((out, shape))
+}
+
+/// `logits(x[..., H], w[V, H]) -> f32[..., V]`, soft-capped as `cap · tanh(l / cap)` when `softcap` is set.
+pub fn logits(
+    x: &[f32],
+    x_shape: &[usize],
+    w: &MatrixRows<'_>,
+    w_shape: &[usize],
+    softcap: Option<f32>,
+) -> Result<(Vec<f32>, Vec<usize>), String> {
+    let (mut out, shape) = linear(x, x_shape, w, w_shape, None)?;
+    if let Some(cap) = softcap {
+        // Written so that NaN is refused too.
+        if cap.is_nan() || cap <= 0.0 {
+            return Err(format!("softcap must be positive, not {cap}"));
+        }
+        for v in &mut out {
+            *v = cap * (*v / cap).tanh();
+        }
+    }
+    Ok((out, shape))
+}

@@ -1,0 +1,17 @@
+//! The CPU reference executor ([`CpuExecutor`]) and the kernels of the model-level ops it implements.
+//!
+//! It is the reference the CUDA path and every pass are checked against, so kernels favour clarity,
+//! then speed: f32 accumulation everywhere, weights dequantized on the fly, `gemm` for matrix products
+//! and `rayon` for parallelism.
+
+mod attention;
+mod embedding;
+mod executor;
+mod kv_cache;
+mod linear;
+mod norm;
+mod rope;
+mod shapes;
+mod value;
+
+pub use executor::CpuExecutor;

@@ -1,0 +1,141 @@
+//! `generate`: the plain (non-speculative) generation loop over a decoder graph.
+//!
+//! It empties the executor's KV cache, runs the whole prompt once (the prefill), then feeds one token
+//! per step at the next position, sampling each next token from the last row of logits. Generation
+//! stops after `max_new_tokens`, or right after a stop token (which is kept in the output).
+
+use std::time::Instant;
+
+use kiln_ir::{DType, Tensor, TensorData};
+
+use super::sampling::{Sampler, Sampling};
+use crate::{CpuExecutor, RuntimeError};
+
+/// What to generate and how.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GenerateConfig {
+    pub max_new_tokens: usize,
+    pub sampling: Sampling,
+    /// Generation ends after producing any of these (end-of-sequence ids).
+    pub stop_tokens: Vec<u32>,
+}
+
+/// Counters and timings of one generation.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct GenerateStats {
+    /// Tokens produced (stop token included).
+    pub new_tokens: usize,
+    /// Forward passes of the model, the prefill included.
+    pub steps: usize,
+    /// Seconds spent in the prefill pass and sampling its first token.
+    pub prefill_seconds: f64,
+    /// Seconds spent in the decode steps.
+    pub decode_seconds: f64,
+    /// `new_tokens / (prefill_seconds + decode_seconds)`; 0 when nothing was generated.
+    pub tokens_per_s: f64,
+}
+
+/// The generated tokens (without the prompt) and the stats.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GenerateOutput {
+    pub tokens: Vec<u32>,
+    pub stats: GenerateStats,
+}
+
+/// Generates up to `config.max_new_tokens` tokens after `prompt` with a decoder graph (see the
+/// contract in [`crate::decoding`]). The executor's KV cache is reset first and holds the prompt and
+/// the generated tokens (but the last) afterwards.
+pub fn generate(
+    exec: &mut CpuExecutor,
+    prompt: &[u32],
+    config: &GenerateConfig,
+) -> Result<GenerateOutput, RuntimeError> {
+    if prompt.is_empty() {
+        return Err(RuntimeError::Generate { message: "the prompt is empty; give at least one token".to_string() });
+    }
+    let mut sampler = Sampler::new(&config.sampling)?;
+    check_contract(exec)?;
+    exec.reset();
+    let mut stats = GenerateStats::default();
+    let mut tokens = Vec::new();
+    if config.max_new_tokens == 0 {
+        return Ok(GenerateOutput { tokens, stats });
+    }
+
+    let start = Instant::now();
+    let ids: Vec<i64> = prompt.iter().map(|&t| i64::from(t)).collect();
+    let mut next = step(exec, &ids, 0, &mut sampler)?;
+    stats.steps = 1;
+    if exec.kv_len() != prompt.len() {
+        return Err(RuntimeError::DecoderContract {
+            message: format!(
+                "after a prefill of {} tokens the KV cache holds {}; the graph's attention ops must set `layer` \
+                 so that decode steps can reuse the cache",
+                prompt.len(),
+                exec.kv_len()
+            ),
+        });
+    }
+    tokens.push(next);
+    stats.prefill_seconds = start.elapsed().as_secs_f64();
+
+    let start = Instant::now();
+    while tokens.len() < config.max_new_tokens && !config.stop_tokens.contains(&next) {
+        let position = (prompt.len() + tokens.len() - 1) as i64;
+        next = step(exec, &[i64::from(next)], position, &mut sampler)?;
+        stats.steps += 1;
+        tokens.push(next);
+    }
+    stats.decode_seconds = start.elapsed().as_secs_f64();
+
+    stats.new_tokens = tokens.len();
+    let seconds = stats.prefill_seconds + stats.decode_seconds;
+    stats.tokens_per_s = if seconds > 0.0 { stats.new_tokens as f64 / seconds } else { 0.0 };
+    Ok(GenerateOutput { tokens, stats })
+}
+
+/// Checks the graph's signature against the decoder-graph contract.
+fn check_contract(exec: &CpuExecutor) -> Result<(), RuntimeError> {
+    let g = exec.graph();
+    let bad = |message: String| RuntimeError::DecoderContract { message };
+    if g.inputs().len() != 2 {
+        return Err(bad(format!("it takes {} inputs, not 2 (ids, positions)", g.inputs().len())));
+    }
+    for (&v, name) in g.inputs().iter().zip(["ids", "positions"]) {
+        let ty = g.value_type(v);
+        if ty.dtype != DType::I64 || ty.rank() != 2 {
+            return Err(bad(format!("input `{name}` is {ty}, not i64[1, seq]")));
+        }
+    }
+    let Some(&logits) = g.outputs().first() else {
+        return Err(bad("it has no outputs; output 0 must be the logits".to_string()));
+    };
+    let ty = g.value_type(logits);
+    if ty.dtype != DType::F32 || ty.rank() != 3 {
+        return Err(bad(format!("output 0 is {ty}, not f32[1, seq, vocab]")));
+    }
+    Ok(())
+}
+
+/// Runs the graph on `ids` at positions `first_position..` and samples from the last logits row.
+fn step(exec: &mut CpuExecutor, ids: &[i64], first_position: i64, sampler: &mut Sampler) -> Result<u32, RuntimeError> {
+    let n = ids.len();
+    let positions: Vec<i64> = (first_position..first_position + n as i64).collect();
+    let inputs = [
+        Tensor::i64(vec![1, n], ids.to_vec()).expect("ids fill [1, n]"),
+        Tensor::i64(vec![1, n], positions).expect("positions fill [1, n]"),
+    ];
+    let outputs = exec.run(&inputs)?;
+    let logits = &outputs[0];
+    let (&[1, s, vocab], TensorData::F32(values)) = (logits.shape(), logits.data()) else {
+        return Err(RuntimeError::DecoderContract {
+            message: format!("output 0 is {}, not f32[1, seq, vocab]", logits.ty()),
+        });
+    };
+    if s != n || vocab == 0 {
+        return Err(RuntimeError::DecoderContract {
+            message: format!("for {n} tokens output 0 has shape {:?}, not [1, {n}, vocab]", logits.shape()),
+        });
+    }
+    sampler.sample(&values[(s - 1) * vocab..])
+}

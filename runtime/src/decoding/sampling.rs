@@ -1,0 +1,124 @@
+//! Picking the next token from a row of logits: greedy argmax, or seeded sampling with temperature,
+//! top-k and top-p (nucleus) truncation.
+//!
+//! Sampling is deterministic given the seed: the generator is `ChaCha8Rng::seed_from_u64(seed)`, the
+//! candidates are ordered by descending logit with ties broken by the lower id, and one uniform draw
+//! in `[0, 1)` per token picks from the cumulative distribution in that order.
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::RuntimeError;
+
+/// How the next token is chosen.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Sampling {
+    /// The highest logit; ties go to the lowest id.
+    Greedy,
+    /// Softmax of `logits / temperature`, restricted to the `top_k` most likely tokens (`0`: all), then
+    /// to the smallest prefix of them (by descending probability) whose mass reaches `top_p` (`1.0`: all).
+    Sample { temperature: f32, top_k: usize, top_p: f32, seed: u64 },
+}
+
+impl Sampling {
+    /// Checks the parameters: `temperature > 0` and `top_p` in `(0, 1]`.
+    pub fn validate(&self) -> Result<(), RuntimeError> {
+        if let Sampling::Sample { temperature, top_p, .. } = *self {
+            // Written as negated comparisons so that NaN fails them too.
+            if !(temperature > 0.0 && temperature.is_finite()) {
+                return Err(RuntimeError::Generate {
+                    message: format!("temperature must be a positive number, not {temperature} (use greedy for 0)"),
+                });
+            }
+            if !(top_p > 0.0 && top_p <= 1.0) {
+                return Err(RuntimeError::Generate { message: format!("top_p must be in (0, 1], not {top_p}") });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A [`Sampling`] rule with its random state, used for one generation.
+#[derive(Clone, Debug)]
+pub struct Sampler {
+    sampling: Sampling,
+    rng: ChaCha8Rng,
+}
+
+impl Sampler {
+    pub fn new(sampling: &Sampling) -> Result<Sampler, RuntimeError> {
+        sampling.validate()?;
+        let seed = match sampling {
+            Sampling::Sample { seed, .. } => *seed,
+            Sampling::Greedy => 0,
+        };
+        Ok(Sampler { sampling: sampling.clone(), rng: ChaCha8Rng::seed_from_u64(seed) })
+    }
+
+    /// The next token id for one row of logits.
+    pub fn sample(&mut self, logits: &[f32]) -> Result<u32, RuntimeError> {
+        check_logits(logits)?;
+        let Sampling::Sample { temperature, top_k, top_p, .. } = self.sampling else {
+            return argmax(logits);
+        };
+        let mut order: Vec<u32> = (0..logits.len() as u32).collect();
+        order.sort_by(|&a, &b| logits[b as usize].total_cmp(&logits[a as usize]).then(a.cmp(&b)));
+        if top_k > 0 {
+            order.truncate(top_k);
+        }
+        let t = f64::from(temperature);
+        let max = f64::from(logits[order[0] as usize]) / t;
+        let mut weights: Vec<f64> = order.iter().map(|&i| (f64::from(logits[i as usize]) / t - max).exp()).collect();
+        let total: f64 = weights.iter().sum();
+        if top_p < 1.0 {
+            let mut mass = 0.0;
+            let mut keep = weights.len();
+            for (n, w) in weights.iter().enumerate() {
+                mass += w / total;
+                if mass >= f64::from(top_p) {
+                    keep = n + 1;
+                    break;
+                }
+            }
+            weights.truncate(keep);
+        }
+        let total: f64 = weights.iter().sum();
+        let target = self.rng.random::<f64>() * total;
+        let mut cumulative = 0.0;
+        for (&id, &w) in order.iter().zip(&weights) {
+            cumulative += w;
+            if target < cumulative {
+                return Ok(id);
+            }
+        }
+        // Rounding can leave `target` a hair above the last cumulative sum: the last candidate.
+        Ok(order[weights.len() - 1])
+    }
+}
+
+/// Rejects rows a distribution cannot come from: empty, NaN or +inf, or nothing above -inf.
+fn check_logits(logits: &[f32]) -> Result<(), RuntimeError> {
+    let bad = |message: String| RuntimeError::Generate { message };
+    if logits.is_empty() {
+        return Err(bad("the logits row is empty".to_string()));
+    }
+    if let Some(i) = logits.iter().position(|x| x.is_nan() || *x == f32::INFINITY) {
+        return Err(bad(format!("logit {i} is {}; the model produced non-finite values", logits[i])));
+    }
+    if logits.iter().all(|&x| x == f32::NEG_INFINITY) {
+        return Err(bad("every logit is -inf".to_string()));
+    }
+    Ok(())
+}
+
+/// The id of the highest logit, the lowest such id on ties.
+pub fn argmax(logits: &[f32]) -> Result<u32, RuntimeError> {
+    check_logits(logits)?;
+    let mut best = 0;
+    for (i, &x) in logits.iter().enumerate() {
+        if x > logits[best] {
+            best = i;
+        }
+    }
+    Ok(best as u32)
+}
