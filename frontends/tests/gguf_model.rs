@@ -46,8 +46,16 @@ fn llama_config_names_and_unpermuted_qk() {
     let (q_rows, k_rows, h) = ((d.heads * d.head_dim) as usize, (d.kv_heads * d.head_dim) as usize, d.hidden as usize);
     let hf_q = values(q_rows * h, 101);
     let hf_k = values(k_rows * h, 102);
-    b.f32_tensor("blk.1.attn_q.weight", &[q_rows as u64, h as u64], &llama_cpp_permute(&hf_q, q_rows, h, d.heads as usize));
-    b.f32_tensor("blk.1.attn_k.weight", &[k_rows as u64, h as u64], &llama_cpp_permute(&hf_k, k_rows, h, d.kv_heads as usize));
+    b.f32_tensor(
+        "blk.1.attn_q.weight",
+        &[q_rows as u64, h as u64],
+        &llama_cpp_permute(&hf_q, q_rows, h, d.heads as usize),
+    );
+    b.f32_tensor(
+        "blk.1.attn_k.weight",
+        &[k_rows as u64, h as u64],
+        &llama_cpp_permute(&hf_k, k_rows, h, d.kv_heads as usize),
+    );
     // Q4_0 rows move whole: a quantized K is unpermuted too (one block of 32 per row here).
     let q40_rows: Vec<Vec<u8>> = (0..k_rows)
         .map(|r| {
@@ -187,7 +195,7 @@ fn gemma3_norms_lose_the_baked_in_one() {
 }
 
 #[test]
-fn gpt2_weights_go_back_to_conv1d_layout() {
+fn gpt2_keeps_llama_cpp_out_in_layout() {
     let b = tiny_model("gpt2", TINY);
     let imp = import(&b).unwrap();
     let c = &imp.config;
@@ -198,20 +206,18 @@ fn gpt2_weights_go_back_to_conv1d_layout() {
     assert_eq!(c["n_positions"], 256);
     assert_eq!(c["n_inner"], 32);
     assert_eq!(c["layer_norm_epsilon"], 1e-5);
+    // llama.cpp transposed Conv1D weights to [out, in]; the config tells the HF builder so.
+    assert_eq!(c[kiln_frontends::hf::CONV1D_LAYOUT_KEY], "out_in");
     let f = GgufFile::parse(Arc::new(b.build())).unwrap();
     let raw: Vec<f32> = f
         .tensor_bytes(f.tensor("blk.0.attn_qkv.weight").unwrap())
         .chunks(4)
         .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
         .collect();
-    let (shape, w) = weight_f32(&imp, "transformer.h.0.attn.c_attn.weight");
-    assert_eq!(shape, vec![32, 96]);
-    for r in 0..96 {
-        for col in 0..32 {
-            assert_eq!(w[col * 96 + r], raw[r * 32 + col]);
-        }
-    }
-    for n in ["transformer.wte.weight", "transformer.wpe.weight", "transformer.ln_f.bias", "transformer.h.0.ln_2.weight"] {
+    assert_eq!(weight_f32(&imp, "transformer.h.0.attn.c_attn.weight"), (vec![96, 32], raw));
+    for n in
+        ["transformer.wte.weight", "transformer.wpe.weight", "transformer.ln_f.bias", "transformer.h.0.ln_2.weight"]
+    {
         assert!(imp.weights.contains(n), "{n}");
     }
     assert_eq!(imp.weights.get("transformer.h.0.attn.c_attn.bias").unwrap().ty.to_string(), "f32[96]");

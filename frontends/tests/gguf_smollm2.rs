@@ -52,7 +52,10 @@ fn every_tensor_reads_with_its_type() {
     assert_eq!(c["tie_word_embeddings"], true);
     assert_eq!(imp.meta.bos_token_id, Some(1));
     assert_eq!(imp.meta.eos_token_ids, vec![2], "<|im_end|> ends a turn");
-    let template = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/smollm2/chat_template.jinja")).unwrap();
+    let template = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/smollm2/chat_template.jinja"),
+    )
+    .unwrap();
     assert_eq!(imp.meta.chat_template.as_deref().map(str::trim_end), Some(template.trim_end()));
 }
 

@@ -77,7 +77,7 @@ fn sentencepiece_vocabulary_with_byte_fallback() {
 
     // "hello hi✓": a space prefix is added, spaces become ▁, unknown characters fall back to bytes.
     let enc = tok.encode("hello hi✓", true).unwrap();
-    let want = vec![
+    let want = [
         1,
         id(&tok, "▁hello"),
         id(&tok, "▁h"),

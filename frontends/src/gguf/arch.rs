@@ -1,8 +1,9 @@
 //! Architectures as llama.cpp names them, mapped back to Hugging Face terms: GGUF hyperparameters
 //! (`<arch>.block_count`, ...) into an HF-style `config.json`, and llama.cpp tensor names
 //! (`blk.N.attn_q.weight`, ...) into HF parameter names, with the few value changes llama.cpp's converter
-//! made on the way in (Q/K row permutation for `llama`, `1 +` baked into Gemma norms, GPT-2's Conv1D
-//! weights transposed).
+//! made on the way in (Q/K row permutation for `llama`, `1 +` baked into Gemma norms). GPT-2's Conv1D
+//! weights, which llama.cpp transposed to `[out, in]`, stay that way: the config says so to the HF builder
+//! (`kiln_conv1d_layout = "out_in"`), so quantized ones need no requantization.
 
 use serde_json::{Value, json};
 
@@ -78,7 +79,11 @@ impl Hparams {
         let positive = |k: &str| -> Result<u64, GgufError> {
             let v = md.require_u64(&key(k))?;
             if v == 0 {
-                return Err(GgufError::BadValue { key: key(k), value: "0".into(), reason: "it must be positive".into() });
+                return Err(GgufError::BadValue {
+                    key: key(k),
+                    value: "0".into(),
+                    reason: "it must be positive".into(),
+                });
             }
             Ok(v)
         };
@@ -107,7 +112,9 @@ impl Hparams {
                 return Err(GgufError::BadValue {
                     key: key("attention.head_count"),
                     value: heads.to_string(),
-                    reason: format!("it must divide the embedding length {hidden} when `{a}.attention.key_length` is absent"),
+                    reason: format!(
+                        "it must divide the embedding length {hidden} when `{a}.attention.key_length` is absent"
+                    ),
                 });
             }
         };
@@ -170,6 +177,7 @@ pub fn hf_config(
         obj.insert("n_inner".into(), hp.ffn.into());
         obj.insert("layer_norm_epsilon".into(), md.require_f64(&key("attention.layer_norm_epsilon"))?.into());
         obj.insert("activation_function".into(), "gelu_new".into());
+        obj.insert(crate::hf::CONV1D_LAYOUT_KEY.into(), "out_in".into());
         return Ok(c);
     }
 
@@ -280,8 +288,6 @@ pub struct Fixup {
     pub unpermute_heads: Option<u64>,
     /// Subtract the 1 llama.cpp added to Gemma norm weights.
     pub subtract_one: bool,
-    /// Transpose a matrix back to GPT-2's Conv1D `[in, out]` layout.
-    pub transpose: bool,
 }
 
 /// The HF parameter name of a llama.cpp tensor and the fixup its values need; `None` for names the
@@ -306,17 +312,16 @@ pub fn hf_tensor(hp: &Hparams, gguf_name: &str) -> Result<Option<(String, Fixup)
             Some((s, x @ ("weight" | "bias"))) => (s, x),
             _ => return Ok(None),
         };
-        let (hf, conv1d) = match stem {
-            "attn_norm" => ("ln_1", false),
-            "attn_qkv" => ("attn.c_attn", true),
-            "attn_output" => ("attn.c_proj", true),
-            "ffn_norm" => ("ln_2", false),
-            "ffn_up" => ("mlp.c_fc", true),
-            "ffn_down" => ("mlp.c_proj", true),
+        let hf = match stem {
+            "attn_norm" => "ln_1",
+            "attn_qkv" => "attn.c_attn",
+            "attn_output" => "attn.c_proj",
+            "ffn_norm" => "ln_2",
+            "ffn_up" => "mlp.c_fc",
+            "ffn_down" => "mlp.c_proj",
             _ => return Ok(None),
         };
-        let fix = Fixup { transpose: conv1d && suffix == "weight", ..none };
-        return Ok(Some((format!("transformer.h.{layer}.{hf}.{suffix}"), fix)));
+        return Ok(Some((format!("transformer.h.{layer}.{hf}.{suffix}"), none)));
     }
 
     let gemma_norm = |name: &str| Fixup { subtract_one: arch == Arch::Gemma3 && name.ends_with("norm.weight"), ..none };

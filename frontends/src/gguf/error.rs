@@ -30,7 +30,9 @@ pub enum GgufError {
     UnsupportedTensorType { name: String, type_id: u32, type_name: String, supported: String },
     #[error("tensor `{name}` has shape {dims:?} (innermost first), whose size overflows")]
     ShapeOverflow { name: String, dims: Vec<u64> },
-    #[error("tensor `{name}` of type {ty} has rows of {row_len} elements, not a whole number of {block}-element blocks")]
+    #[error(
+        "tensor `{name}` of type {ty} has rows of {row_len} elements, not a whole number of {block}-element blocks"
+    )]
     PartialBlock { name: String, ty: String, row_len: u64, block: usize },
     #[error("tensor `{name}` starts at data offset {offset}, which is not a multiple of the alignment {alignment}")]
     MisalignedTensor { name: String, offset: u64, alignment: u64 },

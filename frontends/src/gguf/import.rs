@@ -54,7 +54,7 @@ pub fn import_tensor(file: &GgufFile, info: &TensorInfo, fix: Fixup) -> Result<(
         &bytes[s * row_bytes..(s + 1) * row_bytes]
     };
 
-    let needs_f32 = fix.subtract_one || fix.transpose || (perm.is_some() && vector);
+    let needs_f32 = fix.subtract_one || (perm.is_some() && vector);
     let q4 = matches!(info.ty, GgmlType::Q4_0 | GgmlType::Q4_1) && shape.len() == 2;
 
     if !needs_f32 && q4 {
@@ -101,20 +101,6 @@ pub fn import_tensor(file: &GgufFile, info: &TensorInfo, fix: Fixup) -> Result<(
     if fix.subtract_one {
         // llama.cpp stored 1 + w in f32; w comes back up to one f32 rounding of 1 + w (~6e-8 absolute).
         values.iter_mut().for_each(|v| *v -= 1.0);
-    }
-    let mut shape = shape;
-    if fix.transpose {
-        if shape.len() != 2 {
-            return Err(bad(format!("expected a matrix to transpose to GPT-2's Conv1D layout, found shape {shape:?}")));
-        }
-        let mut t = vec![0f32; rows * k];
-        for r in 0..rows {
-            for c in 0..k {
-                t[c * rows + r] = values[r * k + c];
-            }
-        }
-        values = t;
-        shape.reverse();
     }
     let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
     Ok((TensorType::new(DType::F32, Shape::of(&shape)), WeightPayload::Dense(WeightBytes::from_vec(bytes))))

@@ -72,11 +72,8 @@ pub fn import_parsed(file: &GgufFile, path: &Path) -> Result<GgufImport, GgufErr
             .insert(hf_name, ty, payload)
             .map_err(|e| GgufError::Weight { name: info.name.clone(), message: e.to_string() })?;
     }
-    let facts = arch::TensorFacts {
-        vocab_size,
-        tied_embeddings: file.tensor("output.weight").is_none(),
-        attention_bias,
-    };
+    let facts =
+        arch::TensorFacts { vocab_size, tied_embeddings: file.tensor("output.weight").is_none(), attention_bias };
     let config = arch::hf_config(&hp, file, &facts, &tok.ids)?;
 
     let meta = ModelMeta {

@@ -115,7 +115,8 @@ impl GgufFile {
         for i in 0..kv_count {
             let key = r.string(&format!("the key of metadata entry {i}"))?;
             let type_id = r.u32(&format!("the type of metadata `{key}`"))?;
-            let ty = ValueType::from_id(type_id).ok_or_else(|| GgufError::BadValueType { key: key.clone(), type_id })?;
+            let ty =
+                ValueType::from_id(type_id).ok_or_else(|| GgufError::BadValueType { key: key.clone(), type_id })?;
             let value = r.value(ty, &key, 0)?;
             if by_key.insert(key.clone(), metadata.len()).is_some() {
                 return Err(GgufError::DuplicateKey(key));
@@ -187,7 +188,8 @@ impl GgufFile {
             if !row_len.is_multiple_of(ty.block_len() as u64) {
                 return Err(GgufError::PartialBlock { name, ty: ty.to_string(), row_len, block: ty.block_len() });
             }
-            let byte_len = (elements / ty.block_len() as u64).checked_mul(ty.block_bytes() as u64).ok_or_else(overflow)?;
+            let byte_len =
+                (elements / ty.block_len() as u64).checked_mul(ty.block_bytes() as u64).ok_or_else(overflow)?;
             if !offset.is_multiple_of(alignment) {
                 return Err(GgufError::MisalignedTensor { name, offset, alignment });
             }
@@ -329,8 +331,8 @@ impl<'a> Cursor<'a> {
                     return Err(GgufError::TooDeep { key: key.to_string(), max: MAX_ARRAY_DEPTH });
                 }
                 let type_id = self.u32(&format!("the element type of `{key}`"))?;
-                let elem =
-                    ValueType::from_id(type_id).ok_or_else(|| GgufError::BadValueType { key: key.to_string(), type_id })?;
+                let elem = ValueType::from_id(type_id)
+                    .ok_or_else(|| GgufError::BadValueType { key: key.to_string(), type_id })?;
                 let count = self.u64(&format!("the length of `{key}`"))?;
                 self.check_count(count, elem.min_encoded_len(), &format!("array `{key}`"))?;
                 let mut items = Vec::with_capacity(count as usize);

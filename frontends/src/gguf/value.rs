@@ -91,7 +91,10 @@ pub enum MetaValue {
     Bool(bool),
     String(String),
     /// Elements all of type `elem` (nested arrays are allowed by the format).
-    Array { elem: ValueType, items: Vec<MetaValue> },
+    Array {
+        elem: ValueType,
+        items: Vec<MetaValue>,
+    },
     U64(u64),
     I64(i64),
     F64(f64),
@@ -263,6 +266,10 @@ pub trait MetadataLookup {
     fn get_strings(&self, key: &str) -> Result<Option<Vec<&str>>, GgufError> {
         let Some(items) = self.get_array(key)? else { return Ok(None) };
         let v = self.value(key).expect("present");
-        items.iter().map(|i| i.as_str().ok_or_else(|| self.wrong(key, "an array of strings", v))).collect::<Result<_, _>>().map(Some)
+        items
+            .iter()
+            .map(|i| i.as_str().ok_or_else(|| self.wrong(key, "an array of strings", v)))
+            .collect::<Result<_, _>>()
+            .map(Some)
     }
 }

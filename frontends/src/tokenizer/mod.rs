@@ -45,7 +45,8 @@ const QWEN2_PRE: &[&str] = &["qwen2", "stablelm2", "deepseek-r1-qwen"];
 
 // `gpt-2` style names need no regex here: HF's ByteLevel pre-tokenizer with `use_regex` applies GPT-2's.
 const LLAMA3_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
-const QWEN2_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const QWEN2_REGEX: &str =
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 /// llama.cpp's fallback for BPE vocabularies with no (or the `default`) pre-tokenizer name.
 const DEFAULT_REGEXES: [&str; 4] = [
     r"[\p{P}\$\+<=>\^~\|]+",
@@ -57,7 +58,9 @@ const DEFAULT_REGEXES: [&str; 4] = [
 /// Rebuilds the tokenizer described by `md`; token ids must be below `vocab_size` (the embedding rows).
 pub fn tokenizer_from_gguf(md: &impl MetadataLookup, vocab_size: u64) -> Result<GgufTokenizer, GgufError> {
     let model = md.require_str("tokenizer.ggml.model")?;
-    let tokens = md.get_strings("tokenizer.ggml.tokens")?.ok_or_else(|| GgufError::MissingKey("tokenizer.ggml.tokens".into()))?;
+    let tokens = md
+        .get_strings("tokenizer.ggml.tokens")?
+        .ok_or_else(|| GgufError::MissingKey("tokenizer.ggml.tokens".into()))?;
     if tokens.is_empty() || tokens.len() as u64 > vocab_size {
         return Err(GgufError::Tokenizer(format!(
             "`tokenizer.ggml.tokens` has {} tokens, but the embedding has {vocab_size} rows",
@@ -76,7 +79,8 @@ pub fn tokenizer_from_gguf(md: &impl MetadataLookup, vocab_size: u64) -> Result<
             other => Ok(other),
         }
     };
-    let ids = SpecialIds { bos: id_key("bos_token_id")?, eos: id_key("eos_token_id")?, pad: id_key("padding_token_id")? };
+    let ids =
+        SpecialIds { bos: id_key("bos_token_id")?, eos: id_key("eos_token_id")?, pad: id_key("padding_token_id")? };
     let unk = id_key("unknown_token_id")?;
     let mut eos_token_ids: Vec<u32> = Vec::new();
     for id in [ids.eos, id_key("eot_token_id")?, id_key("eom_token_id")?].into_iter().flatten() {
@@ -197,14 +201,18 @@ pub fn tokenizer_from_gguf(md: &impl MetadataLookup, vocab_size: u64) -> Result<
             }),
         );
     }
-    obj.insert("post_processor".into(), post_processor(&tokens, add_bos.then_some(ids.bos).flatten(), add_eos.then_some(ids.eos).flatten()));
+    obj.insert(
+        "post_processor".into(),
+        post_processor(&tokens, add_bos.then_some(ids.bos).flatten(), add_eos.then_some(ids.eos).flatten()),
+    );
 
     let tokenizer: Tokenizer = doc
         .to_string()
         .parse()
         .map_err(|e| GgufError::Tokenizer(format!("the rebuilt tokenizer does not load: {e}")))?;
-    let json =
-        tokenizer.to_string(false).map_err(|e| GgufError::Tokenizer(format!("the rebuilt tokenizer does not serialize: {e}")))?;
+    let json = tokenizer
+        .to_string(false)
+        .map_err(|e| GgufError::Tokenizer(format!("the rebuilt tokenizer does not serialize: {e}")))?;
     let chat_template = md.get_str("tokenizer.chat_template")?.map(str::to_string);
     Ok(GgufTokenizer { json, ids, eos_token_ids, add_bos, chat_template })
 }
@@ -214,11 +222,16 @@ fn token_types(md: &impl MetadataLookup, n: usize) -> Result<Vec<i128>, GgufErro
         return Ok(vec![1; n]);
     };
     if types.len() != n {
-        return Err(GgufError::Tokenizer(format!("`tokenizer.ggml.token_type` has {} entries for {n} tokens", types.len())));
+        return Err(GgufError::Tokenizer(format!(
+            "`tokenizer.ggml.token_type` has {} entries for {n} tokens",
+            types.len()
+        )));
     }
     types
         .iter()
-        .map(|t| t.as_i128().ok_or_else(|| GgufError::Tokenizer("`tokenizer.ggml.token_type` must hold integers".into())))
+        .map(|t| {
+            t.as_i128().ok_or_else(|| GgufError::Tokenizer("`tokenizer.ggml.token_type` must hold integers".into()))
+        })
         .collect()
 }
 

@@ -126,7 +126,12 @@ impl GgufBuilder {
 
     pub fn raw_tensor(&mut self, name: &str, shape: &[u64], type_id: u32, data: Vec<u8>) -> &mut Self {
         self.tensors.retain(|t| t.name != name);
-        self.tensors.push(T { name: name.to_string(), ggml_dims: shape.iter().rev().copied().collect(), type_id, data });
+        self.tensors.push(T {
+            name: name.to_string(),
+            ggml_dims: shape.iter().rev().copied().collect(),
+            type_id,
+            data,
+        });
         self
     }
 
@@ -221,7 +226,11 @@ pub const TINY: Dims = Dims { layers: 1, hidden: 32, heads: 2, kv_heads: 1, head
 
 /// Deterministic test values.
 pub fn values(n: usize, seed: u32) -> Vec<f32> {
-    (0..n).map(|i| ((i as u32).wrapping_mul(2654435761).wrapping_add(seed.wrapping_mul(40503)) % 1000) as f32 / 1000.0 - 0.5).collect()
+    (0..n)
+        .map(|i| {
+            ((i as u32).wrapping_mul(2654435761).wrapping_add(seed.wrapping_mul(40503)) % 1000) as f32 / 1000.0 - 0.5
+        })
+        .collect()
 }
 
 /// A small but complete llama-style GGUF (f32 tensors, byte-level BPE tokenizer) of architecture `arch`.
