@@ -207,7 +207,7 @@ fn gpt2_keeps_llama_cpp_out_in_layout() {
     assert_eq!(c["n_inner"], 32);
     assert_eq!(c["layer_norm_epsilon"], 1e-5);
     // llama.cpp transposed Conv1D weights to [out, in]; the config tells the HF builder so.
-    assert_eq!(c[kiln_frontends::hf::CONV1D_LAYOUT_KEY], "out_in");
+    assert_eq!(c[kiln_frontends::gguf::arch::CONV1D_LAYOUT_KEY], "out_in");
     let f = GgufFile::parse(Arc::new(b.build())).unwrap();
     let raw: Vec<f32> = f
         .tensor_bytes(f.tensor("blk.0.attn_qkv.weight").unwrap())
