@@ -10,9 +10,6 @@ use serde_json::{Value, json};
 use super::GgufError;
 use super::value::{MetaValue, MetadataLookup};
 
-/// The HF builder's config key for GPT-2's Conv1D weight layout (`kiln_frontends::hf::CONV1D_LAYOUT_KEY`).
-pub const CONV1D_LAYOUT_KEY: &str = "kiln_conv1d_layout";
-
 /// A supported architecture.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Arch {
@@ -180,7 +177,7 @@ pub fn hf_config(
         obj.insert("n_inner".into(), hp.ffn.into());
         obj.insert("layer_norm_epsilon".into(), md.require_f64(&key("attention.layer_norm_epsilon"))?.into());
         obj.insert("activation_function".into(), "gelu_new".into());
-        obj.insert(CONV1D_LAYOUT_KEY.into(), "out_in".into());
+        obj.insert(crate::hf::CONV1D_LAYOUT_KEY.into(), "out_in".into());
         return Ok(c);
     }
 

@@ -15,7 +15,7 @@ pub mod value;
 
 use std::path::Path;
 
-use kiln_ir::{ModelMeta, WeightStore};
+use kiln_ir::{Model, ModelMeta, WeightStore};
 
 pub use arch::Arch;
 pub use error::GgufError;
@@ -34,6 +34,13 @@ pub struct GgufImport {
     /// Weights under their Hugging Face names.
     pub weights: WeightStore,
     pub meta: ModelMeta,
+}
+
+/// Reads a GGUF file and imports it as a kiln [`Model`]: the decoder graph is built by
+/// [`crate::hf::build_model`] from the HF-style config and HF-named weights [`import_gguf`] produces.
+pub fn load_gguf(path: &Path) -> Result<Model, FrontendError> {
+    let GgufImport { config, weights, meta } = import_gguf(path)?;
+    crate::hf::build_model(&config, weights, meta)
 }
 
 /// Reads a GGUF file into an HF-style config, HF-named weights and model metadata.
