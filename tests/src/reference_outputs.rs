@@ -16,11 +16,18 @@ pub struct Agreement {
 
 /// Runs every prompt of `golden_dir/golden.json` through `model`: asserts last-position logits within
 /// `rel_tol * max|logit|` and identical greedy tokens (all of them, `greedy_tokens` at most).
-pub fn check_against_goldens(name: &str, model: Model, golden_dir: &Path, rel_tol: f64, greedy_tokens: usize) -> Agreement {
+pub fn check_against_goldens(
+    name: &str,
+    model: Model,
+    golden_dir: &Path,
+    rel_tol: f64,
+    greedy_tokens: usize,
+) -> Agreement {
     let text = std::fs::read_to_string(golden_dir.join("golden.json")).expect("golden.json is readable");
     let golden: Value = serde_json::from_str(&text).expect("golden.json parses");
     let prompts = golden["prompts"].as_array().expect("prompts");
-    let ids_of = |v: &Value| -> Vec<u32> { v.as_array().expect("ids").iter().map(|x| x.as_u64().unwrap() as u32).collect() };
+    let ids_of =
+        |v: &Value| -> Vec<u32> { v.as_array().expect("ids").iter().map(|x| x.as_u64().unwrap() as u32).collect() };
     let mut exec = CpuExecutor::new(model.graph, model.weights).unwrap_or_else(|e| panic!("{name}: {e}"));
     let mut worst = 0.0f64;
     let mut compared = 0;
@@ -41,11 +48,15 @@ pub fn check_against_goldens(name: &str, model: Model, golden_dir: &Path, rel_to
         let max_abs = want.iter().fold(0f64, |m, &x| m.max(f64::from(x).abs()));
         let diff = got.iter().zip(&want).fold(0f64, |m, (&a, &b)| m.max((f64::from(a) - f64::from(b)).abs()));
         let rel = diff / max_abs;
-        assert!(rel <= rel_tol, "{name} prompt {i}: max|diff| {diff:.3e} is {rel:.3e} of max|logit| (bound {rel_tol:.0e})");
+        assert!(
+            rel <= rel_tol,
+            "{name} prompt {i}: max|diff| {diff:.3e} is {rel:.3e} of max|logit| (bound {rel_tol:.0e})"
+        );
         worst = worst.max(rel);
 
         let want_greedy: Vec<u32> = ids_of(&p["greedy"]).into_iter().take(greedy_tokens).collect();
-        let config = GenerateConfig { max_new_tokens: want_greedy.len(), sampling: Sampling::Greedy, stop_tokens: vec![] };
+        let config =
+            GenerateConfig { max_new_tokens: want_greedy.len(), sampling: Sampling::Greedy, stop_tokens: vec![] };
         let got_greedy = generate(&mut exec, &ids, &config).unwrap_or_else(|e| panic!("{name}: {e}")).tokens;
         assert_eq!(got_greedy, want_greedy, "{name} prompt {i}: greedy tokens differ from transformers");
         compared += want_greedy.len();
