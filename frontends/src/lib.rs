@@ -1,8 +1,11 @@
 //! kiln-frontends: importers from model files into kiln IR.
 //!
-//! Now: `.kir` text graphs with safetensors weights. The Hugging Face, GGUF and ONNX importers land with
-//! the model-import and ONNX issues, beside these modules.
+//! `.kir` text graphs with safetensors weights ([`kir`]); Hugging Face model directories ([`hf`]), which
+//! describe their architecture in a [`decoder::DecoderSpec`] that the shared [`decoder`] builder turns
+//! into a graph. The GGUF and ONNX importers land beside these modules.
 
+pub mod decoder;
+pub mod hf;
 pub mod kir;
 pub mod safetensors_weights;
 
@@ -17,4 +20,16 @@ pub enum FrontendError {
     Parse { path: PathBuf, src: String, error: kiln_ir::text::ParseError },
     #[error("{}: not a valid safetensors weights file: {message}", path.display())]
     BadWeights { path: PathBuf, message: String },
+    /// A JSON file (config, generation config, tokenizer, shard index) that does not parse.
+    #[error("{}: not valid JSON: {message}", path.display())]
+    BadJson { path: PathBuf, message: String },
+    /// A model configuration with a missing or ill-typed field.
+    #[error("{file}: {message}")]
+    Config { file: String, message: String },
+    /// A configuration value kiln does not implement.
+    #[error("{file}: unsupported {what} `{value}`; supported: {supported}")]
+    Unsupported { file: String, what: String, value: String, supported: String },
+    /// The weights do not fit the configuration (missing tensors, wrong shapes or dtypes).
+    #[error("{file}: {error}")]
+    Decoder { file: String, error: decoder::DecoderError },
 }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use kiln_ir::{DType, Shape, TensorType, WeightBytes, WeightPayload, WeightStore};
-use safetensors::{Dtype as StDtype, SafeTensors};
+use safetensors::{Dtype as StDtype, SafeTensorError, SafeTensors};
 
 use crate::FrontendError;
 
@@ -39,8 +39,8 @@ pub fn load_safetensors_into(path: &Path, store: &mut WeightStore) -> Result<(),
     let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
     let mmap: Arc<memmap2::Mmap> = Arc::new(mmap);
     let bad = |message: String| FrontendError::BadWeights { path: path.to_path_buf(), message };
-    let (header_len, _) = SafeTensors::read_metadata(&mmap[..]).map_err(|e| bad(e.to_string()))?;
-    let parsed = SafeTensors::deserialize(&mmap[..]).map_err(|e| bad(e.to_string()))?;
+    let (header_len, _) = SafeTensors::read_metadata(&mmap[..]).map_err(|e| bad(explain(&mmap[..], &e)))?;
+    let parsed = SafeTensors::deserialize(&mmap[..]).map_err(|e| bad(explain(&mmap[..], &e)))?;
     // Data offsets in the header are relative to the byte after the 8-byte length and the JSON header.
     let data_start = 8 + header_len;
     let source: Arc<dyn AsRef<[u8]> + Send + Sync> = mmap.clone();
@@ -59,6 +59,78 @@ pub fn load_safetensors_into(path: &Path, store: &mut WeightStore) -> Result<(),
         store.insert(name, ty, WeightPayload::Dense(bytes)).map_err(|e| bad(e.to_string()))?;
     }
     Ok(())
+}
+
+/// The safetensors crate's validation error, with the facts of the file that make it actionable
+/// (which tensors overlap, how far the data runs past the end of the file).
+fn explain(file: &[u8], error: &SafeTensorError) -> String {
+    let crate_message = error.to_string();
+    let header_len = file.get(..8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")));
+    let data_len = header_len.and_then(|n| (file.len() as u64).checked_sub(8 + n));
+    match error {
+        SafeTensorError::InvalidHeaderLength | SafeTensorError::HeaderTooSmall => match header_len {
+            Some(n) => format!(
+                "{crate_message}: the header length field says {n} bytes but only {} follow it (is the file truncated?)",
+                file.len() - 8
+            ),
+            None => format!("{crate_message}: the file has {} bytes, fewer than the 8-byte header length", file.len()),
+        },
+        SafeTensorError::InvalidOffset(name) => {
+            let tensors = header_ranges(file);
+            let Some(i) = tensors.iter().position(|(n, _)| n == name) else { return crate_message };
+            let (_, range) = &tensors[i];
+            if range.end < range.start {
+                return format!("tensor `{name}` has data_offsets {range:?}, which end before they start");
+            }
+            match i.checked_sub(1).map(|p| &tensors[p]) {
+                Some((prev, prev_range)) if range.start < prev_range.end => format!(
+                    "tensor `{name}` (data bytes {range:?}) overlaps tensor `{prev}` (data bytes {prev_range:?})"
+                ),
+                Some((prev, prev_range)) => format!(
+                    "tensor `{name}` starts at data byte {} but the previous tensor `{prev}` ends at {}: tensors must be \
+                     contiguous",
+                    range.start, prev_range.end
+                ),
+                None => format!("the first tensor `{name}` starts at data byte {} instead of 0", range.start),
+            }
+        }
+        SafeTensorError::MetadataIncompleteBuffer => {
+            let tensors = header_ranges(file);
+            match (tensors.last(), data_len) {
+                (Some((name, range)), Some(have)) if range.end as u64 > have => format!(
+                    "tensor `{name}` runs to data byte {} but the file holds only {have} bytes of tensor data: the file \
+                     is truncated or its header's offsets point outside it",
+                    range.end
+                ),
+                (Some((_, range)), Some(have)) => {
+                    format!("{} bytes follow the last tensor's data at the end of the file", have - range.end as u64)
+                }
+                _ => crate_message,
+            }
+        }
+        _ => crate_message,
+    }
+}
+
+/// The tensors of a safetensors header sorted by their data offsets, read leniently (for explaining an
+/// error the crate found, so nothing here is trusted for reading data).
+fn header_ranges(file: &[u8]) -> Vec<(String, std::ops::Range<usize>)> {
+    let Some(n) = file.get(..8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize) else {
+        return Vec::new();
+    };
+    let Some(header) = file.get(8..8usize.saturating_add(n)) else { return Vec::new() };
+    let Ok(serde_json::Value::Object(map)) = serde_json::from_slice(header) else { return Vec::new() };
+    let mut out: Vec<(String, std::ops::Range<usize>)> = map
+        .iter()
+        .filter_map(|(name, info)| {
+            let offsets = info.get("data_offsets")?.as_array()?;
+            let start = offsets.first()?.as_u64()? as usize;
+            let end = offsets.get(1)?.as_u64()? as usize;
+            Some((name.clone(), start..end))
+        })
+        .collect();
+    out.sort_by_key(|(name, r)| (r.start, r.end, name.clone()));
+    out
 }
 
 /// Loads one safetensors file as a new store.

@@ -1,1 +1,3 @@
 //! Shared helpers for kiln's cross-crate and end-to-end tests.
+
+pub mod hf_scratch;

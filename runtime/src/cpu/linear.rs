@@ -8,6 +8,7 @@
 
 use rayon::prelude::*;
 
+use super::dot::dot;
 use super::value::MatrixRows;
 
 /// Output channels per parallel block: large enough that `gemm` runs at speed, small enough that a
@@ -44,10 +45,17 @@ pub fn matmul_weight_rows(x: &[f32], m: usize, k: usize, w: &MatrixRows<'_>, n: 
     }
     if m == 1 {
         out.par_chunks_mut(GEMV_ROWS).enumerate().for_each(|(block, dst)| {
-            let mut row = vec![0.0f32; k];
+            let mut scratch = vec![0.0f32; k];
             for (j, o) in dst.iter_mut().enumerate() {
-                w.read_row(block * GEMV_ROWS + j, &mut row);
-                *o = row.iter().zip(x).map(|(a, b)| a * b).sum();
+                let r = block * GEMV_ROWS + j;
+                let row = match w.row_slice(r, k) {
+                    Some(row) => row,
+                    None => {
+                        w.read_row(r, &mut scratch);
+                        &scratch
+                    }
+                };
+                *o = dot(row, x);
             }
         });
         return out;

@@ -5,6 +5,7 @@
 //! and `rayon` for parallelism.
 
 mod attention;
+mod dot;
 mod embedding;
 mod executor;
 mod kv_cache;

@@ -8,7 +8,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use half::{bf16, f16};
-use kiln_ir::{DType, StoredWeight, Tensor, TensorData};
+use kiln_ir::{DType, StoredWeight, Tensor, TensorData, WeightPayload};
 
 /// A value of the running graph.
 #[derive(Clone, Debug)]
@@ -82,6 +82,25 @@ pub enum MatrixRows<'a> {
 }
 
 impl MatrixRows<'_> {
+    /// Row `row` as an f32 slice without copying, when the matrix already holds f32 in memory: dense
+    /// tensors, and stored f32 weights whose bytes are 4-byte aligned (an mmap'd safetensors file keeps
+    /// them aligned). `None` means the row must be converted with [`MatrixRows::read_row`].
+    pub fn row_slice(&self, row: usize, cols: usize) -> Option<&[f32]> {
+        match self {
+            MatrixRows::Dense { data, cols: c } => data.get(row * c..(row + 1) * c),
+            MatrixRows::Stored(w) => match &w.payload {
+                WeightPayload::Dense(bytes) if w.ty.dtype == DType::F32 && cfg!(target_endian = "little") => {
+                    let bytes = bytes.as_slice().get(row * cols * 4..(row + 1) * cols * 4)?;
+                    // SAFETY: every bit pattern is a valid f32, and `align_to` only hands out the part of
+                    // the slice that is correctly aligned; little-endian storage is the f32 layout here.
+                    let (head, floats, tail) = unsafe { bytes.align_to::<f32>() };
+                    (head.is_empty() && tail.is_empty()).then_some(floats)
+                }
+                _ => None,
+            },
+        }
+    }
+
     /// Writes row `row` as f32 into `out` (`out.len()` is the row length).
     pub fn read_row(&self, row: usize, out: &mut [f32]) {
         match self {

@@ -1,0 +1,69 @@
+//! The f32 dot product every GEMV row goes through.
+//!
+//! Sixteen independent accumulators let the compiler keep the products in vector registers (a single
+//! running sum cannot be vectorised without reordering additions, which Rust does not do on its own).
+//! The summation order is fixed by this code, not by the instruction set: the AVX2 build of the same
+//! function adds in exactly the same order (Rust never contracts `a * b + c` into an FMA by itself), so
+//! results are bit-identical on every x86-64 CPU and on other architectures.
+
+const LANES: usize = 16;
+
+#[inline(always)]
+fn dot_lanes(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut acc = [0.0f32; LANES];
+    let mut ca = a.chunks_exact(LANES);
+    let mut cb = b.chunks_exact(LANES);
+    for (x, y) in (&mut ca).zip(&mut cb) {
+        for l in 0..LANES {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    for (l, (x, y)) in ca.remainder().iter().zip(cb.remainder()).enumerate() {
+        acc[l] += x * y;
+    }
+    // Pairwise reduction of the lanes, in a fixed order.
+    let mut width = LANES;
+    while width > 1 {
+        width /= 2;
+        for l in 0..width {
+            acc[l] += acc[l + width];
+        }
+    }
+    acc[0]
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
+    dot_lanes(a, b)
+}
+
+/// `Σ a[i]·b[i]` over the common length, accumulated in f32 in a fixed order.
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2, checked just above.
+        return unsafe { dot_avx2(a, b) };
+    }
+    dot_lanes(a, b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matches_f64_and_is_the_same_on_every_path() {
+        for n in [0usize, 1, 7, 16, 17, 100, 576, 1537] {
+            let a: Vec<f32> = (0..n).map(|i| ((i * 7919 % 1000) as f32 - 500.0) / 250.0).collect();
+            let b: Vec<f32> = (0..n).map(|i| ((i * 104729 % 997) as f32 - 498.0) / 300.0).collect();
+            let exact: f64 = a.iter().zip(&b).map(|(x, y)| *x as f64 * *y as f64).sum();
+            let got = dot(&a, &b);
+            let scale: f64 = a.iter().zip(&b).map(|(x, y)| (*x as f64 * *y as f64).abs()).sum::<f64>().max(1.0);
+            assert!((got as f64 - exact).abs() <= 1e-6 * scale, "n={n}: {got} vs {exact}");
+            assert_eq!(got.to_bits(), dot_lanes(&a, &b).to_bits(), "n={n}: dispatch changed the result");
+        }
+    }
+}
