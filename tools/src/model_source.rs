@@ -23,6 +23,9 @@ pub enum DriverError {
     UnsupportedInput { path: PathBuf, reason: String },
     #[error("{}: no such file or directory", path.display())]
     NotFound { path: PathBuf },
+    /// `--weights` names the weights of a `.kir` graph; other models carry their own.
+    #[error("{}: a separate weights file only goes with a `.kir` graph; this model carries its own weights", path.display())]
+    WeightsWithoutKir { path: PathBuf },
     /// A file beside a `.kir` graph (tokenizer, chat template, generation config) is unreadable or invalid.
     #[error("{}: {message}", path.display())]
     Sidecar { path: PathBuf, message: String },
@@ -70,11 +73,16 @@ pub fn model_kind(path: &Path) -> Result<ModelKind, DriverError> {
 
 /// Imports `path` with the frontend for its kind; `weights` overrides the weights file of a `.kir` graph.
 pub fn load_model(path: &Path, weights: Option<&Path>) -> Result<Model, DriverError> {
-    match model_kind(path)? {
+    let kind = model_kind(path)?;
+    if weights.is_some() && kind != ModelKind::Kir {
+        return Err(DriverError::WeightsWithoutKir { path: path.to_path_buf() });
+    }
+    match kind {
         ModelKind::Kir => load_kir(path, weights),
-        kind @ (ModelKind::HuggingFace | ModelKind::Gguf) => Err(DriverError::UnsupportedInput {
+        ModelKind::HuggingFace => Ok(kiln_frontends::hf::load_hf_dir(path)?),
+        ModelKind::Gguf => Err(DriverError::UnsupportedInput {
             path: path.to_path_buf(),
-            reason: format!("the {kind:?} frontend is not part of this build yet"),
+            reason: "the GGUF frontend is not part of this build yet".to_string(),
         }),
     }
 }
