@@ -2,12 +2,15 @@
 //!
 //! `.kir` text graphs with safetensors weights ([`kir`]); Hugging Face model directories ([`hf`]), which
 //! describe their architecture in a [`decoder::DecoderSpec`] that the shared [`decoder`] builder turns
-//! into a graph. The GGUF and ONNX importers land beside these modules.
+//! into a graph; GGUF files ([`gguf`]), mapped onto Hugging Face names and configs and built by the same
+//! builder, with their tokenizer rebuilt by [`tokenizer`]. The ONNX importer lands beside these modules.
 
 pub mod decoder;
+pub mod gguf;
 pub mod hf;
 pub mod kir;
 pub mod safetensors_weights;
+pub mod tokenizer;
 
 use std::path::PathBuf;
 
@@ -32,4 +35,6 @@ pub enum FrontendError {
     /// The weights do not fit the configuration (missing tensors, wrong shapes or dtypes).
     #[error("{file}: {error}")]
     Decoder { file: String, error: decoder::DecoderError },
+    #[error("{}: {error}", path.display())]
+    Gguf { path: PathBuf, error: gguf::GgufError },
 }
