@@ -80,10 +80,7 @@ pub fn load_model(path: &Path, weights: Option<&Path>) -> Result<Model, DriverEr
     match kind {
         ModelKind::Kir => load_kir(path, weights),
         ModelKind::HuggingFace => Ok(kiln_frontends::hf::load_hf_dir(path)?),
-        ModelKind::Gguf => Err(DriverError::UnsupportedInput {
-            path: path.to_path_buf(),
-            reason: "the GGUF frontend is not part of this build yet".to_string(),
-        }),
+        ModelKind::Gguf => Ok(kiln_frontends::gguf::load_gguf(path)?),
     }
 }
 

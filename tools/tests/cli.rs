@@ -327,6 +327,7 @@ fn bad_text_side_inputs_exit_1_never_panic() {
     let (_no_bos, no_bos) = model_dir(&[("tokenizer.json", &no_bos.to_string())]);
     let empty_dir = tempfile::tempdir().unwrap();
     let onnx = temp_file("model.onnx", "not a model");
+    let bad_gguf = temp_file("model.gguf", "GGUX and the rest is not a GGUF file either");
     let s = |p: &Path| p.to_str().unwrap().to_string();
 
     let cases: Vec<(Vec<String>, &str)> = vec![
@@ -340,6 +341,8 @@ fn bad_text_side_inputs_exit_1_never_panic() {
         (vec!["run".into(), s(&kir)], "give a prompt"),
         (vec!["run".into(), s(empty_dir.path()), "--prompt-ids".into(), "1".into()], "no config.json"),
         (vec!["run".into(), s(&onnx), "--prompt-ids".into(), "1".into()], ".gguf"),
+        (vec!["run".into(), s(&bad_gguf), "--prompt-ids".into(), "1".into()], "model.gguf"),
+        (vec!["ir".into(), s(&bad_gguf)], "model.gguf"),
         (vec!["logits".into(), s(&kir), "--prompt-ids".into(), "64".into()], "64"),
         (vec!["logits".into(), s(&kir)], "give a prompt"),
         (vec!["logits".into(), s(&bad_tok), "--prompt".into(), "a".into()], "tokenizer JSON does not parse"),
@@ -387,4 +390,44 @@ fn hf_models_need_no_weights_option_and_reject_one() {
         .assert()
         .code(1)
         .stderr(predicate::str::contains("a separate weights file"));
+}
+
+/// SmolLM2-135M-Instruct's GGUF from tools/fetch_smollm2.sh, if it is in the cache (required when
+/// KILN_REQUIRE_MODELS=1).
+fn smollm2_gguf() -> Option<PathBuf> {
+    let cache = std::env::var_os("KILN_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/kiln")))?;
+    let path = cache.join("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+    if path.exists() {
+        return Some(path);
+    }
+    assert_ne!(std::env::var("KILN_REQUIRE_MODELS").as_deref(), Ok("1"), "{} is missing", path.display());
+    eprintln!("skipping: {} is missing (run tools/fetch_smollm2.sh to fetch it)", path.display());
+    None
+}
+
+#[test]
+fn gguf_chat_prompt_matches_transformers_and_answers() {
+    let Some(gguf) = smollm2_gguf() else { return };
+    let golden_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/smollm2/golden.json");
+    let golden: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(golden_path).unwrap()).unwrap();
+    let chat = golden["prompts"].as_array().unwrap().iter().find(|p| p["kind"] == "chat").unwrap();
+
+    // The GGUF's own template renders the message; its tokenizer encodes the text as transformers did.
+    let args = ["--prompt", "What is the capital of France?", "--chat", "--json"];
+    let out = kiln().arg("logits").arg(&gguf).args(args).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let logits: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(logits["prompt_ids"], chat["ids"]);
+
+    // The GGUF names <|im_end|> (2) as its EOS: generation stops there, 8 tokens into the golden greedy
+    // continuation, though 12 are allowed.
+    let args = ["--prompt", "What is the capital of France?", "--chat", "--max-new-tokens", "12"];
+    let run = run_json(&gguf, &args);
+    let greedy: Vec<u32> = chat["greedy"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+    assert_eq!(ids_of(&run), greedy[..8].to_vec());
+    assert_eq!(greedy[7], 2);
+    assert_eq!(run["stats"]["new_tokens"], 8);
+    assert_eq!(run["text"], "The capital of France is Paris.<|im_end|>");
 }
