@@ -5,4 +5,4 @@
 
 pub mod model_source;
 
-pub use model_source::{DriverError, LoadedModel, load_model};
+pub use model_source::{DriverError, ModelKind, load_model, model_kind};

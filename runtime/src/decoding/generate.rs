@@ -50,6 +50,17 @@ pub fn generate(
     prompt: &[u32],
     config: &GenerateConfig,
 ) -> Result<GenerateOutput, RuntimeError> {
+    generate_streaming(exec, prompt, config, |_| {})
+}
+
+/// [`generate`], calling `on_token` with each new token as soon as it is sampled (to print text while
+/// the model is still generating).
+pub fn generate_streaming(
+    exec: &mut CpuExecutor,
+    prompt: &[u32],
+    config: &GenerateConfig,
+    mut on_token: impl FnMut(u32),
+) -> Result<GenerateOutput, RuntimeError> {
     if prompt.is_empty() {
         return Err(RuntimeError::Generate { message: "the prompt is empty; give at least one token".to_string() });
     }
@@ -77,6 +88,7 @@ pub fn generate(
         });
     }
     tokens.push(next);
+    on_token(next);
     stats.prefill_seconds = start.elapsed().as_secs_f64();
 
     let start = Instant::now();
@@ -85,6 +97,7 @@ pub fn generate(
         next = step(exec, &[i64::from(next)], position, &mut sampler)?;
         stats.steps += 1;
         tokens.push(next);
+        on_token(next);
     }
     stats.decode_seconds = start.elapsed().as_secs_f64();
 

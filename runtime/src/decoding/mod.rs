@@ -15,5 +15,5 @@
 mod generate;
 mod sampling;
 
-pub use generate::{GenerateConfig, GenerateOutput, GenerateStats, generate};
+pub use generate::{GenerateConfig, GenerateOutput, GenerateStats, generate, generate_streaming};
 pub use sampling::{Sampler, Sampling, argmax};

@@ -2,6 +2,8 @@
 
 mod diagnostics;
 mod ir_command;
+mod logits_command;
+mod prompt;
 mod run_command;
 
 use clap::{Parser, Subcommand};
@@ -18,13 +20,16 @@ pub struct Cli {
 enum Command {
     /// Parse, verify and print a model's IR, optionally through a pass pipeline.
     Ir(ir_command::IrArgs),
-    /// Generate tokens from a model on the CPU.
+    /// Generate text from a model on the CPU.
     Run(run_command::RunArgs),
+    /// Print the next-token logits after a prompt.
+    Logits(logits_command::LogitsArgs),
 }
 
 pub fn run(cli: Cli) -> miette::Result<()> {
     match cli.command {
         Command::Ir(args) => ir_command::run(args),
         Command::Run(args) => run_command::run(args),
+        Command::Logits(args) => logits_command::run(args),
     }
 }

@@ -1,27 +1,28 @@
-//! `kiln run`: generate tokens from a model with the CPU executor.
+//! `kiln run`: generate text from a model with the CPU executor, streaming it to a terminal as it comes.
 
-use std::path::PathBuf;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
 
+use kiln_ir::Model;
+use kiln_runtime::TextStream;
 use kiln_runtime::cpu::CpuExecutor;
-use kiln_runtime::decoding::{GenerateConfig, Sampling, generate};
-use miette::{Result, miette};
+use kiln_runtime::decoding::{GenerateConfig, Sampling, generate_streaming};
+use miette::{IntoDiagnostic, Result, miette};
 
 use super::diagnostics::report;
+use super::prompt::{PromptArgs, model_tokenizer, prompt_ids};
 
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
-    /// The model: a `.kir` graph. Default: the example model that ships in the repository.
+    /// The model: a Hugging Face directory, a `.gguf` file or a `.kir` graph. Default: the model that
+    /// ships in the repository.
     model: Option<PathBuf>,
     /// Weights for a `.kir` graph (default: the `.safetensors` file of the same name).
     #[arg(long)]
     weights: Option<PathBuf>,
-    /// Prompt as comma-separated token ids, e.g. `1,2,3`.
-    #[arg(long, value_name = "IDS", conflicts_with = "prompt")]
-    prompt_ids: Option<String>,
-    /// Prompt text (needs a model with a tokenizer).
-    #[arg(long)]
-    prompt: Option<String>,
-    /// How many tokens to generate at most.
+    #[command(flatten)]
+    prompt: PromptArgs,
+    /// How many tokens to generate at most (generation also stops at the model's end-of-sequence tokens).
     #[arg(long, default_value_t = 32)]
     max_new_tokens: usize,
     /// Sampling temperature; 0 decodes greedily.
@@ -39,32 +40,27 @@ pub struct RunArgs {
     /// Pass pipeline applied before running.
     #[arg(long, default_value = "default")]
     pipeline: String,
-    /// Print a JSON object (`token_ids`, `text`, `stats`) instead of text.
+    /// Print one JSON object (`token_ids`, `text`, `stats`) instead of text.
     #[arg(long)]
     json: bool,
 }
 
-fn parse_ids(s: &str) -> Result<Vec<u32>> {
-    s.split(',')
-        .map(|t| {
-            t.trim().parse::<u32>().map_err(|_| miette!("--prompt-ids: `{t}` is not a token id (expected e.g. 1,2,3)"))
-        })
-        .collect()
+/// Runs `pipeline` over the model's graph and builds a CPU executor for it.
+pub(super) fn cpu_executor(model: Model, pipeline: &str, path: &Path) -> Result<CpuExecutor> {
+    let mut graph = model.graph;
+    let weights = model.weights;
+    let mut manager = kiln_passes::pipelines::pipeline(pipeline).map_err(|e| miette!("{e}"))?;
+    manager
+        .run(&mut graph, &mut kiln_passes::PassContext::with_weights(&weights))
+        .map_err(|e| miette!("{}: {e}", path.display()))?;
+    CpuExecutor::new(graph, weights).map_err(|e| miette!("{}: {e}", path.display()))
 }
 
 pub fn run(args: RunArgs) -> Result<()> {
     let path = args.model.clone().unwrap_or_else(kiln::model_source::default_model_path);
     let model = kiln::load_model(&path, args.weights.as_deref()).map_err(report)?;
-    let prompt = match (&args.prompt_ids, &args.prompt) {
-        (Some(ids), _) => parse_ids(ids)?,
-        (None, Some(_)) => {
-            return Err(miette!(
-                "{}: this model has no tokenizer, so --prompt cannot be encoded; pass token ids with --prompt-ids 1,2,3",
-                path.display()
-            ));
-        }
-        (None, None) => return Err(miette!("give a prompt: --prompt-ids 1,2,3")),
-    };
+    let tokenizer = model_tokenizer(&model, &path)?;
+    let prompt = prompt_ids(&args.prompt, &model, tokenizer.as_ref(), &path)?;
     let sampling = if args.temperature == 0.0 {
         Sampling::Greedy
     } else {
@@ -75,20 +71,28 @@ pub fn run(args: RunArgs) -> Result<()> {
             seed: args.seed,
         }
     };
+    let config =
+        GenerateConfig { max_new_tokens: args.max_new_tokens, sampling, stop_tokens: model.meta.eos_token_ids.clone() };
+    let mut exec = cpu_executor(model, &args.pipeline, &path)?;
 
-    let mut graph = model.graph;
-    let weights = model.weights;
-    let mut manager = kiln_passes::pipelines::pipeline(&args.pipeline).map_err(|e| miette!("{e}"))?;
-    manager.run(&mut graph, &mut kiln_passes::PassContext::with_weights(&weights)).map_err(|e| miette!("{e}"))?;
-    let mut exec = CpuExecutor::new(graph, weights).map_err(|e| miette!("{}: {e}", path.display()))?;
-    let config = GenerateConfig { max_new_tokens: args.max_new_tokens, sampling, stop_tokens: Vec::new() };
-    let out = generate(&mut exec, &prompt, &config).map_err(|e| miette!("{}: {e}", path.display()))?;
+    // Text goes out token by token only to a person watching; pipes and --json get it whole at the end.
+    let stream = tokenizer.as_ref().filter(|_| !args.json && std::io::stdout().is_terminal());
+    let mut printer = StreamPrinter { stream: stream.map(|t| t.stream(false)), error: None };
+    let out = generate_streaming(&mut exec, &prompt, &config, |id| printer.push(id))
+        .map_err(|e| miette!("{}: {e}", path.display()))?;
+    let streamed = printer.finish()?;
 
+    let text = tokenizer
+        .as_ref()
+        .map(|t| t.decode(&out.tokens, false))
+        .transpose()
+        .map_err(|e| miette!("{}: {e}", path.display()))?;
     let s = &out.stats;
+    let mut stdout = std::io::stdout().lock();
     if args.json {
         let json = serde_json::json!({
             "token_ids": out.tokens,
-            "text": serde_json::Value::Null,
+            "text": text,
             "stats": {
                 "prompt_tokens": prompt.len(),
                 "new_tokens": s.new_tokens,
@@ -97,11 +101,56 @@ pub fn run(args: RunArgs) -> Result<()> {
                 "accepted_per_step": if s.steps == 0 { 0.0 } else { s.new_tokens as f64 / s.steps as f64 },
             }
         });
-        println!("{json}");
+        writeln!(stdout, "{json}").into_diagnostic()?;
     } else {
-        let ids: Vec<String> = out.tokens.iter().map(u32::to_string).collect();
-        println!("{}", ids.join(" "));
+        match (streamed, text) {
+            (true, _) => writeln!(stdout),
+            (false, Some(text)) => writeln!(stdout, "{text}"),
+            (false, None) => {
+                let ids: Vec<String> = out.tokens.iter().map(u32::to_string).collect();
+                writeln!(stdout, "{}", ids.join(" "))
+            }
+        }
+        .into_diagnostic()?;
         eprintln!("{} new tokens in {} steps, {:.1} tokens/s", s.new_tokens, s.steps, s.tokens_per_s);
     }
+    stdout.flush().into_diagnostic()?;
     Ok(())
+}
+
+/// Writes each generated token's text to stdout as soon as it is complete.
+struct StreamPrinter<'a> {
+    stream: Option<TextStream<'a>>,
+    /// The first failure; generation cannot be interrupted from the callback, so it is reported after.
+    error: Option<miette::Report>,
+}
+
+impl StreamPrinter<'_> {
+    fn push(&mut self, id: u32) {
+        let Some(stream) = self.stream.as_mut() else { return };
+        if self.error.is_some() {
+            return;
+        }
+        let result = match stream.push(id) {
+            Ok(Some(piece)) => write_flushed(&piece),
+            Ok(None) => Ok(()),
+            Err(e) => Err(miette!("{e}")),
+        };
+        self.error = result.err();
+    }
+
+    /// Writes what the stream held back; true if text was streamed at all.
+    fn finish(self) -> Result<bool> {
+        if let Some(error) = self.error {
+            return Err(error);
+        }
+        let Some(stream) = self.stream else { return Ok(false) };
+        write_flushed(&stream.finish().map_err(|e| miette!("{e}"))?)?;
+        Ok(true)
+    }
+}
+
+fn write_flushed(text: &str) -> Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()).into_diagnostic()
 }
