@@ -44,7 +44,7 @@ pub enum ModelKind {
 
 /// The model `kiln run` uses when none is given: the example that ships in the repository.
 pub fn default_model_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/tiny-llama.kir")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/default")
 }
 
 /// Which frontend reads `path`.

@@ -88,7 +88,9 @@ fn pipelines_print_after_and_disable() {
 fn run_generates_deterministically_and_reports_stats() {
     let run = |extra: &[&str]| {
         let out = kiln()
-            .args(["run", "--prompt-ids", "1,2,3", "--max-new-tokens", "6", "--json"])
+            .arg("run")
+            .arg(example())
+            .args(["--prompt-ids", "1,2,3", "--max-new-tokens", "6", "--json"])
             .args(extra)
             .output()
             .unwrap();
@@ -111,13 +113,15 @@ fn bad_inputs_exit_1_never_panic() {
         &["ir", "/no/such/file.kir"],
         &["ir", "Cargo.toml"],
         &["run", "--prompt-ids", "1,x"],
-        &["run", "--prompt", "hello"],
+        &["run", "--prompt-ids", ""],
+        &["run", "--chat"],
+        &["run", "models/default/tokenizer.json", "--prompt", "x"],
         &["run", "--prompt-ids", "99999"],
         &["run", "--prompt-ids", "1", "--temperature", "-1"],
         &["run", "--prompt-ids", "1", "--temperature", "1", "--top-p", "0"],
     ];
     for args in cases {
-        let out = kiln().args(*args).output().unwrap();
+        let out = kiln().current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).args(*args).output().unwrap();
         assert_eq!(out.status.code(), Some(1), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
     }
     // Every prefix of a valid file is either valid or a clean error.

@@ -8,7 +8,24 @@
 
 const LANES: usize = 16;
 
+/// Adds the products of the elements past the last full group of 16 into the lanes, then reduces the
+/// lanes pairwise (lane l takes lane l + width, for width 8, 4, 2, 1). Both paths end here.
 #[inline(always)]
+fn finish(mut acc: [f32; LANES], a_tail: &[f32], b_tail: &[f32]) -> f32 {
+    for (l, (x, y)) in a_tail.iter().zip(b_tail).enumerate() {
+        acc[l] += x * y;
+    }
+    let mut width = LANES;
+    while width > 1 {
+        width /= 2;
+        for l in 0..width {
+            acc[l] += acc[l + width];
+        }
+    }
+    acc[0]
+}
+
+/// Lane l accumulates the products of elements `i ≡ l (mod 16)`, each a multiply then an add.
 fn dot_lanes(a: &[f32], b: &[f32]) -> f32 {
     let n = a.len().min(b.len());
     let (a, b) = (&a[..n], &b[..n]);
@@ -20,24 +37,33 @@ fn dot_lanes(a: &[f32], b: &[f32]) -> f32 {
             acc[l] += x[l] * y[l];
         }
     }
-    for (l, (x, y)) in ca.remainder().iter().zip(cb.remainder()).enumerate() {
-        acc[l] += x * y;
-    }
-    // Pairwise reduction of the lanes, in a fixed order.
-    let mut width = LANES;
-    while width > 1 {
-        width /= 2;
-        for l in 0..width {
-            acc[l] += acc[l + width];
-        }
-    }
-    acc[0]
+    finish(acc, ca.remainder(), cb.remainder())
 }
 
+/// The same computation with two 8-wide registers holding lanes 0-7 and 8-15: separate multiply and add
+/// (no FMA), so every lane sees exactly the operations of [`dot_lanes`].
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
-    dot_lanes(a, b)
+    use std::arch::x86_64::{_mm256_add_ps, _mm256_loadu_ps, _mm256_mul_ps, _mm256_setzero_ps, _mm256_storeu_ps};
+    let n = a.len().min(b.len());
+    let full = n / LANES * LANES;
+    let mut acc = [0.0f32; LANES];
+    // SAFETY: every load reads 8 floats at an offset below `full - 8 + 1` of slices at least `full` long;
+    // unaligned loads and stores are used throughout.
+    unsafe {
+        let (mut lo, mut hi) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        let mut i = 0;
+        while i < full {
+            lo = _mm256_add_ps(lo, _mm256_mul_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i))));
+            hi = _mm256_add_ps(hi, _mm256_mul_ps(_mm256_loadu_ps(pa.add(i + 8)), _mm256_loadu_ps(pb.add(i + 8))));
+            i += LANES;
+        }
+        _mm256_storeu_ps(acc.as_mut_ptr(), lo);
+        _mm256_storeu_ps(acc.as_mut_ptr().add(8), hi);
+    }
+    finish(acc, &a[full..n], &b[full..n])
 }
 
 /// `Σ a[i]·b[i]` over the common length, accumulated in f32 in a fixed order.

@@ -37,6 +37,9 @@ pub struct RunArgs {
     /// Seed for sampling; the same seed gives the same tokens.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Keep generating past the model's end-of-sequence tokens (for benchmarks that need a fixed length).
+    #[arg(long)]
+    ignore_eos: bool,
     /// Pass pipeline applied before running.
     #[arg(long, default_value = "default")]
     pipeline: String,
@@ -71,8 +74,8 @@ pub fn run(args: RunArgs) -> Result<()> {
             seed: args.seed,
         }
     };
-    let config =
-        GenerateConfig { max_new_tokens: args.max_new_tokens, sampling, stop_tokens: model.meta.eos_token_ids.clone() };
+    let stop_tokens = if args.ignore_eos { Vec::new() } else { model.meta.eos_token_ids.clone() };
+    let config = GenerateConfig { max_new_tokens: args.max_new_tokens, sampling, stop_tokens };
     let mut exec = cpu_executor(model, &args.pipeline, &path)?;
 
     // Text goes out token by token only to a person watching; pipes and --json get it whole at the end.
@@ -98,6 +101,8 @@ pub fn run(args: RunArgs) -> Result<()> {
                 "new_tokens": s.new_tokens,
                 "steps": s.steps,
                 "tokens_per_s": s.tokens_per_s,
+                "prefill_seconds": s.prefill_seconds,
+                "decode_seconds": s.decode_seconds,
                 "accepted_per_step": if s.steps == 0 { 0.0 } else { s.new_tokens as f64 / s.steps as f64 },
             }
         });
