@@ -43,7 +43,7 @@ def prompt_sets(data, per_set):
         names = sorted(n for n in t.getnames() if n.endswith("_gut.txt"))[:per_set]
         prose = []
         for n in names:
-            text = t.extractfile(n).read().decode("utf-8", "replace")
+            text = t.extractfile(n).read().decode("utf-8", "replace").replace("\r\n", "\n")
             start = len(text) // 2
             start = text.index("\n\n", start) + 2
             prose.append(text[start:start + 600])
