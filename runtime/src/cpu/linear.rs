@@ -1,10 +1,24 @@
 //! `linear` and `logits`: `x[..., K] · w[N, K]ᵀ` with the weight in its stored dtype.
 //!
 //! Weight rows are dequantized on the fly (f32/f16/bf16/q8c/q4g alike, through
-//! [`MatrixRows::read_row`]) and every product accumulates in f32. With several rows of `x`, rayon
-//! splits the output channels into blocks; each block dequantizes its weight rows into an f32 scratch
-//! tile and multiplies `x` by it with `gemm`. A single row of `x` (a decode step) is a GEMV, parallel
-//! over output channels, which reads each weight row exactly once.
+//! [`MatrixRows::read_row`]) and every product accumulates in f32.
+//!
+//! # Two kernels, and why the row count picks between them
+//!
+//! Up to [`ROW_INDEPENDENT_MAX_ROWS`] rows of `x` (a decode step, a speculative verification step, a
+//! short prompt), every output element is `dot(w[n], x[r])` with the fixed-order [`dot`] kernel: rayon
+//! splits the output channels into blocks, each block dequantizes its weight rows once and dots them
+//! with every row of `x`. The result of row `r` depends on `x[r]` and the weights alone, not on how many
+//! other rows the step has or where `r` sits among them, so it is bit-identical to what a one-row step on
+//! `x[r]` computes. Speculative decoding relies on this: verifying position `i` inside a multi-token step
+//! gives exactly the logits that decoding position `i` on its own gives, so greedy speculation emits
+//! exactly the tokens of plain greedy decoding (the other per-token ops — norms, rope, attention over
+//! the same keys in the same order, elementwise ops — are row-independent by construction too).
+//!
+//! Above that (prompt prefill), `gemm` multiplies `x` by dequantized weight tiles. Its blocking makes an
+//! element's summation order depend on the matrix sizes, which is fine there: a long prefill is the same
+//! computation in plain and speculative decoding, and no verification step is that long (the decoding
+//! loop caps the rows of a step at [`ROW_INDEPENDENT_MAX_ROWS`]).
 
 use rayon::prelude::*;
 
@@ -15,8 +29,12 @@ use super::value::MatrixRows;
 /// block's scratch tile (`BLOCK_ROWS * K` f32) stays in cache-friendly territory and blocks balance.
 const BLOCK_ROWS: usize = 64;
 
-/// Output channels per task of the single-row path.
+/// Output channels per task of the row-independent path.
 const GEMV_ROWS: usize = 32;
+
+/// The most rows of `x` that the row-independent [`dot`] kernel computes (see the module docs): steps
+/// of up to this many tokens give every token bit-identical results whatever else is in the step.
+pub const ROW_INDEPENDENT_MAX_ROWS: usize = 64;
 
 /// Checks `x[..., K]` against `w[N, K]`; returns `(rows of x, K, N)`.
 pub fn check_matmul_shapes(x_shape: &[usize], w_shape: &[usize]) -> Result<(usize, usize, usize), String> {
@@ -44,20 +62,33 @@ pub fn matmul_weight_rows(x: &[f32], m: usize, k: usize, w: &MatrixRows<'_>, n: 
         return out;
     }
     if m == 1 {
+        // One row: write straight into the output (the same `dot(w[n], x)` as the block path below).
         out.par_chunks_mut(GEMV_ROWS).enumerate().for_each(|(block, dst)| {
             let mut scratch = vec![0.0f32; k];
             for (j, o) in dst.iter_mut().enumerate() {
-                let r = block * GEMV_ROWS + j;
-                let row = match w.row_slice(r, k) {
-                    Some(row) => row,
-                    None => {
-                        w.read_row(r, &mut scratch);
-                        &scratch
-                    }
-                };
-                *o = dot(row, x);
+                *o = dot(weight_row(w, block * GEMV_ROWS + j, k, &mut scratch), x);
             }
         });
+        return out;
+    }
+    if m <= ROW_INDEPENDENT_MAX_ROWS {
+        let blocks: Vec<(usize, Vec<f32>)> = (0..n.div_ceil(GEMV_ROWS))
+            .into_par_iter()
+            .map(|block| {
+                let n0 = block * GEMV_ROWS;
+                let nb = GEMV_ROWS.min(n - n0);
+                let mut scratch = vec![0.0f32; k];
+                let mut dst = vec![0.0f32; m * nb];
+                for j in 0..nb {
+                    let row = weight_row(w, n0 + j, k, &mut scratch);
+                    for (r, xr) in x.chunks_exact(k).enumerate() {
+                        dst[r * nb + j] = dot(row, xr);
+                    }
+                }
+                (n0, dst)
+            })
+            .collect();
+        scatter_blocks(&mut out, blocks, m, n);
         return out;
     }
     let blocks: Vec<(usize, Vec<f32>)> = (0..n.div_ceil(BLOCK_ROWS))
@@ -99,13 +130,29 @@ pub fn matmul_weight_rows(x: &[f32], m: usize, k: usize, w: &MatrixRows<'_>, n: 
             (n0, dst)
         })
         .collect();
+    scatter_blocks(&mut out, blocks, m, n);
+    out
+}
+
+/// Weight row `r` as f32: borrowed when stored as f32, else dequantized into `scratch`.
+fn weight_row<'a>(w: &'a MatrixRows<'_>, r: usize, k: usize, scratch: &'a mut [f32]) -> &'a [f32] {
+    match w.row_slice(r, k) {
+        Some(row) => row,
+        None => {
+            w.read_row(r, scratch);
+            scratch
+        }
+    }
+}
+
+/// Copies column blocks `(first channel, [m, nb] values)` into the row-major `[m, n]` output.
+fn scatter_blocks(out: &mut [f32], blocks: Vec<(usize, Vec<f32>)>, m: usize, n: usize) {
     for (n0, dst) in blocks {
         let nb = dst.len() / m;
         for (r, src) in dst.chunks(nb).enumerate() {
             out[r * n + n0..r * n + n0 + nb].copy_from_slice(src);
         }
     }
-    out
 }
 
 /// `linear(x[..., K], w[N, K], b?[N]) -> [..., N]` in f32; returns the values and the result shape.
