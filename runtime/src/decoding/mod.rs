@@ -33,6 +33,8 @@ pub use generate::{GenerateConfig, GenerateOutput, GenerateStats, generate, gene
 pub use model_drafter::ModelDrafter;
 pub use ngram::{NgramConfig, NgramDrafter};
 pub use sampling::{Candidates, Sampler, Sampling, argmax};
-pub use speculative::{generate_speculative, generate_speculative_streaming};
+pub use speculative::{
+    generate_speculative, generate_speculative_accepting_every_draft, generate_speculative_streaming,
+};
 pub use step::{check_decoder_contract, decoder_inputs, has_tree_mask, run_step};
 pub use tree::{TokenTree, TreeNode};

@@ -54,8 +54,8 @@ fn top_k(logits: &[f32], k: usize) -> Vec<u32> {
 
 impl Drafter for ModelDrafter {
     fn begin(&mut self, _prompt: &[u32]) -> Result<(), RuntimeError> {
-        self.exec.reset();
-        self.cached.clear();
+        // Nothing to forget: the next proposal keeps only the cached prefix the new context shares (a
+        // repeated prompt is not fed again).
         Ok(())
     }
 

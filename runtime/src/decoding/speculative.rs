@@ -49,6 +49,39 @@ pub fn generate_speculative_streaming(
     drafter: &mut dyn Drafter,
     prompt: &[u32],
     config: &GenerateConfig,
+    on_token: impl FnMut(u32),
+) -> Result<GenerateOutput, RuntimeError> {
+    speculate(exec, drafter, prompt, config, Rule::Exact, on_token)
+}
+
+/// How drafted tokens are accepted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Rule {
+    /// The exact rules of the module docs.
+    Exact,
+    /// Every drafted token is accepted: wrong on purpose (see [`generate_speculative_accepting_every_draft`]).
+    AcceptEverything,
+}
+
+/// Speculative decoding with a deliberately WRONG rule that accepts every drafted token (the first child at
+/// each level). It exists only so that the statistical test of speculative sampling can show it detects a
+/// broken rule; never use it to generate.
+#[doc(hidden)]
+pub fn generate_speculative_accepting_every_draft(
+    exec: &mut CpuExecutor,
+    drafter: &mut dyn Drafter,
+    prompt: &[u32],
+    config: &GenerateConfig,
+) -> Result<GenerateOutput, RuntimeError> {
+    speculate(exec, drafter, prompt, config, Rule::AcceptEverything, |_| {})
+}
+
+fn speculate(
+    exec: &mut CpuExecutor,
+    drafter: &mut dyn Drafter,
+    prompt: &[u32],
+    config: &GenerateConfig,
+    rule: Rule,
     mut on_token: impl FnMut(u32),
 ) -> Result<GenerateOutput, RuntimeError> {
     if prompt.is_empty() {
@@ -97,7 +130,7 @@ pub fn generate_speculative_streaming(
             run_step(exec, &tree.step_tokens(root), &tree.step_positions(past as i64), mask.as_deref())?;
         stats.steps += 1;
 
-        let (accepted, bonus) = walk(&tree, &logits, vocab, &mut sampler)?;
+        let (accepted, bonus) = walk(&tree, &logits, vocab, &mut sampler, rule)?;
         // Keep the cache of the root and the accepted path; drop the rest of the tree.
         if accepted.iter().enumerate().all(|(i, &n)| i == n) {
             exec.truncate_kv(past + 1 + accepted.len())?;
@@ -160,13 +193,26 @@ fn check_tree(tree: &TokenTree, limits: DraftLimits, vocab: usize, tree_mask: bo
 /// Walks the verified tree from the root: at each node, either one of its children is accepted (greedy:
 /// the argmax; sampling: the recursive rejection rule) and the walk goes on there, or the bonus token is
 /// chosen and the walk ends. Returns the accepted nodes (root to leaf) and the bonus token.
-fn walk(tree: &TokenTree, logits: &[f32], vocab: usize, sampler: &mut Sampler) -> Result<(Vec<usize>, u32), RuntimeError> {
+fn walk(
+    tree: &TokenTree,
+    logits: &[f32],
+    vocab: usize,
+    sampler: &mut Sampler,
+    rule: Rule,
+) -> Result<(Vec<usize>, u32), RuntimeError> {
     let mut accepted = Vec::new();
     let mut at: Option<usize> = None;
     loop {
         let row = at.map_or(0, |n| n + 1);
         let row = &logits[row * vocab..(row + 1) * vocab];
         let children = tree.children(at);
+        if rule == Rule::AcceptEverything
+            && let Some(&c) = children.first()
+        {
+            accepted.push(c);
+            at = Some(c);
+            continue;
+        }
         let Some(mut p) = sampler.candidates(row)? else {
             let best = argmax(row)?;
             match children.iter().find(|&&c| tree.nodes()[c].token == best) {
