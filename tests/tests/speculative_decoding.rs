@@ -30,8 +30,13 @@ fn executor(path: &Path) -> (CpuExecutor, usize) {
     (CpuExecutor::new(model.graph, model.weights).unwrap(), vocab)
 }
 
-fn bits(v: &[f32]) -> Vec<u32> {
-    v.iter().map(|x| x.to_bits()).collect()
+/// Asserts two logits rows are bit for bit the same, naming the first element that is not.
+#[track_caller]
+fn assert_bits_eq(got: &[f32], want: &[f32], what: &str) {
+    assert_eq!(got.len(), want.len(), &format!("{what}: lengths differ"));
+    if let Some(i) = got.iter().zip(want).position(|(a, b)| a.to_bits() != b.to_bits()) {
+        panic!("{what}: element {i} is {} (bits {:#x}), not {} (bits {:#x})", got[i], got[i].to_bits(), want[i], want[i].to_bits());
+    }
 }
 
 /// Runs one step at consecutive positions from `first`.
@@ -60,7 +65,7 @@ fn verified_positions_are_bit_identical_to_decoded_ones() {
         step(&mut exec, &tokens[..prefill], 0);
         let chain = step(&mut exec, &tokens[prefill..], prefill as i64);
         for (j, row) in chain.chunks(vocab).enumerate() {
-            assert_eq!(bits(row), bits(&decoded[j]), "{name}: chain row {j} differs from decoding it");
+            assert_bits_eq(row, &decoded[j], &format!("{name}: chain row {j} differs from decoding it"));
         }
 
         // A tree whose true path (tokens[prefill + 1..prefill + 13]) is interleaved with decoy branches, so
@@ -84,13 +89,13 @@ fn verified_positions_are_bit_identical_to_decoded_ones() {
         let mask = tree.step_mask();
         let positions = tree.step_positions(root as i64);
         let (logits, _) = run_step(&mut exec, &tree.step_tokens(tokens[root]), &positions, Some(&mask)).unwrap();
-        assert_eq!(bits(&logits[..vocab]), bits(&decoded[0]), "{name}: the root row differs");
+        assert_bits_eq(&logits[..vocab], &decoded[0], &format!("{name}: the root row differs"));
         let mut at = None;
         let mut kept = Vec::new();
         for (d, &t) in path.iter().enumerate() {
             let node = tree.child(at, t).expect("the path is in the tree");
             let row = &logits[(node + 1) * vocab..(node + 2) * vocab];
-            assert_eq!(bits(row), bits(&decoded[d + 1]), "{name}: tree node at depth {} differs", d + 1);
+            assert_bits_eq(row, &decoded[d + 1], &format!("{name}: tree node at depth {} differs", d + 1));
             kept.push(root + 1 + node);
             at = Some(node);
         }
@@ -100,7 +105,7 @@ fn verified_positions_are_bit_identical_to_decoded_ones() {
         let next = root + 1 + path.len();
         for (i, &t) in tokens.iter().enumerate().skip(next) {
             let row = step(&mut exec, &[t], i as i64);
-            assert_eq!(bits(&row), bits(&decoded[i - prefill]), "{name}: decoding position {i} after compaction");
+            assert_bits_eq(&row, &decoded[i - prefill], &format!("{name}: decoding position {i} after compaction"));
         }
     }
 }
