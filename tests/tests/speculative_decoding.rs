@@ -33,7 +33,7 @@ fn executor(path: &Path) -> (CpuExecutor, usize) {
 /// Asserts two logits rows are bit for bit the same, naming the first element that is not.
 #[track_caller]
 fn assert_bits_eq(got: &[f32], want: &[f32], what: &str) {
-    assert_eq!(got.len(), want.len(), &format!("{what}: lengths differ"));
+    assert_eq!(got.len(), want.len(), "{what}: lengths differ");
     if let Some(i) = got.iter().zip(want).position(|(a, b)| a.to_bits() != b.to_bits()) {
         panic!("{what}: element {i} is {} (bits {:#x}), not {} (bits {:#x})", got[i], got[i].to_bits(), want[i], want[i].to_bits());
     }
