@@ -23,7 +23,8 @@ const COMPARED: [usize; 3] = [1, 2, 3];
 /// Tokens generated per draw: the first verification step may draft 2 deep.
 const NEW_TOKENS: usize = 4;
 
-const SMALL: TinyConfig = TinyConfig { vocab: VOCAB, hidden: 16, heads: 2, kv_heads: 1, head_dim: 8, intermediate: 32, layers: 1, ..TINY };
+const SMALL: TinyConfig =
+    TinyConfig { vocab: VOCAB, hidden: 16, heads: 2, kv_heads: 1, head_dim: 8, intermediate: 32, layers: 1, ..TINY };
 
 /// The weights of `seed`, with the output head scaled up so that the next-token distributions are far from
 /// uniform (a few likely tokens, a long tail).

@@ -38,7 +38,10 @@ pub fn check_against_goldens(
         let n = ids.len();
         exec.reset();
         let out = exec
-            .run(&kiln_runtime::decoding::decoder_inputs(exec.graph(), &ids, &(0..n as i64).collect::<Vec<_>>(), None).unwrap())
+            .run(
+                &kiln_runtime::decoding::decoder_inputs(exec.graph(), &ids, &(0..n as i64).collect::<Vec<_>>(), None)
+                    .unwrap(),
+            )
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         let all = out[0].to_f32_vec();
         let got = &all[all.len() - want.len()..];

@@ -35,7 +35,13 @@ fn executor(path: &Path) -> (CpuExecutor, usize) {
 fn assert_bits_eq(got: &[f32], want: &[f32], what: &str) {
     assert_eq!(got.len(), want.len(), "{what}: lengths differ");
     if let Some(i) = got.iter().zip(want).position(|(a, b)| a.to_bits() != b.to_bits()) {
-        panic!("{what}: element {i} is {} (bits {:#x}), not {} (bits {:#x})", got[i], got[i].to_bits(), want[i], want[i].to_bits());
+        panic!(
+            "{what}: element {i} is {} (bits {:#x}), not {} (bits {:#x})",
+            got[i],
+            got[i].to_bits(),
+            want[i],
+            want[i].to_bits()
+        );
     }
 }
 
@@ -144,7 +150,10 @@ fn greedy_speculative_decoding_emits_the_plain_greedy_tokens_for_every_drafter()
         let draft_path = if name == "default" { path.clone() } else { all[1 + i % (all.len() - 1)].1.clone() };
         let mut drafters: Vec<(String, Box<dyn Drafter>)> = vec![
             ("ngram".into(), Box::new(NgramDrafter::new(NgramConfig::default()).unwrap())),
-            ("ngram tree".into(), Box::new(NgramDrafter::new(NgramConfig { branches: 3, ..NgramConfig::default() }).unwrap())),
+            (
+                "ngram tree".into(),
+                Box::new(NgramDrafter::new(NgramConfig { branches: 3, ..NgramConfig::default() }).unwrap()),
+            ),
             ("draft model".into(), Box::new(ModelDrafter::new(executor(&draft_path).0, 5, 1).unwrap())),
             ("draft model tree".into(), Box::new(ModelDrafter::new(executor(&draft_path).0, 4, 3).unwrap())),
         ];

@@ -400,7 +400,8 @@ mod tests {
             assert_eq!(g.inputs().len(), 3, "ids, positions, tree_mask");
             assert_eq!(g.value_type(g.inputs()[2]).to_string(), "bool[seq, seq]");
             let mask = g.inputs()[2];
-            let masked = g.nodes().filter(|(_, n)| n.op.name() == "attention" && n.inputs.get(4) == Some(&mask)).count();
+            let masked =
+                g.nodes().filter(|(_, n)| n.op.name() == "attention" && n.inputs.get(4) == Some(&mask)).count();
             assert_eq!(masked, 2, "every attention op takes the tree mask");
         }
     }

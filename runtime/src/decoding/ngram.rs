@@ -64,10 +64,13 @@ pub struct NgramDrafter {
 impl NgramDrafter {
     /// A drafter with `config`; `ngram_max` and `draft_len` must be at least 1, `branches` at least 1.
     pub fn new(config: NgramConfig) -> Result<NgramDrafter, RuntimeError> {
-        for (what, v) in [("ngram_max", config.ngram_max), ("draft_len", config.draft_len), ("branches", config.branches)]
+        for (what, v) in
+            [("ngram_max", config.ngram_max), ("draft_len", config.draft_len), ("branches", config.branches)]
         {
             if v == 0 {
-                return Err(RuntimeError::Generate { message: format!("the n-gram drafter's {what} must be at least 1") });
+                return Err(RuntimeError::Generate {
+                    message: format!("the n-gram drafter's {what} must be at least 1"),
+                });
             }
         }
         Ok(NgramDrafter {

@@ -126,8 +126,7 @@ fn speculate(
         check_tree(&tree, limits, vocab, has_tree_mask(exec.graph()))?;
         let root = *context.last().expect("the context holds the prompt");
         let mask = if tree.is_chain() { None } else { Some(tree.step_mask()) };
-        let (logits, _) =
-            run_step(exec, &tree.step_tokens(root), &tree.step_positions(past as i64), mask.as_deref())?;
+        let (logits, _) = run_step(exec, &tree.step_tokens(root), &tree.step_positions(past as i64), mask.as_deref())?;
         stats.steps += 1;
 
         let (accepted, bonus) = walk(&tree, &logits, vocab, &mut sampler, rule)?;

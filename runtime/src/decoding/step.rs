@@ -43,7 +43,12 @@ pub fn has_tree_mask(g: &Graph) -> bool {
 /// input, `mask` (row-major `[seq, seq]`, `mask[i * seq + j]`: token i sees new token j), or the causal
 /// mask when `mask` is `None`. A graph without the input gets no mask: its attention is causal, so a
 /// `mask` other than the causal one is an error there.
-pub fn decoder_inputs(g: &Graph, ids: &[u32], positions: &[i64], mask: Option<&[bool]>) -> Result<Vec<Tensor>, RuntimeError> {
+pub fn decoder_inputs(
+    g: &Graph,
+    ids: &[u32],
+    positions: &[i64],
+    mask: Option<&[bool]>,
+) -> Result<Vec<Tensor>, RuntimeError> {
     let n = ids.len();
     let bad = |message: String| RuntimeError::DecoderContract { message };
     if positions.len() != n {

@@ -141,8 +141,8 @@ fn drafter(args: &RunArgs, target: &CpuExecutor, vocab: u64, path: &Path) -> Res
                 ));
             }
             let exec = cpu_executor(draft, &args.pipeline, draft_path)?;
-            let drafter =
-                ModelDrafter::new(exec, args.draft_len, branches).map_err(|e| miette!("{}: {e}", draft_path.display()))?;
+            let drafter = ModelDrafter::new(exec, args.draft_len, branches)
+                .map_err(|e| miette!("{}: {e}", draft_path.display()))?;
             Ok(Some(Box::new(drafter)))
         }
     }
