@@ -202,3 +202,46 @@ pub fn logits(
     }
     Ok((out, shape))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+
+    use super::*;
+
+    fn values(n: usize, seed: u32) -> Vec<f32> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                (s >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_row_is_computed_as_if_it_were_alone_up_to_the_limit() {
+        let (k, n) = (200, 70);
+        let w = values(n * k, 1);
+        let rows = MatrixRows::Dense { data: Cow::Borrowed(&w), cols: k };
+        let x = values(ROW_INDEPENDENT_MAX_ROWS * k, 2);
+        let alone: Vec<Vec<f32>> = x.chunks(k).map(|xr| matmul_weight_rows(xr, 1, k, &rows, n)).collect();
+        for m in [2, 3, 17, ROW_INDEPENDENT_MAX_ROWS] {
+            let together = matmul_weight_rows(&x[..m * k], m, k, &rows, n);
+            for (r, row) in together.chunks(n).enumerate() {
+                let same = row.iter().zip(&alone[r]).all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "m = {m}: row {r} differs from computing it alone");
+            }
+        }
+        // Above the limit gemm takes over: the same values within rounding.
+        let m = ROW_INDEPENDENT_MAX_ROWS + 1;
+        let x = values(m * k, 3);
+        let big = matmul_weight_rows(&x, m, k, &rows, n);
+        for (r, row) in big.chunks(n).enumerate() {
+            for (c, &v) in row.iter().enumerate() {
+                let exact: f64 = (0..k).map(|i| f64::from(x[r * k + i]) * f64::from(w[c * k + i])).sum();
+                assert!((f64::from(v) - exact).abs() < 1e-4, "row {r} col {c}: {v} vs {exact}");
+            }
+        }
+    }
+}

@@ -137,15 +137,17 @@ impl Drafter for NgramDrafter {
         if depth == 0 {
             return Ok(tree);
         }
-        let mut seq = context.to_vec();
+        // Lookups need only the last `ngram_max` tokens of context + draft.
+        let tail = &context[context.len().saturating_sub(self.config.ngram_max)..];
+        let mut seq = tail.to_vec();
         for first in self.candidates(context, self.config.branches) {
-            seq.truncate(context.len());
+            seq.truncate(tail.len());
             seq.push(first);
-            while seq.len() - context.len() < depth {
+            while seq.len() - tail.len() < depth {
                 let Some(&next) = self.candidates(&seq, 1).first() else { break };
                 seq.push(next);
             }
-            tree.insert_path(&seq[context.len()..], limits.max_nodes);
+            tree.insert_path(&seq[tail.len()..], limits.max_nodes);
         }
         Ok(tree)
     }
