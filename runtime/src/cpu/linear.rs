@@ -8,7 +8,7 @@
 //! Up to [`ROW_INDEPENDENT_MAX_ROWS`] rows of `x` (a decode step, a speculative verification step, a
 //! short prompt), every output element is `dot(w[n], x[r])` with the fixed-order [`dot`] kernel: rayon
 //! splits the output channels into blocks, each block dequantizes its weight rows once and dots them
-//! with every row of `x`. The result of row `r` depends on `x[r]` and the weights alone, not on how many
+//! with every row of `x` (four rows at a time through `dot4`, which gives each row `dot`'s exact bits). The result of row `r` depends on `x[r]` and the weights alone, not on how many
 //! other rows the step has or where `r` sits among them, so it is bit-identical to what a one-row step on
 //! `x[r]` computes. Speculative decoding relies on this: verifying position `i` inside a multi-token step
 //! gives exactly the logits that decoding position `i` on its own gives, so greedy speculation emits
@@ -22,7 +22,7 @@
 
 use rayon::prelude::*;
 
-use super::dot::dot;
+use super::dot::{dot, dot4};
 use super::value::MatrixRows;
 
 /// Output channels per parallel block: large enough that `gemm` runs at speed, small enough that a
@@ -81,8 +81,20 @@ pub fn matmul_weight_rows(x: &[f32], m: usize, k: usize, w: &MatrixRows<'_>, n: 
                 let mut dst = vec![0.0f32; m * nb];
                 for j in 0..nb {
                     let row = weight_row(w, n0 + j, k, &mut scratch);
-                    for (r, xr) in x.chunks_exact(k).enumerate() {
-                        dst[r * nb + j] = dot(row, xr);
+                    // Four rows of x per pass share the weight loads; `dot4` gives each exactly `dot`'s bits.
+                    let mut groups = x.chunks_exact(4 * k);
+                    let mut r = 0;
+                    for group in &mut groups {
+                        let (x0, rest) = group.split_at(k);
+                        let (x1, rest) = rest.split_at(k);
+                        let (x2, x3) = rest.split_at(k);
+                        for (i, v) in dot4(row, [x0, x1, x2, x3]).into_iter().enumerate() {
+                            dst[(r + i) * nb + j] = v;
+                        }
+                        r += 4;
+                    }
+                    for (i, xr) in groups.remainder().chunks_exact(k).enumerate() {
+                        dst[(r + i) * nb + j] = dot(row, xr);
                     }
                 }
                 (n0, dst)
