@@ -1,9 +1,16 @@
 //! A whole imported model: the decoder graph, its weights, and what the runtime needs beyond them
 //! (tokenizer, special tokens, chat template). Frontends produce it; the artifact stores it.
 //!
-//! The decoder-graph contract every frontend follows: inputs `ids: i64[1, seq]` and
-//! `positions: i64[1, seq]`; output 0 is `logits: f32[1, seq, vocab]`. Attention ops carry `layer`
-//! indices, so the executor owns one KV cache per layer.
+//! The decoder-graph contract every frontend follows: inputs `ids: i64[1, seq]`,
+//! `positions: i64[1, seq]` and `tree_mask: bool[seq, seq]`; output 0 is `logits: f32[1, seq, vocab]`.
+//! Attention ops carry `layer` indices, so the executor owns one KV cache per layer, and every attention
+//! op takes the tree mask as its fifth operand (`tree_mask[i][j]`: token i of the step sees new token j;
+//! see `Op::Attention`). Plain steps pass the causal mask; speculative decoding passes a token tree's
+//! ancestry, with each node at position root + depth, to verify the whole tree in one step.
+//!
+//! The mask input is optional for hand-written graphs (`.kir` files): a graph with only ids and positions
+//! runs plain decoding and speculation with single chains (causal attention is a chain's mask), and the
+//! runtime refuses token trees for it with a message saying so.
 
 use crate::{Graph, WeightStore};
 

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use kiln_ir::{Model, Tensor};
+use kiln_ir::Model;
 use kiln_runtime::{CpuExecutor, GenerateConfig, Sampling, generate};
 use serde_json::Value;
 
@@ -38,10 +38,10 @@ pub fn check_against_goldens(
         let n = ids.len();
         exec.reset();
         let out = exec
-            .run(&[
-                Tensor::i64(vec![1, n], ids.iter().map(|&t| i64::from(t)).collect()).unwrap(),
-                Tensor::i64(vec![1, n], (0..n as i64).collect()).unwrap(),
-            ])
+            .run(
+                &kiln_runtime::decoding::decoder_inputs(exec.graph(), &ids, &(0..n as i64).collect::<Vec<_>>(), None)
+                    .unwrap(),
+            )
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         let all = out[0].to_f32_vec();
         let got = &all[all.len() - want.len()..];

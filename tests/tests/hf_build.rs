@@ -25,9 +25,10 @@ fn meta(source: &str) -> ModelMeta {
 fn last_logits(model: &Model, prompt: &[i64]) -> Vec<f32> {
     let mut exec = CpuExecutor::new(model.graph.clone(), model.weights.clone()).unwrap();
     let n = prompt.len();
-    let ids = Tensor::i64(vec![1, n], prompt.to_vec()).unwrap();
-    let positions = Tensor::i64(vec![1, n], (0..n as i64).collect()).unwrap();
-    let out = exec.run(&[ids, positions]).unwrap().remove(0).to_f32_vec();
+    let ids: Vec<u32> = prompt.iter().map(|&t| t as u32).collect();
+    let positions: Vec<i64> = (0..n as i64).collect();
+    let inputs = kiln_runtime::decoding::decoder_inputs(exec.graph(), &ids, &positions, None).unwrap();
+    let out = exec.run(&inputs).unwrap().remove(0).to_f32_vec();
     let vocab = model.meta.vocab_size as usize;
     out[(n - 1) * vocab..].to_vec()
 }

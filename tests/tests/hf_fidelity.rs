@@ -5,7 +5,6 @@
 use std::path::{Path, PathBuf};
 
 use kiln_frontends::hf::load_hf_dir;
-use kiln_ir::Tensor;
 use kiln_runtime::{CpuExecutor, GenerateConfig, Sampling, generate};
 use serde_json::Value;
 
@@ -52,10 +51,10 @@ fn check_architecture(arch: &str) -> f64 {
     let mut worst = 0.0f64;
     for (i, prompt) in golden.prompts.iter().enumerate() {
         let n = prompt.len();
-        let ids = Tensor::i64(vec![1, n], prompt.iter().map(|&t| i64::from(t)).collect()).unwrap();
-        let positions = Tensor::i64(vec![1, n], (0..n as i64).collect()).unwrap();
+        let positions: Vec<i64> = (0..n as i64).collect();
         exec.reset();
-        let out = exec.run(&[ids, positions]).unwrap_or_else(|e| panic!("{arch}: {e}"));
+        let inputs = kiln_runtime::decoding::decoder_inputs(exec.graph(), prompt, &positions, None).unwrap();
+        let out = exec.run(&inputs).unwrap_or_else(|e| panic!("{arch}: {e}"));
         assert_eq!(out[0].shape(), &[1, n, vocab]);
         let logits = out[0].to_f32_vec();
         let last = &logits[(n - 1) * vocab..];
@@ -145,10 +144,8 @@ fn default_model_matches_transformers() {
         assert_eq!(want.len(), vocab);
         let n = ids.len();
         exec.reset();
-        let inputs = [
-            Tensor::i64(vec![1, n], ids.iter().map(|&t| i64::from(t)).collect()).unwrap(),
-            Tensor::i64(vec![1, n], (0..n as i64).collect()).unwrap(),
-        ];
+        let positions: Vec<i64> = (0..n as i64).collect();
+        let inputs = kiln_runtime::decoding::decoder_inputs(exec.graph(), &ids, &positions, None).unwrap();
         let logits = exec.run(&inputs).unwrap().remove(0).to_f32_vec();
         let scale = want.iter().fold(0.0f64, |m, x| m.max(x.abs()));
         let diff =

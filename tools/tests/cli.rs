@@ -435,3 +435,61 @@ fn gguf_chat_prompt_matches_transformers_and_answers() {
     assert_eq!(run["stats"]["new_tokens"], 8);
     assert_eq!(run["text"], "The capital of France is Paris.<|im_end|>");
 }
+
+/// Python that repeats itself, the kind of prompt where drafting from the context pays.
+const REPETITIVE_CODE: &str = "def add(a, b):\n    return a + b\n\ndef sub(a, b):\n    return a - b\n\ndef mul(a, b):\n    return a * b\n\ndef div(a, b):\n";
+
+#[test]
+fn speculative_runs_emit_the_plain_greedy_tokens_in_fewer_steps() {
+    let model = default_model_dir();
+    let args = |speculate: &str| -> Vec<String> {
+        ["--prompt", REPETITIVE_CODE, "--max-new-tokens", "64", "--ignore-eos", "--speculate", speculate]
+            .map(String::from)
+            .to_vec()
+    };
+    let run = |speculate: &str| {
+        let a = args(speculate);
+        run_json(&model, &a.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let plain = run("none");
+    assert_eq!(ids_of(&plain).len(), 64);
+    assert_eq!(plain["stats"]["steps"], 64);
+    assert_eq!(plain["stats"]["accepted_per_step"], 1.0);
+    let draft = format!("draft:{}", model.display());
+    for speculate in ["ngram", "tree", draft.as_str()] {
+        let spec = run(speculate);
+        assert_eq!(ids_of(&spec), ids_of(&plain), "--speculate {speculate}: tokens differ from plain greedy");
+        let stats = &spec["stats"];
+        let per_step = stats["accepted_per_step"].as_f64().unwrap();
+        assert!(per_step > 1.5, "--speculate {speculate}: {stats}");
+        let rate = stats["acceptance_rate"].as_f64().unwrap();
+        assert!(rate > 0.0 && rate <= 1.0, "--speculate {speculate}: {stats}");
+        assert!(stats["steps"].as_u64().unwrap() < 64, "--speculate {speculate}: {stats}");
+        assert_eq!(stats["speculate"], speculate);
+    }
+}
+
+#[test]
+fn bad_speculation_options_exit_nonzero_with_a_reason() {
+    let model = default_model_dir();
+    let fails = |args: &[&str], phrase: &str| {
+        let out = kiln().arg("run").args(args).output().unwrap();
+        assert!(!out.status.success(), "{args:?} succeeded");
+        let err = unwrapped(&out.stderr);
+        assert!(err.contains(phrase), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    };
+    let m = model.to_str().unwrap();
+    fails(&[m, "--prompt", "x", "--speculate", "sometimes"], "none, ngram, tree, draft:PATH");
+    fails(&[m, "--prompt", "x", "--speculate", "draft:"], "needs the draft model's path");
+    let fixture = default_model_dir().join("../../tests/fixtures/hf/llama");
+    let draft = format!("draft:{}", fixture.display());
+    fails(&[m, "--prompt", "x", "--speculate", &draft], "share a tokenizer");
+    // A hand-written graph without a tree mask input: chains work, trees are refused.
+    let e = example();
+    let e = e.to_str().unwrap();
+    fails(&[e, "--prompt-ids", "1,2,3", "--speculate", "tree"], "tree_mask");
+    let chain = kiln().args(["run", e, "--prompt-ids", "1,2,3,1,2,3,1,2", "--json", "--speculate", "ngram"]).output();
+    let chain = chain.unwrap();
+    assert!(chain.status.success(), "{}", String::from_utf8_lossy(&chain.stderr));
+}

@@ -181,6 +181,10 @@ impl Builder<'_> {
         let seq_ty = TensorType::new(DType::I64, Shape(vec![Dim::Static(1), Dim::sym("seq")]));
         let ids = self.g.add_input(seq_ty.clone());
         let positions = self.g.add_input(seq_ty);
+        // The speculative-decoding tree mask (see the contract in `kiln_ir::model`): plain steps pass the
+        // causal mask, token-tree verification steps the tree's ancestry.
+        let seq = || Dim::sym("seq");
+        let tree_mask = self.g.add_input(TensorType::new(DType::Bool, Shape(vec![seq(), seq()])));
 
         let embed = self.weight(WeightNames::weight(&s.names.embed), &[s.vocab, s.hidden], Role::Matrix);
         let x = self.push(Op::Embedding {}, &[embed, ids])?;
@@ -197,7 +201,7 @@ impl Builder<'_> {
         }
 
         for i in 0..s.layers.len() {
-            x = self.layer(i, x, positions)?;
+            x = self.layer(i, x, positions, tree_mask)?;
         }
 
         let x = self.norm(x, &s.names.final_norm.clone(), s.hidden)?;
@@ -209,7 +213,7 @@ impl Builder<'_> {
         self.push(Op::Logits { softcap: s.final_softcap }, &[x, head])
     }
 
-    fn layer(&mut self, i: usize, x: ValueId, positions: ValueId) -> Result<ValueId, DecoderError> {
+    fn layer(&mut self, i: usize, x: ValueId, positions: ValueId, tree_mask: ValueId) -> Result<ValueId, DecoderError> {
         let s = self.spec;
         let n = &s.names.layer;
         let at = |t: &str| WeightNames::at(t, i);
@@ -256,7 +260,7 @@ impl Builder<'_> {
             sinks: 0,
             softcap: s.attention_softcap,
         };
-        let o = self.push(attention, &[q, k, v, positions])?;
+        let o = self.push(attention, &[q, k, v, positions, tree_mask])?;
         let merged = self.shape_constant(&[0, 0, heads * hd])?;
         let o = self.push(Op::Reshape { allowzero: false }, &[o, merged])?;
         let mut o = self.linear(o, &at(&n.o), h, q_out, s.out_bias)?;
@@ -393,6 +397,12 @@ mod tests {
                 g.nodes().filter_map(|(_, n)| matches!(n.op, Op::Attention { .. }).then_some(n.op.clone())).collect();
             assert_eq!(attention.len(), 2);
             assert_eq!(g.value_type(g.outputs()[0]).to_string(), "f32[1, seq, 32]");
+            assert_eq!(g.inputs().len(), 3, "ids, positions, tree_mask");
+            assert_eq!(g.value_type(g.inputs()[2]).to_string(), "bool[seq, seq]");
+            let mask = g.inputs()[2];
+            let masked =
+                g.nodes().filter(|(_, n)| n.op.name() == "attention" && n.inputs.get(4) == Some(&mask)).count();
+            assert_eq!(masked, 2, "every attention op takes the tree mask");
         }
     }
 

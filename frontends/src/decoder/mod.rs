@@ -1,6 +1,6 @@
 //! A builder of decoder-only transformer graphs: from a [`DecoderSpec`] (sizes, norm and attention
 //! variants, per-layer window and rope) and a weight store keyed by the spec's weight names, to a verified
-//! kiln graph that follows the decoder-graph contract of [`kiln_ir::model`].
+//! kiln graph that follows the decoder-graph contract of [`kiln_ir::model`], tree-mask input included.
 //!
 //! Frontends (Hugging Face, GGUF) translate their configuration into a spec; the spec is the single
 //! place where architecture differences are spelled out, so the graph is emitted by one code path.

@@ -1,22 +1,40 @@
 //! `linear` and `logits`: `x[..., K] · w[N, K]ᵀ` with the weight in its stored dtype.
 //!
 //! Weight rows are dequantized on the fly (f32/f16/bf16/q8c/q4g alike, through
-//! [`MatrixRows::read_row`]) and every product accumulates in f32. With several rows of `x`, rayon
-//! splits the output channels into blocks; each block dequantizes its weight rows into an f32 scratch
-//! tile and multiplies `x` by it with `gemm`. A single row of `x` (a decode step) is a GEMV, parallel
-//! over output channels, which reads each weight row exactly once.
+//! [`MatrixRows::read_row`]) and every product accumulates in f32.
+//!
+//! # Two kernels, and why the row count picks between them
+//!
+//! Up to [`ROW_INDEPENDENT_MAX_ROWS`] rows of `x` (a decode step, a speculative verification step, a
+//! short prompt), every output element is `dot(w[n], x[r])` with the fixed-order [`dot`] kernel: rayon
+//! splits the output channels into blocks, each block dequantizes its weight rows once and dots them
+//! with every row of `x` (four rows at a time through `dot4`, which gives each row `dot`'s exact bits). The result of row `r` depends on `x[r]` and the weights alone, not on how many
+//! other rows the step has or where `r` sits among them, so it is bit-identical to what a one-row step on
+//! `x[r]` computes. Speculative decoding relies on this: verifying position `i` inside a multi-token step
+//! gives exactly the logits that decoding position `i` on its own gives, so greedy speculation emits
+//! exactly the tokens of plain greedy decoding (the other per-token ops — norms, rope, attention over
+//! the same keys in the same order, elementwise ops — are row-independent by construction too).
+//!
+//! Above that (prompt prefill), `gemm` multiplies `x` by dequantized weight tiles. Its blocking makes an
+//! element's summation order depend on the matrix sizes, which is fine there: a long prefill is the same
+//! computation in plain and speculative decoding, and no verification step is that long (the decoding
+//! loop caps the rows of a step at [`ROW_INDEPENDENT_MAX_ROWS`]).
 
 use rayon::prelude::*;
 
-use super::dot::dot;
+use super::dot::{dot, dot4};
 use super::value::MatrixRows;
 
 /// Output channels per parallel block: large enough that `gemm` runs at speed, small enough that a
 /// block's scratch tile (`BLOCK_ROWS * K` f32) stays in cache-friendly territory and blocks balance.
 const BLOCK_ROWS: usize = 64;
 
-/// Output channels per task of the single-row path.
+/// Output channels per task of the row-independent path.
 const GEMV_ROWS: usize = 32;
+
+/// The most rows of `x` that the row-independent [`dot`] kernel computes (see the module docs): steps
+/// of up to this many tokens give every token bit-identical results whatever else is in the step.
+pub const ROW_INDEPENDENT_MAX_ROWS: usize = 64;
 
 /// Checks `x[..., K]` against `w[N, K]`; returns `(rows of x, K, N)`.
 pub fn check_matmul_shapes(x_shape: &[usize], w_shape: &[usize]) -> Result<(usize, usize, usize), String> {
@@ -44,20 +62,45 @@ pub fn matmul_weight_rows(x: &[f32], m: usize, k: usize, w: &MatrixRows<'_>, n: 
         return out;
     }
     if m == 1 {
+        // One row: write straight into the output (the same `dot(w[n], x)` as the block path below).
         out.par_chunks_mut(GEMV_ROWS).enumerate().for_each(|(block, dst)| {
             let mut scratch = vec![0.0f32; k];
             for (j, o) in dst.iter_mut().enumerate() {
-                let r = block * GEMV_ROWS + j;
-                let row = match w.row_slice(r, k) {
-                    Some(row) => row,
-                    None => {
-                        w.read_row(r, &mut scratch);
-                        &scratch
-                    }
-                };
-                *o = dot(row, x);
+                *o = dot(weight_row(w, block * GEMV_ROWS + j, k, &mut scratch), x);
             }
         });
+        return out;
+    }
+    if m <= ROW_INDEPENDENT_MAX_ROWS {
+        let blocks: Vec<(usize, Vec<f32>)> = (0..n.div_ceil(GEMV_ROWS))
+            .into_par_iter()
+            .map(|block| {
+                let n0 = block * GEMV_ROWS;
+                let nb = GEMV_ROWS.min(n - n0);
+                let mut scratch = vec![0.0f32; k];
+                let mut dst = vec![0.0f32; m * nb];
+                for j in 0..nb {
+                    let row = weight_row(w, n0 + j, k, &mut scratch);
+                    // Four rows of x per pass share the weight loads; `dot4` gives each exactly `dot`'s bits.
+                    let mut groups = x.chunks_exact(4 * k);
+                    let mut r = 0;
+                    for group in &mut groups {
+                        let (x0, rest) = group.split_at(k);
+                        let (x1, rest) = rest.split_at(k);
+                        let (x2, x3) = rest.split_at(k);
+                        for (i, v) in dot4(row, [x0, x1, x2, x3]).into_iter().enumerate() {
+                            dst[(r + i) * nb + j] = v;
+                        }
+                        r += 4;
+                    }
+                    for (i, xr) in groups.remainder().chunks_exact(k).enumerate() {
+                        dst[(r + i) * nb + j] = dot(row, xr);
+                    }
+                }
+                (n0, dst)
+            })
+            .collect();
+        scatter_blocks(&mut out, blocks, m, n);
         return out;
     }
     let blocks: Vec<(usize, Vec<f32>)> = (0..n.div_ceil(BLOCK_ROWS))
@@ -99,13 +142,29 @@ pub fn matmul_weight_rows(x: &[f32], m: usize, k: usize, w: &MatrixRows<'_>, n: 
             (n0, dst)
         })
         .collect();
+    scatter_blocks(&mut out, blocks, m, n);
+    out
+}
+
+/// Weight row `r` as f32: borrowed when stored as f32, else dequantized into `scratch`.
+fn weight_row<'a>(w: &'a MatrixRows<'_>, r: usize, k: usize, scratch: &'a mut [f32]) -> &'a [f32] {
+    match w.row_slice(r, k) {
+        Some(row) => row,
+        None => {
+            w.read_row(r, scratch);
+            scratch
+        }
+    }
+}
+
+/// Copies column blocks `(first channel, [m, nb] values)` into the row-major `[m, n]` output.
+fn scatter_blocks(out: &mut [f32], blocks: Vec<(usize, Vec<f32>)>, m: usize, n: usize) {
     for (n0, dst) in blocks {
         let nb = dst.len() / m;
         for (r, src) in dst.chunks(nb).enumerate() {
             out[r * n + n0..r * n + n0 + nb].copy_from_slice(src);
         }
     }
-    out
 }
 
 /// `linear(x[..., K], w[N, K], b?[N]) -> [..., N]` in f32; returns the values and the result shape.
@@ -154,4 +213,47 @@ pub fn logits(
         }
     }
     Ok((out, shape))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+
+    use super::*;
+
+    fn values(n: usize, seed: u32) -> Vec<f32> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                (s >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_row_is_computed_as_if_it_were_alone_up_to_the_limit() {
+        let (k, n) = (200, 70);
+        let w = values(n * k, 1);
+        let rows = MatrixRows::Dense { data: Cow::Borrowed(&w), cols: k };
+        let x = values(ROW_INDEPENDENT_MAX_ROWS * k, 2);
+        let alone: Vec<Vec<f32>> = x.chunks(k).map(|xr| matmul_weight_rows(xr, 1, k, &rows, n)).collect();
+        for m in [2, 3, 17, ROW_INDEPENDENT_MAX_ROWS] {
+            let together = matmul_weight_rows(&x[..m * k], m, k, &rows, n);
+            for (r, row) in together.chunks(n).enumerate() {
+                let same = row.iter().zip(&alone[r]).all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "m = {m}: row {r} differs from computing it alone");
+            }
+        }
+        // Above the limit gemm takes over: the same values within rounding.
+        let m = ROW_INDEPENDENT_MAX_ROWS + 1;
+        let x = values(m * k, 3);
+        let big = matmul_weight_rows(&x, m, k, &rows, n);
+        for (r, row) in big.chunks(n).enumerate() {
+            for (c, &v) in row.iter().enumerate() {
+                let exact: f64 = (0..k).map(|i| f64::from(x[r * k + i]) * f64::from(w[c * k + i])).sum();
+                assert!((f64::from(v) - exact).abs() < 1e-4, "row {r} col {c}: {v} vs {exact}");
+            }
+        }
+    }
 }

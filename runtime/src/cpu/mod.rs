@@ -16,3 +16,4 @@ mod shapes;
 mod value;
 
 pub use executor::CpuExecutor;
+pub use linear::ROW_INDEPENDENT_MAX_ROWS;

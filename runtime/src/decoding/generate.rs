@@ -6,9 +6,8 @@
 
 use std::time::Instant;
 
-use kiln_ir::{DType, Tensor, TensorData};
-
 use super::sampling::{Sampler, Sampling};
+use super::step::{check_decoder_contract, run_step};
 use crate::{CpuExecutor, RuntimeError};
 
 /// What to generate and how.
@@ -33,6 +32,28 @@ pub struct GenerateStats {
     pub decode_seconds: f64,
     /// `new_tokens / (prefill_seconds + decode_seconds)`; 0 when nothing was generated.
     pub tokens_per_s: f64,
+    /// Draft tokens proposed to the target for verification (speculative decoding; 0 otherwise). For a
+    /// token tree, every node counts.
+    pub draft_tokens: usize,
+    /// Draft tokens the target accepted (speculative decoding; 0 otherwise).
+    pub accepted_draft_tokens: usize,
+}
+
+impl GenerateStats {
+    /// Tokens produced per decode step: `(new_tokens - 1) / (steps - 1)` (the prefill produces the first
+    /// token, every decode step one or more), so exactly 1 for plain decoding; 0 without decode steps.
+    pub fn accepted_per_step(&self) -> f64 {
+        if self.steps <= 1 || self.new_tokens == 0 {
+            0.0
+        } else {
+            (self.new_tokens - 1) as f64 / (self.steps - 1) as f64
+        }
+    }
+
+    /// `accepted_draft_tokens / draft_tokens`; 0 when nothing was drafted.
+    pub fn acceptance_rate(&self) -> f64 {
+        if self.draft_tokens == 0 { 0.0 } else { self.accepted_draft_tokens as f64 / self.draft_tokens as f64 }
+    }
 }
 
 /// The generated tokens (without the prompt) and the stats.
@@ -65,7 +86,7 @@ pub fn generate_streaming(
         return Err(RuntimeError::Generate { message: "the prompt is empty; give at least one token".to_string() });
     }
     let mut sampler = Sampler::new(&config.sampling)?;
-    check_contract(exec)?;
+    check_decoder_contract(exec.graph())?;
     exec.reset();
     let mut stats = GenerateStats::default();
     let mut tokens = Vec::new();
@@ -74,8 +95,7 @@ pub fn generate_streaming(
     }
 
     let start = Instant::now();
-    let ids: Vec<i64> = prompt.iter().map(|&t| i64::from(t)).collect();
-    let mut next = step(exec, &ids, 0, &mut sampler)?;
+    let mut next = step(exec, prompt, 0, &mut sampler)?;
     stats.steps = 1;
     if exec.kv_len() != prompt.len() {
         return Err(RuntimeError::DecoderContract {
@@ -94,7 +114,7 @@ pub fn generate_streaming(
     let start = Instant::now();
     while tokens.len() < config.max_new_tokens && !config.stop_tokens.contains(&next) {
         let position = (prompt.len() + tokens.len() - 1) as i64;
-        next = step(exec, &[i64::from(next)], position, &mut sampler)?;
+        next = step(exec, &[next], position, &mut sampler)?;
         stats.steps += 1;
         tokens.push(next);
         on_token(next);
@@ -107,48 +127,9 @@ pub fn generate_streaming(
     Ok(GenerateOutput { tokens, stats })
 }
 
-/// Checks the graph's signature against the decoder-graph contract.
-fn check_contract(exec: &CpuExecutor) -> Result<(), RuntimeError> {
-    let g = exec.graph();
-    let bad = |message: String| RuntimeError::DecoderContract { message };
-    if g.inputs().len() != 2 {
-        return Err(bad(format!("it takes {} inputs, not 2 (ids, positions)", g.inputs().len())));
-    }
-    for (&v, name) in g.inputs().iter().zip(["ids", "positions"]) {
-        let ty = g.value_type(v);
-        if ty.dtype != DType::I64 || ty.rank() != 2 {
-            return Err(bad(format!("input `{name}` is {ty}, not i64[1, seq]")));
-        }
-    }
-    let Some(&logits) = g.outputs().first() else {
-        return Err(bad("it has no outputs; output 0 must be the logits".to_string()));
-    };
-    let ty = g.value_type(logits);
-    if ty.dtype != DType::F32 || ty.rank() != 3 {
-        return Err(bad(format!("output 0 is {ty}, not f32[1, seq, vocab]")));
-    }
-    Ok(())
-}
-
-/// Runs the graph on `ids` at positions `first_position..` and samples from the last logits row.
-fn step(exec: &mut CpuExecutor, ids: &[i64], first_position: i64, sampler: &mut Sampler) -> Result<u32, RuntimeError> {
-    let n = ids.len();
-    let positions: Vec<i64> = (first_position..first_position + n as i64).collect();
-    let inputs = [
-        Tensor::i64(vec![1, n], ids.to_vec()).expect("ids fill [1, n]"),
-        Tensor::i64(vec![1, n], positions).expect("positions fill [1, n]"),
-    ];
-    let outputs = exec.run(&inputs)?;
-    let logits = &outputs[0];
-    let (&[1, s, vocab], TensorData::F32(values)) = (logits.shape(), logits.data()) else {
-        return Err(RuntimeError::DecoderContract {
-            message: format!("output 0 is {}, not f32[1, seq, vocab]", logits.ty()),
-        });
-    };
-    if s != n || vocab == 0 {
-        return Err(RuntimeError::DecoderContract {
-            message: format!("for {n} tokens output 0 has shape {:?}, not [1, {n}, vocab]", logits.shape()),
-        });
-    }
-    sampler.sample(&values[(s - 1) * vocab..])
+/// Runs the graph on `ids` at positions `first_position..` (causally) and samples from the last logits row.
+fn step(exec: &mut CpuExecutor, ids: &[u32], first_position: i64, sampler: &mut Sampler) -> Result<u32, RuntimeError> {
+    let positions: Vec<i64> = (first_position..first_position + ids.len() as i64).collect();
+    let (logits, vocab) = run_step(exec, ids, &positions, None)?;
+    sampler.sample(&logits[logits.len() - vocab..])
 }

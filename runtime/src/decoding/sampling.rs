@@ -57,9 +57,23 @@ impl Sampler {
 
     /// The next token id for one row of logits.
     pub fn sample(&mut self, logits: &[f32]) -> Result<u32, RuntimeError> {
+        let Some(mut candidates) = self.candidates(logits)? else {
+            return argmax(logits);
+        };
+        Ok(candidates.draw(&mut self.rng))
+    }
+
+    /// Whether this sampler picks greedily (argmax) rather than at random.
+    pub fn is_greedy(&self) -> bool {
+        matches!(self.sampling, Sampling::Greedy)
+    }
+
+    /// The distribution [`Sampler::sample`] draws from for one row of logits (after temperature, top-k
+    /// and top-p), or `None` for greedy sampling.
+    pub fn candidates(&self, logits: &[f32]) -> Result<Option<Candidates>, RuntimeError> {
         check_logits(logits)?;
         let Sampling::Sample { temperature, top_k, top_p, .. } = self.sampling else {
-            return argmax(logits);
+            return Ok(None);
         };
         let mut order: Vec<u32> = (0..logits.len() as u32).collect();
         order.sort_by(|&a, &b| logits[b as usize].total_cmp(&logits[a as usize]).then(a.cmp(&b)));
@@ -82,17 +96,57 @@ impl Sampler {
             }
             weights.truncate(keep);
         }
-        let total: f64 = weights.iter().sum();
-        let target = self.rng.random::<f64>() * total;
+        order.truncate(weights.len());
+        Ok(Some(Candidates { order, weights }))
+    }
+
+    /// The sampler's random generator (speculative sampling draws its acceptance tests from it).
+    pub fn rng(&mut self) -> &mut ChaCha8Rng {
+        &mut self.rng
+    }
+}
+
+/// A distribution over token ids: the candidates in descending order of logit with unnormalised
+/// weights (ids absent from `order` have probability 0).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Candidates {
+    order: Vec<u32>,
+    weights: Vec<f64>,
+}
+
+impl Candidates {
+    /// The sum of the weights (the normaliser).
+    pub fn total(&self) -> f64 {
+        self.weights.iter().sum()
+    }
+
+    /// The unnormalised weight of `id` (0 when it is not a candidate).
+    pub fn weight(&self, id: u32) -> f64 {
+        self.order.iter().position(|&c| c == id).map_or(0.0, |i| self.weights[i])
+    }
+
+    /// Sets the weight of `id` to 0: the residual distribution `normalize(max(p - onehot(id), 0))` left
+    /// after rejecting a deterministic draft `id`.
+    pub fn remove(&mut self, id: u32) {
+        if let Some(i) = self.order.iter().position(|&c| c == id) {
+            self.weights[i] = 0.0;
+        }
+    }
+
+    /// One draw: a uniform `u` in `[0, 1)` picks from the cumulative weights in candidate order.
+    pub fn draw(&mut self, rng: &mut ChaCha8Rng) -> u32 {
+        let total = self.total();
+        let target = rng.random::<f64>() * total;
         let mut cumulative = 0.0;
-        for (&id, &w) in order.iter().zip(&weights) {
+        for (&id, &w) in self.order.iter().zip(&self.weights) {
             cumulative += w;
             if target < cumulative {
-                return Ok(id);
+                return id;
             }
         }
-        // Rounding can leave `target` a hair above the last cumulative sum: the last candidate.
-        Ok(order[weights.len() - 1])
+        // Rounding can leave `target` a hair above the last cumulative sum: the last candidate with weight.
+        let last = self.weights.iter().rposition(|&w| w > 0.0).unwrap_or(self.order.len() - 1);
+        self.order[last]
     }
 }
 

@@ -138,10 +138,21 @@ pub fn tiny_weights(c: &TinyConfig, seed: u64) -> WeightStore {
 /// `use_cache`, attention ops carry their layer index and use the executor's KV cache; without, each
 /// run attends over exactly the tokens it is given.
 pub fn tiny_decoder(c: &TinyConfig, weights: &WeightStore, use_cache: bool) -> Graph {
+    build_tiny_decoder(c, weights, use_cache, false)
+}
+
+/// The tiny decoder with the optional third input `tree_mask: bool[seq, seq]` passed to every attention
+/// op (as the frontends build decoders), so that it can verify token trees; it always uses the cache.
+pub fn tiny_tree_decoder(c: &TinyConfig, weights: &WeightStore) -> Graph {
+    build_tiny_decoder(c, weights, true, true)
+}
+
+fn build_tiny_decoder(c: &TinyConfig, weights: &WeightStore, use_cache: bool, with_mask: bool) -> Graph {
     let mut g = Graph::new("tiny_llama");
     let seq = || Err("seq");
     let ids = g.add_input(sym_type(DType::I64, &[Ok(1), seq()]));
     let positions = g.add_input(sym_type(DType::I64, &[Ok(1), seq()]));
+    let mask = with_mask.then(|| g.add_input(sym_type(DType::Bool, &[seq(), seq()])));
     let act = |dims: &[usize]| {
         let mut d = vec![Ok(1), seq()];
         d.extend(dims.iter().map(|&n| Ok(n as u64)));
@@ -187,7 +198,9 @@ pub fn tiny_decoder(c: &TinyConfig, weights: &WeightStore, use_cache: bool) -> G
             sinks: 0,
             softcap: None,
         };
-        let a = one(&mut g, attn, vec![q, k, v, positions], act(&[c.heads, hd]));
+        let mut operands = vec![q, k, v, positions];
+        operands.extend(mask);
+        let a = one(&mut g, attn, operands, act(&[c.heads, hd]));
         let a = one(&mut g, Op::Reshape { allowzero: false }, vec![a, flat_shape], act(&[c.heads * hd]));
         let o = proj(&mut g, "wo", a, h);
         x = one(&mut g, Op::Binary(kiln_ir::BinaryOp::Add), vec![x, o], act(&[h]));

@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use kiln_ir::{Tensor, TensorData};
+use kiln_ir::TensorData;
 use miette::{IntoDiagnostic, Result, miette};
 
 use super::diagnostics::report;
@@ -37,11 +37,9 @@ pub fn run(args: LogitsArgs) -> Result<()> {
     let mut exec = cpu_executor(model, &args.pipeline, path)?;
 
     let n = prompt.len();
-    let ids = prompt.iter().map(|&t| i64::from(t)).collect();
-    let inputs = [
-        Tensor::i64(vec![1, n], ids).expect("ids fill [1, n]"),
-        Tensor::i64(vec![1, n], (0..n as i64).collect()).expect("positions fill [1, n]"),
-    ];
+    let positions: Vec<i64> = (0..n as i64).collect();
+    let inputs = kiln_runtime::decoding::decoder_inputs(exec.graph(), &prompt, &positions, None)
+        .map_err(|e| miette!("{}: {e}", path.display()))?;
     let outputs = exec.run(&inputs).map_err(|e| miette!("{}: {e}", path.display()))?;
     let logits = outputs.first().ok_or_else(|| miette!("{}: the graph has no outputs", path.display()))?;
     let (&[1, seq, vocab], TensorData::F32(values)) = (logits.shape(), logits.data()) else {

@@ -1,0 +1,176 @@
+//! Exactness of speculative decoding on real models (the default model and the tiny Hugging Face
+//! fixtures of every architecture): the logits of a position verified inside a multi-token step (a chain,
+//! or a token tree with decoy branches and a compacted KV cache afterwards) are bit-identical to those of
+//! decoding it on its own, and greedy speculative generation emits exactly the tokens of plain greedy
+//! generation for every drafter.
+
+use std::path::{Path, PathBuf};
+
+use kiln_runtime::decoding::{
+    Drafter, ModelDrafter, NgramConfig, NgramDrafter, TokenTree, generate_speculative, run_step,
+};
+use kiln_runtime::{CpuExecutor, GenerateConfig, Sampling, TextTokenizer, generate};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The default model and every HF fixture, with their vocabulary sizes.
+fn models() -> Vec<(String, PathBuf)> {
+    let mut all = vec![("default".to_string(), repo().join("models/default"))];
+    for arch in ["gemma3", "gpt2", "llama", "mistral", "qwen2", "qwen3"] {
+        all.push((arch.to_string(), repo().join("tests/fixtures/hf").join(arch)));
+    }
+    all
+}
+
+fn executor(path: &Path) -> (CpuExecutor, usize) {
+    let model = kiln::load_model(path, None).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let vocab = model.meta.vocab_size as usize;
+    (CpuExecutor::new(model.graph, model.weights).unwrap(), vocab)
+}
+
+/// Asserts two logits rows are bit for bit the same, naming the first element that is not.
+#[track_caller]
+fn assert_bits_eq(got: &[f32], want: &[f32], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths differ");
+    if let Some(i) = got.iter().zip(want).position(|(a, b)| a.to_bits() != b.to_bits()) {
+        panic!(
+            "{what}: element {i} is {} (bits {:#x}), not {} (bits {:#x})",
+            got[i],
+            got[i].to_bits(),
+            want[i],
+            want[i].to_bits()
+        );
+    }
+}
+
+/// Runs one step at consecutive positions from `first`.
+fn step(exec: &mut CpuExecutor, ids: &[u32], first: i64) -> Vec<f32> {
+    let positions: Vec<i64> = (first..first + ids.len() as i64).collect();
+    run_step(exec, ids, &positions, None).unwrap().0
+}
+
+#[test]
+fn verified_positions_are_bit_identical_to_decoded_ones() {
+    for (name, path) in models() {
+        let (mut exec, vocab) = executor(&path);
+        let tokens: Vec<u32> = (0..28u32).map(|i| (i * 37 + 11) % vocab as u32).collect();
+        let prefill = 8;
+
+        // Reference: decode tokens prefill.. one at a time.
+        exec.reset();
+        step(&mut exec, &tokens[..prefill], 0);
+        let mut decoded = Vec::new();
+        for (i, &t) in tokens.iter().enumerate().skip(prefill) {
+            decoded.push(step(&mut exec, &[t], i as i64));
+        }
+
+        // A chain of 20 tokens verified in one step.
+        exec.reset();
+        step(&mut exec, &tokens[..prefill], 0);
+        let chain = step(&mut exec, &tokens[prefill..], prefill as i64);
+        for (j, row) in chain.chunks(vocab).enumerate() {
+            assert_bits_eq(row, &decoded[j], &format!("{name}: chain row {j} differs from decoding it"));
+        }
+
+        // A tree whose true path (tokens[prefill + 1..prefill + 13]) is interleaved with decoy branches, so
+        // that the path's nodes are not contiguous in the step; then compaction and more decode steps.
+        exec.reset();
+        step(&mut exec, &tokens[..prefill], 0);
+        let root = prefill;
+        let path = &tokens[root + 1..root + 13];
+        let mut tree = TokenTree::new();
+        for d in 0..path.len() {
+            let decoy = (path[d] + 1) % vocab as u32;
+            if d % 2 == 0 {
+                tree.insert_path(&[&path[..d], &[decoy, path[d]]].concat(), usize::MAX);
+            }
+            tree.insert_path(&path[..=d], usize::MAX);
+            if d % 3 == 1 {
+                tree.insert_path(&[&path[..d], &[decoy]].concat(), usize::MAX);
+            }
+        }
+        assert!(tree.len() > path.len() + 6 && tree.len() < 63, "{name}: the tree has {} nodes", tree.len());
+        let mask = tree.step_mask();
+        let positions = tree.step_positions(root as i64);
+        let (logits, _) = run_step(&mut exec, &tree.step_tokens(tokens[root]), &positions, Some(&mask)).unwrap();
+        assert_bits_eq(&logits[..vocab], &decoded[0], &format!("{name}: the root row differs"));
+        let mut at = None;
+        let mut kept = Vec::new();
+        for (d, &t) in path.iter().enumerate() {
+            let node = tree.child(at, t).expect("the path is in the tree");
+            let row = &logits[(node + 1) * vocab..(node + 2) * vocab];
+            assert_bits_eq(row, &decoded[d + 1], &format!("{name}: tree node at depth {} differs", d + 1));
+            kept.push(root + 1 + node);
+            at = Some(node);
+        }
+        assert!(kept.windows(2).any(|w| w[1] != w[0] + 1), "{name}: the path should not be contiguous");
+        let keep: Vec<usize> = (0..=root).chain(kept).collect();
+        exec.compact_kv(&keep).unwrap();
+        let next = root + 1 + path.len();
+        for (i, &t) in tokens.iter().enumerate().skip(next) {
+            let row = step(&mut exec, &[t], i as i64);
+            assert_bits_eq(&row, &decoded[i - prefill], &format!("{name}: decoding position {i} after compaction"));
+        }
+    }
+}
+
+/// Prompts for a model: for the default model, Python code that repeats itself (so drafts get accepted),
+/// for the fixtures a repeated id pattern and a prompt with its greedy continuation repeated.
+fn prompts(name: &str, path: &Path, exec: &mut CpuExecutor, vocab: usize) -> Vec<Vec<u32>> {
+    if name == "default" {
+        let json = std::fs::read_to_string(path.join("tokenizer.json")).unwrap();
+        let tok = TextTokenizer::from_json(&json).unwrap();
+        let code = [
+            "def add(a, b):\n    return a + b\n\ndef sub(a, b):\n    return a - b\n\ndef mul(a, b):\n",
+            "for i in range(10):\n    print(i)\nfor j in range(10):\n    print(j)\nfor k in range(",
+            "class Point:\n    def __init__(self, x, y):\n        self.x = x\n        self.y = y\n\nclass Size:\n",
+        ];
+        return code.iter().map(|c| tok.encode(c, false).unwrap()).collect();
+    }
+    let v = vocab as u32;
+    let pattern: Vec<u32> = (0..9u32).map(|i| (i * 29 + 5) % v).collect();
+    let seed = vec![7 % v, 100 % v, 3 % v];
+    let cont = generate(exec, &seed, &greedy(12)).unwrap().tokens;
+    vec![pattern.repeat(3), [seed.clone(), cont.clone(), seed, cont[..4].to_vec()].concat(), vec![1, 2, 3]]
+}
+
+fn greedy(max_new_tokens: usize) -> GenerateConfig {
+    GenerateConfig { max_new_tokens, sampling: Sampling::Greedy, stop_tokens: vec![] }
+}
+
+#[test]
+fn greedy_speculative_decoding_emits_the_plain_greedy_tokens_for_every_drafter() {
+    let all = models();
+    for (i, (name, path)) in all.iter().enumerate() {
+        let (mut exec, vocab) = executor(path);
+        // The draft model: the default model drafts for itself; a fixture is drafted by the next fixture
+        // (a different model with the same 256-token vocabulary, so drafts are often wrong).
+        let draft_path = if name == "default" { path.clone() } else { all[1 + i % (all.len() - 1)].1.clone() };
+        let mut drafters: Vec<(String, Box<dyn Drafter>)> = vec![
+            ("ngram".into(), Box::new(NgramDrafter::new(NgramConfig::default()).unwrap())),
+            (
+                "ngram tree".into(),
+                Box::new(NgramDrafter::new(NgramConfig { branches: 3, ..NgramConfig::default() }).unwrap()),
+            ),
+            ("draft model".into(), Box::new(ModelDrafter::new(executor(&draft_path).0, 5, 1).unwrap())),
+            ("draft model tree".into(), Box::new(ModelDrafter::new(executor(&draft_path).0, 4, 3).unwrap())),
+        ];
+        for prompt in prompts(name, path, &mut exec, vocab) {
+            let config = greedy(64);
+            let plain = generate(&mut exec, &prompt, &config).unwrap();
+            assert_eq!(plain.tokens.len(), 64);
+            for (drafter_name, drafter) in &mut drafters {
+                let spec = generate_speculative(&mut exec, drafter.as_mut(), &prompt, &config).unwrap();
+                let what = format!("{name}, {drafter_name}, prompt {:?}..", &prompt[..prompt.len().min(4)]);
+                assert_eq!(spec.tokens, plain.tokens, "{what}: speculative tokens differ from plain greedy");
+                assert!(spec.stats.steps <= plain.stats.steps, "{what}: more steps than plain decoding");
+                if name == "default" {
+                    // The default model copies from its context; every drafter gets well past one token.
+                    assert!(spec.stats.accepted_per_step() > 1.3, "{what}: {:?}", spec.stats);
+                }
+            }
+        }
+    }
+}
