@@ -82,34 +82,11 @@ pub fn generate_streaming(
     config: &GenerateConfig,
     mut on_token: impl FnMut(u32),
 ) -> Result<GenerateOutput, RuntimeError> {
-    if prompt.is_empty() {
-        return Err(RuntimeError::Generate { message: "the prompt is empty; give at least one token".to_string() });
-    }
-    let mut sampler = Sampler::new(&config.sampling)?;
-    check_decoder_contract(exec.graph())?;
-    exec.reset();
-    let mut stats = GenerateStats::default();
-    let mut tokens = Vec::new();
-    if config.max_new_tokens == 0 {
-        return Ok(GenerateOutput { tokens, stats });
-    }
-
-    let start = Instant::now();
-    let mut next = step(exec, prompt, 0, &mut sampler)?;
-    stats.steps = 1;
-    if exec.kv_len() != prompt.len() {
-        return Err(RuntimeError::DecoderContract {
-            message: format!(
-                "after a prefill of {} tokens the KV cache holds {}; the graph's attention ops must set `layer` \
-                 so that decode steps can reuse the cache",
-                prompt.len(),
-                exec.kv_len()
-            ),
-        });
-    }
-    tokens.push(next);
+    let Some(Prefill { mut sampler, first: mut next, mut stats, .. }) = prefill(exec, prompt, config)? else {
+        return Ok(GenerateOutput { tokens: Vec::new(), stats: GenerateStats::default() });
+    };
+    let mut tokens = vec![next];
     on_token(next);
-    stats.prefill_seconds = start.elapsed().as_secs_f64();
 
     let start = Instant::now();
     while tokens.len() < config.max_new_tokens && !config.stop_tokens.contains(&next) {
@@ -125,6 +102,50 @@ pub fn generate_streaming(
     let seconds = stats.prefill_seconds + stats.decode_seconds;
     stats.tokens_per_s = if seconds > 0.0 { stats.new_tokens as f64 / seconds } else { 0.0 };
     Ok(GenerateOutput { tokens, stats })
+}
+
+/// What plain and speculative decoding both start from: the prompt's prefill and its sampled first token.
+pub(super) struct Prefill {
+    pub sampler: Sampler,
+    pub first: u32,
+    /// Entries in one row of logits.
+    pub vocab: usize,
+    /// `steps` = 1 and `prefill_seconds` filled in.
+    pub stats: GenerateStats,
+}
+
+/// Checks the request and the graph, empties the KV cache and runs the prompt, sampling the first new
+/// token. `None` when no token is asked for.
+pub(super) fn prefill(
+    exec: &mut CpuExecutor,
+    prompt: &[u32],
+    config: &GenerateConfig,
+) -> Result<Option<Prefill>, RuntimeError> {
+    if prompt.is_empty() {
+        return Err(RuntimeError::Generate { message: "the prompt is empty; give at least one token".to_string() });
+    }
+    let mut sampler = Sampler::new(&config.sampling)?;
+    check_decoder_contract(exec.graph())?;
+    exec.reset();
+    if config.max_new_tokens == 0 {
+        return Ok(None);
+    }
+    let start = Instant::now();
+    let positions: Vec<i64> = (0..prompt.len() as i64).collect();
+    let (logits, vocab) = run_step(exec, prompt, &positions, None)?;
+    let first = sampler.sample(&logits[logits.len() - vocab..])?;
+    if exec.kv_len() != prompt.len() {
+        return Err(RuntimeError::DecoderContract {
+            message: format!(
+                "after a prefill of {} tokens the KV cache holds {}; the graph's attention ops must set `layer` \
+                 so that decode steps can reuse the cache",
+                prompt.len(),
+                exec.kv_len()
+            ),
+        });
+    }
+    let stats = GenerateStats { steps: 1, prefill_seconds: start.elapsed().as_secs_f64(), ..GenerateStats::default() };
+    Ok(Some(Prefill { sampler, first, vocab, stats }))
 }
 
 /// Runs the graph on `ids` at positions `first_position..` (causally) and samples from the last logits row.

@@ -25,9 +25,9 @@
 use std::time::Instant;
 
 use super::drafter::{DraftFeedback, DraftLimits, Drafter};
-use super::generate::{GenerateConfig, GenerateOutput, GenerateStats};
+use super::generate::{GenerateConfig, GenerateOutput, GenerateStats, Prefill, prefill};
 use super::sampling::{Sampler, argmax};
-use super::step::{check_decoder_contract, has_tree_mask, run_step};
+use super::step::{has_tree_mask, run_step};
 use super::tree::TokenTree;
 use crate::cpu::ROW_INDEPENDENT_MAX_ROWS;
 use crate::{CpuExecutor, RuntimeError};
@@ -84,33 +84,13 @@ fn speculate(
     rule: Rule,
     mut on_token: impl FnMut(u32),
 ) -> Result<GenerateOutput, RuntimeError> {
-    if prompt.is_empty() {
-        return Err(RuntimeError::Generate { message: "the prompt is empty; give at least one token".to_string() });
-    }
-    let mut sampler = Sampler::new(&config.sampling)?;
-    check_decoder_contract(exec.graph())?;
-    exec.reset();
-    drafter.begin(prompt)?;
-    let mut stats = GenerateStats::default();
-    let mut tokens: Vec<u32> = Vec::new();
-    if config.max_new_tokens == 0 {
-        return Ok(GenerateOutput { tokens, stats });
-    }
-
     // The prefill is exactly plain decoding's.
-    let start = Instant::now();
-    let positions: Vec<i64> = (0..prompt.len() as i64).collect();
-    let (logits, vocab) = run_step(exec, prompt, &positions, None)?;
-    let first = sampler.sample(&logits[logits.len() - vocab..])?;
-    stats.steps = 1;
-    if exec.kv_len() != prompt.len() {
-        return Err(RuntimeError::DecoderContract {
-            message: "the graph's attention ops must set `layer` so that decode steps can reuse the cache".to_string(),
-        });
-    }
-    tokens.push(first);
+    let Some(Prefill { mut sampler, first, vocab, mut stats }) = prefill(exec, prompt, config)? else {
+        return Ok(GenerateOutput { tokens: Vec::new(), stats: GenerateStats::default() });
+    };
+    drafter.begin(prompt)?;
+    let mut tokens = vec![first];
     on_token(first);
-    stats.prefill_seconds = start.elapsed().as_secs_f64();
 
     let start = Instant::now();
     let mut context: Vec<u32> = prompt.to_vec();
