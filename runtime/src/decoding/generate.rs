@@ -6,9 +6,10 @@
 
 use std::time::Instant;
 
+use super::executor::DecoderExecutor;
 use super::sampling::{Sampler, Sampling};
 use super::step::{check_decoder_contract, run_step};
-use crate::{CpuExecutor, RuntimeError};
+use crate::RuntimeError;
 
 /// What to generate and how.
 #[derive(Clone, Debug, PartialEq)]
@@ -67,7 +68,7 @@ pub struct GenerateOutput {
 /// contract in [`crate::decoding`]). The executor's KV cache is reset first and holds the prompt and
 /// the generated tokens (but the last) afterwards.
 pub fn generate(
-    exec: &mut CpuExecutor,
+    exec: &mut dyn DecoderExecutor,
     prompt: &[u32],
     config: &GenerateConfig,
 ) -> Result<GenerateOutput, RuntimeError> {
@@ -77,7 +78,7 @@ pub fn generate(
 /// [`generate`], calling `on_token` with each new token as soon as it is sampled (to print text while
 /// the model is still generating).
 pub fn generate_streaming(
-    exec: &mut CpuExecutor,
+    exec: &mut dyn DecoderExecutor,
     prompt: &[u32],
     config: &GenerateConfig,
     mut on_token: impl FnMut(u32),
@@ -117,7 +118,7 @@ pub(super) struct Prefill {
 /// Checks the request and the graph, empties the KV cache and runs the prompt, sampling the first new
 /// token. `None` when no token is asked for.
 pub(super) fn prefill(
-    exec: &mut CpuExecutor,
+    exec: &mut dyn DecoderExecutor,
     prompt: &[u32],
     config: &GenerateConfig,
 ) -> Result<Option<Prefill>, RuntimeError> {
@@ -149,7 +150,12 @@ pub(super) fn prefill(
 }
 
 /// Runs the graph on `ids` at positions `first_position..` (causally) and samples from the last logits row.
-fn step(exec: &mut CpuExecutor, ids: &[u32], first_position: i64, sampler: &mut Sampler) -> Result<u32, RuntimeError> {
+fn step(
+    exec: &mut dyn DecoderExecutor,
+    ids: &[u32],
+    first_position: i64,
+    sampler: &mut Sampler,
+) -> Result<u32, RuntimeError> {
     let positions: Vec<i64> = (first_position..first_position + ids.len() as i64).collect();
     let (logits, vocab) = run_step(exec, ids, &positions, None)?;
     sampler.sample(&logits[logits.len() - vocab..])

@@ -20,6 +20,7 @@
 //!   executor's KV cache (a step feeds only its new tokens).
 
 mod drafter;
+mod executor;
 mod generate;
 mod model_drafter;
 mod ngram;
@@ -29,6 +30,7 @@ mod step;
 mod tree;
 
 pub use drafter::{DraftFeedback, DraftLimits, Drafter};
+pub use executor::DecoderExecutor;
 pub use generate::{GenerateConfig, GenerateOutput, GenerateStats, generate, generate_streaming};
 pub use model_drafter::ModelDrafter;
 pub use ngram::{NgramConfig, NgramDrafter};

@@ -7,14 +7,14 @@
 //! alternative leaves, which costs no extra draft steps and lets the target accept a near miss.
 
 use super::drafter::{DraftFeedback, DraftLimits, Drafter};
+use super::executor::DecoderExecutor;
 use super::step::{check_decoder_contract, run_step};
 use super::tree::TokenTree;
-use crate::{CpuExecutor, RuntimeError};
+use crate::RuntimeError;
 
 /// A drafter running its own decoder graph.
-#[derive(Debug)]
 pub struct ModelDrafter {
-    exec: CpuExecutor,
+    exec: Box<dyn DecoderExecutor>,
     draft_len: usize,
     branches: usize,
     /// The tokens in the draft model's KV cache, in order.
@@ -24,23 +24,38 @@ pub struct ModelDrafter {
 impl ModelDrafter {
     /// Drafts `draft_len` tokens per step with `exec` (a decoder graph), with `branches` candidates per
     /// level (1: a single chain).
-    pub fn new(exec: CpuExecutor, draft_len: usize, branches: usize) -> Result<ModelDrafter, RuntimeError> {
+    pub fn new(
+        exec: impl DecoderExecutor + 'static,
+        draft_len: usize,
+        branches: usize,
+    ) -> Result<ModelDrafter, RuntimeError> {
         check_decoder_contract(exec.graph())?;
         if draft_len == 0 || branches == 0 {
             return Err(RuntimeError::Generate {
                 message: "the draft model's draft length and branches must be at least 1".to_string(),
             });
         }
-        Ok(ModelDrafter { exec, draft_len, branches, cached: Vec::new() })
+        Ok(ModelDrafter { exec: Box::new(exec), draft_len, branches, cached: Vec::new() })
     }
 
     /// Feeds `tokens` after the cached ones and returns the logits after the last of them.
     fn feed(&mut self, tokens: &[u32]) -> Result<Vec<f32>, RuntimeError> {
         let first = self.cached.len() as i64;
         let positions: Vec<i64> = (first..first + tokens.len() as i64).collect();
-        let (logits, vocab) = run_step(&mut self.exec, tokens, &positions, None)?;
+        let (logits, vocab) = run_step(self.exec.as_mut(), tokens, &positions, None)?;
         self.cached.extend_from_slice(tokens);
         Ok(logits[logits.len() - vocab..].to_vec())
+    }
+}
+
+impl std::fmt::Debug for ModelDrafter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModelDrafter")
+            .field("graph", &self.exec.graph().name)
+            .field("draft_len", &self.draft_len)
+            .field("branches", &self.branches)
+            .field("cached", &self.cached.len())
+            .finish()
     }
 }
 

@@ -7,7 +7,8 @@
 //! parent, and the bonus token is the argmax after the last accepted token, so every emitted token is the
 //! argmax of the target's logits after the tokens before it. Those logits are bit-identical to the ones
 //! plain decoding computes for the same position: a verification step has at most
-//! [`ROW_INDEPENDENT_MAX_ROWS`] rows, where `linear`/`logits` compute every row with the row-independent
+//! [`DecoderExecutor::max_exact_step_rows`] rows. On the CPU that is
+//! [`crate::cpu::ROW_INDEPENDENT_MAX_ROWS`], where `linear`/`logits` compute every row with the row-independent
 //! dot kernel (see `cpu::linear`), norms, rope and elementwise ops are per token, and attention of a tree
 //! node sees exactly the keys of positions `0..=p` in increasing order (past keys from the cache, then its
 //! ancestors, which precede it in the step; masked keys are skipped, not weighted by zero). Rejected
@@ -25,17 +26,17 @@
 use std::time::Instant;
 
 use super::drafter::{DraftFeedback, DraftLimits, Drafter};
+use super::executor::DecoderExecutor;
 use super::generate::{GenerateConfig, GenerateOutput, GenerateStats, Prefill, prefill};
 use super::sampling::{Sampler, argmax};
 use super::step::{has_tree_mask, run_step};
 use super::tree::TokenTree;
-use crate::cpu::ROW_INDEPENDENT_MAX_ROWS;
-use crate::{CpuExecutor, RuntimeError};
+use crate::RuntimeError;
 
 /// [`super::generate`] with speculative decoding: the same tokens for greedy decoding, the same
 /// distribution for sampling, in fewer target steps when the drafter guesses well.
 pub fn generate_speculative(
-    exec: &mut CpuExecutor,
+    exec: &mut dyn DecoderExecutor,
     drafter: &mut dyn Drafter,
     prompt: &[u32],
     config: &GenerateConfig,
@@ -45,7 +46,7 @@ pub fn generate_speculative(
 
 /// [`generate_speculative`], calling `on_token` with each new token as soon as it is accepted.
 pub fn generate_speculative_streaming(
-    exec: &mut CpuExecutor,
+    exec: &mut dyn DecoderExecutor,
     drafter: &mut dyn Drafter,
     prompt: &[u32],
     config: &GenerateConfig,
@@ -68,7 +69,7 @@ enum Rule {
 /// broken rule; never use it to generate.
 #[doc(hidden)]
 pub fn generate_speculative_accepting_every_draft(
-    exec: &mut CpuExecutor,
+    exec: &mut dyn DecoderExecutor,
     drafter: &mut dyn Drafter,
     prompt: &[u32],
     config: &GenerateConfig,
@@ -77,7 +78,7 @@ pub fn generate_speculative_accepting_every_draft(
 }
 
 fn speculate(
-    exec: &mut CpuExecutor,
+    exec: &mut dyn DecoderExecutor,
     drafter: &mut dyn Drafter,
     prompt: &[u32],
     config: &GenerateConfig,
@@ -100,7 +101,7 @@ fn speculate(
         let past = context.len() - 1;
         let limits = DraftLimits {
             max_depth: config.max_new_tokens - tokens.len() - 1,
-            max_nodes: ROW_INDEPENDENT_MAX_ROWS - 1,
+            max_nodes: exec.max_exact_step_rows() - 1,
         };
         let tree = drafter.propose(&context, limits)?;
         check_tree(&tree, limits, vocab, has_tree_mask(exec.graph()))?;

@@ -3,7 +3,8 @@
 
 use kiln_ir::{DType, Graph, Tensor, TensorData};
 
-use crate::{CpuExecutor, RuntimeError};
+use super::executor::DecoderExecutor;
+use crate::RuntimeError;
 
 /// Checks a graph's signature against the decoder-graph contract (see [`crate::decoding`]).
 pub fn check_decoder_contract(g: &Graph) -> Result<(), RuntimeError> {
@@ -80,25 +81,10 @@ pub fn decoder_inputs(
 
 /// Runs one step and returns its logits, `[ids.len(), vocab]` row-major, and the vocabulary size.
 pub fn run_step(
-    exec: &mut CpuExecutor,
+    exec: &mut dyn DecoderExecutor,
     ids: &[u32],
     positions: &[i64],
     mask: Option<&[bool]>,
 ) -> Result<(Vec<f32>, usize), RuntimeError> {
-    let n = ids.len();
-    let inputs = decoder_inputs(exec.graph(), ids, positions, mask)?;
-    let mut outputs = exec.run(&inputs)?;
-    let logits = outputs.swap_remove(0);
-    let (&[1, s, vocab], TensorData::F32(_)) = (logits.shape(), logits.data()) else {
-        return Err(RuntimeError::DecoderContract {
-            message: format!("output 0 is {}, not f32[1, seq, vocab]", logits.ty()),
-        });
-    };
-    if s != n || vocab == 0 {
-        return Err(RuntimeError::DecoderContract {
-            message: format!("for {n} tokens output 0 has shape {:?}, not [1, {n}, vocab]", logits.shape()),
-        });
-    }
-    let TensorData::F32(values) = logits.into_data() else { unreachable!("matched as f32 above") };
-    Ok((values, vocab))
+    exec.step(ids, positions, mask)
 }

@@ -1,0 +1,92 @@
+//! [`DecoderExecutor`]: what the generation loops need from an executor of a decoder graph, so that the
+//! same loops (plain, speculative, draft models) drive the CPU reference executor and the CUDA one.
+
+use kiln_ir::Graph;
+
+use super::step::decoder_inputs;
+use crate::cpu::ROW_INDEPENDENT_MAX_ROWS;
+use crate::{CpuExecutor, RuntimeError};
+use kiln_ir::TensorData;
+
+/// An executor of a decoder graph (see the contract in [`crate::decoding`]) that keeps a KV cache.
+pub trait DecoderExecutor {
+    /// The decoder graph it runs (the loops check its signature and whether it takes a tree mask).
+    fn graph(&self) -> &Graph;
+
+    /// Runs one step on `ids` at `positions` (with `mask`, row-major `[n, n]`, or the causal mask when
+    /// `None`), appending the step's keys and values to the KV cache, and returns the logits,
+    /// `[ids.len(), vocab]` row-major, and the vocabulary size. A failed step leaves the cache as it was.
+    fn step(
+        &mut self,
+        ids: &[u32],
+        positions: &[i64],
+        mask: Option<&[bool]>,
+    ) -> Result<(Vec<f32>, usize), RuntimeError>;
+
+    /// Number of tokens in the KV cache.
+    fn kv_len(&self) -> usize;
+
+    /// Empties the KV cache.
+    fn reset(&mut self);
+
+    /// Keeps only the first `len` cached tokens; `len` above [`DecoderExecutor::kv_len`] is an error.
+    fn truncate_kv(&mut self, len: usize) -> Result<(), RuntimeError>;
+
+    /// Keeps exactly the cache slots `keep`, in that order (see [`CpuExecutor::compact_kv`]).
+    fn compact_kv(&mut self, keep: &[usize]) -> Result<(), RuntimeError>;
+
+    /// The most tokens one step may carry while the logits of each of its rows stay bit-identical to
+    /// those of a step that carries that token alone. Greedy speculative decoding is exact only within it,
+    /// so the speculative loop never verifies larger trees.
+    fn max_exact_step_rows(&self) -> usize;
+}
+
+impl DecoderExecutor for CpuExecutor {
+    fn graph(&self) -> &Graph {
+        CpuExecutor::graph(self)
+    }
+
+    fn step(
+        &mut self,
+        ids: &[u32],
+        positions: &[i64],
+        mask: Option<&[bool]>,
+    ) -> Result<(Vec<f32>, usize), RuntimeError> {
+        let n = ids.len();
+        let inputs = decoder_inputs(self.graph(), ids, positions, mask)?;
+        let mut outputs = self.run(&inputs)?;
+        let logits = outputs.swap_remove(0);
+        let (&[1, s, vocab], TensorData::F32(_)) = (logits.shape(), logits.data()) else {
+            return Err(RuntimeError::DecoderContract {
+                message: format!("output 0 is {}, not f32[1, seq, vocab]", logits.ty()),
+            });
+        };
+        if s != n || vocab == 0 {
+            return Err(RuntimeError::DecoderContract {
+                message: format!("for {n} tokens output 0 has shape {:?}, not [1, {n}, vocab]", logits.shape()),
+            });
+        }
+        let TensorData::F32(values) = logits.into_data() else { unreachable!("matched as f32 above") };
+        Ok((values, vocab))
+    }
+
+    fn kv_len(&self) -> usize {
+        CpuExecutor::kv_len(self)
+    }
+
+    fn reset(&mut self) {
+        CpuExecutor::reset(self)
+    }
+
+    fn truncate_kv(&mut self, len: usize) -> Result<(), RuntimeError> {
+        CpuExecutor::truncate_kv(self, len)
+    }
+
+    fn compact_kv(&mut self, keep: &[usize]) -> Result<(), RuntimeError> {
+        CpuExecutor::compact_kv(self, keep)
+    }
+
+    fn max_exact_step_rows(&self) -> usize {
+        ROW_INDEPENDENT_MAX_ROWS
+    }
+}
