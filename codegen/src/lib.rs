@@ -1,4 +1,9 @@
-//! kiln-codegen: CUDA C emission (compiled with NVRTC) and MLIR emission for kiln IR graphs.
+//! kiln-codegen: code generators for kiln IR graphs.
 //!
-//! The backends land with the CUDA-backend issue; this crate exists now so the workspace has its final
-//! shape and the dependency-direction test guards it from the start.
+//! [`cuda`] writes the CUDA C of a graph (the hand-written kernel templates plus kernels derived from the
+//! graph, such as fused elementwise chains) and compiles it ahead of time with NVRTC into PTX and cubins
+//! that go into the artifact. An MLIR emitter will sit beside it.
+
+pub mod cuda;
+
+pub use cuda::{CodegenError, CudaSource, cuda_source};

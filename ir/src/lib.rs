@@ -7,8 +7,10 @@
 pub mod attr;
 pub mod dtype;
 pub mod eval;
+pub mod fusion;
 pub mod graph;
 pub mod infer;
+pub mod kernels;
 pub mod model;
 pub mod op;
 pub mod quant;
@@ -21,6 +23,7 @@ pub mod weights;
 pub use attr::{Attr, GeluApprox, RopeScaling, RopeStyle};
 pub use dtype::DType;
 pub use graph::{Graph, Node, NodeId, ValueData, ValueDef, ValueId};
+pub use kernels::{CompiledKernel, KernelTarget};
 pub use model::{Model, ModelMeta};
 pub use op::{BinaryOp, CompareOp, Op, ReduceKind, UnaryOp};
 pub use shape::{Dim, Shape, TensorType};

@@ -1,0 +1,118 @@
+// kiln CUDA kernels: shared definitions.
+//
+// The kernels are compiled by NVRTC without any CUDA header, so that compiling needs only libnvrtc (no
+// toolkit include directory on the build machine): half-precision storage types are plain 16-bit structs
+// converted with PTX `cvt` instructions (sm_80 and newer), and only NVRTC's built-in device functions are
+// used. Activations may be f32, f16 or bf16 in memory; arithmetic is always f32 (f64 where the graph says).
+
+typedef long long i64;
+typedef unsigned long long u64;
+typedef unsigned int u32;
+typedef unsigned short u16;
+typedef unsigned char u8;
+
+struct bf16_t { u16 bits; };
+struct f16_t { u16 bits; };
+
+__device__ __forceinline__ float to_f32(float x) { return x; }
+__device__ __forceinline__ float to_f32(double x) { return (float)x; }
+__device__ __forceinline__ float to_f32(bf16_t x) { return __uint_as_float(((u32)x.bits) << 16); }
+__device__ __forceinline__ float to_f32(f16_t x) {
+    float f;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(x.bits));
+    return f;
+}
+
+template <typename T> __device__ __forceinline__ T from_f32(float x);
+template <> __device__ __forceinline__ float from_f32<float>(float x) { return x; }
+template <> __device__ __forceinline__ bf16_t from_f32<bf16_t>(float x) {
+    bf16_t r;
+    asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(r.bits) : "f"(x));
+    return r;
+}
+template <> __device__ __forceinline__ f16_t from_f32<f16_t>(float x) {
+    f16_t r;
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(r.bits) : "f"(x));
+    return r;
+}
+
+// Loads and stores through untyped pointers (the fused elementwise kernels get `void*` operands).
+template <typename T> __device__ __forceinline__ float ldf(const void* p, i64 i) { return to_f32(((const T*)p)[i]); }
+template <typename T> __device__ __forceinline__ void stf(void* p, i64 i, float v) { ((T*)p)[i] = from_f32<T>(v); }
+
+// Unpacks 16 bytes of weights into floats: 4 f32 or 8 f16/bf16 values, in memory order.
+template <typename W> struct Pack;
+template <> struct Pack<float> {
+    static const int N = 4;
+    static __device__ __forceinline__ void unpack(uint4 v, float* f) {
+        f[0] = __uint_as_float(v.x); f[1] = __uint_as_float(v.y);
+        f[2] = __uint_as_float(v.z); f[3] = __uint_as_float(v.w);
+    }
+};
+template <> struct Pack<bf16_t> {
+    static const int N = 8;
+    static __device__ __forceinline__ void unpack(uint4 v, float* f) {
+        f[0] = __uint_as_float(v.x << 16); f[1] = __uint_as_float(v.x & 0xffff0000u);
+        f[2] = __uint_as_float(v.y << 16); f[3] = __uint_as_float(v.y & 0xffff0000u);
+        f[4] = __uint_as_float(v.z << 16); f[5] = __uint_as_float(v.z & 0xffff0000u);
+        f[6] = __uint_as_float(v.w << 16); f[7] = __uint_as_float(v.w & 0xffff0000u);
+    }
+};
+template <> struct Pack<f16_t> {
+    static const int N = 8;
+    static __device__ __forceinline__ void unpack(uint4 v, float* f) {
+        u32 w[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            f16_t lo, hi;
+            lo.bits = (u16)(w[i] & 0xffffu);
+            hi.bits = (u16)(w[i] >> 16);
+            f[2 * i] = to_f32(lo);
+            f[2 * i + 1] = to_f32(hi);
+        }
+    }
+};
+
+// Sums a value over a warp with a fixed xor-butterfly: the order depends only on the lane, never on data
+// or on how many rows a kernel handles, which the exactness of speculative verification relies on.
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+// Block-wide sum/max in a fixed order (lanes, then warps in index order); every thread gets the result.
+// `scratch` holds at least 32 floats; blockDim.x is a multiple of 32.
+__device__ __forceinline__ float block_sum(float v, float* scratch) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+    v = warp_sum(v);
+    __syncthreads();
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    float total = 0.0f;
+    for (int w = 0; w < warps; ++w) total += scratch[w];
+    return total;
+}
+__device__ __forceinline__ float block_max(float v, float* scratch) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+    v = warp_max(v);
+    __syncthreads();
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    float m = -__int_as_float(0x7f800000);
+    for (int w = 0; w < warps; ++w) m = fmaxf(m, scratch[w]);
+    return m;
+}
+
+// Device-side errors (an id outside the embedding table, ...) are recorded here and checked by the host
+// after the step, since a kernel cannot return an error.
+#define KILN_ERROR_EMBEDDING_ID 1
+__device__ __forceinline__ void report_error(int* flag, int code) { atomicCAS(flag, 0, code); }
+
+// Instantiates `extern "C"` entry points with deterministic names for a kernel template over one dtype.
+#define KILN_FOR_FLOAT_TYPES(M) M(f32, float) M(f16, f16_t) M(bf16, bf16_t)

@@ -1,0 +1,41 @@
+// Data movement: embedding gathers and column slices (split along the last axis).
+
+// out[t, :] = table[ids[t], :]; an id outside [0, V) writes zeros and records an error for the host.
+template <typename T>
+__device__ __forceinline__ void embedding_rows(const T* table, const i64* ids, T* out, int tokens, int V, int H,
+                                               int* error) {
+    const i64 idx = (i64)blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= (i64)tokens * H) return;
+    const i64 t = idx / H, c = idx % H;
+    const i64 id = ids[t];
+    if (id < 0 || id >= V) {
+        out[idx] = from_f32<T>(0.0f);
+        report_error(error, KILN_ERROR_EMBEDDING_ID);
+        return;
+    }
+    out[idx] = table[id * H + c];
+}
+#define KILN_EMBEDDING(XN, XT)                                                                                 \
+    extern "C" __global__ void kiln_embedding_x##XN(const XT* table, const i64* ids, XT* out, int tokens, int V, \
+                                                    int H, int* error) {                                       \
+        embedding_rows<XT>(table, ids, out, tokens, V, H, error);                                              \
+    }
+KILN_FOR_FLOAT_TYPES(KILN_EMBEDDING)
+
+// out[r, c] = x[r, offset + c] for c < cols, with rows of `width` elements in x; any 2-, 4- or 8-byte type.
+template <typename T>
+__device__ __forceinline__ void slice_columns(const T* x, T* out, i64 rows, int width, int offset, int cols) {
+    const i64 idx = (i64)blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= rows * cols) return;
+    const i64 r = idx / cols, c = idx % cols;
+    out[idx] = x[r * width + offset + c];
+}
+extern "C" __global__ void kiln_slice_columns_b2(const u16* x, u16* out, i64 rows, int width, int offset, int cols) {
+    slice_columns<u16>(x, out, rows, width, offset, cols);
+}
+extern "C" __global__ void kiln_slice_columns_b4(const u32* x, u32* out, i64 rows, int width, int offset, int cols) {
+    slice_columns<u32>(x, out, rows, width, offset, cols);
+}
+extern "C" __global__ void kiln_slice_columns_b8(const u64* x, u64* out, i64 rows, int width, int offset, int cols) {
+    slice_columns<u64>(x, out, rows, width, offset, cols);
+}

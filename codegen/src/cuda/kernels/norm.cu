@@ -1,0 +1,95 @@
+// rms_norm and layer_norm over the last H elements of each row, optionally fused with the residual add
+// that precedes them in a pre-norm decoder (`sum = a + b` is written out for the residual stream, and the
+// norm of `sum` computed from registers). One block per row; the block reductions have a fixed order, so a
+// row's result does not depend on how many rows the launch has. Scales and biases are f32 (the runtime
+// widens these small vectors when it uploads them).
+
+template <typename X, typename Y>
+__device__ __forceinline__ void rms_norm_row(const X* x, const X* residual, X* sum_out, const float* w, Y* out,
+                                             int H, float eps, float offset) {
+    __shared__ float scratch[32];
+    const i64 base = (i64)blockIdx.x * H;
+    float ss = 0.0f;
+    for (int i = threadIdx.x; i < H; i += blockDim.x) {
+        float v = to_f32(x[base + i]);
+        if (residual) {
+            v = v + to_f32(residual[base + i]);
+            sum_out[base + i] = from_f32<X>(v);
+            v = to_f32(sum_out[base + i]);
+        }
+        ss = fmaf(v, v, ss);
+    }
+    const float mean_sq = block_sum(ss, scratch) / (float)H;
+    const float r = 1.0f / sqrtf(mean_sq + eps);
+    for (int i = threadIdx.x; i < H; i += blockDim.x) {
+        const float v = residual ? to_f32(sum_out[base + i]) : to_f32(x[base + i]);
+        out[base + i] = from_f32<Y>(v * r * (w[i] + offset));
+    }
+}
+
+template <typename X, typename Y>
+__device__ __forceinline__ void layer_norm_row(const X* x, const X* residual, X* sum_out, const float* w,
+                                               const float* b, Y* out, int H, float eps) {
+    __shared__ float scratch[32];
+    const i64 base = (i64)blockIdx.x * H;
+    float s = 0.0f;
+    for (int i = threadIdx.x; i < H; i += blockDim.x) {
+        float v = to_f32(x[base + i]);
+        if (residual) {
+            v = v + to_f32(residual[base + i]);
+            sum_out[base + i] = from_f32<X>(v);
+            v = to_f32(sum_out[base + i]);
+        }
+        s += v;
+    }
+    const float mean = block_sum(s, scratch) / (float)H;
+    float sq = 0.0f;
+    for (int i = threadIdx.x; i < H; i += blockDim.x) {
+        const float d = (residual ? to_f32(sum_out[base + i]) : to_f32(x[base + i])) - mean;
+        sq = fmaf(d, d, sq);
+    }
+    const float var = block_sum(sq, scratch) / (float)H;
+    const float r = 1.0f / sqrtf(var + eps);
+    for (int i = threadIdx.x; i < H; i += blockDim.x) {
+        const float v = residual ? to_f32(sum_out[base + i]) : to_f32(x[base + i]);
+        float y = (v - mean) * r * w[i];
+        if (b) y += b[i];
+        out[base + i] = from_f32<Y>(y);
+    }
+}
+
+#define KILN_NORMS(XN, XT)                                                                                     \
+    extern "C" __global__ void kiln_rms_norm_x##XN(const XT* x, const float* w, XT* out, int H, float eps,      \
+                                                   float offset) {                                             \
+        rms_norm_row<XT, XT>(x, (const XT*)0, (XT*)0, w, out, H, eps, offset);                                 \
+    }                                                                                                          \
+    extern "C" __global__ void kiln_add_rms_norm_x##XN(const XT* a, const XT* b, XT* sum, const float* w,       \
+                                                       XT* out, int H, float eps, float offset) {              \
+        rms_norm_row<XT, XT>(a, b, sum, w, out, H, eps, offset);                                               \
+    }                                                                                                          \
+    extern "C" __global__ void kiln_layer_norm_x##XN(const XT* x, const float* w, const float* b, XT* out,     \
+                                                     int H, float eps) {                                       \
+        layer_norm_row<XT, XT>(x, (const XT*)0, (XT*)0, w, b, out, H, eps);                                    \
+    }                                                                                                          \
+    extern "C" __global__ void kiln_add_layer_norm_x##XN(const XT* a, const XT* bb, XT* sum, const float* w,    \
+                                                         const float* b, XT* out, int H, float eps) {          \
+        layer_norm_row<XT, XT>(a, bb, sum, w, b, out, H, eps);                                                 \
+    }
+KILN_FOR_FLOAT_TYPES(KILN_NORMS)
+
+// softmax over the last axis (N elements per row), one block per row, max-subtracted, f32 arithmetic.
+template <typename X>
+__device__ __forceinline__ void softmax_row(const X* x, X* out, int N) {
+    __shared__ float scratch[32];
+    const i64 base = (i64)blockIdx.x * N;
+    float m = -__int_as_float(0x7f800000);
+    for (int i = threadIdx.x; i < N; i += blockDim.x) m = fmaxf(m, to_f32(x[base + i]));
+    m = block_max(m, scratch);
+    float s = 0.0f;
+    for (int i = threadIdx.x; i < N; i += blockDim.x) s += expf(to_f32(x[base + i]) - m);
+    s = block_sum(s, scratch);
+    for (int i = threadIdx.x; i < N; i += blockDim.x) out[base + i] = from_f32<X>(expf(to_f32(x[base + i]) - m) / s);
+}
+#define KILN_SOFTMAX(XN, XT)                                                                     \
+    extern "C" __global__ void kiln_softmax_x##XN(const XT* x, XT* out, int N) { softmax_row<XT>(x, out, N); }
+KILN_FOR_FLOAT_TYPES(KILN_SOFTMAX)
