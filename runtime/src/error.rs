@@ -54,6 +54,10 @@ pub enum RuntimeError {
     #[error("KV cache: {message}")]
     KvCache { message: String },
 
+    /// The CUDA executor could not start or run (no driver or GPU, no kernels for this GPU, a failed launch).
+    #[error("CUDA: {message}")]
+    Cuda { message: String },
+
     /// The graph does not follow the decoder-graph contract of [`crate::decoding`].
     #[error("not a decoder graph: {message}")]
     DecoderContract { message: String },

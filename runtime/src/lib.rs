@@ -4,6 +4,8 @@
 
 pub mod chat;
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod decoding;
 mod error;
 pub mod tokenizer;

@@ -493,3 +493,16 @@ fn bad_speculation_options_exit_nonzero_with_a_reason() {
     let chain = chain.unwrap();
     assert!(chain.status.success(), "{}", String::from_utf8_lossy(&chain.stderr));
 }
+
+#[test]
+fn run_on_cuda_without_a_gpu_says_so() {
+    // CI machines have no NVIDIA driver: the CUDA executor must refuse clearly, not crash.
+    if std::path::Path::new("/proc/driver/nvidia").exists() {
+        return;
+    }
+    let out =
+        kiln().args(["run", "--prompt-ids", "1,2,3", "--max-new-tokens", "2", "--device", "cuda"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("CUDA") && err.contains("--device cpu"), "{err}");
+}

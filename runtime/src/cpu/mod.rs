@@ -11,7 +11,7 @@ mod executor;
 mod kv_cache;
 mod linear;
 mod norm;
-mod rope;
+pub(crate) mod rope;
 mod shapes;
 mod value;
 

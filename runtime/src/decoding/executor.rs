@@ -23,6 +23,13 @@ pub trait DecoderExecutor {
         mask: Option<&[bool]>,
     ) -> Result<(Vec<f32>, usize), RuntimeError>;
 
+    /// A causal step that returns only the last row's logits (a prefill, or a draft model catching up),
+    /// which lets an executor skip computing and copying the other rows.
+    fn step_last(&mut self, ids: &[u32], positions: &[i64]) -> Result<Vec<f32>, RuntimeError> {
+        let (logits, vocab) = self.step(ids, positions, None)?;
+        Ok(logits[logits.len() - vocab..].to_vec())
+    }
+
     /// Number of tokens in the KV cache.
     fn kv_len(&self) -> usize;
 
@@ -39,6 +46,11 @@ pub trait DecoderExecutor {
     /// those of a step that carries that token alone. Greedy speculative decoding is exact only within it,
     /// so the speculative loop never verifies larger trees.
     fn max_exact_step_rows(&self) -> usize;
+
+    /// Where it runs, for reports (`cpu`, or the GPU and which kernel image it loaded).
+    fn device(&self) -> String {
+        "cpu".to_string()
+    }
 }
 
 impl DecoderExecutor for CpuExecutor {
@@ -88,5 +100,49 @@ impl DecoderExecutor for CpuExecutor {
 
     fn max_exact_step_rows(&self) -> usize {
         ROW_INDEPENDENT_MAX_ROWS
+    }
+}
+
+/// A boxed executor (as the CLI picks one at run time) is an executor.
+impl<E: DecoderExecutor + ?Sized> DecoderExecutor for Box<E> {
+    fn graph(&self) -> &Graph {
+        (**self).graph()
+    }
+
+    fn step(
+        &mut self,
+        ids: &[u32],
+        positions: &[i64],
+        mask: Option<&[bool]>,
+    ) -> Result<(Vec<f32>, usize), RuntimeError> {
+        (**self).step(ids, positions, mask)
+    }
+
+    fn step_last(&mut self, ids: &[u32], positions: &[i64]) -> Result<Vec<f32>, RuntimeError> {
+        (**self).step_last(ids, positions)
+    }
+
+    fn kv_len(&self) -> usize {
+        (**self).kv_len()
+    }
+
+    fn reset(&mut self) {
+        (**self).reset()
+    }
+
+    fn truncate_kv(&mut self, len: usize) -> Result<(), RuntimeError> {
+        (**self).truncate_kv(len)
+    }
+
+    fn compact_kv(&mut self, keep: &[usize]) -> Result<(), RuntimeError> {
+        (**self).compact_kv(keep)
+    }
+
+    fn max_exact_step_rows(&self) -> usize {
+        (**self).max_exact_step_rows()
+    }
+
+    fn device(&self) -> String {
+        (**self).device()
     }
 }

@@ -133,8 +133,9 @@ pub(super) fn prefill(
     }
     let start = Instant::now();
     let positions: Vec<i64> = (0..prompt.len() as i64).collect();
-    let (logits, vocab) = run_step(exec, prompt, &positions, None)?;
-    let first = sampler.sample(&logits[logits.len() - vocab..])?;
+    let last = exec.step_last(prompt, &positions)?;
+    let vocab = last.len();
+    let first = sampler.sample(&last)?;
     if exec.kv_len() != prompt.len() {
         return Err(RuntimeError::DecoderContract {
             message: format!(

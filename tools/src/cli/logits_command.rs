@@ -4,12 +4,11 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use kiln_ir::TensorData;
 use miette::{IntoDiagnostic, Result, miette};
 
+use super::device::{DeviceArgs, executor};
 use super::diagnostics::report;
 use super::prompt::{PromptArgs, model_tokenizer, prompt_ids};
-use super::run_command::cpu_executor;
 
 #[derive(clap::Args, Debug)]
 pub struct LogitsArgs {
@@ -27,6 +26,8 @@ pub struct LogitsArgs {
     /// highest logits, one a line.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    device: DeviceArgs,
 }
 
 pub fn run(args: LogitsArgs) -> Result<()> {
@@ -34,21 +35,11 @@ pub fn run(args: LogitsArgs) -> Result<()> {
     let model = kiln::load_model(path, args.weights.as_deref()).map_err(report)?;
     let tokenizer = model_tokenizer(&model, path)?;
     let prompt = prompt_ids(&args.prompt, &model, tokenizer.as_ref(), path)?;
-    let mut exec = cpu_executor(model, &args.pipeline, path)?;
-
+    let mut exec = executor(model, &args.pipeline, path, &args.device)?;
     let n = prompt.len();
     let positions: Vec<i64> = (0..n as i64).collect();
-    let inputs = kiln_runtime::decoding::decoder_inputs(exec.graph(), &prompt, &positions, None)
-        .map_err(|e| miette!("{}: {e}", path.display()))?;
-    let outputs = exec.run(&inputs).map_err(|e| miette!("{}: {e}", path.display()))?;
-    let logits = outputs.first().ok_or_else(|| miette!("{}: the graph has no outputs", path.display()))?;
-    let (&[1, seq, vocab], TensorData::F32(values)) = (logits.shape(), logits.data()) else {
-        return Err(miette!("{}: output 0 is {}, not logits f32[1, seq, vocab]", path.display(), logits.ty()));
-    };
-    if seq != n || vocab == 0 {
-        return Err(miette!("{}: for {n} tokens output 0 has shape {:?}", path.display(), logits.shape()));
-    }
-    let last = &values[(n - 1) * vocab..];
+    let last = exec.step_last(&prompt, &positions).map_err(|e| miette!("{}: {e}", path.display()))?;
+    let vocab = last.len();
 
     let mut stdout = std::io::stdout().lock();
     if args.json {

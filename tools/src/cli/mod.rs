@@ -1,5 +1,6 @@
 //! Command-line arguments and the subcommands.
 
+mod device;
 mod diagnostics;
 mod ir_command;
 mod logits_command;

@@ -3,15 +3,14 @@
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
-use kiln_ir::Model;
 use kiln_runtime::TextStream;
-use kiln_runtime::cpu::CpuExecutor;
 use kiln_runtime::decoding::{
-    Drafter, GenerateConfig, ModelDrafter, NgramConfig, NgramDrafter, Sampling, generate_speculative_streaming,
-    generate_streaming, has_tree_mask,
+    DecoderExecutor, Drafter, GenerateConfig, ModelDrafter, NgramConfig, NgramDrafter, Sampling,
+    generate_speculative_streaming, generate_streaming, has_tree_mask,
 };
 use miette::{IntoDiagnostic, Result, miette};
 
+use super::device::{DeviceArgs, executor};
 use super::diagnostics::report;
 use super::prompt::{PromptArgs, model_tokenizer, prompt_ids};
 
@@ -64,6 +63,8 @@ pub struct RunArgs {
     /// top tokens per level, default 1, a chain).
     #[arg(long)]
     branches: Option<usize>,
+    #[command(flatten)]
+    device: DeviceArgs,
 }
 
 /// The `--speculate` choice.
@@ -104,7 +105,7 @@ impl Speculate {
 }
 
 /// The drafter `--speculate` asks for (`None` for plain decoding), checked against the target.
-fn drafter(args: &RunArgs, target: &CpuExecutor, vocab: u64, path: &Path) -> Result<Option<Box<dyn Drafter>>> {
+fn drafter(args: &RunArgs, target: &dyn DecoderExecutor, vocab: u64, path: &Path) -> Result<Option<Box<dyn Drafter>>> {
     let ngram = |branches: usize| -> Result<Option<Box<dyn Drafter>>> {
         let config = NgramConfig { ngram_max: args.ngram_max, draft_len: args.draft_len, branches };
         Ok(Some(Box::new(NgramDrafter::new(config).map_err(|e| miette!("{e}"))?)))
@@ -140,23 +141,12 @@ fn drafter(args: &RunArgs, target: &CpuExecutor, vocab: u64, path: &Path) -> Res
                     draft.meta.vocab_size
                 ));
             }
-            let exec = cpu_executor(draft, &args.pipeline, draft_path)?;
+            let exec = executor(draft, &args.pipeline, draft_path, &args.device)?;
             let drafter = ModelDrafter::new(exec, args.draft_len, branches)
                 .map_err(|e| miette!("{}: {e}", draft_path.display()))?;
             Ok(Some(Box::new(drafter)))
         }
     }
-}
-
-/// Runs `pipeline` over the model's graph and builds a CPU executor for it.
-pub(super) fn cpu_executor(model: Model, pipeline: &str, path: &Path) -> Result<CpuExecutor> {
-    let mut graph = model.graph;
-    let weights = model.weights;
-    let mut manager = kiln_passes::pipelines::pipeline(pipeline).map_err(|e| miette!("{e}"))?;
-    manager
-        .run(&mut graph, &mut kiln_passes::PassContext::with_weights(&weights))
-        .map_err(|e| miette!("{}: {e}", path.display()))?;
-    CpuExecutor::new(graph, weights).map_err(|e| miette!("{}: {e}", path.display()))
 }
 
 pub fn run(args: RunArgs) -> Result<()> {
@@ -177,15 +167,15 @@ pub fn run(args: RunArgs) -> Result<()> {
     let stop_tokens = if args.ignore_eos { Vec::new() } else { model.meta.eos_token_ids.clone() };
     let config = GenerateConfig { max_new_tokens: args.max_new_tokens, sampling, stop_tokens };
     let vocab = model.meta.vocab_size;
-    let mut exec = cpu_executor(model, &args.pipeline, &path)?;
-    let mut drafter = drafter(&args, &exec, vocab, &path)?;
+    let mut exec = executor(model, &args.pipeline, &path, &args.device)?;
+    let mut drafter = drafter(&args, exec.as_ref(), vocab, &path)?;
 
     // Text goes out token by token only to a person watching; pipes and --json get it whole at the end.
     let stream = tokenizer.as_ref().filter(|_| !args.json && std::io::stdout().is_terminal());
     let mut printer = StreamPrinter { stream: stream.map(|t| t.stream(false)), error: None };
     let out = match drafter.as_deref_mut() {
-        None => generate_streaming(&mut exec, &prompt, &config, |id| printer.push(id)),
-        Some(d) => generate_speculative_streaming(&mut exec, d, &prompt, &config, |id| printer.push(id)),
+        None => generate_streaming(exec.as_mut(), &prompt, &config, |id| printer.push(id)),
+        Some(d) => generate_speculative_streaming(exec.as_mut(), d, &prompt, &config, |id| printer.push(id)),
     }
     .map_err(|e| miette!("{}: {e}", path.display()))?;
     let streamed = printer.finish()?;
@@ -210,6 +200,7 @@ pub fn run(args: RunArgs) -> Result<()> {
                 "decode_seconds": s.decode_seconds,
                 "accepted_per_step": s.accepted_per_step(),
                 "speculate": args.speculate.name(),
+                "device": exec.device(),
                 "draft_tokens": s.draft_tokens,
                 "accepted_draft_tokens": s.accepted_draft_tokens,
                 "acceptance_rate": s.acceptance_rate(),

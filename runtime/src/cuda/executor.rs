@@ -1,0 +1,621 @@
+//! [`CudaExecutor`]: a decoder graph on the GPU behind the [`DecoderExecutor`] interface.
+
+use cudarc::driver::{LaunchConfig, PushKernelArg, result, sys};
+use kiln_ir::{CompiledKernel, Graph, KernelTarget, ValueId, WeightStore};
+
+use super::device::{Device, cuda_error};
+use super::plan::{self, Launch, Plan, RunShape};
+use crate::RuntimeError;
+use crate::decoding::DecoderExecutor;
+
+/// Sizes the executor plans its device memory for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CudaOptions {
+    /// Which GPU.
+    pub ordinal: usize,
+    /// Tokens the KV cache holds (the longest prompt plus generation).
+    pub max_context: usize,
+    /// The most tokens one kernel launch sequence takes; longer prefills run in chunks of this size.
+    pub max_step_tokens: usize,
+}
+
+impl Default for CudaOptions {
+    fn default() -> CudaOptions {
+        CudaOptions { ordinal: 0, max_context: 4096, max_step_tokens: 512 }
+    }
+}
+
+/// Speculative verification steps stay within this many tokens, where each row's logits are
+/// bit-identical to a one-token step (the linear kernel's row groups and attention's masking are
+/// row-independent for any count; this bound keeps the tree small enough to pay off).
+pub const CUDA_EXACT_STEP_ROWS: usize = 64;
+
+/// Runs one decoder graph on one GPU, with its KV cache on the device.
+pub struct CudaExecutor {
+    graph: Graph,
+    plan: Plan,
+    device: Device,
+    /// Keeps the arena allocated; kernels address it through `base`.
+    _arena: cudarc::driver::CudaSlice<u8>,
+    base: u64,
+    kv_len: usize,
+}
+
+impl std::fmt::Debug for CudaExecutor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CudaExecutor")
+            .field("graph", &self.graph.name)
+            .field("device", &self.device.name)
+            .field("kernels", &self.device.loaded)
+            .field("arena_bytes", &self.plan.arena_bytes)
+            .field("kv_len", &self.kv_len)
+            .finish()
+    }
+}
+
+fn cfg(grid: usize, block: u32, shared: u32) -> LaunchConfig {
+    LaunchConfig { grid_dim: (grid.max(1) as u32, 1, 1), block_dim: (block, 1, 1), shared_mem_bytes: shared }
+}
+
+/// The argument block of `kiln_attention_*` (mirrors `struct AttentionArgs` in attention.cu).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct AttentionArgs {
+    q: u64,
+    kcache: u64,
+    vcache: u64,
+    out: u64,
+    positions: u64,
+    mask: u64,
+    s: i32,
+    heads: i32,
+    kv_heads: i32,
+    d: i32,
+    dv: i32,
+    past: i32,
+    scale: f32,
+    softcap: f32,
+    causal: i32,
+    window: i32,
+    sinks: i32,
+}
+// SAFETY: plain old data with the C layout the kernel declares.
+unsafe impl cudarc::driver::DeviceRepr for AttentionArgs {}
+
+/// The argument block of the fused elementwise kernels (mirrors `struct FusedArgs`).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct FusedArgs {
+    n: i64,
+    rank: i32,
+    dims: [i64; 6],
+    strides: [[i64; 6]; 8],
+    inputs: [u64; 8],
+    out: u64,
+}
+// SAFETY: plain old data with the C layout the kernel declares.
+unsafe impl cudarc::driver::DeviceRepr for FusedArgs {}
+
+impl CudaExecutor {
+    /// Plans `graph` for the GPU, loads the best of `kernels` for it and uploads the weights.
+    pub fn new(
+        graph: Graph,
+        weights: &WeightStore,
+        kernels: &[CompiledKernel],
+        options: CudaOptions,
+    ) -> Result<CudaExecutor, RuntimeError> {
+        kiln_ir::verify(&graph, Some(weights))
+            .map_err(|errors| RuntimeError::Verify { graph: graph.name.clone(), errors })?;
+        crate::decoding::check_decoder_contract(&graph)?;
+        if options.max_step_tokens == 0 || options.max_context == 0 {
+            return Err(RuntimeError::Cuda { message: "max_context and max_step_tokens must be at least 1".into() });
+        }
+        let plan = plan::build(&graph, weights, options.max_step_tokens, options.max_context)?;
+        let mut device = Device::open(options.ordinal, kernels)?;
+        let (free, _) = device.ctx.mem_get_info().map_err(cuda_error("cannot read the free device memory"))?;
+        if plan.arena_bytes as usize > free {
+            return Err(RuntimeError::Cuda {
+                message: format!(
+                    "the model needs {:.2} GiB on {} but {:.2} GiB are free; lower --max-context",
+                    plan.arena_bytes as f64 / (1u64 << 30) as f64,
+                    device.name,
+                    free as f64 / (1u64 << 30) as f64
+                ),
+            });
+        }
+        let arena = device
+            .stream
+            .alloc_zeros::<u8>(plan.arena_bytes as usize)
+            .map_err(cuda_error("cannot allocate the device arena"))?;
+        let base = {
+            use cudarc::driver::DevicePtr;
+            arena.device_ptr(&device.stream).0
+        };
+        for (offset, upload) in &plan.uploads {
+            let bytes: &[u8] = match upload {
+                plan::Upload::Weight { name } => match &weights.get(name).expect("planned weights exist").payload {
+                    kiln_ir::WeightPayload::Dense(b) => b.as_slice(),
+                    kiln_ir::WeightPayload::Quantized { .. } => unreachable!("the plan rejects quantized weights"),
+                },
+                plan::Upload::Bytes(b) => b,
+            };
+            // SAFETY: the plan sized this region for these bytes inside the arena; the copy is synchronous.
+            unsafe { result::memcpy_htod_sync(base + offset, bytes) }.map_err(cuda_error("uploading weights"))?;
+        }
+        // Attention keeps one score per key in shared memory: allow what the device offers.
+        let optin = device
+            .ctx
+            .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
+            .map_err(cuda_error("reading the shared-memory limit"))?;
+        let needed = 4 * (options.max_context + 1024) + 128;
+        if needed > optin as usize {
+            return Err(RuntimeError::Cuda {
+                message: format!(
+                    "a context of {} tokens needs {needed} bytes of shared memory per attention block, more than the \
+                     {optin} {} offers; lower --max-context",
+                    options.max_context, device.name
+                ),
+            });
+        }
+        for launch in &plan.launches {
+            if let Launch::Attention { kernel, .. } = launch {
+                let f = device.function(kernel)?;
+                f.set_attribute(
+                    sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                    needed as i32,
+                )
+                .map_err(cuda_error("raising the attention kernel's shared memory"))?;
+            }
+        }
+        // Resolve every kernel now, so that a missing one is an error at load, not mid-generation.
+        for launch in &plan.launches {
+            for name in kernel_names(launch) {
+                device.function(name)?;
+            }
+        }
+        device.function("kiln_kv_compact")?;
+        Ok(CudaExecutor { graph, plan, device, _arena: arena, base, kv_len: 0 })
+    }
+
+    /// The GPU's name and which kernel image runs on it (`sm_90`, or `ptx` when the driver compiled PTX).
+    pub fn device_description(&self) -> String {
+        format!("{} (sm_{}, {} kernels)", self.device.name, self.device.sm, self.device.loaded)
+    }
+
+    /// Whether the kernels run from a cubin for this GPU (else from PTX the driver compiled).
+    pub fn runs_cubin(&self) -> bool {
+        matches!(self.device.loaded, KernelTarget::Cubin { .. })
+    }
+
+    fn addr(&self, v: ValueId) -> u64 {
+        self.base + self.plan.offsets[v.index()].expect("the plan gives every operand a buffer")
+    }
+
+    fn upload<T>(&self, offset: u64, data: &[T]) -> Result<(), RuntimeError> {
+        // SAFETY: the plan sized the input regions for `max_step_tokens` tokens; the caller checked the count.
+        unsafe { result::memcpy_htod_async(self.base + offset, data, self.device.stream.cu_stream()) }
+            .map_err(cuda_error("copying step inputs"))
+    }
+
+    /// One step of at most `max_step_tokens` tokens; returns the logits rows `rows_from..n`.
+    fn run_chunk(
+        &mut self,
+        ids: &[u32],
+        positions: &[i64],
+        mask: Option<&[bool]>,
+        rows_from: usize,
+    ) -> Result<Vec<f32>, RuntimeError> {
+        let n = ids.len();
+        let ids64: Vec<i64> = ids.iter().map(|&t| i64::from(t)).collect();
+        self.upload(self.plan.offsets[self.plan.ids.index()].expect("planned"), &ids64)?;
+        self.upload(self.plan.offsets[self.plan.positions.index()].expect("planned"), positions)?;
+        if let Some(m) = self.plan.tree_mask {
+            let bits: Vec<u8> = match mask {
+                Some(mask) => mask.iter().map(|&b| u8::from(b)).collect(),
+                None => (0..n * n).map(|e| u8::from(e % n <= e / n)).collect(),
+            };
+            self.upload(self.plan.offsets[m.index()].expect("planned"), &bits)?;
+        }
+        let flag = self.base + self.plan.error_flag;
+        let stream = self.device.stream.cu_stream();
+        // SAFETY: the flag is 4 bytes inside the arena.
+        unsafe { result::memset_d8_async(flag, 0, 4, stream) }.map_err(cuda_error("clearing the error flag"))?;
+        let launches = self.plan.launches.clone();
+        for launch in &launches {
+            self.launch(launch, n, rows_from)?;
+        }
+        let vocab = self.plan.vocab;
+        let mut logits = vec![0.0f32; (n - rows_from) * vocab];
+        let mut error = [0i32; 1];
+        let src = self.addr(self.plan.logits) + (rows_from * vocab * 4) as u64;
+        // SAFETY: the logits buffer holds n rows; both copies are synchronous on this context.
+        unsafe {
+            result::memcpy_dtoh_sync(&mut logits, src).map_err(cuda_error("running the step"))?;
+            result::memcpy_dtoh_sync(&mut error, flag).map_err(cuda_error("reading the error flag"))?;
+        }
+        if error[0] != 0 {
+            return Err(RuntimeError::Cuda {
+                message: format!(
+                    "a token id is outside the embedding table ({} entries)",
+                    self.graph_vocab_hint().unwrap_or(vocab)
+                ),
+            });
+        }
+        self.kv_len += n;
+        Ok(logits)
+    }
+
+    fn graph_vocab_hint(&self) -> Option<usize> {
+        self.plan
+            .launches
+            .iter()
+            .find_map(|l| if let Launch::Embedding { vocab, .. } = l { Some(*vocab) } else { None })
+    }
+
+    fn launch(&mut self, launch: &Launch, n: usize, rows_from: usize) -> Result<(), RuntimeError> {
+        let shapes = &self.plan.shapes;
+        let rows = |v: ValueId, row: usize| shapes[v.index()].numel(n) / row.max(1);
+        let stream = self.device.stream.clone();
+        let failed = |name: &str| cuda_error(format!("launching {name}"));
+        match launch {
+            Launch::Embedding { kernel, table, ids, out, vocab, hidden } => {
+                let f = self.device.function(kernel)?;
+                let (t, i, o, e) =
+                    (self.addr(*table), self.addr(*ids), self.addr(*out), self.base + self.plan.error_flag);
+                let (tokens, v, h) = (rows(*ids, 1) as i32, *vocab as i32, *hidden as i32);
+                let mut b = stream.launch_builder(&f);
+                b.arg(&t).arg(&i).arg(&o).arg(&tokens).arg(&v).arg(&h).arg(&e);
+                // SAFETY: argument types match the kernel's signature; buffers are planned for n tokens.
+                unsafe { b.launch(cfg((tokens as usize * *hidden).div_ceil(256), 256, 0)) }.map_err(failed(kernel))?;
+            }
+            Launch::Linear { kernel, x, w, bias, out, n: cols, k, softcap, logits } => {
+                let f = self.device.function(kernel)?;
+                let mut m = rows(*x, *k);
+                let (mut xa, mut oa) = (self.addr(*x), self.addr(*out));
+                if *logits && rows_from > 0 {
+                    // Only the rows the caller reads: a prefill needs the last row's logits alone.
+                    let xbytes = self.graph.value_type(*x).dtype.size_of().unwrap_or(4);
+                    xa += (rows_from * k * xbytes) as u64;
+                    oa += (rows_from * cols * 4) as u64;
+                    m -= rows_from;
+                }
+                let wa = self.addr(*w);
+                let ba = bias.map_or(0u64, |s| self.base + self.plan.slot_offsets[s.0]);
+                let (mi, ni, ki) = (m as i32, *cols as i32, *k as i32);
+                let mut b = stream.launch_builder(&f);
+                b.arg(&xa).arg(&wa).arg(&ba).arg(&oa).arg(&mi).arg(&ni).arg(&ki).arg(softcap);
+                // SAFETY: as above.
+                unsafe { b.launch(cfg(cols.div_ceil(8), 256, 0)) }.map_err(failed(kernel))?;
+            }
+            Launch::RmsNorm { kernel, x, residual, w, out, h, eps, offset } => {
+                let f = self.device.function(kernel)?;
+                let r = rows(*out, *h);
+                let (xa, wa, oa) = (self.addr(*x), self.base + self.plan.slot_offsets[w.0], self.addr(*out));
+                let hi = *h as i32;
+                let mut b = stream.launch_builder(&f);
+                b.arg(&xa);
+                let (ra, sa);
+                if let Some((bv, sum)) = residual {
+                    (ra, sa) = (self.addr(*bv), self.addr(*sum));
+                    b.arg(&ra).arg(&sa);
+                }
+                b.arg(&wa).arg(&oa).arg(&hi).arg(eps).arg(offset);
+                // SAFETY: as above.
+                unsafe { b.launch(cfg(r, 256, 0)) }.map_err(failed(kernel))?;
+            }
+            Launch::LayerNorm { kernel, x, residual, w, b: bias, out, h, eps } => {
+                let f = self.device.function(kernel)?;
+                let r = rows(*out, *h);
+                let (xa, wa, oa) = (self.addr(*x), self.base + self.plan.slot_offsets[w.0], self.addr(*out));
+                let ba = bias.map_or(0u64, |s| self.base + self.plan.slot_offsets[s.0]);
+                let hi = *h as i32;
+                let mut b = stream.launch_builder(&f);
+                b.arg(&xa);
+                let (ra, sa);
+                if let Some((bv, sum)) = residual {
+                    (ra, sa) = (self.addr(*bv), self.addr(*sum));
+                    b.arg(&ra).arg(&sa);
+                }
+                b.arg(&wa).arg(&ba).arg(&oa).arg(&hi).arg(eps);
+                // SAFETY: as above.
+                unsafe { b.launch(cfg(r, 256, 0)) }.map_err(failed(kernel))?;
+            }
+            Launch::Rope {
+                kernel,
+                x,
+                positions,
+                inv_freq,
+                magnitude,
+                out,
+                heads,
+                head_dim,
+                rotary_dim,
+                interleaved,
+            } => {
+                let f = self.device.function(kernel)?;
+                let tokens = rows(*x, heads * head_dim);
+                let (xa, pa, fa, oa) = (
+                    self.addr(*x),
+                    self.addr(*positions),
+                    self.base + self.plan.slot_offsets[inv_freq.0],
+                    self.addr(*out),
+                );
+                let (t, hh, d, rd, il) =
+                    (tokens as i32, *heads as i32, *head_dim as i32, *rotary_dim as i32, i32::from(*interleaved));
+                let mut b = stream.launch_builder(&f);
+                b.arg(&xa).arg(&pa).arg(&fa).arg(magnitude).arg(&oa).arg(&t).arg(&hh).arg(&d).arg(&rd).arg(&il);
+                // SAFETY: as above.
+                unsafe { b.launch(cfg((tokens * heads * head_dim).div_ceil(256), 256, 0)) }.map_err(failed(kernel))?;
+            }
+            Launch::Attention {
+                append,
+                kernel,
+                q,
+                k,
+                v,
+                positions,
+                mask,
+                out,
+                layer,
+                heads,
+                kv_heads,
+                head_dim,
+                v_dim,
+                scale,
+                softcap,
+                causal,
+                window,
+                sinks,
+            } => {
+                let kv = self.plan.layers[&(*layer as u32)];
+                let (kc, vc) = (self.base + kv.keys, self.base + kv.values);
+                let past = self.kv_len;
+                let f = self.device.function(append)?;
+                let (ka, va) = (self.addr(*k), self.addr(*v));
+                let (p, s, kr, vr) = (past as i32, n as i32, kv.k_row as i32, kv.v_row as i32);
+                let mut b = stream.launch_builder(&f);
+                b.arg(&ka).arg(&va).arg(&kc).arg(&vc).arg(&p).arg(&s).arg(&kr).arg(&vr);
+                // SAFETY: as above; the caller checked past + n <= capacity.
+                unsafe { b.launch(cfg((n * kv.k_row.max(kv.v_row)).div_ceil(256), 256, 0)) }.map_err(failed(append))?;
+                let f = self.device.function(kernel)?;
+                let args = AttentionArgs {
+                    q: self.addr(*q),
+                    kcache: kc,
+                    vcache: vc,
+                    out: self.addr(*out),
+                    positions: self.addr(*positions),
+                    mask: mask.map_or(0, |m| self.addr(m)),
+                    s: n as i32,
+                    heads: *heads as i32,
+                    kv_heads: *kv_heads as i32,
+                    d: *head_dim as i32,
+                    dv: *v_dim as i32,
+                    past: past as i32,
+                    scale: *scale,
+                    softcap: *softcap,
+                    causal: i32::from(*causal),
+                    window: *window as i32,
+                    sinks: *sinks as i32,
+                };
+                let shared = (4 * (head_dim + past + n)) as u32;
+                let mut b = stream.launch_builder(&f);
+                b.arg(&args);
+                // SAFETY: as above; the shared-memory limit was raised for max_context at load.
+                unsafe { b.launch(cfg(n * heads, 128, shared)) }.map_err(failed(kernel))?;
+            }
+            Launch::Softmax { kernel, x, out, n: cols } => {
+                let f = self.device.function(kernel)?;
+                let (xa, oa, c) = (self.addr(*x), self.addr(*out), *cols as i32);
+                let mut b = stream.launch_builder(&f);
+                b.arg(&xa).arg(&oa).arg(&c);
+                // SAFETY: as above.
+                unsafe { b.launch(cfg(rows(*x, *cols), 256, 0)) }.map_err(failed(kernel))?;
+            }
+            Launch::Split { kernel, x, outs, width } => {
+                let f = self.device.function(kernel)?;
+                let r = rows(*x, *width) as i64;
+                for &(o, offset, cols) in outs {
+                    let (xa, oa) = (self.addr(*x), self.addr(o));
+                    let (w, off, c) = (*width as i32, offset as i32, cols as i32);
+                    let mut b = stream.launch_builder(&f);
+                    b.arg(&xa).arg(&oa).arg(&r).arg(&w).arg(&off).arg(&c);
+                    // SAFETY: as above.
+                    unsafe { b.launch(cfg((r as usize * cols).div_ceil(256), 256, 0)) }.map_err(failed(kernel))?;
+                }
+            }
+            Launch::Fused { kernel, inputs, out } => {
+                let f = self.device.function(kernel)?;
+                let out_dims = shapes[out.index()].dims(n);
+                let total: usize = out_dims.iter().product();
+                let mut args = FusedArgs {
+                    n: total as i64,
+                    rank: out_dims.len() as i32,
+                    dims: [1; 6],
+                    strides: [[0; 6]; 8],
+                    inputs: [0; 8],
+                    out: self.addr(*out),
+                };
+                for (d, &size) in out_dims.iter().enumerate() {
+                    args.dims[d] = size as i64;
+                }
+                for (k, &v) in inputs.iter().enumerate() {
+                    args.inputs[k] = self.addr(v);
+                    args.strides[k] = broadcast_strides(&shapes[v.index()], n, &out_dims);
+                }
+                let mut b = stream.launch_builder(&f);
+                b.arg(&args);
+                // SAFETY: as above.
+                unsafe { b.launch(cfg(total.div_ceil(256).min(65536), 256, 0)) }.map_err(failed(kernel))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Element strides of an operand of shape `shape` read along output dims `out` with numpy broadcasting.
+fn broadcast_strides(shape: &RunShape, n: usize, out: &[usize]) -> [i64; 6] {
+    let dims = shape.dims(n);
+    let mut strides = [0i64; 6];
+    let mut stride = 1i64;
+    for (i, &d) in dims.iter().enumerate().rev() {
+        let o = out.len() - (dims.len() - i);
+        strides[o] = if d == 1 && out[o] != 1 { 0 } else { stride };
+        stride *= d as i64;
+    }
+    strides
+}
+
+fn kernel_names(launch: &Launch) -> Vec<&str> {
+    match launch {
+        Launch::Attention { append, kernel, .. } => vec![append, kernel],
+        Launch::Embedding { kernel, .. }
+        | Launch::Linear { kernel, .. }
+        | Launch::RmsNorm { kernel, .. }
+        | Launch::LayerNorm { kernel, .. }
+        | Launch::Rope { kernel, .. }
+        | Launch::Softmax { kernel, .. }
+        | Launch::Split { kernel, .. }
+        | Launch::Fused { kernel, .. } => vec![kernel],
+    }
+}
+
+impl DecoderExecutor for CudaExecutor {
+    fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    fn step(
+        &mut self,
+        ids: &[u32],
+        positions: &[i64],
+        mask: Option<&[bool]>,
+    ) -> Result<(Vec<f32>, usize), RuntimeError> {
+        let n = ids.len();
+        let bad = |message: String| RuntimeError::DecoderContract { message };
+        if n == 0 || positions.len() != n {
+            return Err(bad(format!("{n} ids and {} positions", positions.len())));
+        }
+        if let Some(m) = mask {
+            if m.len() != n * n {
+                return Err(bad(format!("a mask of {} entries for {n} tokens, not {}", m.len(), n * n)));
+            }
+            if self.plan.tree_mask.is_none() && m.iter().enumerate().any(|(e, &b)| b != (e % n <= e / n)) {
+                return Err(bad("this graph has no tree_mask input, so it verifies chains only".to_string()));
+            }
+        }
+        if self.kv_len + n > self.plan.kv_capacity {
+            return Err(RuntimeError::KvCache {
+                message: format!(
+                    "{} cached + {n} new tokens exceed the CUDA KV cache of {} tokens; raise --max-context",
+                    self.kv_len, self.plan.kv_capacity
+                ),
+            });
+        }
+        let max = self.plan.max_rows;
+        if n <= max {
+            return Ok((self.run_chunk(ids, positions, mask, 0)?, self.plan.vocab));
+        }
+        if mask.is_some() {
+            return Err(bad(format!("a tree of {n} tokens is larger than one CUDA step ({max})")));
+        }
+        // A long prompt: causal chunks, each attending to the cache the earlier ones filled.
+        let start = self.kv_len;
+        let mut logits = Vec::with_capacity(n * self.plan.vocab);
+        for (chunk_ids, chunk_pos) in ids.chunks(max).zip(positions.chunks(max)) {
+            match self.run_chunk(chunk_ids, chunk_pos, None, 0) {
+                Ok(l) => logits.extend(l),
+                Err(e) => {
+                    self.kv_len = start;
+                    return Err(e);
+                }
+            }
+        }
+        Ok((logits, self.plan.vocab))
+    }
+
+    fn step_last(&mut self, ids: &[u32], positions: &[i64]) -> Result<Vec<f32>, RuntimeError> {
+        let n = ids.len();
+        if n == 0 || positions.len() != n || self.kv_len + n > self.plan.kv_capacity {
+            let (logits, vocab) = self.step(ids, positions, None)?; // reports the problem
+            return Ok(logits[logits.len() - vocab..].to_vec());
+        }
+        let max = self.plan.max_rows;
+        let start = self.kv_len;
+        let chunks = n.div_ceil(max);
+        let mut last = Vec::new();
+        for (i, (chunk_ids, chunk_pos)) in ids.chunks(max).zip(positions.chunks(max)).enumerate() {
+            let rows_from = if i + 1 == chunks { chunk_ids.len() - 1 } else { chunk_ids.len() };
+            // Earlier chunks need no logits at all: skip their logits rows entirely except one.
+            let rows_from = rows_from.min(chunk_ids.len() - 1);
+            match self.run_chunk(chunk_ids, chunk_pos, None, rows_from) {
+                Ok(l) => last = l,
+                Err(e) => {
+                    self.kv_len = start;
+                    return Err(e);
+                }
+            }
+        }
+        Ok(last)
+    }
+
+    fn kv_len(&self) -> usize {
+        self.kv_len
+    }
+
+    fn reset(&mut self) {
+        self.kv_len = 0;
+    }
+
+    fn truncate_kv(&mut self, len: usize) -> Result<(), RuntimeError> {
+        if len > self.kv_len {
+            return Err(RuntimeError::KvCache {
+                message: format!("cannot truncate to {len} tokens: only {} are cached", self.kv_len),
+            });
+        }
+        self.kv_len = len;
+        Ok(())
+    }
+
+    fn compact_kv(&mut self, keep: &[usize]) -> Result<(), RuntimeError> {
+        let len = self.kv_len;
+        if let Some(&bad) = keep.iter().find(|&&k| k >= len) {
+            return Err(RuntimeError::KvCache { message: format!("slot {bad} is not cached ({len} tokens)") });
+        }
+        if keep.windows(2).any(|w| w[0] >= w[1]) || keep.iter().enumerate().any(|(i, &k)| k < i) {
+            return Err(RuntimeError::KvCache {
+                message: "the kept slots must be increasing (each slot moves down or stays)".to_string(),
+            });
+        }
+        let Some(first) = keep.iter().enumerate().position(|(i, &k)| k != i) else {
+            self.kv_len = keep.len();
+            return Ok(());
+        };
+        let indices: Vec<i32> = keep.iter().map(|&k| k as i32).collect();
+        self.upload(self.plan.keep_indices, &indices)?;
+        let f = self.device.function("kiln_kv_compact")?;
+        let stream = self.device.stream.clone();
+        let mut layers: Vec<_> = self.plan.layers.values().copied().collect();
+        layers.sort_by_key(|l| l.keys);
+        for layer in layers {
+            for (region, row) in [(layer.keys, layer.k_row), (layer.values, layer.v_row)] {
+                let (base, keep_ptr) = (self.base + region, self.base + self.plan.keep_indices);
+                let (fi, ni, stride, r) = (first as i32, keep.len() as i32, 0i64, row as i32);
+                let mut b = stream.launch_builder(&f);
+                b.arg(&base).arg(&keep_ptr).arg(&fi).arg(&ni).arg(&stride).arg(&r);
+                // SAFETY: the region holds `capacity` rows of `row` floats; every index is below kv_len.
+                unsafe { b.launch(cfg(1, 256, 0)) }.map_err(cuda_error("compacting the KV cache"))?;
+            }
+        }
+        self.device.stream.synchronize().map_err(cuda_error("compacting the KV cache"))?;
+        self.kv_len = keep.len();
+        Ok(())
+    }
+
+    fn max_exact_step_rows(&self) -> usize {
+        CUDA_EXACT_STEP_ROWS.min(self.plan.max_rows)
+    }
+
+    fn device(&self) -> String {
+        self.device_description()
+    }
+}

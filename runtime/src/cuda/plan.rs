@@ -1,0 +1,736 @@
+//! The launch plan of a graph on the GPU: which kernel runs for which nodes, with which operands, and
+//! where every value lives in the device arena.
+//!
+//! The arena holds, in order: the weights (in their stored dtype; norm scales and biases widened to f32),
+//! constants and rope frequency tables; the KV cache; the step inputs; and the activations, whose offsets
+//! are planned from their lifetimes over the launch sequence so that buffers are reused. Reshapes are views
+//! (their result shares the operand's buffer), and the values inside a fused elementwise chain never reach
+//! memory. Sizes are planned for steps of up to `max_rows` tokens.
+
+use std::collections::{HashMap, HashSet};
+
+use kiln_ir::fusion::{ElementwiseGroup, elementwise_groups};
+use kiln_ir::{BinaryOp, DType, Dim, Graph, NodeId, Op, RopeStyle, ValueId, WeightStore};
+
+use crate::RuntimeError;
+
+/// Device buffers are aligned to this many bytes (16-byte vector loads need 16; 256 keeps rows tidy).
+pub(crate) const ALIGN: u64 = 256;
+
+/// A dim at run time: fixed, or the number of tokens of the step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RunDim {
+    Fixed(usize),
+    Tokens,
+}
+
+/// A value's shape with the step's token count left open.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct RunShape(pub Vec<RunDim>);
+
+impl RunShape {
+    pub fn dims(&self, tokens: usize) -> Vec<usize> {
+        self.0.iter().map(|d| if let RunDim::Fixed(n) = d { *n } else { tokens }).collect()
+    }
+    pub fn numel(&self, tokens: usize) -> usize {
+        self.dims(tokens).iter().product()
+    }
+}
+
+/// How a value's bytes reach the device before the first step.
+pub(crate) enum Upload {
+    /// A weight in its stored dtype.
+    Weight { name: String },
+    /// Bytes computed on the host: f32-widened scales, constants, rope tables.
+    Bytes(Vec<u8>),
+}
+
+/// One kernel launch (or KV-cache append + attention pair) of a step.
+#[derive(Clone, Debug)]
+pub(crate) enum Launch {
+    Embedding {
+        kernel: String,
+        table: ValueId,
+        ids: ValueId,
+        out: ValueId,
+        vocab: usize,
+        hidden: usize,
+    },
+    Linear {
+        kernel: String,
+        x: ValueId,
+        w: ValueId,
+        bias: Option<Slot>,
+        out: ValueId,
+        n: usize,
+        k: usize,
+        softcap: f32,
+        logits: bool,
+    },
+    RmsNorm {
+        kernel: String,
+        x: ValueId,
+        residual: Option<(ValueId, ValueId)>,
+        w: Slot,
+        out: ValueId,
+        h: usize,
+        eps: f32,
+        offset: f32,
+    },
+    LayerNorm {
+        kernel: String,
+        x: ValueId,
+        residual: Option<(ValueId, ValueId)>,
+        w: Slot,
+        b: Option<Slot>,
+        out: ValueId,
+        h: usize,
+        eps: f32,
+    },
+    Rope {
+        kernel: String,
+        x: ValueId,
+        positions: ValueId,
+        inv_freq: Slot,
+        magnitude: f64,
+        out: ValueId,
+        heads: usize,
+        head_dim: usize,
+        rotary_dim: usize,
+        interleaved: bool,
+    },
+    Attention {
+        append: String,
+        kernel: String,
+        q: ValueId,
+        k: ValueId,
+        v: ValueId,
+        positions: ValueId,
+        mask: Option<ValueId>,
+        out: ValueId,
+        layer: usize,
+        heads: usize,
+        kv_heads: usize,
+        head_dim: usize,
+        v_dim: usize,
+        scale: f32,
+        softcap: f32,
+        causal: bool,
+        window: u32,
+        sinks: u32,
+    },
+    Softmax {
+        kernel: String,
+        x: ValueId,
+        out: ValueId,
+        n: usize,
+    },
+    Split {
+        kernel: String,
+        x: ValueId,
+        outs: Vec<(ValueId, usize, usize)>,
+        width: usize,
+    },
+    Fused {
+        kernel: String,
+        inputs: Vec<ValueId>,
+        out: ValueId,
+    },
+}
+
+/// A parameter buffer that is not a graph value (an f32 copy of a weight, a rope table).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct Slot(pub usize);
+
+/// One layer's KV cache: `capacity` slots of `k_row` key and `v_row` value f32 elements.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct LayerKv {
+    pub keys: u64,
+    pub values: u64,
+    pub k_row: usize,
+    pub v_row: usize,
+}
+
+pub(crate) struct Plan {
+    pub launches: Vec<Launch>,
+    pub shapes: Vec<RunShape>,
+    /// Arena offset of every value that has a buffer (views share their root's offset).
+    pub offsets: Vec<Option<u64>>,
+    pub slot_offsets: Vec<u64>,
+    /// What to copy to the device once: (arena offset, what).
+    pub uploads: Vec<(u64, Upload)>,
+    pub layers: HashMap<u32, LayerKv>,
+    pub kv_capacity: usize,
+    pub error_flag: u64,
+    pub keep_indices: u64,
+    pub arena_bytes: u64,
+    pub ids: ValueId,
+    pub positions: ValueId,
+    pub tree_mask: Option<ValueId>,
+    pub logits: ValueId,
+    pub vocab: usize,
+    pub max_rows: usize,
+}
+
+fn align(x: u64) -> u64 {
+    x.div_ceil(ALIGN) * ALIGN
+}
+
+fn invalid(message: String) -> RuntimeError {
+    RuntimeError::Cuda { message }
+}
+
+/// Bump allocation of the fixed regions.
+struct Bump(u64);
+impl Bump {
+    fn take(&mut self, bytes: u64) -> u64 {
+        let at = self.0;
+        self.0 = align(at + bytes.max(1));
+        at
+    }
+}
+
+pub(crate) fn build(
+    g: &Graph,
+    weights: &WeightStore,
+    max_rows: usize,
+    kv_capacity: usize,
+) -> Result<Plan, RuntimeError> {
+    let [ids, positions, rest @ ..] = g.inputs() else {
+        return Err(invalid("the graph needs the decoder inputs ids and positions".to_string()));
+    };
+    let (ids, positions, tree_mask) = (*ids, *positions, rest.first().copied());
+    let Some(&logits) = g.outputs().first() else {
+        return Err(invalid("the graph has no outputs".to_string()));
+    };
+    // The one symbol a step binds: the token count, dim 1 of `ids`.
+    let token_symbol = match g.value_type(ids).shape.dims() {
+        [_, Dim::Sym(s)] => Some(s.clone()),
+        _ => None,
+    };
+    let mut shapes = Vec::with_capacity(g.num_values());
+    for i in 0..g.num_values() {
+        let ty = g.value_type(ValueId(i as u32));
+        let dims = ty
+            .shape
+            .dims()
+            .iter()
+            .map(|d| match d {
+                Dim::Static(n) => Ok(RunDim::Fixed(*n as usize)),
+                Dim::Sym(s) if Some(s) == token_symbol.as_ref() => Ok(RunDim::Tokens),
+                other => Err(invalid(format!(
+                    "value %{i} has type {ty}: the CUDA executor needs every dim static or the token count, not `{other}`"
+                ))),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        shapes.push(RunShape(dims));
+    }
+    let vocab = match shapes[logits.index()].0.last() {
+        Some(RunDim::Fixed(v)) if g.value_type(logits).dtype == DType::F32 => *v,
+        _ => return Err(invalid(format!("output 0 is {}, not f32[1, seq, vocab]", g.value_type(logits)))),
+    };
+
+    let groups = elementwise_groups(g);
+    let group_of_last: HashMap<NodeId, usize> =
+        groups.iter().enumerate().map(|(i, grp)| (*grp.nodes.last().expect("non-empty"), i)).collect();
+    let position: HashMap<NodeId, usize> = g.order().iter().enumerate().map(|(i, &n)| (n, i)).collect();
+    let users = users_by_value(g, &position);
+    let absorbed = residual_adds(g, &groups, &position, &users);
+
+    let mut alias: Vec<ValueId> = (0..g.num_values() as u32).map(ValueId).collect();
+    let mut launches = Vec::new();
+    let mut params = Params::default();
+    let mut device_values: HashSet<ValueId> = HashSet::new(); // weights/constants read as tensors
+    let mut layers: HashMap<u32, (usize, usize)> = HashMap::new();
+    let param_f32 = |params: &mut Params, v: ValueId, what: &str, node: NodeId| -> Result<Slot, RuntimeError> {
+        if let Some(&s) = params.f32_copies.get(&v) {
+            return Ok(s);
+        }
+        let values: Vec<f32> = host_tensor_f32(g, weights, v).ok_or_else(|| {
+            invalid(format!("node %{}: its {what} must be a float weight or constant for the CUDA executor", node.0))
+        })?;
+        let s = params.push(values.iter().flat_map(|x| x.to_le_bytes()).collect());
+        params.f32_copies.insert(v, s);
+        Ok(s)
+    };
+
+    for &id in g.order() {
+        let node = g.node(id);
+        let at = |msg: String| invalid(format!("node %{} ({}): {msg}", id.0, node.op.name()));
+        let inp = |i: usize| node.inputs[i];
+        let out = node.outputs.first().copied();
+        let dtype_of = |v: ValueId| g.value_type(v).dtype;
+        let suffix = |v: ValueId| -> Result<&'static str, RuntimeError> {
+            float_suffix(dtype_of(v))
+                .ok_or_else(|| at(format!("%{} is {}; CUDA kernels take f32, f16 or bf16", v.0, dtype_of(v))))
+        };
+        let last_fixed = |v: ValueId| -> Result<usize, RuntimeError> {
+            match shapes[v.index()].0.last() {
+                Some(RunDim::Fixed(n)) => Ok(*n),
+                _ => Err(at(format!("the last dim of %{} must be static", v.0))),
+            }
+        };
+        match &node.op {
+            Op::Weight { .. } | Op::Constant { .. } => {}
+            Op::Reshape { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. } => {
+                let o = out.expect("one result");
+                alias[o.index()] = alias[inp(0).index()];
+            }
+            op if kiln_ir::fusion::is_elementwise(op) => {
+                if let Some(&gi) = group_of_last.get(&id)
+                    && !absorbed.contains_key(&gi)
+                {
+                    let grp = &groups[gi];
+                    for &v in &grp.inputs {
+                        device_values.insert(v);
+                    }
+                    launches.push(Launch::Fused {
+                        kernel: grp.kernel_name(),
+                        inputs: grp.inputs.clone(),
+                        out: grp.output,
+                    });
+                }
+            }
+            Op::Embedding { .. } => {
+                if dtype_of(inp(1)) != DType::I64 {
+                    return Err(at("ids must be i64".to_string()));
+                }
+                let table = inp(0);
+                let dims =
+                    g.value_type(table).shape.as_static().ok_or_else(|| at("the table must be static".into()))?;
+                device_values.insert(table);
+                launches.push(Launch::Embedding {
+                    kernel: format!("kiln_embedding_x{}", suffix(table)?),
+                    table,
+                    ids: inp(1),
+                    out: out.expect("one result"),
+                    vocab: dims[0],
+                    hidden: dims[1],
+                });
+            }
+            Op::Linear { .. } | Op::Logits { .. } => {
+                let (x, w) = (inp(0), inp(1));
+                let o = out.expect("one result");
+                if dtype_of(o) != DType::F32 {
+                    return Err(at(format!("its result is {}; the CUDA kernel writes f32", dtype_of(o))));
+                }
+                let dims = g.value_type(w).shape.as_static().ok_or_else(|| at("the weight must be static".into()))?;
+                let [n, k] = dims[..] else { return Err(at("the weight must be [N, K]".into())) };
+                device_values.insert(w);
+                let bias = match node.inputs.get(2) {
+                    Some(&b) => Some(param_f32(&mut params, b, "bias", id)?),
+                    None => None,
+                };
+                let softcap = match &node.op {
+                    Op::Logits { softcap } => softcap.unwrap_or(0.0),
+                    _ => 0.0,
+                };
+                launches.push(Launch::Linear {
+                    kernel: format!("kiln_linear_w{}_x{}", suffix(w)?, suffix(x)?),
+                    x,
+                    w,
+                    bias,
+                    out: o,
+                    n,
+                    k,
+                    softcap,
+                    logits: o == logits,
+                });
+            }
+            Op::RmsNorm { eps, offset } => {
+                let (x, o) = (inp(0), out.expect("one result"));
+                let w = param_f32(&mut params, inp(1), "scale", id)?;
+                let residual = absorbed_add(g, &groups, &absorbed, x);
+                let stem = if residual.is_some() { "add_rms_norm" } else { "rms_norm" };
+                let (x, residual) = match residual {
+                    Some((a, b)) => (a, Some((b, x))),
+                    None => (x, None),
+                };
+                launches.push(Launch::RmsNorm {
+                    kernel: format!("kiln_{stem}_x{}", suffix(x)?),
+                    x,
+                    residual,
+                    w,
+                    out: o,
+                    h: last_fixed(o)?,
+                    eps: *eps,
+                    offset: *offset,
+                });
+            }
+            Op::LayerNorm { axis, eps } => {
+                let (x, o) = (inp(0), out.expect("one result"));
+                let dims = &shapes[x.index()].0;
+                let a = if *axis < 0 { axis + dims.len() as i64 } else { *axis } as usize;
+                let mut h = 1;
+                for d in dims.get(a..).unwrap_or(&[]) {
+                    match d {
+                        RunDim::Fixed(n) => h *= n,
+                        RunDim::Tokens => return Err(at("the normalised dims must be static".into())),
+                    }
+                }
+                let w = param_f32(&mut params, inp(1), "scale", id)?;
+                let b = match node.inputs.get(2) {
+                    Some(&b) => Some(param_f32(&mut params, b, "bias", id)?),
+                    None => None,
+                };
+                let residual = absorbed_add(g, &groups, &absorbed, x);
+                let stem = if residual.is_some() { "add_layer_norm" } else { "layer_norm" };
+                let (x, residual) = match residual {
+                    Some((p, q)) => (p, Some((q, x))),
+                    None => (x, None),
+                };
+                launches.push(Launch::LayerNorm {
+                    kernel: format!("kiln_{stem}_x{}", suffix(x)?),
+                    x,
+                    residual,
+                    w,
+                    b,
+                    out: o,
+                    h,
+                    eps: *eps,
+                });
+            }
+            Op::Rope { style, theta, rotary_dim, scaling } => {
+                let x = inp(0);
+                let dims = &shapes[x.index()].0;
+                let [_, _, RunDim::Fixed(heads), RunDim::Fixed(head_dim)] = dims[..] else {
+                    return Err(at("x must be [batch, seq, heads, head_dim] with static heads and head_dim".into()));
+                };
+                let (inv_freq, magnitude) =
+                    crate::cpu::rope::inverse_frequencies(*theta, *rotary_dim as usize, scaling).map_err(at)?;
+                let table = params.push(inv_freq.iter().flat_map(|f| f.to_le_bytes()).collect());
+                launches.push(Launch::Rope {
+                    kernel: format!("kiln_rope_x{}", suffix(x)?),
+                    x,
+                    positions: inp(1),
+                    inv_freq: table,
+                    magnitude,
+                    out: out.expect("one result"),
+                    heads,
+                    head_dim,
+                    rotary_dim: *rotary_dim as usize,
+                    interleaved: *style == RopeStyle::Interleaved,
+                });
+            }
+            Op::Attention { layer, scale, causal, window, sinks, softcap } => {
+                let Some(layer) = layer else {
+                    return Err(at("attention without a KV-cache layer runs on the CPU only".into()));
+                };
+                let (q, k, v) = (inp(0), inp(1), inp(2));
+                let dim = |v: ValueId, i: usize| match shapes[v.index()].0.get(i) {
+                    Some(RunDim::Fixed(n)) => Ok(*n),
+                    _ => Err(at(format!("dim {i} of %{} must be static", v.0))),
+                };
+                let (heads, head_dim, kv_heads, v_dim) = (dim(q, 2)?, dim(q, 3)?, dim(k, 2)?, dim(v, 3)?);
+                if kv_heads == 0
+                    || heads % kv_heads != 0
+                    || dim(k, 3)? != head_dim
+                    || dtype_of(k) != dtype_of(q)
+                    || dtype_of(v) != dtype_of(q)
+                {
+                    return Err(at("q, k and v do not fit together (GQA groups, head_dim or dtype)".into()));
+                }
+                let entry = layers.entry(*layer).or_insert((kv_heads * head_dim, kv_heads * v_dim));
+                if *entry != (kv_heads * head_dim, kv_heads * v_dim) {
+                    return Err(at(format!("layer {layer} is used with two different key/value sizes")));
+                }
+                let mask = node.inputs.get(4).copied();
+                if mask.is_some() && mask != tree_mask {
+                    return Err(at("the attention mask must be the graph's tree_mask input".into()));
+                }
+                let x = suffix(q)?;
+                launches.push(Launch::Attention {
+                    append: format!("kiln_kv_append_x{x}"),
+                    kernel: format!("kiln_attention_x{x}"),
+                    q,
+                    k,
+                    v,
+                    positions: inp(3),
+                    mask,
+                    out: out.expect("one result"),
+                    layer: *layer as usize,
+                    heads,
+                    kv_heads,
+                    head_dim,
+                    v_dim,
+                    scale: *scale,
+                    softcap: softcap.unwrap_or(0.0),
+                    causal: *causal,
+                    window: window.unwrap_or(0),
+                    sinks: *sinks,
+                });
+            }
+            Op::Softmax { axis } => {
+                let x = inp(0);
+                if *axis != -1 && *axis != shapes[x.index()].0.len() as i64 - 1 {
+                    return Err(at("the CUDA softmax runs over the last axis only".into()));
+                }
+                launches.push(Launch::Softmax {
+                    kernel: format!("kiln_softmax_x{}", suffix(x)?),
+                    x,
+                    out: out.expect("one result"),
+                    n: last_fixed(x)?,
+                });
+            }
+            Op::Split { axis, sizes } => {
+                let x = inp(0);
+                let rank = shapes[x.index()].0.len() as i64;
+                if *axis != -1 && *axis != rank - 1 {
+                    return Err(at("the CUDA split runs along the last axis only".into()));
+                }
+                let bytes = dtype_of(x)
+                    .size_of()
+                    .filter(|b| [2, 4, 8].contains(b))
+                    .ok_or_else(|| at("split needs 2-, 4- or 8-byte elements".into()))?;
+                let mut offset = 0;
+                let mut outs = Vec::new();
+                for (&o, &size) in node.outputs.iter().zip(sizes) {
+                    outs.push((o, offset, size as usize));
+                    offset += size as usize;
+                }
+                launches.push(Launch::Split {
+                    kernel: format!("kiln_slice_columns_b{bytes}"),
+                    x,
+                    outs,
+                    width: last_fixed(x)?,
+                });
+            }
+            other => return Err(at(format!("the CUDA executor has no kernel for `{}`", other.name()))),
+        }
+    }
+
+    // ---- arena layout ----
+    let mut bump = Bump(0);
+    let mut offsets: Vec<Option<u64>> = vec![None; g.num_values()];
+    let mut uploads = Vec::new();
+    let mut sorted: Vec<ValueId> = device_values.into_iter().collect();
+    sorted.sort();
+    for v in sorted {
+        let v = alias[v.index()];
+        if offsets[v.index()].is_some() {
+            continue;
+        }
+        let upload = match g.producer(v).map(|n| &g.node(n).op) {
+            Some(Op::Weight { name }) => {
+                let w = weights.get(name).map_err(|e| invalid(format!("weight `{name}`: {e}")))?;
+                match &w.payload {
+                    kiln_ir::WeightPayload::Dense(bytes) => (bytes.len() as u64, Upload::Weight { name: name.clone() }),
+                    kiln_ir::WeightPayload::Quantized { .. } => {
+                        return Err(invalid(format!(
+                            "weight `{name}` is {}; the CUDA executor runs f32, f16 and bf16 weights",
+                            w.ty.dtype
+                        )));
+                    }
+                }
+            }
+            Some(Op::Constant { value }) => {
+                let bytes = kiln_ir::weights::tensor_to_le_bytes(value);
+                (bytes.len() as u64, Upload::Bytes(bytes))
+            }
+            _ => continue, // an activation: planned below
+        };
+        let at = bump.take(upload.0);
+        offsets[v.index()] = Some(at);
+        uploads.push((at, upload.1));
+    }
+    let mut slot_offsets = Vec::new();
+    for bytes in params.slots {
+        let at = bump.take(bytes.len() as u64);
+        slot_offsets.push(at);
+        uploads.push((at, Upload::Bytes(bytes)));
+    }
+    // KV cache.
+    let mut layer_list: Vec<_> = layers.into_iter().collect();
+    layer_list.sort();
+    let mut kv = HashMap::new();
+    for (layer, (k_row, v_row)) in layer_list {
+        let keys = bump.take((kv_capacity * k_row * 4) as u64);
+        let values = bump.take((kv_capacity * v_row * 4) as u64);
+        kv.insert(layer, LayerKv { keys, values, k_row, v_row });
+    }
+    let error_flag = bump.take(4);
+    let keep_indices = bump.take(((kv_capacity + max_rows) * 4) as u64);
+    // Step inputs.
+    let bytes_of = |v: ValueId| -> u64 {
+        let dt = g.value_type(v).dtype.size_of().unwrap_or(4);
+        (shapes[v.index()].numel(max_rows) * dt) as u64
+    };
+    for v in [Some(ids), Some(positions), tree_mask].into_iter().flatten() {
+        offsets[v.index()] = Some(bump.take(bytes_of(v)));
+    }
+    // Activations: lifetimes over the launch sequence, then first-fit reuse.
+    let mut first_def: HashMap<ValueId, usize> = HashMap::new();
+    let mut last_use: HashMap<ValueId, usize> = HashMap::new();
+    for (i, launch) in launches.iter().enumerate() {
+        let (reads, writes) = operands(launch);
+        for v in reads {
+            last_use.insert(alias[v.index()], i);
+        }
+        for v in writes {
+            first_def.entry(alias[v.index()]).or_insert(i);
+            last_use.entry(alias[v.index()]).or_insert(i);
+        }
+    }
+    for &o in g.outputs() {
+        last_use.insert(alias[o.index()], usize::MAX);
+    }
+    let mut order: Vec<(usize, ValueId)> =
+        first_def.iter().filter(|(v, _)| offsets[v.index()].is_none()).map(|(&v, &d)| (d, v)).collect();
+    order.sort();
+    let activation_base = bump.0;
+    let mut live: Vec<(u64, u64, usize)> = Vec::new(); // (offset, bytes, last use)
+    let mut high = 0u64;
+    for (def, v) in order {
+        live.retain(|&(_, _, end)| end >= def);
+        live.sort();
+        let need = align(bytes_of(v));
+        let mut at = 0u64;
+        for &(o, b, _) in &live {
+            if o >= at + need {
+                break;
+            }
+            at = at.max(align(o + b));
+        }
+        live.push((at, need, last_use[&v]));
+        high = high.max(at + need);
+        offsets[v.index()] = Some(activation_base + at);
+    }
+    let arena_bytes = activation_base + high;
+    for i in 0..g.num_values() {
+        let root = alias[i];
+        if root.index() != i {
+            offsets[i] = offsets[root.index()];
+        }
+    }
+    Ok(Plan {
+        launches,
+        shapes,
+        offsets,
+        slot_offsets,
+        uploads,
+        layers: kv,
+        kv_capacity,
+        error_flag,
+        keep_indices,
+        arena_bytes,
+        ids,
+        positions,
+        tree_mask,
+        logits,
+        vocab,
+        max_rows,
+    })
+}
+
+/// Host-computed parameter buffers (f32 scales and biases, rope tables), deduplicated per weight.
+#[derive(Default)]
+struct Params {
+    slots: Vec<Vec<u8>>,
+    f32_copies: HashMap<ValueId, Slot>,
+}
+
+impl Params {
+    fn push(&mut self, bytes: Vec<u8>) -> Slot {
+        self.slots.push(bytes);
+        Slot(self.slots.len() - 1)
+    }
+}
+
+fn float_suffix(dtype: DType) -> Option<&'static str> {
+    match dtype {
+        DType::F32 => Some("f32"),
+        DType::F16 => Some("f16"),
+        DType::BF16 => Some("bf16"),
+        _ => None,
+    }
+}
+
+/// The values a launch reads and writes.
+pub(crate) fn operands(launch: &Launch) -> (Vec<ValueId>, Vec<ValueId>) {
+    match launch {
+        Launch::Embedding { table, ids, out, .. } => (vec![*table, *ids], vec![*out]),
+        Launch::Linear { x, w, out, .. } => (vec![*x, *w], vec![*out]),
+        Launch::RmsNorm { x, residual, out, .. } | Launch::LayerNorm { x, residual, out, .. } => match residual {
+            Some((b, sum)) => (vec![*x, *b], vec![*sum, *out]),
+            None => (vec![*x], vec![*out]),
+        },
+        Launch::Rope { x, positions, out, .. } => (vec![*x, *positions], vec![*out]),
+        Launch::Attention { q, k, v, positions, mask, out, .. } => {
+            let mut r = vec![*q, *k, *v, *positions];
+            r.extend(mask);
+            (r, vec![*out])
+        }
+        Launch::Softmax { x, out, .. } => (vec![*x], vec![*out]),
+        Launch::Split { x, outs, .. } => (vec![*x], outs.iter().map(|o| o.0).collect()),
+        Launch::Fused { inputs, out, .. } => (inputs.clone(), vec![*out]),
+    }
+}
+
+/// A weight or constant as f32 values on the host (for scales and biases, which the kernels read in f32).
+fn host_tensor_f32(g: &Graph, weights: &WeightStore, v: ValueId) -> Option<Vec<f32>> {
+    let tensor = match &g.node(g.producer(v)?).op {
+        Op::Weight { name } => weights.get(name).ok()?.to_tensor(),
+        Op::Constant { value } => value.clone(),
+        _ => return None,
+    };
+    tensor.dtype().is_float().then(|| tensor.to_f32_vec())
+}
+
+/// For each value, the program positions of the nodes that use it (graph outputs count as the end).
+fn users_by_value(g: &Graph, position: &HashMap<NodeId, usize>) -> HashMap<ValueId, Vec<usize>> {
+    let mut users: HashMap<ValueId, Vec<usize>> = HashMap::new();
+    for &id in g.order() {
+        for &v in &g.node(id).inputs {
+            users.entry(v).or_default().push(position[&id]);
+        }
+    }
+    for &o in g.outputs() {
+        users.entry(o).or_default().push(usize::MAX);
+    }
+    users
+}
+
+/// The single-`add` groups whose sum feeds a norm that can compute it instead (pre-norm residual streams):
+/// group index -> the norm node. The sum must have the norm input's shape and dtype on both operands, and
+/// nothing may read it before the norm runs.
+fn residual_adds(
+    g: &Graph,
+    groups: &[ElementwiseGroup],
+    position: &HashMap<NodeId, usize>,
+    users: &HashMap<ValueId, Vec<usize>>,
+) -> HashMap<usize, NodeId> {
+    let by_output: HashMap<ValueId, usize> = groups.iter().enumerate().map(|(i, grp)| (grp.output, i)).collect();
+    let mut absorbed = HashMap::new();
+    for &id in g.order() {
+        let node = g.node(id);
+        if !matches!(node.op, Op::RmsNorm { .. } | Op::LayerNorm { .. }) {
+            continue;
+        }
+        let x = node.inputs[0];
+        let Some(&gi) = by_output.get(&x) else { continue };
+        let grp = &groups[gi];
+        let add = g.node(grp.nodes[0]);
+        let fits = grp.nodes.len() == 1
+            && add.op == Op::Binary(BinaryOp::Add)
+            && grp.inputs.len() == 2
+            && add.inputs.iter().all(|&a| g.value_type(a) == g.value_type(x))
+            && users.get(&x).is_some_and(|u| u.iter().all(|&p| p >= position[&id]))
+            && !absorbed.contains_key(&gi);
+        if fits {
+            absorbed.insert(gi, id);
+        }
+    }
+    absorbed
+}
+
+/// When `x` is the sum of an absorbed residual add, its two operands.
+fn absorbed_add(
+    g: &Graph,
+    groups: &[ElementwiseGroup],
+    absorbed: &HashMap<usize, NodeId>,
+    x: ValueId,
+) -> Option<(ValueId, ValueId)> {
+    let gi = absorbed.keys().copied().find(|&gi| groups[gi].output == x)?;
+    let add = g.node(groups[gi].nodes[0]);
+    Some((add.inputs[0], add.inputs[1]))
+}

@@ -1,0 +1,132 @@
+#!/usr/bin/env python3
+"""The CUDA executor against the CPU executor, on the GPU machine (issue 7's GPU tests).
+
+For every model given: the last-position logits of a few prompts from `kiln logits --device cuda` against
+`--device cpu` (max|diff| <= 1e-3 * max|logit| for f32 weights, <= 2e-2 * max|logit| for bf16), greedy
+tokens of `kiln run` on both (identical for f32), and on the GPU greedy speculative decoding (ngram, tree)
+against plain decoding (identical). With --ptx-only-sm, one model also runs from an artifact built for that
+architecture only, so the GPU has to load the PTX.
+
+    python3 tools/gpu_check.py --kiln PATH/TO/kiln --out bench/gpu-check.md MODEL[:f32|bf16] ...
+
+Prints a markdown table and writes it to --out; exits 1 when any check fails.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+PROMPTS = [
+    [1, 2, 3, 4, 5, 6, 7, 8],
+    [10, 20, 30, 40, 50, 60, 70, 80, 90, 100, 110, 120, 130, 140, 150, 160, 170, 180, 190, 200],
+    [5],
+]
+
+
+def kiln(binary, *args, env=None):
+    e = dict(os.environ)
+    e.update(env or {})
+    t = time.time()
+    r = subprocess.run([binary, *args], capture_output=True, text=True, env=e)
+    if r.returncode != 0:
+        raise RuntimeError(f"kiln {' '.join(args)} failed ({r.returncode}): {r.stderr.strip()[-2000:]}")
+    return json.loads(r.stdout), time.time() - t
+
+
+def prompt_ids(ids, vocab_cap):
+    return ",".join(str(i % vocab_cap) for i in ids)
+
+
+def check_model(binary, model, dtype, rows, spec_prompt):
+    tol = 1e-3 if dtype == "f32" else 2e-2
+    ok = True
+    worst = 0.0
+    for p in PROMPTS:
+        ids = prompt_ids(p, 200)
+        cpu, _ = kiln(binary, "logits", model, "--prompt-ids", ids, "--json")
+        gpu, _ = kiln(binary, "logits", model, "--prompt-ids", ids, "--json", "--device", "cuda")
+        a, b = cpu["logits"], gpu["logits"]
+        scale = max(abs(x) for x in a)
+        diff = max(abs(x - y) for x, y in zip(a, b))
+        worst = max(worst, diff / scale)
+        if diff > tol * scale:
+            ok = False
+    rows.append((model, dtype, "logits max|diff| / max|logit|", f"{worst:.2e}", f"<= {tol:g}", worst <= tol))
+    ids = prompt_ids(PROMPTS[1], 200)
+    common = ["--prompt-ids", ids, "--max-new-tokens", "32", "--ignore-eos", "--json"]
+    cpu, _ = kiln(binary, "run", model, *common)
+    gpu, _ = kiln(binary, "run", model, *common, "--device", "cuda")
+    same = cpu["token_ids"] == gpu["token_ids"]
+    agree = sum(x == y for x, y in zip(cpu["token_ids"], gpu["token_ids"]))
+    need = dtype == "f32"
+    rows.append((model, dtype, "greedy tokens GPU == CPU (32)", f"{agree}/32 equal", "identical" if need else "report", same or not need))
+    ok = ok and (same or not need)
+    # Speculation on the GPU: identical to plain GPU decoding.
+    has_tokenizer = os.path.exists(os.path.join(model, "tokenizer.json"))
+    sp = ["--prompt", spec_prompt] if spec_prompt and has_tokenizer else ["--prompt-ids", ids]
+    base = ["--max-new-tokens", "64", "--ignore-eos", "--json", "--device", "cuda"]
+    plain, _ = kiln(binary, "run", model, *sp, *base)
+    for mode in ["ngram", "tree"]:
+        spec, _ = kiln(binary, "run", model, *sp, *base, "--speculate", mode)
+        same = spec["token_ids"] == plain["token_ids"]
+        st = spec["stats"]
+        rows.append((model, dtype, f"GPU --speculate {mode} == none", f"{st['accepted_per_step']:.2f} tok/step", "identical", same))
+        ok = ok and same
+    rows.append((model, dtype, "GPU plain decode tok/s (64 tokens)", f"{plain['stats']['tokens_per_s']:.1f}", "report", True))
+    return ok, plain["stats"].get("device", "?")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--kiln", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--ptx-only-sm", default=None, help="also run the first model with kernels built only for this sm")
+    ap.add_argument("--spec-prompt", default=None)
+    ap.add_argument("models", nargs="+")
+    args = ap.parse_args()
+    rows = []
+    all_ok = True
+    devices = set()
+    for spec in args.models:
+        model, _, dtype = spec.partition(":")
+        dtype = dtype or "f32"
+        try:
+            ok, device = check_model(args.kiln, model, dtype, rows, args.spec_prompt)
+            devices.add(device)
+        except Exception as e:  # a failed command is a failed check, reported with its message
+            rows.append((model, dtype, "error", str(e)[:300], "", False))
+            ok = False
+        all_ok = all_ok and ok
+    if args.ptx_only_sm:
+        model = args.models[0].partition(":")[0]
+        ids = prompt_ids(PROMPTS[1], 200)
+        common = ["--prompt-ids", ids, "--max-new-tokens", "32", "--ignore-eos", "--json"]
+        try:
+            cubin, _ = kiln(args.kiln, "run", model, *common, "--device", "cuda")
+            ptx, _ = kiln(args.kiln, "run", model, *common, "--device", "cuda", env={"KILN_CUDA_SM": args.ptx_only_sm})
+            loaded = ptx["stats"].get("device", "")
+            ok = ptx["token_ids"] == cubin["token_ids"] and "ptx" in loaded
+            rows.append((model, "-", f"kernels built for sm_{args.ptx_only_sm} only, run via PTX", loaded, "same tokens, ptx", ok))
+        except Exception as e:
+            rows.append((model, "-", "sm_87-only via PTX", str(e)[:300], "", False))
+            ok = False
+        all_ok = all_ok and ok
+    lines = [
+        f"Device: {', '.join(sorted(devices))}; date {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+        "",
+        "| model | weights | check | measured | bound | pass |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        lines.append(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} | {r[4]} | {'yes' if r[5] else 'NO'} |")
+    text = "\n".join(lines)
+    print(text)
+    with open(args.out, "w") as f:
+        f.write(text + "\n")
+    sys.exit(0 if all_ok else 1)
+
+
+if __name__ == "__main__":
+    main()
