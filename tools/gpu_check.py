@@ -22,6 +22,10 @@ PROMPTS = [
     [1, 2, 3, 4, 5, 6, 7, 8],
     [10, 20, 30, 40, 50, 60, 70, 80, 90, 100, 110, 120, 130, 140, 150, 160, 170, 180, 190, 200],
     [5],
+    # Longer than a verification step (64 rows): the prefill GEMMs go through cuBLAS.
+    [(7 * i + 3) for i in range(150)],
+    # Longer than one CUDA step (512 tokens): the prefill runs in chunks over the KV cache.
+    [(11 * i + 1) for i in range(600)],
 ]
 
 

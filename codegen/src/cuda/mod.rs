@@ -80,6 +80,7 @@ pub fn template_kernel_names() -> Vec<String> {
     for b in [2, 4, 8] {
         names.push(format!("kiln_slice_columns_b{b}"));
     }
+    names.extend(["kiln_convert_f32_bf16", "kiln_convert_f32_f16", "kiln_bias_softcap"].map(String::from));
     names
 }
 

@@ -39,6 +39,8 @@ pub struct CudaExecutor {
     _arena: cudarc::driver::CudaSlice<u8>,
     base: u64,
     kv_len: usize,
+    /// cuBLAS for the GEMMs of long prefills, when the library is installed.
+    blas: Option<cudarc::cublas::CudaBlas>,
 }
 
 impl std::fmt::Debug for CudaExecutor {
@@ -174,7 +176,16 @@ impl CudaExecutor {
             }
         }
         device.function("kiln_kv_compact")?;
-        Ok(CudaExecutor { graph, plan, device, _arena: arena, base, kv_len: 0 })
+        // SAFETY: only tries to dlopen the library by its known names.
+        let blas = if unsafe { cudarc::cublas::sys::is_culib_present() } {
+            Some(
+                cudarc::cublas::CudaBlas::new(device.stream.clone())
+                    .map_err(|e| RuntimeError::Cuda { message: format!("cannot start cuBLAS: {e:?}") })?,
+            )
+        } else {
+            None
+        };
+        Ok(CudaExecutor { graph, plan, device, _arena: arena, base, kv_len: 0, blas })
     }
 
     /// The GPU's name and which kernel image runs on it (`sm_90`, or `ptx` when the driver compiled PTX).
@@ -281,6 +292,18 @@ impl CudaExecutor {
                 }
                 let wa = self.addr(*w);
                 let ba = bias.map_or(0u64, |s| self.base + self.plan.slot_offsets[s.0]);
+                if m > CUDA_EXACT_STEP_ROWS && self.gemm(xa, *x, wa, *w, oa, m, *cols, *k)? {
+                    if ba != 0 || *softcap > 0.0 {
+                        let f = self.device.function("kiln_bias_softcap")?;
+                        let (r, ni) = (m as i64, *cols as i32);
+                        let mut b = stream.launch_builder(&f);
+                        b.arg(&oa).arg(&ba).arg(&r).arg(&ni).arg(softcap);
+                        // SAFETY: out holds m rows of N floats.
+                        unsafe { b.launch(cfg((m * cols).div_ceil(256), 256, 0)) }
+                            .map_err(failed("kiln_bias_softcap"))?;
+                    }
+                    return Ok(());
+                }
                 let (mi, ni, ki) = (m as i32, *cols as i32, *k as i32);
                 let mut b = stream.launch_builder(&f);
                 b.arg(&xa).arg(&wa).arg(&ba).arg(&oa).arg(&mi).arg(&ni).arg(&ki).arg(softcap);
@@ -449,6 +472,79 @@ impl CudaExecutor {
             }
         }
         Ok(())
+    }
+}
+
+impl CudaExecutor {
+    /// `out[m, n] = x[m, k] · w[n, k]ᵀ` through cuBLAS (f32 accumulation, no TF32). Used only for steps
+    /// longer than [`CUDA_EXACT_STEP_ROWS`] (prefills), whose rows need not match a decode step bit for bit.
+    /// Returns false when cuBLAS is not installed or the operands do not suit it (the GEMV path runs then).
+    #[allow(clippy::too_many_arguments)]
+    fn gemm(
+        &mut self,
+        xa: u64,
+        x: ValueId,
+        wa: u64,
+        w: ValueId,
+        oa: u64,
+        m: usize,
+        n: usize,
+        k: usize,
+    ) -> Result<bool, RuntimeError> {
+        use cudarc::cublas::sys::{cublasComputeType_t, cublasGemmAlgo_t, cublasOperation_t, cudaDataType};
+        let Some(blas) = self.blas.as_ref() else { return Ok(false) };
+        if self.graph.value_type(x).dtype != kiln_ir::DType::F32 {
+            return Ok(false);
+        }
+        let (wtype, b_ptr) = match self.graph.value_type(w).dtype {
+            kiln_ir::DType::F32 => (cudaDataType::CUDA_R_32F, xa),
+            half @ (kiln_ir::DType::BF16 | kiln_ir::DType::F16) => {
+                let (kernel, t) = if half == kiln_ir::DType::BF16 {
+                    ("kiln_convert_f32_bf16", cudaDataType::CUDA_R_16BF)
+                } else {
+                    ("kiln_convert_f32_f16", cudaDataType::CUDA_R_16F)
+                };
+                let f = self.device.function(kernel)?;
+                let scratch = self.base + self.plan.gemm_scratch;
+                let total = (m * k) as i64;
+                let stream = self.device.stream.clone();
+                let mut b = stream.launch_builder(&f);
+                b.arg(&xa).arg(&scratch).arg(&total);
+                // SAFETY: the scratch region holds max_rows x widest K half-precision values.
+                unsafe { b.launch(cfg((m * k).div_ceil(256), 256, 0)) }
+                    .map_err(cuda_error(format!("launching {kernel}")))?;
+                (t, scratch)
+            }
+            _ => return Ok(false),
+        };
+        let (alpha, beta) = (1.0f32, 0.0f32);
+        // Row-major out[m, n] is column-major n x m: out = wᵀ-as-stored (k x n, transposed) times x (k x m).
+        // SAFETY: every pointer is inside the arena with the extents given; the handle uses our stream.
+        unsafe {
+            cudarc::cublas::result::gemm_ex(
+                *blas.handle(),
+                cublasOperation_t::CUBLAS_OP_T,
+                cublasOperation_t::CUBLAS_OP_N,
+                n as i32,
+                m as i32,
+                k as i32,
+                (&alpha as *const f32).cast(),
+                wa as *const std::ffi::c_void,
+                wtype,
+                k as i32,
+                b_ptr as *const std::ffi::c_void,
+                wtype,
+                k as i32,
+                (&beta as *const f32).cast(),
+                oa as *mut std::ffi::c_void,
+                cudaDataType::CUDA_R_32F,
+                n as i32,
+                cublasComputeType_t::CUBLAS_COMPUTE_32F,
+                cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+            )
+        }
+        .map_err(|e| RuntimeError::Cuda { message: format!("cuBLAS GEMM {m}x{n}x{k}: {e:?}") })?;
+        Ok(true)
     }
 }
 

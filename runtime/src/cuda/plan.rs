@@ -163,6 +163,8 @@ pub(crate) struct Plan {
     pub kv_capacity: usize,
     pub error_flag: u64,
     pub keep_indices: u64,
+    /// Room for one linear's activations in a half-precision dtype (the cuBLAS prefill path).
+    pub gemm_scratch: u64,
     pub arena_bytes: u64,
     pub ids: ValueId,
     pub positions: ValueId,
@@ -550,6 +552,8 @@ pub(crate) fn build(
     }
     let error_flag = bump.take(4);
     let keep_indices = bump.take(((kv_capacity + max_rows) * 4) as u64);
+    let widest_k = launches.iter().map(|l| if let Launch::Linear { k, .. } = l { *k } else { 0 }).max().unwrap_or(0);
+    let gemm_scratch = bump.take((max_rows * widest_k * 2) as u64);
     // Step inputs.
     let bytes_of = |v: ValueId| -> u64 {
         let dt = g.value_type(v).dtype.size_of().unwrap_or(4);
@@ -612,6 +616,7 @@ pub(crate) fn build(
         kv_capacity,
         error_flag,
         keep_indices,
+        gemm_scratch,
         arena_bytes,
         ids,
         positions,

@@ -39,3 +39,24 @@ extern "C" __global__ void kiln_slice_columns_b4(const u32* x, u32* out, i64 row
 extern "C" __global__ void kiln_slice_columns_b8(const u64* x, u64* out, i64 rows, int width, int offset, int cols) {
     slice_columns<u64>(x, out, rows, width, offset, cols);
 }
+
+// Activations rounded to a weight's half-precision dtype, so that a prefill GEMM runs in cuBLAS with both
+// operands in that dtype (accumulating in f32).
+extern "C" __global__ void kiln_convert_f32_bf16(const float* x, bf16_t* y, i64 n) {
+    const i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) y[i] = from_f32<bf16_t>(x[i]);
+}
+extern "C" __global__ void kiln_convert_f32_f16(const float* x, f16_t* y, i64 n) {
+    const i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) y[i] = from_f32<f16_t>(x[i]);
+}
+
+// The epilogue of a cuBLAS linear: + bias[n], then the soft cap (0: none), over out[rows, N].
+extern "C" __global__ void kiln_bias_softcap(float* out, const float* bias, i64 rows, int N, float softcap) {
+    const i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= rows * N) return;
+    float v = out[i];
+    if (bias) v += bias[i % N];
+    if (softcap > 0.0f) v = softcap * tanhf(v / softcap);
+    out[i] = v;
+}
