@@ -2,8 +2,9 @@
 //!
 //! Types ([`DType`], [`Shape`], [`TensorType`]), the SSA [`Graph`] of [`Op`]s, constants ([`Tensor`]),
 //! the [`WeightStore`] that `weight` ops name, the text form ([`text`]), type inference ([`infer`]),
-//! the [`verify`]er, and reference evaluation of generic ops ([`eval`]). It depends on no other kiln crate.
+//! the [`verify`]er, reference evaluation of generic ops ([`eval`]), and the `.kiln` [`artifact`] schema. It depends on no other kiln crate.
 
+pub mod artifact;
 pub mod attr;
 pub mod dtype;
 pub mod eval;

@@ -7,22 +7,23 @@ use std::path::PathBuf;
 use kiln_ir::TensorData;
 use miette::{IntoDiagnostic, Result, miette};
 
-use super::diagnostics::report;
+use kiln::Progress;
+
+use super::loading::{Device, cpu_executor, open_prepared};
 use super::prompt::{PromptArgs, model_tokenizer, prompt_ids};
-use super::run_command::cpu_executor;
 
 #[derive(clap::Args, Debug)]
 pub struct LogitsArgs {
-    /// The model: a Hugging Face directory, a `.gguf` file or a `.kir` graph.
+    /// The model: a Hugging Face directory, a `.gguf` file, a `.kir` graph or a compiled `.kiln` artifact.
     model: PathBuf,
     /// Weights for a `.kir` graph (default: the `.safetensors` file of the same name).
     #[arg(long)]
     weights: Option<PathBuf>,
     #[command(flatten)]
     prompt: PromptArgs,
-    /// Pass pipeline applied before running.
-    #[arg(long, default_value = "default")]
-    pipeline: String,
+    /// Pass pipeline applied to a model before running (default: `default`; an artifact runs as compiled).
+    #[arg(long)]
+    pipeline: Option<String>,
     /// Print `{"prompt_ids": [...], "logits": [...]}` (non-finite logits as null); without it, the ten
     /// highest logits, one a line.
     #[arg(long)]
@@ -31,10 +32,11 @@ pub struct LogitsArgs {
 
 pub fn run(args: LogitsArgs) -> Result<()> {
     let path = &args.model;
-    let model = kiln::load_model(path, args.weights.as_deref()).map_err(report)?;
+    let progress = Progress::on_terminal(args.json);
+    let model = open_prepared(path, args.weights.as_deref(), args.pipeline.as_deref(), Device::Cpu, &progress)?;
     let tokenizer = model_tokenizer(&model, path)?;
     let prompt = prompt_ids(&args.prompt, &model, tokenizer.as_ref(), path)?;
-    let mut exec = cpu_executor(model, &args.pipeline, path)?;
+    let mut exec = cpu_executor(model, path)?;
 
     let n = prompt.len();
     let positions: Vec<i64> = (0..n as i64).collect();
