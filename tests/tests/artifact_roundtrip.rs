@@ -112,8 +112,16 @@ fn quantized_weights_round_trip_bit_for_bit() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("q.kiln");
     let kernels = vec![
-        CompiledKernel { module: "decode_step".into(), target: KernelTarget::Ptx, bytes: b".version 8.0\n.target sm_90\n".to_vec() },
-        CompiledKernel { module: "decode_step".into(), target: KernelTarget::Cubin { sm: 90 }, bytes: (0..=255).collect() },
+        CompiledKernel {
+            module: "decode_step".into(),
+            target: KernelTarget::Ptx,
+            bytes: b".version 8.0\n.target sm_90\n".to_vec(),
+        },
+        CompiledKernel {
+            module: "decode_step".into(),
+            target: KernelTarget::Cubin { sm: 90 },
+            bytes: (0..=255).collect(),
+        },
     ];
     let plan = serde_json::json!({"steps": [{"kernel": "decode_step", "grid": [30, 1, 1]}]});
     let contents = ArtifactContents {
