@@ -109,12 +109,23 @@ def main():
         common = ["--prompt-ids", ids, "--max-new-tokens", "32", "--ignore-eos", "--json"]
         try:
             cubin, _ = kiln(args.kiln, "run", model, *common, "--device", "cuda")
-            ptx, _ = kiln(args.kiln, "run", model, *common, "--device", "cuda", env={"KILN_CUDA_SM": args.ptx_only_sm})
+            # An artifact compiled for Jetson Orin only: this GPU must fall back to its PTX.
+            artifact = f"/tmp/kiln-gpu-check-sm{args.ptx_only_sm}.kiln"
+            subprocess.run([args.kiln, "compile", model, "-o", artifact, "--target", f"cuda:sm_{args.ptx_only_sm}"],
+                           check=True, capture_output=True)
+            ptx, _ = kiln(args.kiln, "run", artifact, *common, "--device", "cuda")
             loaded = ptx["stats"].get("device", "")
             ok = ptx["token_ids"] == cubin["token_ids"] and "ptx" in loaded
-            rows.append((model, "-", f"kernels built for sm_{args.ptx_only_sm} only, run via PTX", loaded, "same tokens, ptx", ok))
+            rows.append((model, "-", f"artifact compiled for cuda:sm_{args.ptx_only_sm} only, run via PTX", loaded, "same tokens, ptx", ok))
+            native = "/tmp/kiln-gpu-check-native.kiln"
+            sm = cubin["stats"].get("device", "").split("(sm_")[-1].split(",")[0]
+            subprocess.run([args.kiln, "compile", model, "-o", native, "--target", f"cuda:sm_{sm}"], check=True, capture_output=True)
+            nat, _ = kiln(args.kiln, "run", native, *common, "--device", "cuda")
+            ok2 = nat["token_ids"] == cubin["token_ids"] and "cubin" in nat["stats"].get("device", "")
+            rows.append((model, "-", f"artifact compiled for cuda:sm_{sm}, run from its cubin", nat["stats"].get("device", ""), "same tokens, cubin", ok2))
+            ok = ok and ok2
         except Exception as e:
-            rows.append((model, "-", "sm_87-only via PTX", str(e)[:300], "", False))
+            rows.append((model, "-", "artifacts with kernels", str(e)[:300], "", False))
             ok = False
         all_ok = all_ok and ok
     lines = [

@@ -2,15 +2,15 @@
 //!
 //! Types ([`DType`], [`Shape`], [`TensorType`]), the SSA [`Graph`] of [`Op`]s, constants ([`Tensor`]),
 //! the [`WeightStore`] that `weight` ops name, the text form ([`text`]), type inference ([`infer`]),
-//! the [`verify`]er, and reference evaluation of generic ops ([`eval`]). It depends on no other kiln crate.
+//! the [`verify`]er, reference evaluation of generic ops ([`eval`]), and the `.kiln` [`artifact`] schema. It depends on no other kiln crate.
 
+pub mod artifact;
 pub mod attr;
 pub mod dtype;
 pub mod eval;
 pub mod fusion;
 pub mod graph;
 pub mod infer;
-pub mod kernels;
 pub mod model;
 pub mod op;
 pub mod quant;
@@ -20,10 +20,10 @@ pub mod text;
 pub mod verify;
 pub mod weights;
 
+pub use artifact::{CompiledKernel, KernelTarget};
 pub use attr::{Attr, GeluApprox, RopeScaling, RopeStyle};
 pub use dtype::DType;
 pub use graph::{Graph, Node, NodeId, ValueData, ValueDef, ValueId};
-pub use kernels::{CompiledKernel, KernelTarget};
 pub use model::{Model, ModelMeta};
 pub use op::{BinaryOp, CompareOp, Op, ReduceKind, UnaryOp};
 pub use shape::{Dim, Shape, TensorType};

@@ -14,6 +14,8 @@ fn allowed() -> BTreeMap<&'static str, BTreeSet<&'static str>> {
         ("kiln-runtime", BTreeSet::from(["kiln-ir"])),
         ("kiln", BTreeSet::from(compiler)),
         ("kiln-tests", BTreeSet::from_iter(compiler.into_iter().chain(["kiln"]))),
+        // The build.rs example: the compiler in its build script, only the runtime in the program.
+        ("embed-default-model", BTreeSet::from(["kiln-runtime", "kiln"])),
     ])
 }
 

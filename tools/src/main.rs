@@ -17,6 +17,7 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    init_logging(args.verbosity());
     match cli::run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(report) => {
@@ -24,4 +25,17 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// `tracing` to stderr: `RUST_LOG` when set, else warnings, `-v` kiln's stages, `-vv` everything at debug.
+fn init_logging(verbosity: u8) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new(match verbosity {
+            0 => "warn",
+            1 => "warn,kiln=info,kiln_runtime=info",
+            _ => "debug",
+        })
+    });
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
 }

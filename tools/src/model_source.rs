@@ -1,7 +1,7 @@
 //! Which frontend reads a model path, and the default model a fresh clone runs.
 //!
 //! A model is one of: a `.kir` graph (weights in the `.safetensors` file of the same name), a Hugging
-//! Face directory (one with a `config.json`), or a `.gguf` file. A `.kir` graph carries no tokenizer, so
+//! Face directory (one with a `config.json`), a `.gguf` file, or a compiled `.kiln` artifact. A `.kir` graph carries no tokenizer, so
 //! files of the same stem beside it supply what a frontend would read from the model itself:
 //! `NAME.tokenizer.json` (a `tokenizers` document), `NAME.chat_template.jinja`, and
 //! `NAME.generation_config.json` (`bos_token_id`, `eos_token_id` as in Hugging Face's file).
@@ -12,13 +12,16 @@ use kiln_ir::{DType, Dim, Model, ModelMeta};
 
 /// What the driver accepts, for messages.
 const SUPPORTED_INPUTS: &str = "a `.kir` graph (weights in the `.safetensors` file of the same name), a Hugging Face \
-     model directory (with config.json, model.safetensors and tokenizer.json), or a `.gguf` file";
+     model directory (with config.json, model.safetensors and tokenizer.json), a `.gguf` file, or a `.kiln` artifact";
 
 /// Why the driver could not do what was asked.
 #[derive(Debug, thiserror::Error)]
 pub enum DriverError {
     #[error(transparent)]
     Frontend(#[from] kiln_frontends::FrontendError),
+    /// The CUDA kernels of a graph could not be generated or compiled.
+    #[error("CUDA kernels: {0}")]
+    Codegen(#[from] kiln_codegen::cuda::CodegenError),
     #[error("{}: {reason}; kiln reads {SUPPORTED_INPUTS}", path.display())]
     UnsupportedInput { path: PathBuf, reason: String },
     #[error("{}: no such file or directory", path.display())]
@@ -29,6 +32,19 @@ pub enum DriverError {
     /// A file beside a `.kir` graph (tokenizer, chat template, generation config) is unreadable or invalid.
     #[error("{}: {message}", path.display())]
     Sidecar { path: PathBuf, message: String },
+    #[error(transparent)]
+    Artifact(#[from] kiln_runtime::ArtifactError),
+    #[error(transparent)]
+    Write(#[from] crate::artifact_writer::WriteError),
+    /// An unknown pipeline or pass name, or a pass that failed.
+    #[error("{0}")]
+    Pipeline(String),
+    #[error("{}: this is already a compiled artifact; compile the model it came from (`kiln compile MODEL -o OUT.kiln`)", path.display())]
+    AlreadyCompiled { path: PathBuf },
+    #[error("cannot read {}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Target(#[from] kiln_ir::artifact::UnknownTarget),
 }
 
 /// The kinds of model input, told apart by [`model_kind`].
@@ -40,6 +56,8 @@ pub enum ModelKind {
     HuggingFace,
     /// A GGUF file.
     Gguf,
+    /// A compiled `.kiln` artifact.
+    Artifact,
 }
 
 /// The model `kiln run` uses when none is given: the example that ships in the repository.
@@ -64,6 +82,7 @@ pub fn model_kind(path: &Path) -> Result<ModelKind, DriverError> {
     match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
         Some("kir") => Ok(ModelKind::Kir),
         Some("gguf") => Ok(ModelKind::Gguf),
+        Some("kiln") => Ok(ModelKind::Artifact),
         _ => Err(DriverError::UnsupportedInput {
             path: path.to_path_buf(),
             reason: "not a model kiln knows by its name".to_string(),
@@ -72,6 +91,7 @@ pub fn model_kind(path: &Path) -> Result<ModelKind, DriverError> {
 }
 
 /// Imports `path` with the frontend for its kind; `weights` overrides the weights file of a `.kir` graph.
+/// An artifact is loaded (validated, weights memory-mapped) and returned as the compiled graph it holds.
 pub fn load_model(path: &Path, weights: Option<&Path>) -> Result<Model, DriverError> {
     let kind = model_kind(path)?;
     if weights.is_some() && kind != ModelKind::Kir {
@@ -81,6 +101,7 @@ pub fn load_model(path: &Path, weights: Option<&Path>) -> Result<Model, DriverEr
         ModelKind::Kir => load_kir(path, weights),
         ModelKind::HuggingFace => Ok(kiln_frontends::hf::load_hf_dir(path)?),
         ModelKind::Gguf => Ok(kiln_frontends::gguf::load_gguf(path)?),
+        ModelKind::Artifact => Ok(kiln_runtime::Artifact::load(path)?.to_ir_model()),
     }
 }
 
@@ -111,7 +132,7 @@ fn load_kir(path: &Path, weights: Option<&Path>) -> Result<Model, DriverError> {
 }
 
 /// `dir/NAME.kir` → `dir/NAME.<suffix>`.
-fn sidecar(kir: &Path, suffix: &str) -> PathBuf {
+pub(crate) fn sidecar(kir: &Path, suffix: &str) -> PathBuf {
     let stem = kir.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     kir.with_file_name(format!("{stem}.{suffix}"))
 }

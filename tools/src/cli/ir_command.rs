@@ -9,7 +9,8 @@ use super::diagnostics::report;
 
 #[derive(clap::Args, Debug)]
 pub struct IrArgs {
-    /// The model: a Hugging Face directory, a `.gguf` file or a `.kir` graph.
+    /// The model: a Hugging Face directory, a `.gguf` file, a `.kir` graph, or a `.kiln` artifact (its
+    /// compiled graph).
     model: PathBuf,
     /// Weights for a `.kir` graph (default: the `.safetensors` file of the same name, if present).
     #[arg(long)]

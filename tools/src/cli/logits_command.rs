@@ -6,39 +6,43 @@ use std::path::PathBuf;
 
 use miette::{IntoDiagnostic, Result, miette};
 
-use super::device::{DeviceArgs, executor};
-use super::diagnostics::report;
+use kiln::Progress;
+
+use super::loading::{Device, decoder_executor, open_with_kernels};
 use super::prompt::{PromptArgs, model_tokenizer, prompt_ids};
 
 #[derive(clap::Args, Debug)]
 pub struct LogitsArgs {
-    /// The model: a Hugging Face directory, a `.gguf` file or a `.kir` graph.
+    /// The model: a Hugging Face directory, a `.gguf` file, a `.kir` graph or a compiled `.kiln` artifact.
     model: PathBuf,
     /// Weights for a `.kir` graph (default: the `.safetensors` file of the same name).
     #[arg(long)]
     weights: Option<PathBuf>,
     #[command(flatten)]
     prompt: PromptArgs,
-    /// Pass pipeline applied before running.
-    #[arg(long, default_value = "default")]
-    pipeline: String,
+    /// Pass pipeline applied to a model before running (default: `default`; an artifact runs as compiled).
+    #[arg(long)]
+    pipeline: Option<String>,
     /// Print `{"prompt_ids": [...], "logits": [...]}` (non-finite logits as null); without it, the ten
     /// highest logits, one a line.
     #[arg(long)]
     json: bool,
-    #[command(flatten)]
-    device: DeviceArgs,
+    /// Where the model runs.
+    #[arg(long, value_enum, default_value_t = Device::Cpu)]
+    device: Device,
 }
 
 pub fn run(args: LogitsArgs) -> Result<()> {
     let path = &args.model;
-    let model = kiln::load_model(path, args.weights.as_deref()).map_err(report)?;
+    let progress = Progress::on_terminal(args.json);
+    let (model, kernels) =
+        open_with_kernels(path, args.weights.as_deref(), args.pipeline.as_deref(), args.device, &progress)?;
     let tokenizer = model_tokenizer(&model, path)?;
     let prompt = prompt_ids(&args.prompt, &model, tokenizer.as_ref(), path)?;
-    let mut exec = executor(model, &args.pipeline, path, &args.device)?;
-    let n = prompt.len();
-    let positions: Vec<i64> = (0..n as i64).collect();
+    let mut exec = decoder_executor(model, kernels, args.device, path)?;
+    let positions: Vec<i64> = (0..prompt.len() as i64).collect();
     let last = exec.step_last(&prompt, &positions).map_err(|e| miette!("{}: {e}", path.display()))?;
+    let last = last.as_slice();
     let vocab = last.len();
 
     let mut stdout = std::io::stdout().lock();

@@ -1,11 +1,15 @@
 //! Command-line arguments and the subcommands.
 
-mod device;
+mod bench_command;
+mod compile_command;
 mod diagnostics;
+mod inspect_command;
 mod ir_command;
+mod loading;
 mod logits_command;
 mod prompt;
 mod run_command;
+mod speculation;
 
 use clap::{Parser, Subcommand};
 
@@ -15,22 +19,41 @@ use clap::{Parser, Subcommand};
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log what kiln does on stderr: `-v` for stages and timings, `-vv` for details (`RUST_LOG` overrides).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+}
+
+impl Cli {
+    /// How many `-v` were given.
+    pub fn verbosity(&self) -> u8 {
+        self.verbose
+    }
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Parse, verify and print a model's IR, optionally through a pass pipeline.
-    Ir(ir_command::IrArgs),
-    /// Generate text from a model on the CPU.
+    /// Compile a model into a `.kiln` artifact.
+    Compile(compile_command::CompileArgs),
+    /// Generate text from a model or an artifact.
     Run(run_command::RunArgs),
     /// Print the next-token logits after a prompt.
     Logits(logits_command::LogitsArgs),
+    /// Show what is inside an artifact and how it was made.
+    Inspect(inspect_command::InspectArgs),
+    /// Parse, verify and print a model's IR, optionally through a pass pipeline.
+    Ir(ir_command::IrArgs),
+    /// Measure prefill and decode throughput (and the speedup of speculative decoding).
+    Bench(bench_command::BenchArgs),
 }
 
 pub fn run(cli: Cli) -> miette::Result<()> {
     match cli.command {
-        Command::Ir(args) => ir_command::run(args),
+        Command::Compile(args) => compile_command::run(args),
         Command::Run(args) => run_command::run(args),
         Command::Logits(args) => logits_command::run(args),
+        Command::Inspect(args) => inspect_command::run(args),
+        Command::Ir(args) => ir_command::run(args),
+        Command::Bench(args) => bench_command::run(args),
     }
 }

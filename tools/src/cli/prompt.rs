@@ -20,6 +20,13 @@ pub struct PromptArgs {
     chat: bool,
 }
 
+impl PromptArgs {
+    /// Whether a prompt was given at all.
+    pub fn is_given(&self) -> bool {
+        self.prompt.is_some() || self.prompt_ids.is_some()
+    }
+}
+
 /// The model's tokenizer, if it has one.
 pub fn model_tokenizer(model: &Model, path: &Path) -> Result<Option<TextTokenizer>> {
     model

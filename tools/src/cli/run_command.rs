@@ -1,23 +1,21 @@
-//! `kiln run`: generate text from a model with the CPU executor, streaming it to a terminal as it comes.
+//! `kiln run`: generate text from a model or a compiled artifact, streaming it to a terminal as it comes.
 
 use std::io::{IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
+use kiln::Progress;
 use kiln_runtime::TextStream;
-use kiln_runtime::decoding::{
-    DecoderExecutor, Drafter, GenerateConfig, ModelDrafter, NgramConfig, NgramDrafter, Sampling,
-    generate_speculative_streaming, generate_streaming, has_tree_mask,
-};
+use kiln_runtime::decoding::{GenerateConfig, Sampling, generate_speculative_streaming, generate_streaming};
 use miette::{IntoDiagnostic, Result, miette};
 
-use super::device::{DeviceArgs, executor};
-use super::diagnostics::report;
+use super::loading::{Device, decoder_executor, open_with_kernels};
 use super::prompt::{PromptArgs, model_tokenizer, prompt_ids};
+use super::speculation::{Speculate, SpeculateArgs};
 
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
-    /// The model: a Hugging Face directory, a `.gguf` file or a `.kir` graph. Default: the model that
-    /// ships in the repository.
+    /// The model: a Hugging Face directory, a `.gguf` file, a `.kir` graph or a compiled `.kiln` artifact.
+    /// Default: the model that ships in the repository.
     model: Option<PathBuf>,
     /// Weights for a `.kir` graph (default: the `.safetensors` file of the same name).
     #[arg(long)]
@@ -42,116 +40,24 @@ pub struct RunArgs {
     /// Keep generating past the model's end-of-sequence tokens (for benchmarks that need a fixed length).
     #[arg(long)]
     ignore_eos: bool,
-    /// Pass pipeline applied before running.
-    #[arg(long, default_value = "default")]
-    pipeline: String,
+    /// Pass pipeline applied to a model before running (default: `default`; an artifact runs as compiled).
+    #[arg(long)]
+    pipeline: Option<String>,
+    /// Where to run.
+    #[arg(long, value_enum, default_value_t = Device::Cpu)]
+    device: Device,
     /// Print one JSON object (`token_ids`, `text`, `stats`) instead of text.
     #[arg(long)]
     json: bool,
-    /// Speculative decoding: `none`, `ngram` (adaptive n-gram drafting from the context), `tree` (n-gram
-    /// drafts branching into a token tree verified in one step), or `draft:PATH` (a smaller model with the
-    /// same tokenizer drafts). Greedy output is identical to `none`; sampling keeps its distribution.
-    #[arg(long, default_value = "none")]
-    speculate: Speculate,
-    /// The longest draft per step.
-    #[arg(long, default_value_t = 7)]
-    draft_len: usize,
-    /// The longest n-gram the n-gram drafters match.
-    #[arg(long, default_value_t = 5)]
-    ngram_max: usize,
-    /// Candidates per tree level (`tree`: first-token branches, default 3; `draft:PATH`: the draft model's
-    /// top tokens per level, default 1, a chain).
-    #[arg(long)]
-    branches: Option<usize>,
     #[command(flatten)]
-    device: DeviceArgs,
-}
-
-/// The `--speculate` choice.
-#[derive(Clone, Debug, PartialEq)]
-enum Speculate {
-    None,
-    Ngram,
-    Tree,
-    Draft(PathBuf),
-}
-
-impl std::str::FromStr for Speculate {
-    type Err = String;
-
-    fn from_str(s: &str) -> std::result::Result<Speculate, String> {
-        match s {
-            "none" => Ok(Speculate::None),
-            "ngram" => Ok(Speculate::Ngram),
-            "tree" => Ok(Speculate::Tree),
-            _ => match s.strip_prefix("draft:") {
-                Some("") => Err("`draft:` needs the draft model's path, as in `draft:models/small`".to_string()),
-                Some(path) => Ok(Speculate::Draft(PathBuf::from(path))),
-                None => Err(format!("`{s}` is not one of none, ngram, tree, draft:PATH")),
-            },
-        }
-    }
-}
-
-impl Speculate {
-    fn name(&self) -> String {
-        match self {
-            Speculate::None => "none".to_string(),
-            Speculate::Ngram => "ngram".to_string(),
-            Speculate::Tree => "tree".to_string(),
-            Speculate::Draft(p) => format!("draft:{}", p.display()),
-        }
-    }
-}
-
-/// The drafter `--speculate` asks for (`None` for plain decoding), checked against the target.
-fn drafter(args: &RunArgs, target: &dyn DecoderExecutor, vocab: u64, path: &Path) -> Result<Option<Box<dyn Drafter>>> {
-    let ngram = |branches: usize| -> Result<Option<Box<dyn Drafter>>> {
-        let config = NgramConfig { ngram_max: args.ngram_max, draft_len: args.draft_len, branches };
-        Ok(Some(Box::new(NgramDrafter::new(config).map_err(|e| miette!("{e}"))?)))
-    };
-    match &args.speculate {
-        Speculate::None => Ok(None),
-        Speculate::Ngram => ngram(1),
-        Speculate::Tree => {
-            if !has_tree_mask(target.graph()) {
-                return Err(miette!(
-                    "{}: --speculate tree needs a decoder graph with a `tree_mask: bool[seq, seq]` input; this graph \
-                     has only ids and positions (use --speculate ngram)",
-                    path.display()
-                ));
-            }
-            ngram(args.branches.unwrap_or(3))
-        }
-        Speculate::Draft(draft_path) => {
-            let branches = args.branches.unwrap_or(1);
-            if branches > 1 && !has_tree_mask(target.graph()) {
-                return Err(miette!(
-                    "{}: --branches {branches} drafts token trees, which need a decoder graph with a `tree_mask` input",
-                    path.display()
-                ));
-            }
-            let draft = kiln::load_model(draft_path, None).map_err(report)?;
-            // A `.kir` graph may not know its vocabulary (0); the loop still refuses out-of-range drafts.
-            if draft.meta.vocab_size != vocab && draft.meta.vocab_size != 0 && vocab != 0 {
-                return Err(miette!(
-                    "{}: the draft model has a vocabulary of {} tokens but the target has {vocab}; they must share a \
-                     tokenizer",
-                    draft_path.display(),
-                    draft.meta.vocab_size
-                ));
-            }
-            let exec = executor(draft, &args.pipeline, draft_path, &args.device)?;
-            let drafter = ModelDrafter::new(exec, args.draft_len, branches)
-                .map_err(|e| miette!("{}: {e}", draft_path.display()))?;
-            Ok(Some(Box::new(drafter)))
-        }
-    }
+    speculation: SpeculateArgs,
 }
 
 pub fn run(args: RunArgs) -> Result<()> {
     let path = args.model.clone().unwrap_or_else(kiln::model_source::default_model_path);
-    let model = kiln::load_model(&path, args.weights.as_deref()).map_err(report)?;
+    let progress = Progress::on_terminal(args.json);
+    let (model, kernels) =
+        open_with_kernels(&path, args.weights.as_deref(), args.pipeline.as_deref(), args.device, &progress)?;
     let tokenizer = model_tokenizer(&model, &path)?;
     let prompt = prompt_ids(&args.prompt, &model, tokenizer.as_ref(), &path)?;
     let sampling = if args.temperature == 0.0 {
@@ -167,17 +73,28 @@ pub fn run(args: RunArgs) -> Result<()> {
     let stop_tokens = if args.ignore_eos { Vec::new() } else { model.meta.eos_token_ids.clone() };
     let config = GenerateConfig { max_new_tokens: args.max_new_tokens, sampling, stop_tokens };
     let vocab = model.meta.vocab_size;
-    let mut exec = executor(model, &args.pipeline, &path, &args.device)?;
-    let mut drafter = drafter(&args, exec.as_ref(), vocab, &path)?;
+    let mut exec = decoder_executor(model, kernels, args.device, &path)?;
+    let mut drafter = args.speculation.drafter(exec.as_ref(), vocab, args.pipeline.as_deref(), &path)?;
 
     // Text goes out token by token only to a person watching; pipes and --json get it whole at the end.
     let stream = tokenizer.as_ref().filter(|_| !args.json && std::io::stdout().is_terminal());
+    // Without streamed text, a person watching stderr sees a bar instead.
+    let bar = if stream.is_none() {
+        progress.count_bar(args.max_new_tokens as u64, "generating")
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
     let mut printer = StreamPrinter { stream: stream.map(|t| t.stream(false)), error: None };
+    let mut on_token = |id| {
+        bar.inc(1);
+        printer.push(id)
+    };
     let out = match drafter.as_deref_mut() {
-        None => generate_streaming(exec.as_mut(), &prompt, &config, |id| printer.push(id)),
-        Some(d) => generate_speculative_streaming(exec.as_mut(), d, &prompt, &config, |id| printer.push(id)),
+        None => generate_streaming(exec.as_mut(), &prompt, &config, &mut on_token),
+        Some(d) => generate_speculative_streaming(exec.as_mut(), d, &prompt, &config, &mut on_token),
     }
     .map_err(|e| miette!("{}: {e}", path.display()))?;
+    bar.finish_and_clear();
     let streamed = printer.finish()?;
 
     let text = tokenizer
@@ -199,7 +116,7 @@ pub fn run(args: RunArgs) -> Result<()> {
                 "prefill_seconds": s.prefill_seconds,
                 "decode_seconds": s.decode_seconds,
                 "accepted_per_step": s.accepted_per_step(),
-                "speculate": args.speculate.name(),
+                "speculate": args.speculation.speculate.name(),
                 "device": exec.device(),
                 "draft_tokens": s.draft_tokens,
                 "accepted_draft_tokens": s.accepted_draft_tokens,
@@ -218,10 +135,10 @@ pub fn run(args: RunArgs) -> Result<()> {
         }
         .into_diagnostic()?;
         eprintln!("{} new tokens in {} steps, {:.1} tokens/s", s.new_tokens, s.steps, s.tokens_per_s);
-        if args.speculate != Speculate::None {
+        if args.speculation.speculate != Speculate::None {
             eprintln!(
                 "speculation ({}): {:.2} tokens per decode step, {:.0}% of {} draft tokens accepted",
-                args.speculate.name(),
+                args.speculation.speculate.name(),
                 s.accepted_per_step(),
                 100.0 * s.acceptance_rate(),
                 s.draft_tokens
