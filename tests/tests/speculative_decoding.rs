@@ -174,3 +174,69 @@ fn greedy_speculative_decoding_emits_the_plain_greedy_tokens_for_every_drafter()
         }
     }
 }
+
+/// The cost of a verification step of k rows against a one-token decode step, per model (the default
+/// model and, where it is cached, SmolLM2-135M): run with
+/// `cargo test --release -p kiln-tests --test speculative_decoding step_cost -- --ignored --nocapture`.
+/// Not a pass/fail test: it prints medians of interleaved timings so that kernel changes can be compared.
+#[test]
+#[ignore = "a timing measurement, run by hand in release mode"]
+fn step_cost_by_rows() {
+    // KILN_STEP_MODELS (default,smollm2), KILN_STEP_ROWS (1,2,4,8,12,16) and KILN_STEP_CONTEXT (256)
+    // narrow or change the measurement, for a profiler.
+    let env = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_string());
+    let wanted = env("KILN_STEP_MODELS", "default,smollm2");
+    let rows: Vec<usize> = env("KILN_STEP_ROWS", "1,2,4,8,12,16").split(',').map(|r| r.parse().unwrap()).collect();
+    let context_len: u32 = env("KILN_STEP_CONTEXT", "256").parse().unwrap();
+    let mut all = vec![("default".to_string(), repo().join("models/default"))];
+    let smollm2 = kiln_tests::reference_outputs::model_cache().join("smollm2/hf");
+    if smollm2.exists() {
+        all.push(("smollm2".to_string(), smollm2));
+    }
+    all.retain(|(name, _)| wanted.split(',').any(|w| w == name));
+    for (name, path) in all {
+        let (mut exec, vocab) = executor(&path);
+        let context: Vec<u32> = (0..context_len).map(|i| (i * 37 + 11) % vocab as u32).collect();
+        step(&mut exec, &context, 0);
+        let past = context.len();
+        let reps = if name == "default" { 60 } else { 12 };
+        let mut times = vec![Vec::new(); rows.len()];
+        let mut cpu_times = vec![Vec::new(); rows.len()];
+        for _ in 0..reps {
+            for (i, &k) in rows.iter().enumerate() {
+                let ids: Vec<u32> = (0..k as u32).map(|j| (j * 13 + 5) % vocab as u32).collect();
+                let (start, cpu) = (std::time::Instant::now(), cpu_seconds());
+                step(&mut exec, &ids, past as i64);
+                times[i].push(start.elapsed().as_secs_f64());
+                cpu_times[i].push(cpu_seconds() - cpu);
+                exec.truncate_kv(past).unwrap();
+            }
+        }
+        let median = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let medians: Vec<f64> = times.iter_mut().map(median).collect();
+        let cpu: Vec<f64> = cpu_times.iter_mut().map(median).collect();
+        for ((k, m), c) in rows.iter().zip(&medians).zip(&cpu) {
+            eprintln!(
+                "{name}: {k:>2} rows: wall {:>7.2} ms = {:.2}x a 1-row step; CPU {:>7.2} ms = {:.2}x",
+                m * 1e3,
+                m / medians[0],
+                c * 1e3,
+                c / cpu[0]
+            );
+        }
+    }
+}
+
+/// CPU seconds used so far by all threads of this process (Linux: /proc/self/task/*/schedstat), which
+/// unlike wall time does not count the time other processes take from a busy machine.
+fn cpu_seconds() -> f64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return 0.0 };
+    let nanos: u64 = tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    nanos as f64 * 1e-9
+}
