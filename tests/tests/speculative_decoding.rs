@@ -175,6 +175,62 @@ fn greedy_speculative_decoding_emits_the_plain_greedy_tokens_for_every_drafter()
     }
 }
 
+/// A copy of the Hugging Face model at `path` that keeps only its first `layers` decoder layers (the
+/// embeddings, final norm and head unchanged), as tools/make_draft_model.py writes it: the draft model the
+/// benchmark uses. The weights file is copied whole; the importer takes only the tensors the graph names.
+fn first_layers(path: &Path, layers: u64) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("kiln-draft-{}-{layers}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path.join("config.json")).unwrap()).unwrap();
+    assert!(config["num_hidden_layers"].as_u64().unwrap() > layers, "{}: too few layers", path.display());
+    config["num_hidden_layers"] = layers.into();
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    for file in ["model.safetensors", "tokenizer.json", "tokenizer_config.json", "generation_config.json"] {
+        if path.join(file).exists() {
+            std::fs::copy(path.join(file), dir.join(file)).unwrap();
+        }
+    }
+    dir
+}
+
+/// The benchmark's own prompts for the default model (the first two of each set of
+/// tools/bench_speculative.py, stored by its `--write-prompts`): greedy speculative decoding with every
+/// drafter the benchmark runs — n-gram chains, n-gram token trees, and a draft model made of the target's
+/// first two layers — emits exactly the tokens of plain greedy decoding.
+#[test]
+fn benchmark_prompts_decode_identically_with_every_drafter() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/speculative/prompts.json");
+    let fixture: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixture).unwrap()).unwrap();
+    let target = repo().join("models/default");
+    let (mut exec, _) = executor(&target);
+    let draft = first_layers(&target, 2);
+    let mut drafters: Vec<(&str, Box<dyn Drafter>)> = vec![
+        ("ngram", Box::new(NgramDrafter::new(NgramConfig { draft_len: 16, ..NgramConfig::default() }).unwrap())),
+        (
+            "tree",
+            Box::new(NgramDrafter::new(NgramConfig { draft_len: 16, branches: 3, ..NgramConfig::default() }).unwrap()),
+        ),
+        ("draft model", Box::new(ModelDrafter::new(executor(&draft).0, 8, 1).unwrap())),
+    ];
+    let sets = fixture["models"]["default"].as_object().expect("prompts of the default model");
+    let mut runs = 0;
+    for (set, prompts) in sets {
+        for (i, prompt) in prompts.as_array().unwrap().iter().enumerate() {
+            let prompt: Vec<u32> = prompt.as_array().unwrap().iter().map(|t| t.as_u64().unwrap() as u32).collect();
+            let config = greedy(96);
+            let plain = generate(&mut exec, &prompt, &config).unwrap();
+            for (name, drafter) in &mut drafters {
+                let spec = generate_speculative(&mut exec, drafter.as_mut(), &prompt, &config).unwrap();
+                assert_eq!(spec.tokens, plain.tokens, "{set} prompt {i}, {name}: speculative tokens differ from plain");
+                runs += 1;
+            }
+        }
+    }
+    std::fs::remove_dir_all(&draft).unwrap();
+    assert_eq!(runs, 3 * 2 * 3, "every set, prompt and drafter");
+}
+
 /// The cost of a verification step of k rows against a one-token decode step, per model (the default
 /// model and, where it is cached, SmolLM2-135M): run with
 /// `cargo test --release -p kiln-tests --test speculative_decoding step_cost -- --ignored --nocapture`.

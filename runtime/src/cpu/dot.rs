@@ -2,12 +2,13 @@
 //!
 //! Sixteen independent accumulators ("lanes") let the compiler keep the products in vector registers (a
 //! single running sum cannot be vectorised without reordering additions, which Rust does not do on its
-//! own). Lane l accumulates the products of elements `i ≡ l (mod 16)` in increasing `i`, each a multiply
-//! then an add (never a fused multiply-add); then the products past the last full group of 16 are added to
-//! lanes 0, 1, ..., and the lanes are reduced pairwise (lane l takes lane l + width, for width 8, 4, 2, 1).
-//! That order is fixed by this code, not by the instruction set: the portable loop, the AVX2 path (two
-//! 8-wide registers per accumulator) and the AVX-512 path (one 16-wide register) perform exactly the same
-//! IEEE operations on every lane, so results are bit-identical on every CPU.
+//! own). Lane l accumulates the products of elements `i ≡ l (mod 16)` in increasing `i`, each as one fused
+//! multiply-add (`a·b + acc` rounded once); then the products past the last full group of 16 are added to
+//! lanes 0, 1, ... the same way, and the lanes are reduced pairwise (lane l takes lane l + width, for width
+//! 8, 4, 2, 1). That order is fixed by this code, not by the instruction set: the portable loop
+//! (`f32::mul_add`, which is correctly rounded everywhere, in software where the CPU has no FMA), the
+//! AVX2+FMA path (two 8-wide registers per accumulator) and the AVX-512 path (one 16-wide register)
+//! perform exactly the same IEEE operations on every lane, so results are bit-identical on every CPU.
 //!
 //! [`dot_tile`] computes a tile of such dot products, `C` weight rows by `R` input rows, loading each
 //! weight and input vector once per tile instead of once per product. Every product keeps its own
@@ -24,7 +25,7 @@ const LANES: usize = 16;
 #[inline(always)]
 fn finish(mut acc: [f32; LANES], a_tail: &[f32], b_tail: &[f32]) -> f32 {
     for (l, (x, y)) in a_tail.iter().zip(b_tail).enumerate() {
-        acc[l] += x * y;
+        acc[l] = x.mul_add(*y, acc[l]);
     }
     let mut width = LANES;
     while width > 1 {
@@ -45,7 +46,7 @@ fn dot_lanes(a: &[f32], b: &[f32]) -> f32 {
     let mut cb = b.chunks_exact(LANES);
     for (x, y) in (&mut ca).zip(&mut cb) {
         for l in 0..LANES {
-            acc[l] += x[l] * y[l];
+            acc[l] = x[l].mul_add(y[l], acc[l]);
         }
     }
     finish(acc, ca.remainder(), cb.remainder())
@@ -70,8 +71,8 @@ pub fn dot_tile<const C: usize, const R: usize>(w: [&[f32]; C], x: [&[f32]; R]) 
             // SAFETY: the CPU supports AVX-512F, checked just above.
             return unsafe { x86::tile_avx512(w, x) };
         }
-        if std::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU supports AVX2, checked just above.
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU supports AVX2 and FMA, checked just above.
             return unsafe { x86::tile_avx2(w, x) };
         }
     }
@@ -82,8 +83,8 @@ pub fn dot_tile<const C: usize, const R: usize>(w: [&[f32]; C], x: [&[f32]; R]) 
 mod x86 {
     use std::arch::x86_64::{
         __m128, __m256, __m512, _mm_add_ps, _mm_add_ss, _mm_cvtss_f32, _mm_movehl_ps, _mm_shuffle_ps, _mm256_add_ps,
-        _mm256_castps256_ps128, _mm256_extractf128_ps, _mm256_loadu_ps, _mm256_mul_ps, _mm256_setzero_ps,
-        _mm256_storeu_ps, _mm512_add_ps, _mm512_castps512_ps256, _mm512_loadu_ps, _mm512_mul_ps, _mm512_setzero_ps,
+        _mm256_castps256_ps128, _mm256_extractf128_ps, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_setzero_ps,
+        _mm256_storeu_ps, _mm512_add_ps, _mm512_castps512_ps256, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_setzero_ps,
         _mm512_shuffle_f32x4, _mm512_storeu_ps,
     };
 
@@ -99,10 +100,10 @@ mod x86 {
         _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps::<0b01>(s2, s2)))
     }
 
-    /// [`super::dot_tile`] with AVX2: per weight row, the `R` products share each weight load; an
-    /// accumulator is two 8-wide registers holding lanes 0-7 and 8-15, updated with a separate multiply
-    /// and add as in the portable loop.
-    #[target_feature(enable = "avx2")]
+    /// [`super::dot_tile`] with AVX2 and FMA: per weight row, the `R` products share each weight load; an
+    /// accumulator is two 8-wide registers holding lanes 0-7 and 8-15, updated by fused multiply-adds as
+    /// in the portable loop.
+    #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn tile_avx2<const C: usize, const R: usize>(w: [&[f32]; C], x: [&[f32]; R]) -> [[f32; R]; C] {
         let n = x.first().map_or(0, |v| v.len());
         let full = n / LANES * LANES;
@@ -119,8 +120,8 @@ mod x86 {
                 for r in 0..R {
                     // SAFETY: as above.
                     let (xl, xh) = unsafe { (_mm256_loadu_ps(px[r].add(i)), _mm256_loadu_ps(px[r].add(i + 8))) };
-                    lo[r] = _mm256_add_ps(lo[r], _mm256_mul_ps(wl, xl));
-                    hi[r] = _mm256_add_ps(hi[r], _mm256_mul_ps(wh, xh));
+                    lo[r] = _mm256_fmadd_ps(wl, xl, lo[r]);
+                    hi[r] = _mm256_fmadd_ps(wh, xh, hi[r]);
                 }
                 i += LANES;
             }
@@ -161,7 +162,7 @@ mod x86 {
                 // SAFETY: as above.
                 let xv = unsafe { _mm512_loadu_ps(px[r].add(i)) };
                 for c in 0..C {
-                    acc[c][r] = _mm512_add_ps(acc[c][r], _mm512_mul_ps(wv[c], xv));
+                    acc[c][r] = _mm512_fmadd_ps(wv[c], xv, acc[c][r]);
                 }
             }
             i += LANES;
@@ -205,8 +206,8 @@ mod tests {
             assert!((got as f64 - exact).abs() <= 1e-6 * scale, "n={n}: {got} vs {exact}");
             assert_eq!(got.to_bits(), dot_lanes(&a, &b).to_bits(), "n={n}: dispatch changed the result");
             #[cfg(target_arch = "x86_64")]
-            if std::is_x86_feature_detected!("avx2") {
-                // SAFETY: AVX2 is there, checked just above; the rows have one length.
+            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                // SAFETY: AVX2 and FMA are there, checked just above; the rows have one length.
                 let avx2 = unsafe { x86::tile_avx2([&a], [&b]) }[0][0];
                 assert_eq!(avx2.to_bits(), got.to_bits(), "n={n}: the AVX2 path differs");
             }
@@ -224,8 +225,8 @@ mod tests {
             let xs: [&[f32]; R] = std::array::from_fn(|r| x[r].as_slice());
             let mut tiles = vec![dot_tile(ws, xs)];
             #[cfg(target_arch = "x86_64")]
-            if std::is_x86_feature_detected!("avx2") {
-                // SAFETY: AVX2 is there, checked just above; the rows have one length.
+            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                // SAFETY: AVX2 and FMA are there, checked just above; the rows have one length.
                 tiles.push(unsafe { x86::tile_avx2(ws, xs) });
             }
             for tile in tiles {
