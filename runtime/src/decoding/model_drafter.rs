@@ -14,7 +14,11 @@
 //! model's own confidence (the probability of its top token), calibrated against the target: the
 //! drafter keeps the recent acceptance rate of its guesses in each band of confidence (a moving
 //! average, drifting back toward one in two, as in `ngram`). Confident guesses that the target keeps
-//! accepting make long drafts; guesses the target rejects shorten them, down to none.
+//! accepting make long drafts; guesses the target rejects shorten them, down to none. When even the first
+//! guess is rarely accepted (its recent rate, whatever the confidence, is below the cost), the drafter rests:
+//! it proposes nothing and does not run the draft model at all until the rate has drifted back up, so a
+//! draft model that does not fit the target costs almost nothing (the cache catches up in one step when
+//! drafting resumes).
 
 use super::drafter::{DraftFeedback, DraftLimits, Drafter};
 use super::executor::DecoderExecutor;
@@ -40,6 +44,8 @@ pub struct ModelDrafter {
     step_cost: f64,
     /// Recent acceptance rates of the chain's guesses, by confidence band.
     rates: [f64; CONFIDENCE_BANDS],
+    /// Recent acceptance rate of the first guess of a chain, whatever its confidence.
+    first_rate: f64,
     /// The last proposal: the chain's tokens with their confidence bands, and the context length then.
     last: Option<(Vec<(u32, usize)>, usize)>,
 }
@@ -65,6 +71,7 @@ impl ModelDrafter {
             cached: Vec::new(),
             step_cost: DEFAULT_DRAFT_STEP_COST,
             rates: [PRIOR; CONFIDENCE_BANDS],
+            first_rate: PRIOR,
             last: None,
         })
     }
@@ -96,6 +103,7 @@ impl std::fmt::Debug for ModelDrafter {
             .field("cached", &self.cached.len())
             .field("step_cost", &self.step_cost)
             .field("rates", &self.rates)
+            .field("first_rate", &self.first_rate)
             .finish()
     }
 }
@@ -131,6 +139,9 @@ impl Drafter for ModelDrafter {
             return Ok(tree);
         }
         let cost = limits.row_cost + self.step_cost;
+        if self.first_rate < cost {
+            return Ok(tree);
+        }
         // Keep the shared prefix, but always feed at least the context's last token to get its logits.
         let shared = self.cached.iter().zip(context).take_while(|(a, b)| a == b).count().min(context.len() - 1);
         self.exec.truncate_kv(shared)?;
@@ -166,13 +177,17 @@ impl Drafter for ModelDrafter {
     fn observe(&mut self, context: &[u32], feedback: DraftFeedback) -> Result<(), RuntimeError> {
         // The cache is brought in line with the context lazily, at the next proposal. The chain's guesses
         // were judged up to the first rejected one.
-        for rate in &mut self.rates {
+        for rate in self.rates.iter_mut().chain([&mut self.first_rate]) {
             *rate += (PRIOR - *rate) * DRIFT;
         }
         let Some((chain, context_len)) = self.last.take() else { return Ok(()) };
         for (d, &(token, band)) in chain.iter().enumerate() {
             let accepted = d < feedback.accepted && context.get(context_len + d) == Some(&token);
-            self.rates[band] += (f64::from(u8::from(accepted)) - self.rates[band]) * LEARNING_RATE;
+            let verdict = f64::from(u8::from(accepted));
+            self.rates[band] += (verdict - self.rates[band]) * LEARNING_RATE;
+            if d == 0 {
+                self.first_rate += (verdict - self.first_rate) * LEARNING_RATE;
+            }
             if !accepted {
                 break;
             }
