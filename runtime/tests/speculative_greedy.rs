@@ -5,8 +5,13 @@
 mod common;
 
 use common::{TINY, tiny_executor, tiny_tree_decoder, tiny_weights};
+use std::cell::Cell;
+use std::rc::Rc;
+
+use kiln_ir::Graph;
 use kiln_runtime::decoding::{
-    DraftFeedback, DraftLimits, Drafter, ModelDrafter, NgramConfig, NgramDrafter, TokenTree, generate_speculative,
+    DecoderExecutor, DraftFeedback, DraftLimits, Drafter, ModelDrafter, NgramConfig, NgramDrafter, TokenTree,
+    generate_speculative,
 };
 use kiln_runtime::{CpuExecutor, GenerateConfig, RuntimeError, Sampling, generate};
 
@@ -107,4 +112,63 @@ fn a_graph_without_a_tree_mask_refuses_trees_with_a_clear_error() {
     let mut oracle = Oracle { answer: plain.tokens, prompt_len: 0, decoys: true };
     let e = generate_speculative(&mut exec, &mut oracle, &prompt, &greedy(10, vec![])).unwrap_err().to_string();
     assert!(e.contains("tree_mask") && e.contains("chain"), "{e}");
+}
+
+/// A draft model that counts its steps.
+struct Counted {
+    exec: CpuExecutor,
+    steps: Rc<Cell<usize>>,
+}
+
+impl DecoderExecutor for Counted {
+    fn graph(&self) -> &Graph {
+        self.exec.graph()
+    }
+    fn step(
+        &mut self,
+        ids: &[u32],
+        positions: &[i64],
+        mask: Option<&[bool]>,
+    ) -> Result<(Vec<f32>, usize), RuntimeError> {
+        self.steps.set(self.steps.get() + 1);
+        DecoderExecutor::step(&mut self.exec, ids, positions, mask)
+    }
+    fn kv_len(&self) -> usize {
+        self.exec.kv_len()
+    }
+    fn reset(&mut self) {
+        self.exec.reset()
+    }
+    fn truncate_kv(&mut self, len: usize) -> Result<(), RuntimeError> {
+        self.exec.truncate_kv(len)
+    }
+    fn compact_kv(&mut self, keep: &[usize]) -> Result<(), RuntimeError> {
+        self.exec.compact_kv(keep)
+    }
+    fn max_exact_step_rows(&self) -> usize {
+        self.exec.max_exact_step_rows()
+    }
+}
+
+/// A draft model that guesses the target's tokens (the target itself) drafts long chains; one that does
+/// not (another random model) soon stops drafting and is then hardly run at all.
+#[test]
+fn the_draft_model_drafts_where_it_is_right_and_rests_where_it_is_not() {
+    let prompt = [3, 17, 42, 5];
+    let mut exec = tiny_executor(1, true);
+    let plain = generate(&mut exec, &prompt, &greedy(80, vec![])).unwrap();
+    let run = |seed: u64| {
+        let steps = Rc::new(Cell::new(0));
+        let draft = Counted { exec: tiny_executor(seed, true), steps: steps.clone() };
+        let mut drafter = ModelDrafter::new(draft, 8, 1).unwrap();
+        let mut exec = tiny_executor(1, true);
+        let spec = generate_speculative(&mut exec, &mut drafter, &prompt, &greedy(80, vec![])).unwrap();
+        assert_eq!(spec.tokens, plain.tokens, "draft model seed {seed}");
+        (spec.stats, steps.get())
+    };
+    let (right, _) = run(1);
+    assert!(right.accepted_per_step() > 4.0, "{right:?}");
+    let (wrong, draft_steps) = run(2);
+    assert!(wrong.acceptance_rate() < 0.3, "the other model is a poor draft model here: {wrong:?}");
+    assert!(draft_steps * 3 < wrong.steps, "{draft_steps} draft-model steps for {} target steps", wrong.steps);
 }

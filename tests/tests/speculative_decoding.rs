@@ -174,3 +174,125 @@ fn greedy_speculative_decoding_emits_the_plain_greedy_tokens_for_every_drafter()
         }
     }
 }
+
+/// A copy of the Hugging Face model at `path` that keeps only its first `layers` decoder layers (the
+/// embeddings, final norm and head unchanged), as tools/make_draft_model.py writes it: the draft model the
+/// benchmark uses. The weights file is copied whole; the importer takes only the tensors the graph names.
+fn first_layers(path: &Path, layers: u64) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("kiln-draft-{}-{layers}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path.join("config.json")).unwrap()).unwrap();
+    assert!(config["num_hidden_layers"].as_u64().unwrap() > layers, "{}: too few layers", path.display());
+    config["num_hidden_layers"] = layers.into();
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    for file in ["model.safetensors", "tokenizer.json", "tokenizer_config.json", "generation_config.json"] {
+        if path.join(file).exists() {
+            std::fs::copy(path.join(file), dir.join(file)).unwrap();
+        }
+    }
+    dir
+}
+
+/// The benchmark's own prompts for the default model (the first two of each set of
+/// tools/bench_speculative.py, stored by its `--write-prompts`): greedy speculative decoding with every
+/// drafter the benchmark runs — n-gram chains, n-gram token trees, and a draft model made of the target's
+/// first two layers — emits exactly the tokens of plain greedy decoding.
+#[test]
+fn benchmark_prompts_decode_identically_with_every_drafter() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/speculative/prompts.json");
+    let fixture: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixture).unwrap()).unwrap();
+    let target = repo().join("models/default");
+    let (mut exec, _) = executor(&target);
+    let draft = first_layers(&target, 2);
+    let mut drafters: Vec<(&str, Box<dyn Drafter>)> = vec![
+        ("ngram", Box::new(NgramDrafter::new(NgramConfig { draft_len: 16, ..NgramConfig::default() }).unwrap())),
+        (
+            "tree",
+            Box::new(NgramDrafter::new(NgramConfig { draft_len: 16, branches: 3, ..NgramConfig::default() }).unwrap()),
+        ),
+        ("draft model", Box::new(ModelDrafter::new(executor(&draft).0, 8, 1).unwrap())),
+    ];
+    let sets = fixture["models"]["default"].as_object().expect("prompts of the default model");
+    let mut runs = 0;
+    for (set, prompts) in sets {
+        for (i, prompt) in prompts.as_array().unwrap().iter().enumerate() {
+            let prompt: Vec<u32> = prompt.as_array().unwrap().iter().map(|t| t.as_u64().unwrap() as u32).collect();
+            let config = greedy(96);
+            let plain = generate(&mut exec, &prompt, &config).unwrap();
+            for (name, drafter) in &mut drafters {
+                let spec = generate_speculative(&mut exec, drafter.as_mut(), &prompt, &config).unwrap();
+                assert_eq!(spec.tokens, plain.tokens, "{set} prompt {i}, {name}: speculative tokens differ from plain");
+                runs += 1;
+            }
+        }
+    }
+    std::fs::remove_dir_all(&draft).unwrap();
+    assert_eq!(runs, 3 * 2 * 3, "every set, prompt and drafter");
+}
+
+/// The cost of a verification step of k rows against a one-token decode step, per model (the default
+/// model and, where it is cached, SmolLM2-135M): run with
+/// `cargo test --release -p kiln-tests --test speculative_decoding step_cost -- --ignored --nocapture`.
+/// Not a pass/fail test: it prints medians of interleaved timings so that kernel changes can be compared.
+#[test]
+#[ignore = "a timing measurement, run by hand in release mode"]
+fn step_cost_by_rows() {
+    // KILN_STEP_MODELS (default,smollm2), KILN_STEP_ROWS (1,2,4,8,12,16) and KILN_STEP_CONTEXT (256)
+    // narrow or change the measurement, for a profiler.
+    let env = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_string());
+    let wanted = env("KILN_STEP_MODELS", "default,smollm2");
+    let rows: Vec<usize> = env("KILN_STEP_ROWS", "1,2,4,8,12,16").split(',').map(|r| r.parse().unwrap()).collect();
+    let context_len: u32 = env("KILN_STEP_CONTEXT", "256").parse().unwrap();
+    let mut all = vec![("default".to_string(), repo().join("models/default"))];
+    let smollm2 = kiln_tests::reference_outputs::model_cache().join("smollm2/hf");
+    if smollm2.exists() {
+        all.push(("smollm2".to_string(), smollm2));
+    }
+    all.retain(|(name, _)| wanted.split(',').any(|w| w == name));
+    for (name, path) in all {
+        let (mut exec, vocab) = executor(&path);
+        let context: Vec<u32> = (0..context_len).map(|i| (i * 37 + 11) % vocab as u32).collect();
+        step(&mut exec, &context, 0);
+        let past = context.len();
+        let reps = if name == "default" { 60 } else { 12 };
+        let mut times = vec![Vec::new(); rows.len()];
+        let mut cpu_times = vec![Vec::new(); rows.len()];
+        for _ in 0..reps {
+            for (i, &k) in rows.iter().enumerate() {
+                let ids: Vec<u32> = (0..k as u32).map(|j| (j * 13 + 5) % vocab as u32).collect();
+                let (start, cpu) = (std::time::Instant::now(), cpu_seconds());
+                step(&mut exec, &ids, past as i64);
+                times[i].push(start.elapsed().as_secs_f64());
+                cpu_times[i].push(cpu_seconds() - cpu);
+                exec.truncate_kv(past).unwrap();
+            }
+        }
+        let median = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let medians: Vec<f64> = times.iter_mut().map(median).collect();
+        let cpu: Vec<f64> = cpu_times.iter_mut().map(median).collect();
+        for ((k, m), c) in rows.iter().zip(&medians).zip(&cpu) {
+            eprintln!(
+                "{name}: {k:>2} rows: wall {:>7.2} ms = {:.2}x a 1-row step; CPU {:>7.2} ms = {:.2}x",
+                m * 1e3,
+                m / medians[0],
+                c * 1e3,
+                c / cpu[0]
+            );
+        }
+    }
+}
+
+/// CPU seconds used so far by all threads of this process (Linux: /proc/self/task/*/schedstat), which
+/// unlike wall time does not count the time other processes take from a busy machine.
+fn cpu_seconds() -> f64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return 0.0 };
+    let nanos: u64 = tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    nanos as f64 * 1e-9
+}

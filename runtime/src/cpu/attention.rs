@@ -15,6 +15,7 @@
 
 use rayon::prelude::*;
 
+use super::dot::{dot, dot_tile};
 use super::kv_cache::KvCache;
 
 /// False for NaN too, unlike `x <= 0.0`.
@@ -137,6 +138,11 @@ pub fn attention(
 }
 
 /// Attention of every query over `total` keys per batch row, the last `seq` of which are new.
+///
+/// One task per (query, kv head), so that a one-token decode step still uses every core. Each score is
+/// `dot(q, k)` with the fixed-order kernel of `cpu::dot`, and a query visits its visible keys in slot
+/// order, so a query's result depends on its own q, position and visible keys only: the same query
+/// gives the same bits whatever else is in the step (what exact speculative verification relies on).
 fn attend(
     inputs: &AttentionInputs<'_>,
     g: Geometry,
@@ -152,42 +158,62 @@ fn attend(
     if out.is_empty() {
         return out;
     }
-    out.par_chunks_mut(g.heads * g.v_dim).enumerate().for_each(|(token, dst)| {
-        let (b, i) = (token / g.seq, token % g.seq);
-        let p = positions[token];
-        let key_position = |t: usize| if t < past { t as i64 } else { positions[b * g.seq + t - past] };
-        let visible: Vec<usize> = (0..total)
-            .filter(|&t| {
-                let seen = if t < past {
-                    !params.causal || t as i64 <= p
-                } else {
-                    let j = t - past;
-                    match inputs.tree_mask {
-                        Some(m) => m.data[i * g.seq + j],
-                        None => !params.causal || j <= i,
-                    }
-                };
-                let in_window = params.window.is_none_or(|w| {
-                    let tp = key_position(t);
-                    tp.abs_diff(p) < u64::from(w) || tp < i64::from(params.sinks)
-                });
-                seen && in_window
-            })
-            .collect();
+    let visible: Vec<Vec<usize>> = (0..g.batch * g.seq)
+        .into_par_iter()
+        .map(|token| {
+            let (b, i) = (token / g.seq, token % g.seq);
+            let p = positions[token];
+            let key_position = |t: usize| if t < past { t as i64 } else { positions[b * g.seq + t - past] };
+            (0..total)
+                .filter(|&t| {
+                    let seen = if t < past {
+                        !params.causal || t as i64 <= p
+                    } else {
+                        let j = t - past;
+                        match inputs.tree_mask {
+                            Some(m) => m.data[i * g.seq + j],
+                            None => !params.causal || j <= i,
+                        }
+                    };
+                    let in_window = params.window.is_none_or(|w| {
+                        let tp = key_position(t);
+                        tp.abs_diff(p) < u64::from(w) || tp < i64::from(params.sinks)
+                    });
+                    seen && in_window
+                })
+                .collect()
+        })
+        .collect();
+    // The heads of one kv head are adjacent in the output: [batch, seq, kv_heads, group, v_dim].
+    out.par_chunks_mut(group * g.v_dim).enumerate().for_each(|(task, dst)| {
+        let (token, kvh) = (task / g.kv_heads, task % g.kv_heads);
+        let b = token / g.seq;
+        let visible = &visible[token];
         if visible.is_empty() {
             return;
         }
+        let key = |t: usize| &keys[b][(t * g.kv_heads + kvh) * g.head_dim..][..g.head_dim];
         let mut scores = vec![0.0f32; visible.len()];
-        for (h, o) in dst.chunks_mut(g.v_dim.max(1)).enumerate().take(g.heads) {
-            let kvh = h / group;
+        for (hg, o) in dst.chunks_mut(g.v_dim).enumerate() {
+            let h = kvh * group + hg;
             let qv = &inputs.q.data[(token * g.heads + h) * g.head_dim..][..g.head_dim];
-            for (s, &t) in scores.iter_mut().zip(&visible) {
-                let kv = &keys[b][(t * g.kv_heads + kvh) * g.head_dim..][..g.head_dim];
-                let mut dot = qv.iter().zip(kv).map(|(a, c)| a * c).sum::<f32>() * params.scale;
+            // Four keys per tile share the loads of q; each score is still exactly dot(q, k).
+            let mut chunks = visible.chunks_exact(4);
+            let mut s = 0;
+            for ts in &mut chunks {
+                let [d] = dot_tile([qv], [key(ts[0]), key(ts[1]), key(ts[2]), key(ts[3])]);
+                scores[s..s + 4].copy_from_slice(&d);
+                s += 4;
+            }
+            for &t in chunks.remainder() {
+                scores[s] = dot(qv, key(t));
+                s += 1;
+            }
+            for sc in &mut scores {
+                *sc *= params.scale;
                 if let Some(cap) = params.softcap {
-                    dot = cap * (dot / cap).tanh();
+                    *sc = cap * (*sc / cap).tanh();
                 }
-                *s = dot;
             }
             let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
             let mut sum = 0.0f32;
@@ -196,7 +222,7 @@ fn attend(
                 sum += *s;
             }
             o.fill(0.0);
-            for (&w, &t) in scores.iter().zip(&visible) {
+            for (&w, &t) in scores.iter().zip(visible) {
                 let vv = &values[b][(t * g.kv_heads + kvh) * g.v_dim..][..g.v_dim];
                 for (oi, vi) in o.iter_mut().zip(vv) {
                     *oi += w * vi;

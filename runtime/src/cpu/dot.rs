@@ -1,19 +1,31 @@
-//! The f32 dot product every GEMV row goes through.
+//! The f32 dot products every row-independent `linear` output goes through.
 //!
-//! Sixteen independent accumulators let the compiler keep the products in vector registers (a single
-//! running sum cannot be vectorised without reordering additions, which Rust does not do on its own).
-//! The summation order is fixed by this code, not by the instruction set: the AVX2 build of the same
-//! function adds in exactly the same order (Rust never contracts `a * b + c` into an FMA by itself), so
-//! results are bit-identical on every x86-64 CPU and on other architectures.
+//! Sixteen independent accumulators ("lanes") let the compiler keep the products in vector registers (a
+//! single running sum cannot be vectorised without reordering additions, which Rust does not do on its
+//! own). Lane l accumulates the products of elements `i ≡ l (mod 16)` in increasing `i`, each as one fused
+//! multiply-add (`a·b + acc` rounded once); then the products past the last full group of 16 are added to
+//! lanes 0, 1, ... the same way, and the lanes are reduced pairwise (lane l takes lane l + width, for width
+//! 8, 4, 2, 1). That order is fixed by this code, not by the instruction set: the portable loop
+//! (`f32::mul_add`, which is correctly rounded everywhere, in software where the CPU has no FMA), the
+//! AVX2+FMA path (two 8-wide registers per accumulator) and the AVX-512 path (one 16-wide register)
+//! perform exactly the same IEEE operations on every lane, so results are bit-identical on every CPU.
+//!
+//! [`dot_tile`] computes a tile of such dot products, `C` weight rows by `R` input rows, loading each
+//! weight and input vector once per tile instead of once per product. Every product keeps its own
+//! accumulators, updated in the order above, so each output of a tile is bit-identical to [`dot`] of its
+//! two rows, whatever the tile's shape and whichever other rows share it. This is what makes a
+//! verification step of several tokens compute each token's logits exactly as a one-token step does,
+//! while costing little more than one (a one-token step streams every weight from memory; a tile reuses
+//! each loaded weight for `R` tokens).
 
 const LANES: usize = 16;
 
 /// Adds the products of the elements past the last full group of 16 into the lanes, then reduces the
-/// lanes pairwise (lane l takes lane l + width, for width 8, 4, 2, 1). Both paths end here.
+/// lanes pairwise. Every path ends here or in a vector reduction that performs the same additions.
 #[inline(always)]
 fn finish(mut acc: [f32; LANES], a_tail: &[f32], b_tail: &[f32]) -> f32 {
     for (l, (x, y)) in a_tail.iter().zip(b_tail).enumerate() {
-        acc[l] += x * y;
+        acc[l] = x.mul_add(*y, acc[l]);
     }
     let mut width = LANES;
     while width > 1 {
@@ -25,7 +37,7 @@ fn finish(mut acc: [f32; LANES], a_tail: &[f32], b_tail: &[f32]) -> f32 {
     acc[0]
 }
 
-/// Lane l accumulates the products of elements `i ≡ l (mod 16)`, each a multiply then an add.
+/// The portable loop: lane l accumulates the products of elements `i ≡ l (mod 16)`.
 fn dot_lanes(a: &[f32], b: &[f32]) -> f32 {
     let n = a.len().min(b.len());
     let (a, b) = (&a[..n], &b[..n]);
@@ -34,116 +46,204 @@ fn dot_lanes(a: &[f32], b: &[f32]) -> f32 {
     let mut cb = b.chunks_exact(LANES);
     for (x, y) in (&mut ca).zip(&mut cb) {
         for l in 0..LANES {
-            acc[l] += x[l] * y[l];
+            acc[l] = x[l].mul_add(y[l], acc[l]);
         }
     }
     finish(acc, ca.remainder(), cb.remainder())
 }
 
-/// The same computation with two 8-wide registers holding lanes 0-7 and 8-15: separate multiply and add
-/// (no FMA), so every lane sees exactly the operations of [`dot_lanes`].
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
-    use std::arch::x86_64::{_mm256_add_ps, _mm256_loadu_ps, _mm256_mul_ps, _mm256_setzero_ps, _mm256_storeu_ps};
-    let n = a.len().min(b.len());
-    let full = n / LANES * LANES;
-    let mut acc = [0.0f32; LANES];
-    // SAFETY: every load reads 8 floats at an offset below `full - 8 + 1` of slices at least `full` long;
-    // unaligned loads and stores are used throughout.
-    unsafe {
-        let (mut lo, mut hi) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-        let (pa, pb) = (a.as_ptr(), b.as_ptr());
-        let mut i = 0;
-        while i < full {
-            lo = _mm256_add_ps(lo, _mm256_mul_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i))));
-            hi = _mm256_add_ps(hi, _mm256_mul_ps(_mm256_loadu_ps(pa.add(i + 8)), _mm256_loadu_ps(pb.add(i + 8))));
-            i += LANES;
-        }
-        _mm256_storeu_ps(acc.as_mut_ptr(), lo);
-        _mm256_storeu_ps(acc.as_mut_ptr().add(8), hi);
-    }
-    finish(acc, &a[full..n], &b[full..n])
-}
-
-/// `Σ a[i]·b[i]` over the common length, accumulated in f32 in a fixed order.
+/// `Σ a[i]·b[i]` over the common length, accumulated in f32 in the fixed order of the module docs.
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU supports AVX2, checked just above.
-        return unsafe { dot_avx2(a, b) };
-    }
-    dot_lanes(a, b)
+    let n = a.len().min(b.len());
+    dot_tile::<1, 1>([&a[..n]], [&b[..n]])[0][0]
 }
 
-/// [`dot`] of one vector `a` with four vectors `b` at once: each result is bit-identical to `dot(a, b[r])`
-/// (every row keeps its own 16 lanes, updated in the same order), while each load of `a` serves four rows.
-pub fn dot4(a: &[f32], b: [&[f32]; 4]) -> [f32; 4] {
+/// `out[c][r] = dot(w[c], x[r])`, bit for bit, for rows that all have the same length.
+pub fn dot_tile<const C: usize, const R: usize>(w: [&[f32]; C], x: [&[f32]; R]) -> [[f32; R]; C] {
+    let n = w.first().or(x.first()).map_or(0, |v| v.len());
+    assert!(
+        w.iter().chain(&x).all(|v| v.len() == n),
+        "dot_tile needs rows of one length (callers slice them to the matrix width)"
+    );
     #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU supports AVX2, checked just above.
-        return unsafe { dot4_avx2(a, b) };
+    {
+        if std::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU supports AVX-512F, checked just above.
+            return unsafe { x86::tile_avx512(w, x) };
+        }
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU supports AVX2 and FMA, checked just above.
+            return unsafe { x86::tile_avx2(w, x) };
+        }
     }
-    b.map(|br| dot_lanes(a, br))
+    w.map(|wc| x.map(|xr| dot_lanes(wc, xr)))
 }
 
-/// [`dot4`] with AVX2: per row the two 8-wide accumulators of [`dot_avx2`] (8 registers in all), with
-/// separate multiply and add as there.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn dot4_avx2(a: &[f32], b: [&[f32]; 4]) -> [f32; 4] {
+mod x86 {
     use std::arch::x86_64::{
-        __m256, _mm256_add_ps, _mm256_loadu_ps, _mm256_mul_ps, _mm256_setzero_ps, _mm256_storeu_ps,
+        __m128, __m256, __m512, _mm_add_ps, _mm_add_ss, _mm_cvtss_f32, _mm_movehl_ps, _mm_shuffle_ps, _mm256_add_ps,
+        _mm256_castps256_ps128, _mm256_extractf128_ps, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_setzero_ps,
+        _mm256_storeu_ps, _mm512_add_ps, _mm512_castps512_ps256, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_setzero_ps,
+        _mm512_shuffle_f32x4, _mm512_storeu_ps,
     };
-    let n = b.iter().fold(a.len(), |n, br| n.min(br.len()));
-    let full = n / LANES * LANES;
-    let mut acc = [[0.0f32; LANES]; 4];
-    // SAFETY: every load reads 8 floats at an offset below `full - 8 + 1` of slices at least `full` long;
-    // unaligned loads and stores are used throughout.
-    unsafe {
-        let mut lo: [__m256; 4] = [_mm256_setzero_ps(); 4];
-        let mut hi: [__m256; 4] = [_mm256_setzero_ps(); 4];
-        let pa = a.as_ptr();
-        let pb = b.map(<[f32]>::as_ptr);
+
+    use super::{LANES, finish};
+
+    /// The pairwise reduction of [`finish`] (with no tail) on lanes 0-7 already summed with lanes 8-15:
+    /// lanes 0-3 take 4-7, then 0-1 take 2-3, then 0 takes 1, the same additions in the same order.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn reduce8(s: __m256) -> f32 {
+        let s4: __m128 = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps::<1>(s));
+        let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+        _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps::<0b01>(s2, s2)))
+    }
+
+    /// [`super::dot_tile`] with AVX2 and FMA: per weight row, the `R` products share each weight load; an
+    /// accumulator is two 8-wide registers holding lanes 0-7 and 8-15, updated by fused multiply-adds as
+    /// in the portable loop.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn tile_avx2<const C: usize, const R: usize>(w: [&[f32]; C], x: [&[f32]; R]) -> [[f32; R]; C] {
+        let n = x.first().map_or(0, |v| v.len());
+        let full = n / LANES * LANES;
+        let px = x.map(<[f32]>::as_ptr);
+        let mut out = [[0.0f32; R]; C];
+        for (c, wc) in w.iter().enumerate() {
+            let pw = wc.as_ptr();
+            let mut lo: [__m256; R] = [_mm256_setzero_ps(); R];
+            let mut hi: [__m256; R] = [_mm256_setzero_ps(); R];
+            let mut i = 0;
+            while i < full {
+                // SAFETY: `i + 16 <= full <= n`, the length of every row (checked by the caller).
+                let (wl, wh) = unsafe { (_mm256_loadu_ps(pw.add(i)), _mm256_loadu_ps(pw.add(i + 8))) };
+                for r in 0..R {
+                    // SAFETY: as above.
+                    let (xl, xh) = unsafe { (_mm256_loadu_ps(px[r].add(i)), _mm256_loadu_ps(px[r].add(i + 8))) };
+                    lo[r] = _mm256_fmadd_ps(wl, xl, lo[r]);
+                    hi[r] = _mm256_fmadd_ps(wh, xh, hi[r]);
+                }
+                i += LANES;
+            }
+            for r in 0..R {
+                out[c][r] = if full == n {
+                    reduce8(_mm256_add_ps(lo[r], hi[r]))
+                } else {
+                    let mut acc = [0.0f32; LANES];
+                    // SAFETY: `acc` holds 16 floats: 8 from offset 0, 8 from offset 8.
+                    unsafe {
+                        _mm256_storeu_ps(acc.as_mut_ptr(), lo[r]);
+                        _mm256_storeu_ps(acc.as_mut_ptr().add(8), hi[r]);
+                    }
+                    finish(acc, &wc[full..], &x[r][full..])
+                };
+            }
+        }
+        out
+    }
+
+    /// [`super::dot_tile`] with AVX-512: an accumulator is one 16-wide register, so a tile of `C × R`
+    /// products (up to 24 of the 32 registers) loads `C + R` vectors per 16 elements.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn tile_avx512<const C: usize, const R: usize>(w: [&[f32]; C], x: [&[f32]; R]) -> [[f32; R]; C] {
+        let n = x.first().map_or(0, |v| v.len());
+        let full = n / LANES * LANES;
+        let pw = w.map(<[f32]>::as_ptr);
+        let px = x.map(<[f32]>::as_ptr);
+        let mut acc: [[__m512; R]; C] = [[_mm512_setzero_ps(); R]; C];
         let mut i = 0;
         while i < full {
-            let (wa, wb) = (_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pa.add(i + 8)));
-            for r in 0..4 {
-                lo[r] = _mm256_add_ps(lo[r], _mm256_mul_ps(wa, _mm256_loadu_ps(pb[r].add(i))));
-                hi[r] = _mm256_add_ps(hi[r], _mm256_mul_ps(wb, _mm256_loadu_ps(pb[r].add(i + 8))));
+            let mut wv: [__m512; C] = [_mm512_setzero_ps(); C];
+            for c in 0..C {
+                // SAFETY: `i + 16 <= full <= n`, the length of every row (checked by the caller).
+                wv[c] = unsafe { _mm512_loadu_ps(pw[c].add(i)) };
+            }
+            for r in 0..R {
+                // SAFETY: as above.
+                let xv = unsafe { _mm512_loadu_ps(px[r].add(i)) };
+                for c in 0..C {
+                    acc[c][r] = _mm512_fmadd_ps(wv[c], xv, acc[c][r]);
+                }
             }
             i += LANES;
         }
-        for r in 0..4 {
-            _mm256_storeu_ps(acc[r].as_mut_ptr(), lo[r]);
-            _mm256_storeu_ps(acc[r].as_mut_ptr().add(8), hi[r]);
+        let mut out = [[0.0f32; R]; C];
+        for c in 0..C {
+            for r in 0..R {
+                let v = acc[c][r];
+                out[c][r] = if full == n {
+                    // Lanes 0-7 take lanes 8-15: the upper 256 bits moved down, added as the second operand.
+                    let upper = _mm512_shuffle_f32x4::<0b11_10_11_10>(v, v);
+                    reduce8(_mm512_castps512_ps256(_mm512_add_ps(v, upper)))
+                } else {
+                    let mut lanes = [0.0f32; LANES];
+                    // SAFETY: `lanes` holds 16 floats.
+                    unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), v) };
+                    finish(lanes, &w[c][full..], &x[r][full..])
+                };
+            }
         }
+        out
     }
-    let mut out = [0.0f32; 4];
-    for r in 0..4 {
-        out[r] = finish(acc[r], &a[full..n], &b[r][full..n]);
-    }
-    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn vector(n: usize, mul: usize, modulo: usize, shift: f32, scale: f32) -> Vec<f32> {
+        (0..n).map(|i| ((i * mul % modulo) as f32 - shift) / scale).collect()
+    }
+
     #[test]
     fn matches_f64_and_is_the_same_on_every_path() {
         for n in [0usize, 1, 7, 16, 17, 100, 576, 1537] {
-            let a: Vec<f32> = (0..n).map(|i| ((i * 7919 % 1000) as f32 - 500.0) / 250.0).collect();
-            let b: Vec<f32> = (0..n).map(|i| ((i * 104729 % 997) as f32 - 498.0) / 300.0).collect();
+            let a = vector(n, 7919, 1000, 500.0, 250.0);
+            let b = vector(n, 104_729, 997, 498.0, 300.0);
             let exact: f64 = a.iter().zip(&b).map(|(x, y)| *x as f64 * *y as f64).sum();
             let got = dot(&a, &b);
             let scale: f64 = a.iter().zip(&b).map(|(x, y)| (*x as f64 * *y as f64).abs()).sum::<f64>().max(1.0);
             assert!((got as f64 - exact).abs() <= 1e-6 * scale, "n={n}: {got} vs {exact}");
             assert_eq!(got.to_bits(), dot_lanes(&a, &b).to_bits(), "n={n}: dispatch changed the result");
-            let c: Vec<f32> = b.iter().map(|x| x * 0.75 - 0.1).collect();
-            let four = dot4(&a, [&b, &c, &a, &b]);
-            let one = [dot(&a, &b), dot(&a, &c), dot(&a, &a), dot(&a, &b)];
-            assert_eq!(four.map(f32::to_bits), one.map(f32::to_bits), "n={n}: dot4 differs from dot");
+            #[cfg(target_arch = "x86_64")]
+            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                // SAFETY: AVX2 and FMA are there, checked just above; the rows have one length.
+                let avx2 = unsafe { x86::tile_avx2([&a], [&b]) }[0][0];
+                assert_eq!(avx2.to_bits(), got.to_bits(), "n={n}: the AVX2 path differs");
+            }
+        }
+    }
+
+    /// Every output of a tile has `dot`'s exact bits, for every tile shape the kernels use, on every path
+    /// this CPU has.
+    #[test]
+    fn every_tile_output_is_the_dot_of_its_rows() {
+        fn check<const C: usize, const R: usize>(n: usize) {
+            let w: Vec<Vec<f32>> = (0..C).map(|c| vector(n, 7919 + 31 * c, 1000, 500.0, 250.0)).collect();
+            let x: Vec<Vec<f32>> = (0..R).map(|r| vector(n, 104_729 + 17 * r, 997, 498.0, 300.0)).collect();
+            let ws: [&[f32]; C] = std::array::from_fn(|c| w[c].as_slice());
+            let xs: [&[f32]; R] = std::array::from_fn(|r| x[r].as_slice());
+            let mut tiles = vec![dot_tile(ws, xs)];
+            #[cfg(target_arch = "x86_64")]
+            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                // SAFETY: AVX2 and FMA are there, checked just above; the rows have one length.
+                tiles.push(unsafe { x86::tile_avx2(ws, xs) });
+            }
+            for tile in tiles {
+                for c in 0..C {
+                    for r in 0..R {
+                        let want = dot_lanes(&w[c], &x[r]);
+                        assert_eq!(tile[c][r].to_bits(), want.to_bits(), "{C}x{R} tile, n={n}: [{c}][{r}]");
+                    }
+                }
+            }
+        }
+        for n in [0usize, 5, 16, 48, 577, 1536] {
+            check::<1, 1>(n);
+            check::<4, 1>(n);
+            check::<4, 3>(n);
+            check::<4, 4>(n);
+            check::<3, 8>(n);
         }
     }
 }

@@ -6,14 +6,17 @@
 //! # Two kernels, and why the row count picks between them
 //!
 //! Up to [`ROW_INDEPENDENT_MAX_ROWS`] rows of `x` (a decode step, a speculative verification step, a
-//! short prompt), every output element is `dot(w[n], x[r])` with the fixed-order [`dot`] kernel: rayon
-//! splits the output channels into blocks, each block dequantizes its weight rows once and dots them
-//! with every row of `x` (four rows at a time through `dot4`, which gives each row `dot`'s exact bits). The result of row `r` depends on `x[r]` and the weights alone, not on how many
-//! other rows the step has or where `r` sits among them, so it is bit-identical to what a one-row step on
-//! `x[r]` computes. Speculative decoding relies on this: verifying position `i` inside a multi-token step
-//! gives exactly the logits that decoding position `i` on its own gives, so greedy speculation emits
-//! exactly the tokens of plain greedy decoding (the other per-token ops — norms, rope, attention over
-//! the same keys in the same order, elementwise ops — are row-independent by construction too).
+//! short prompt), every output element is `dot(w[n], x[r])` with the fixed-order dot kernel of
+//! `cpu::dot`: rayon splits the output channels into blocks, and each block computes tiles of 4 weight
+//! rows by up to 4 rows of `x` with [`dot_tile`], so that one load of a weight vector serves several
+//! tokens (a verification step of k tokens costs far less than k decode steps) while every output keeps
+//! exactly `dot`'s bits. The result of row `r` therefore depends on `x[r]` and the weights alone, not on
+//! how many other rows the step has or where `r` sits among them, so it is bit-identical to what a
+//! one-row step on `x[r]` computes. Speculative decoding relies on this: verifying position `i` inside a
+//! multi-token step gives exactly the logits that decoding position `i` on its own gives, so greedy
+//! speculation emits exactly the tokens of plain greedy decoding (the other per-token ops — norms, rope,
+//! attention over the same keys in the same order, elementwise ops — are row-independent by
+//! construction too).
 //!
 //! Above that (prompt prefill), `gemm` multiplies `x` by dequantized weight tiles. Its blocking makes an
 //! element's summation order depend on the matrix sizes, which is fine there: a long prefill is the same
@@ -22,7 +25,7 @@
 
 use rayon::prelude::*;
 
-use super::dot::{dot, dot4};
+use super::dot::dot_tile;
 use super::value::MatrixRows;
 
 /// Output channels per parallel block: large enough that `gemm` runs at speed, small enough that a
@@ -31,6 +34,13 @@ const BLOCK_ROWS: usize = 64;
 
 /// Output channels per task of the row-independent path.
 const GEMV_ROWS: usize = 32;
+
+/// Weight rows per [`dot_tile`] of the row-independent path.
+const TILE_CHANNELS: usize = 4;
+
+/// Rows of `x` per [`dot_tile`] of the row-independent path (4 × 4 products: 16 of AVX-512's 32 vector
+/// registers as accumulators).
+const TILE_ROWS: usize = 4;
 
 /// The most rows of `x` that the row-independent [`dot`] kernel computes (see the module docs): steps
 /// of up to this many tokens give every token bit-identical results whatever else is in the step.
@@ -54,55 +64,13 @@ pub fn check_matmul_shapes(x_shape: &[usize], w_shape: &[usize]) -> Result<(usiz
 /// `out[m, n] = Σ_k x[m, k] · w[n, k]` for a row-major `x[m, k]` and a weight matrix of `n` rows.
 pub fn matmul_weight_rows(x: &[f32], m: usize, k: usize, w: &MatrixRows<'_>, n: usize) -> Vec<f32> {
     debug_assert_eq!(x.len(), m * k);
-    let mut out = vec![0.0f32; m * n];
-    if m == 0 || n == 0 {
-        return out;
-    }
-    if k == 0 {
-        return out;
-    }
-    if m == 1 {
-        // One row: write straight into the output (the same `dot(w[n], x)` as the block path below).
-        out.par_chunks_mut(GEMV_ROWS).enumerate().for_each(|(block, dst)| {
-            let mut scratch = vec![0.0f32; k];
-            for (j, o) in dst.iter_mut().enumerate() {
-                *o = dot(weight_row(w, block * GEMV_ROWS + j, k, &mut scratch), x);
-            }
-        });
-        return out;
+    if m == 0 || n == 0 || k == 0 {
+        return vec![0.0f32; m * n];
     }
     if m <= ROW_INDEPENDENT_MAX_ROWS {
-        let blocks: Vec<(usize, Vec<f32>)> = (0..n.div_ceil(GEMV_ROWS))
-            .into_par_iter()
-            .map(|block| {
-                let n0 = block * GEMV_ROWS;
-                let nb = GEMV_ROWS.min(n - n0);
-                let mut scratch = vec![0.0f32; k];
-                let mut dst = vec![0.0f32; m * nb];
-                for j in 0..nb {
-                    let row = weight_row(w, n0 + j, k, &mut scratch);
-                    // Four rows of x per pass share the weight loads; `dot4` gives each exactly `dot`'s bits.
-                    let mut groups = x.chunks_exact(4 * k);
-                    let mut r = 0;
-                    for group in &mut groups {
-                        let (x0, rest) = group.split_at(k);
-                        let (x1, rest) = rest.split_at(k);
-                        let (x2, x3) = rest.split_at(k);
-                        for (i, v) in dot4(row, [x0, x1, x2, x3]).into_iter().enumerate() {
-                            dst[(r + i) * nb + j] = v;
-                        }
-                        r += 4;
-                    }
-                    for (i, xr) in groups.remainder().chunks_exact(k).enumerate() {
-                        dst[(r + i) * nb + j] = dot(row, xr);
-                    }
-                }
-                (n0, dst)
-            })
-            .collect();
-        scatter_blocks(&mut out, blocks, m, n);
-        return out;
+        return row_independent(x, m, k, w, n);
     }
+    let mut out = vec![0.0f32; m * n];
     let blocks: Vec<(usize, Vec<f32>)> = (0..n.div_ceil(BLOCK_ROWS))
         .into_par_iter()
         .map(|block| {
@@ -144,6 +112,80 @@ pub fn matmul_weight_rows(x: &[f32], m: usize, k: usize, w: &MatrixRows<'_>, n: 
         .collect();
     scatter_blocks(&mut out, blocks, m, n);
     out
+}
+
+/// The row-independent path (see the module docs): every output is [`dot_tile`]'s `dot(w[c], x[r])`.
+///
+/// Rayon splits the output channels into blocks of [`GEMV_ROWS`]; a block walks its channels
+/// [`TILE_CHANNELS`] at a time, dequantizing those weight rows once, and dots them with the rows of `x`
+/// [`TILE_ROWS`] at a time, so each weight vector loaded from memory serves up to [`TILE_ROWS`] tokens
+/// and each input vector [`TILE_CHANNELS`] channels. The tile shape changes only which products share
+/// loads, never how a product is summed.
+fn row_independent(x: &[f32], m: usize, k: usize, w: &MatrixRows<'_>, n: usize) -> Vec<f32> {
+    let xs: Vec<&[f32]> = x.chunks_exact(k).collect();
+    // Channel-major, so that the parallel blocks own contiguous memory; transposed at the end.
+    let mut by_channel = vec![0.0f32; n * m];
+    by_channel.par_chunks_mut(GEMV_ROWS * m).enumerate().for_each(|(block, dst)| {
+        let n0 = block * GEMV_ROWS;
+        let mut scratch = vec![0.0f32; TILE_CHANNELS * k];
+        for (quad, dst) in dst.chunks_mut(TILE_CHANNELS * m).enumerate() {
+            let channels = dst.len() / m;
+            let ws = weight_rows(w, n0 + quad * TILE_CHANNELS, channels, k, &mut scratch);
+            for (group, rows) in xs.chunks(TILE_ROWS).enumerate() {
+                let r0 = group * TILE_ROWS;
+                let tile = tile(ws, rows);
+                for (c, dst) in dst.chunks_mut(m).enumerate() {
+                    dst[r0..r0 + rows.len()].copy_from_slice(&tile[c][..rows.len()]);
+                }
+            }
+        }
+    });
+    if m == 1 {
+        return by_channel;
+    }
+    let mut out = vec![0.0f32; m * n];
+    for (c, column) in by_channel.chunks_exact(m).enumerate() {
+        for (r, &v) in column.iter().enumerate() {
+            out[r * n + c] = v;
+        }
+    }
+    out
+}
+
+/// [`dot_tile`] of the weight rows `ws` with up to [`TILE_ROWS`] rows of `x`; entries past `rows.len()`
+/// are zero.
+fn tile(ws: [&[f32]; TILE_CHANNELS], rows: &[&[f32]]) -> [[f32; TILE_ROWS]; TILE_CHANNELS] {
+    fn widen<const R: usize>(t: [[f32; R]; TILE_CHANNELS]) -> [[f32; TILE_ROWS]; TILE_CHANNELS] {
+        t.map(|row| std::array::from_fn(|r| if r < R { row[r] } else { 0.0 }))
+    }
+    fn rows_of<'a, const R: usize>(rows: &[&'a [f32]]) -> [&'a [f32]; R] {
+        std::array::from_fn(|r| rows[r])
+    }
+    match rows.len() {
+        1 => widen(dot_tile::<TILE_CHANNELS, 1>(ws, rows_of(rows))),
+        2 => widen(dot_tile::<TILE_CHANNELS, 2>(ws, rows_of(rows))),
+        3 => widen(dot_tile::<TILE_CHANNELS, 3>(ws, rows_of(rows))),
+        4 => widen(dot_tile::<TILE_CHANNELS, 4>(ws, rows_of(rows))),
+        other => unreachable!("row groups hold 1 to {TILE_ROWS} rows, not {other}"),
+    }
+}
+
+/// Weight rows `first..first + count` (`count` from 1 to [`TILE_CHANNELS`]) as f32 slices (dequantized
+/// into `scratch` where needed); the tile is filled up by repeating the last row, whose extra outputs
+/// the caller drops.
+fn weight_rows<'a>(
+    w: &'a MatrixRows<'_>,
+    first: usize,
+    count: usize,
+    k: usize,
+    scratch: &'a mut [f32],
+) -> [&'a [f32]; TILE_CHANNELS] {
+    let mut chunks = scratch.chunks_mut(k);
+    let rows: [Option<&[f32]>; TILE_CHANNELS] = std::array::from_fn(|j| {
+        (j < count).then(|| weight_row(w, first + j, k, chunks.next().expect("scratch has TILE_CHANNELS rows")))
+    });
+    let last = rows[count - 1].expect("count is at least 1");
+    rows.map(|r| r.unwrap_or(last))
 }
 
 /// Weight row `r` as f32: borrowed when stored as f32, else dequantized into `scratch`.
@@ -238,7 +280,7 @@ mod tests {
         let rows = MatrixRows::Dense { data: Cow::Borrowed(&w), cols: k };
         let x = values(ROW_INDEPENDENT_MAX_ROWS * k, 2);
         let alone: Vec<Vec<f32>> = x.chunks(k).map(|xr| matmul_weight_rows(xr, 1, k, &rows, n)).collect();
-        for m in [2, 3, 17, ROW_INDEPENDENT_MAX_ROWS] {
+        for m in [2, 3, 4, 5, 6, 7, 8, 9, 17, ROW_INDEPENDENT_MAX_ROWS] {
             let together = matmul_weight_rows(&x[..m * k], m, k, &rows, n);
             for (r, row) in together.chunks(n).enumerate() {
                 let same = row.iter().zip(&alone[r]).all(|(a, b)| a.to_bits() == b.to_bits());

@@ -10,13 +10,17 @@ use super::tree::TokenTree;
 use crate::RuntimeError;
 
 /// Bounds on one proposal, set by the decoding loop.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct DraftLimits {
     /// The deepest a drafted token may sit below the root (the tokens still to generate, less the bonus
     /// token every step yields).
     pub max_depth: usize,
     /// The most nodes the tree may have (the verification step's rows, less the root).
     pub max_nodes: usize,
+    /// What one more drafted token adds to the cost of the verification step, as a fraction of a
+    /// one-token step ([`super::DecoderExecutor::extra_row_cost`]): a token is worth drafting only when
+    /// the chance that it is accepted is higher.
+    pub row_cost: f64,
 }
 
 /// How the target judged the last proposal.

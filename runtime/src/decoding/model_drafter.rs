@@ -5,12 +5,34 @@
 //! the missing context tokens are fed in one step, then each drafted token in a one-token step. With
 //! `branches > 1` each level of the drafted chain also offers the draft model's next most likely tokens as
 //! alternative leaves, which costs no extra draft steps and lets the target accept a near miss.
+//!
+//! # How long a draft is
+//!
+//! As for the n-gram drafter, a token is drafted only while the chance that the target accepts it and
+//! every token before it exceeds its cost: one more verification row ([`DraftLimits::row_cost`]) plus
+//! one step of the draft model ([`ModelDrafter::with_step_cost`]). The chance comes from the draft
+//! model's own confidence (the probability of its top token), calibrated against the target: the
+//! drafter keeps the recent acceptance rate of its guesses in each band of confidence (a moving
+//! average, drifting back toward one in two, as in `ngram`). Confident guesses that the target keeps
+//! accepting make long drafts; guesses the target rejects shorten them, down to none. When even the first
+//! guess is rarely accepted (its recent rate, whatever the confidence, is below the cost), the drafter rests:
+//! it proposes nothing and does not run the draft model at all until the rate has drifted back up, so a
+//! draft model that does not fit the target costs almost nothing (the cache catches up in one step when
+//! drafting resumes).
 
 use super::drafter::{DraftFeedback, DraftLimits, Drafter};
 use super::executor::DecoderExecutor;
+use super::ngram::{DRIFT, LEARNING_RATE, PRIOR};
 use super::step::{check_decoder_contract, run_step};
 use super::tree::TokenTree;
 use crate::RuntimeError;
+
+/// Bands of draft-model confidence (the probability of its top token) with their own acceptance rates.
+const CONFIDENCE_BANDS: usize = 5;
+
+/// [`ModelDrafter::with_step_cost`] unless told otherwise: a draft model a few times smaller than the
+/// target.
+pub const DEFAULT_DRAFT_STEP_COST: f64 = 0.2;
 
 /// A drafter running its own decoder graph.
 pub struct ModelDrafter {
@@ -19,6 +41,13 @@ pub struct ModelDrafter {
     branches: usize,
     /// The tokens in the draft model's KV cache, in order.
     cached: Vec<u32>,
+    step_cost: f64,
+    /// Recent acceptance rates of the chain's guesses, by confidence band.
+    rates: [f64; CONFIDENCE_BANDS],
+    /// Recent acceptance rate of the first guess of a chain, whatever its confidence.
+    first_rate: f64,
+    /// The last proposal: the chain's tokens with their confidence bands, and the context length then.
+    last: Option<(Vec<(u32, usize)>, usize)>,
 }
 
 impl ModelDrafter {
@@ -35,7 +64,24 @@ impl ModelDrafter {
                 message: "the draft model's draft length and branches must be at least 1".to_string(),
             });
         }
-        Ok(ModelDrafter { exec: Box::new(exec), draft_len, branches, cached: Vec::new() })
+        Ok(ModelDrafter {
+            exec: Box::new(exec),
+            draft_len,
+            branches,
+            cached: Vec::new(),
+            step_cost: DEFAULT_DRAFT_STEP_COST,
+            rates: [PRIOR; CONFIDENCE_BANDS],
+            first_rate: PRIOR,
+            last: None,
+        })
+    }
+
+    /// Sets the cost of one draft-model step as a fraction of a one-token target step (on
+    /// memory-bound hardware, about the ratio of their weight sizes); the default is
+    /// [`DEFAULT_DRAFT_STEP_COST`].
+    pub fn with_step_cost(mut self, step_cost: f64) -> ModelDrafter {
+        self.step_cost = step_cost;
+        self
     }
 
     /// Feeds `tokens` after the cached ones and returns the logits after the last of them.
@@ -55,6 +101,9 @@ impl std::fmt::Debug for ModelDrafter {
             .field("draft_len", &self.draft_len)
             .field("branches", &self.branches)
             .field("cached", &self.cached.len())
+            .field("step_cost", &self.step_cost)
+            .field("rates", &self.rates)
+            .field("first_rate", &self.first_rate)
             .finish()
     }
 }
@@ -67,6 +116,14 @@ fn top_k(logits: &[f32], k: usize) -> Vec<u32> {
     order
 }
 
+/// The confidence band of the softmax probability of `token` under `logits`.
+fn confidence_band(logits: &[f32], token: u32) -> usize {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let total: f64 = logits.iter().map(|&l| f64::from(l - max).exp()).sum();
+    let p = f64::from(logits[token as usize] - max).exp() / total;
+    ((p * CONFIDENCE_BANDS as f64) as usize).min(CONFIDENCE_BANDS - 1)
+}
+
 impl Drafter for ModelDrafter {
     fn begin(&mut self, _prompt: &[u32]) -> Result<(), RuntimeError> {
         // Nothing to forget: the next proposal keeps only the cached prefix the new context shares (a
@@ -76,8 +133,13 @@ impl Drafter for ModelDrafter {
 
     fn propose(&mut self, context: &[u32], limits: DraftLimits) -> Result<TokenTree, RuntimeError> {
         let mut tree = TokenTree::new();
+        self.last = None;
         let depth = self.draft_len.min(limits.max_depth);
         if depth == 0 || context.is_empty() {
+            return Ok(tree);
+        }
+        let cost = limits.row_cost + self.step_cost;
+        if self.first_rate < cost {
             return Ok(tree);
         }
         // Keep the shared prefix, but always feed at least the context's last token to get its logits.
@@ -86,8 +148,17 @@ impl Drafter for ModelDrafter {
         self.cached.truncate(shared);
         let mut logits = self.feed(&context[shared..])?;
         let mut path = Vec::with_capacity(depth);
+        let mut chain = Vec::with_capacity(depth);
+        // The chance that every token of the chain so far is accepted.
+        let mut chance = 1.0;
         for d in 0..depth {
             let ranked = top_k(&logits, self.branches);
+            let band = confidence_band(&logits, ranked[0]);
+            chance *= self.rates[band];
+            if chance < cost {
+                break;
+            }
+            chain.push((ranked[0], band));
             path.push(ranked[0]);
             tree.insert_path(&path, limits.max_nodes);
             for &alt in &ranked[1..] {
@@ -99,11 +170,28 @@ impl Drafter for ModelDrafter {
                 logits = self.feed(&[ranked[0]])?;
             }
         }
+        self.last = Some((chain, context.len()));
         Ok(tree)
     }
 
-    fn observe(&mut self, _context: &[u32], _feedback: DraftFeedback) -> Result<(), RuntimeError> {
-        // The cache is brought in line with the context lazily, at the next proposal.
+    fn observe(&mut self, context: &[u32], feedback: DraftFeedback) -> Result<(), RuntimeError> {
+        // The cache is brought in line with the context lazily, at the next proposal. The chain's guesses
+        // were judged up to the first rejected one.
+        for rate in self.rates.iter_mut().chain([&mut self.first_rate]) {
+            *rate += (PRIOR - *rate) * DRIFT;
+        }
+        let Some((chain, context_len)) = self.last.take() else { return Ok(()) };
+        for (d, &(token, band)) in chain.iter().enumerate() {
+            let accepted = d < feedback.accepted && context.get(context_len + d) == Some(&token);
+            let verdict = f64::from(u8::from(accepted));
+            self.rates[band] += (verdict - self.rates[band]) * LEARNING_RATE;
+            if d == 0 {
+                self.first_rate += (verdict - self.first_rate) * LEARNING_RATE;
+            }
+            if !accepted {
+                break;
+            }
+        }
         Ok(())
     }
 }

@@ -102,6 +102,7 @@ fn speculate(
         let limits = DraftLimits {
             max_depth: config.max_new_tokens - tokens.len() - 1,
             max_nodes: exec.max_exact_step_rows() - 1,
+            row_cost: exec.extra_row_cost(),
         };
         let tree = drafter.propose(&context, limits)?;
         check_tree(&tree, limits, vocab, has_tree_mask(exec.graph()))?;
