@@ -2,3 +2,4 @@
 
 pub mod hf_scratch;
 pub mod reference_outputs;
+pub mod onnx_exports;
