@@ -15,6 +15,8 @@
 //! All sites are matched first; the graph is rewritten only if every one matched, because one generic
 //! attention left among cached ones would see only the new tokens. Layers are numbered in program order.
 
+use std::collections::HashMap;
+
 use kiln_ir::{BinaryOp, Op, Tensor, UnaryOp, ValueId};
 
 use crate::raise_decoder::Raiser;
@@ -44,16 +46,41 @@ fn peel_scale(r: &Raiser, v: ValueId) -> (ValueId, f64) {
     (v, 1.0)
 }
 
+/// The longest sequence a mask is evaluated at: a sliding window wider than this looks causal to the
+/// check (real windows are 4096 tokens at most so far).
+const MAX_MASK_PROBE: usize = 4098;
+
+/// The sequence lengths to check a mask at: a few short ones, and just past every integer constant in the
+/// mask's subgraph that could be a sliding-window size, where such a window would first show.
+fn mask_probe_lengths(r: &Raiser, mask: ValueId) -> Vec<usize> {
+    let mut lengths = vec![1usize, 2, 5];
+    let mut seen = std::collections::HashSet::new();
+    let mut stack = vec![mask];
+    while let Some(v) = stack.pop() {
+        if !seen.insert(v) || seen.len() > 400 {
+            continue;
+        }
+        let Some((op, inputs)) = r.def(v) else { continue };
+        if let Op::Constant { value } = op {
+            if value.dtype().is_int() && value.len() == 1 {
+                let c = value.to_i64_vec()[0];
+                if c > 3 && (c as usize) < MAX_MASK_PROBE {
+                    lengths.extend([c as usize + 1, c as usize + 2]);
+                }
+            }
+            continue;
+        }
+        stack.extend(inputs.iter().copied());
+    }
+    lengths.sort_unstable();
+    lengths.dedup();
+    lengths
+}
+
 /// Whether `mask` evaluates to an additive causal mask for ids of several lengths.
 fn is_causal_mask(r: &Raiser, mask: ValueId) -> Result<(), String> {
-    let ids = r.g.inputs()[0];
-    let positions = r.positions.expect("positions are added before attention is matched");
-    for n in [1usize, 2, 5] {
-        let mut probe = r
-            .probe()
-            .bind(ids, Tensor::i64(vec![1, n], vec![0; n]).expect("n ids"))
-            .bind(positions, Tensor::i64(vec![1, n], (0..n as i64).collect()).expect("n positions"));
-        let t = probe.eval(mask).ok_or("the mask is not computed from the ids' length alone")?;
+    for n in mask_probe_lengths(r, mask) {
+        let t = r.probe_at(n).eval(mask).ok_or("the mask is not computed from the ids' length alone")?;
         let shape = t.shape();
         let rows_cols = shape.len() >= 2 && shape[shape.len() - 2..] == [n, n];
         if !rows_cols || shape[..shape.len() - 2].iter().any(|&d| d != 1) {
@@ -87,7 +114,7 @@ fn transposed_source(r: &Raiser, xt: ValueId) -> Option<ValueId> {
         }
         let Some(shape) = probe_shape(r.g, candidate, 3) else { continue };
         let x = test_tensor(shape.clone(), 7);
-        let Some(got) = r.probe().bind(candidate, x.clone()).eval(xt) else { continue };
+        let Some(got) = r.probe_at(3).bind(candidate, x.clone()).eval(xt) else { continue };
         let want = kiln_ir::eval::eval_generic(&Op::Transpose { perm: vec![0, 1, 3, 2] }, &[&x]).ok()??.remove(0);
         if close(&got, &want, 0.0) {
             return Some(candidate);
@@ -113,7 +140,7 @@ fn unrepeated(r: &Raiser, x: ValueId) -> ValueId {
         }
         let Some(shape) = probe_shape(r.g, candidate, 3) else { continue };
         let src = test_tensor(shape.clone(), 11);
-        let Some(got) = r.probe().bind(candidate, src.clone()).eval(x) else { continue };
+        let Some(got) = r.probe_at(3).bind(candidate, src.clone()).eval(x) else { continue };
         let rep = (heads / kv_heads) as usize;
         let (b, kvh, s, d) = (shape[0], shape[1], shape[2], shape[3]);
         let values = src.to_f32_vec();
@@ -135,7 +162,8 @@ fn unrepeated(r: &Raiser, x: ValueId) -> ValueId {
 }
 
 /// Matches the attention around one softmax node's result `p`.
-fn match_site(r: &Raiser, softmax: ValueId) -> Result<Site, String> {
+/// `masks` remembers the masks already checked (every layer usually shares one).
+fn match_site(r: &Raiser, softmax: ValueId, masks: &mut HashMap<ValueId, Result<(), String>>) -> Result<Site, String> {
     let Some((Op::Softmax { axis }, &[scores])) = r.def(softmax) else { unreachable!("called on softmax results") };
     let rank = r.g.value_type(scores).rank() as i64;
     if *axis != -1 && *axis != rank - 1 {
@@ -186,7 +214,7 @@ fn match_site(r: &Raiser, softmax: ValueId) -> Result<Site, String> {
     let (q, c1) = peel_scale(r, q_scaled);
     let (kt, c2) = peel_scale(r, kt_scaled);
     let scale = c1 * c2 * c3;
-    is_causal_mask(r, mask)?;
+    masks.entry(mask).or_insert_with(|| is_causal_mask(r, mask)).clone()?;
     let k_rep = transposed_source(r, kt).ok_or("the key operand is not a transposed key tensor")?;
 
     let (q_ty, k_rep_ty, v_ty) = (r.g.value_type(q), r.g.value_type(k_rep), r.g.value_type(v_rep));
@@ -214,17 +242,28 @@ pub(crate) fn find(r: &mut Raiser) -> Option<Vec<Site>> {
     }
     let mut sites = Vec::new();
     let mut failed = Vec::new();
+    let mut masks = HashMap::new();
     for (i, &s) in softmaxes.iter().enumerate() {
-        match match_site(r, s) {
+        match match_site(r, s, &mut masks) {
             Ok(site) => sites.push(site),
-            Err(why) => failed.push(format!("attention {i} (softmax {} of {}): {why}", i + 1, softmaxes.len())),
+            Err(why) => failed.push((i + 1, why)),
         }
     }
     if failed.is_empty() {
         return Some(sites);
     }
-    for f in failed {
-        r.notes.push(f);
+    // One note per reason, naming the attentions (softmaxes in program order) it applies to.
+    let n = softmaxes.len();
+    let mut reasons: Vec<(String, Vec<usize>)> = Vec::new();
+    for (i, why) in failed {
+        match reasons.iter_mut().find(|(w, _)| *w == why) {
+            Some((_, which)) => which.push(i),
+            None => reasons.push((why, vec![i])),
+        }
+    }
+    for (why, which) in reasons {
+        let which: Vec<String> = which.iter().map(usize::to_string).collect();
+        r.notes.push(format!("attention {} of {n}: {why}", which.join(", ")));
     }
     r.notes.push(format!(
         "attention: {} of {} attention subgraphs did not match, so none is raised: the graph has no KV cache and \

@@ -78,6 +78,17 @@ impl<'g> Raiser<'g> {
         crate::raise_probe::Probe::new(self.g, self.weights)
     }
 
+    /// A probe for a step of `n` tokens: the ids (zeros) and, once added, the positions `0..n` bound, so
+    /// that the shape computations an exporter threads through every layer evaluate.
+    pub fn probe_at(&self, n: usize) -> crate::raise_probe::Probe<'_> {
+        let ids = Tensor::i64(vec![1, n], vec![0; n]).expect("n ids");
+        let probe = self.probe().bind(self.g.inputs()[0], ids);
+        match self.positions {
+            Some(p) => probe.bind(p, Tensor::i64(vec![1, n], (0..n as i64).collect()).expect("n positions")),
+            None => probe,
+        }
+    }
+
     /// Appends a node (result type inferred), to be placed right before the node that defines `anchor`
     /// (or at the start when `anchor` is a graph input).
     pub fn emit(&mut self, op: Op, inputs: &[ValueId], anchor: ValueId) -> Result<ValueId, String> {
@@ -89,6 +100,17 @@ impl<'g> Raiser<'g> {
             self.placed_before.insert(new, before);
         }
         Ok(v)
+    }
+
+    /// A `weight` op for `name` (of type `ty`), placed like [`Raiser::emit`]'s nodes.
+    pub fn emit_weight(&mut self, name: String, ty: TensorType, anchor: ValueId) -> ValueId {
+        let v = self.g.add_node(Op::Weight { name }, Vec::new(), vec![ty])[0];
+        let new = self.g.producer(v).expect("a node result has a producer");
+        if let Some(a) = self.g.producer(anchor) {
+            let before = *self.placed_before.get(&a).unwrap_or(&a);
+            self.placed_before.insert(new, before);
+        }
+        v
     }
 
     /// `x` as `[b, s, heads, d]` when it is `[b, heads, s, d]`: the operand of a transpose that made it so,
@@ -201,8 +223,12 @@ impl Pass for RaiseDecoder {
         r.positions = Some(positions);
         let positions_found = raise_positions::raise(&mut r).map_err(fail)?;
 
+        // Rope first: attention matching then finds q and k already rotated by `rope` ops, in the layout
+        // the attention op takes.
+        if positions_found {
+            raise_rope::raise(&mut r).map_err(fail)?;
+        }
         let sites = if positions_found { raise_attention::find(&mut r) } else { None };
-        raise_rope::raise(&mut r).map_err(fail)?;
         if let Some(sites) = sites {
             let tree_mask = r.g.add_input(TensorType::new(DType::Bool, Shape(vec![seq.clone(), seq])));
             raise_attention::apply(&mut r, sites, tree_mask).map_err(fail)?;

@@ -16,12 +16,24 @@ use kiln_ir::{BinaryOp, DType, Op, Tensor, ValueId, WeightStore};
 
 use crate::raise_decoder::Raiser;
 
-/// The stored weight behind `v` (directly or through a cast to f32): its name and stored dtype.
-fn stored_weight(r: &Raiser, v: ValueId) -> Option<(String, DType)> {
+/// How a matmul's right operand reaches a stored weight.
+enum WeightOperand {
+    /// `W: [K, N]` itself (directly or through a cast to f32): `linear` needs its transpose.
+    Stored(String),
+    /// `transpose(W, [1, 0])` of a stored `W: [N, K]` (a tied head, where the exporter keeps the table):
+    /// already the layout `linear` reads.
+    Transposed(ValueId),
+}
+
+fn stored_weight(r: &Raiser, v: ValueId) -> Option<WeightOperand> {
     match r.def(v)? {
-        (Op::Weight { name }, _) => Some((name.clone(), r.g.value_type(v).dtype)),
+        (Op::Weight { name }, _) => Some(WeightOperand::Stored(name.clone())),
         (Op::Cast { to: DType::F32 }, &[w]) => match r.def(w)? {
-            (Op::Weight { name }, _) => Some((name.clone(), r.g.value_type(w).dtype)),
+            (Op::Weight { name }, _) => Some(WeightOperand::Stored(name.clone())),
+            _ => None,
+        },
+        (Op::Transpose { perm }, &[w]) if perm == &[1, 0] => match r.def(w)? {
+            (Op::Weight { .. }, _) => Some(WeightOperand::Transposed(w)),
             _ => None,
         },
         _ => None,
@@ -64,7 +76,7 @@ fn transposed_weight(r: &mut Raiser, name: &str, tables: &[String], anchor: Valu
             new_name
         }
     };
-    Ok(Some(r.emit(Op::Weight { name: target }, &[], anchor)?))
+    Ok(Some(r.emit_weight(target, transposed.ty(), anchor)))
 }
 
 fn same_values(a: &Tensor, b: &Tensor) -> bool {
@@ -106,13 +118,19 @@ pub(crate) fn raise(r: &mut Raiser) -> Result<(), String> {
     let mut skipped = 0;
     for m in matmuls {
         let Some((Op::MatMul {}, &[x, w])) = r.def(m) else { continue };
-        let Some((name, _)) = stored_weight(r, w) else { continue };
+        let Some(operand) = stored_weight(r, w) else { continue };
         if r.g.value_type(w).rank() != 2 || !r.g.value_type(x).dtype.is_float() {
             continue;
         }
-        let Some(wt) = transposed_weight(r, &name, &tables, m)? else {
-            skipped += 1;
-            continue;
+        let wt = match operand {
+            WeightOperand::Transposed(wt) => wt,
+            WeightOperand::Stored(name) => match transposed_weight(r, &name, &tables, m)? {
+                Some(wt) => wt,
+                None => {
+                    skipped += 1;
+                    continue;
+                }
+            },
         };
         if Some(m) == logits && r.g.value_type(m).dtype == DType::F32 {
             let l = r.emit(Op::Logits { softcap: None }, &[x, wt], m)?;
@@ -129,7 +147,8 @@ pub(crate) fn raise(r: &mut Raiser) -> Result<(), String> {
             if let (Op::Binary(BinaryOp::Add), &[a, b]) = (&node.op, &node.inputs[..]) {
                 let other = if a == m { b } else { a };
                 let ty = r.g.value_type(other);
-                if ty.rank() == 1 && ty.shape.dims()[0] == n && matches!(r.def(other), Some((Op::Weight { .. }, _))) {
+                let stored = matches!(r.def(other), Some((Op::Weight { .. } | Op::Constant { .. }, _)));
+                if ty.rank() == 1 && ty.shape.dims()[0] == n && ty.dtype.is_float() && stored {
                     bias = Some((other, node.outputs[0]));
                 }
             }

@@ -11,7 +11,8 @@ use serde_json::Value;
 
 /// The committed export `tests/fixtures/onnx/<name>/`.
 pub fn fixture_dir(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/onnx").join(name)
+    // Relative to the crate, so this file also compiles into the `kiln` crate's tests (tools/tests/).
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/onnx").join(name)
 }
 
 /// Copies the export `fixture` (a directory with model.onnx and model.weights.json) into `out_dir` and

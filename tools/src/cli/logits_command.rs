@@ -20,9 +20,9 @@ pub struct LogitsArgs {
     weights: Option<PathBuf>,
     #[command(flatten)]
     prompt: PromptArgs,
-    /// Pass pipeline applied before running.
-    #[arg(long, default_value = "default")]
-    pipeline: String,
+    /// Pass pipeline applied before running (default: `onnx` for `.onnx` models, else `default`).
+    #[arg(long)]
+    pipeline: Option<String>,
     /// Print `{"prompt_ids": [...], "logits": [...]}` (non-finite logits as null); without it, the ten
     /// highest logits, one a line.
     #[arg(long)]
@@ -34,7 +34,7 @@ pub fn run(args: LogitsArgs) -> Result<()> {
     let model = kiln::load_model(path, args.weights.as_deref()).map_err(report)?;
     let tokenizer = model_tokenizer(&model, path)?;
     let prompt = prompt_ids(&args.prompt, &model, tokenizer.as_ref(), path)?;
-    let mut exec = cpu_executor(model, &args.pipeline, path)?;
+    let mut exec = cpu_executor(model, args.pipeline.as_deref(), path)?;
 
     let n = prompt.len();
     let positions: Vec<i64> = (0..n as i64).collect();

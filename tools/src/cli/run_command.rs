@@ -3,12 +3,12 @@
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
-use kiln_ir::Model;
+use kiln_ir::{Graph, Model};
 use kiln_runtime::TextStream;
 use kiln_runtime::cpu::CpuExecutor;
 use kiln_runtime::decoding::{
-    Drafter, GenerateConfig, ModelDrafter, NgramConfig, NgramDrafter, Sampling, generate_speculative_streaming,
-    generate_streaming, has_tree_mask,
+    DecoderExecutor, Drafter, GenerateConfig, ModelDrafter, NgramConfig, NgramDrafter, RecomputingExecutor, Sampling,
+    generate_speculative_streaming, generate_streaming, has_tree_mask, uses_kv_cache,
 };
 use miette::{IntoDiagnostic, Result, miette};
 
@@ -43,9 +43,9 @@ pub struct RunArgs {
     /// Keep generating past the model's end-of-sequence tokens (for benchmarks that need a fixed length).
     #[arg(long)]
     ignore_eos: bool,
-    /// Pass pipeline applied before running.
-    #[arg(long, default_value = "default")]
-    pipeline: String,
+    /// Pass pipeline applied before running (default: `onnx` for `.onnx` models, else `default`).
+    #[arg(long)]
+    pipeline: Option<String>,
     /// Print one JSON object (`token_ids`, `text`, `stats`) instead of text.
     #[arg(long)]
     json: bool,
@@ -104,7 +104,7 @@ impl Speculate {
 }
 
 /// The drafter `--speculate` asks for (`None` for plain decoding), checked against the target.
-fn drafter(args: &RunArgs, target: &CpuExecutor, vocab: u64, path: &Path) -> Result<Option<Box<dyn Drafter>>> {
+fn drafter(args: &RunArgs, target: &Graph, vocab: u64, path: &Path) -> Result<Option<Box<dyn Drafter>>> {
     let ngram = |branches: usize| -> Result<Option<Box<dyn Drafter>>> {
         let config = NgramConfig { ngram_max: args.ngram_max, draft_len: args.draft_len, branches };
         Ok(Some(Box::new(NgramDrafter::new(config).map_err(|e| miette!("{e}"))?)))
@@ -113,7 +113,7 @@ fn drafter(args: &RunArgs, target: &CpuExecutor, vocab: u64, path: &Path) -> Res
         Speculate::None => Ok(None),
         Speculate::Ngram => ngram(1),
         Speculate::Tree => {
-            if !has_tree_mask(target.graph()) {
+            if !has_tree_mask(target) {
                 return Err(miette!(
                     "{}: --speculate tree needs a decoder graph with a `tree_mask: bool[seq, seq]` input; this graph \
                      has only ids and positions (use --speculate ngram)",
@@ -124,7 +124,7 @@ fn drafter(args: &RunArgs, target: &CpuExecutor, vocab: u64, path: &Path) -> Res
         }
         Speculate::Draft(draft_path) => {
             let branches = args.branches.unwrap_or(1);
-            if branches > 1 && !has_tree_mask(target.graph()) {
+            if branches > 1 && !has_tree_mask(target) {
                 return Err(miette!(
                     "{}: --branches {branches} drafts token trees, which need a decoder graph with a `tree_mask` input",
                     path.display()
@@ -140,7 +140,7 @@ fn drafter(args: &RunArgs, target: &CpuExecutor, vocab: u64, path: &Path) -> Res
                     draft.meta.vocab_size
                 ));
             }
-            let exec = cpu_executor(draft, &args.pipeline, draft_path)?;
+            let exec = cpu_executor(draft, args.pipeline.as_deref(), draft_path)?;
             let drafter = ModelDrafter::new(exec, args.draft_len, branches)
                 .map_err(|e| miette!("{}: {e}", draft_path.display()))?;
             Ok(Some(Box::new(drafter)))
@@ -148,15 +148,27 @@ fn drafter(args: &RunArgs, target: &CpuExecutor, vocab: u64, path: &Path) -> Res
     }
 }
 
-/// Runs `pipeline` over the model's graph and builds a CPU executor for it.
-pub(super) fn cpu_executor(model: Model, pipeline: &str, path: &Path) -> Result<CpuExecutor> {
-    let mut graph = model.graph;
-    let weights = model.weights;
-    let mut manager = kiln_passes::pipelines::pipeline(pipeline).map_err(|e| miette!("{e}"))?;
-    manager
-        .run(&mut graph, &mut kiln_passes::PassContext::with_weights(&weights))
-        .map_err(|e| miette!("{}: {e}", path.display()))?;
-    CpuExecutor::new(graph, weights).map_err(|e| miette!("{}: {e}", path.display()))
+/// Runs `pipeline` (or the model's default pipeline) over the model's graph and builds a CPU executor for it.
+pub(super) fn cpu_executor(mut model: Model, pipeline: Option<&str>, path: &Path) -> Result<CpuExecutor> {
+    let name = pipeline.unwrap_or_else(|| kiln::lowering::default_pipeline(path));
+    let mut manager = kiln_passes::pipelines::pipeline(name).map_err(|e| miette!("{e}"))?;
+    kiln::lowering::run_pipeline(&mut model, &mut manager).map_err(|e| miette!("{}: {e}", path.display()))?;
+    CpuExecutor::new(model.graph, model.weights).map_err(|e| miette!("{}: {e}", path.display()))
+}
+
+/// [`cpu_executor`] as the generation loops drive it: with its KV cache, or, for a graph without cached
+/// attention (an ONNX export whose attention was not raised), recomputing the sequence at each step.
+pub(super) fn decoder_executor(model: Model, pipeline: Option<&str>, path: &Path) -> Result<Box<dyn DecoderExecutor>> {
+    let exec = cpu_executor(model, pipeline, path)?;
+    if uses_kv_cache(exec.graph()) {
+        return Ok(Box::new(exec));
+    }
+    eprintln!(
+        "note: {}: the graph has no KV-cache attention (see `kiln ir MODEL --pipeline onnx` for why), so each step \
+         recomputes the whole sequence",
+        path.display()
+    );
+    Ok(Box::new(RecomputingExecutor::new(exec).map_err(|e| miette!("{}: {e}", path.display()))?))
 }
 
 pub fn run(args: RunArgs) -> Result<()> {
@@ -177,15 +189,15 @@ pub fn run(args: RunArgs) -> Result<()> {
     let stop_tokens = if args.ignore_eos { Vec::new() } else { model.meta.eos_token_ids.clone() };
     let config = GenerateConfig { max_new_tokens: args.max_new_tokens, sampling, stop_tokens };
     let vocab = model.meta.vocab_size;
-    let mut exec = cpu_executor(model, &args.pipeline, &path)?;
-    let mut drafter = drafter(&args, &exec, vocab, &path)?;
+    let mut exec = decoder_executor(model, args.pipeline.as_deref(), &path)?;
+    let mut drafter = drafter(&args, exec.graph(), vocab, &path)?;
 
     // Text goes out token by token only to a person watching; pipes and --json get it whole at the end.
     let stream = tokenizer.as_ref().filter(|_| !args.json && std::io::stdout().is_terminal());
     let mut printer = StreamPrinter { stream: stream.map(|t| t.stream(false)), error: None };
     let out = match drafter.as_deref_mut() {
-        None => generate_streaming(&mut exec, &prompt, &config, |id| printer.push(id)),
-        Some(d) => generate_speculative_streaming(&mut exec, d, &prompt, &config, |id| printer.push(id)),
+        None => generate_streaming(exec.as_mut(), &prompt, &config, |id| printer.push(id)),
+        Some(d) => generate_speculative_streaming(exec.as_mut(), d, &prompt, &config, |id| printer.push(id)),
     }
     .map_err(|e| miette!("{}: {e}", path.display()))?;
     let streamed = printer.finish()?;
