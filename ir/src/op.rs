@@ -16,6 +16,8 @@ ident_attr_enum! {
         Neg = "neg", Abs = "abs", Exp = "exp", Log = "log", Sqrt = "sqrt", Rsqrt = "rsqrt",
         Reciprocal = "reciprocal", Sin = "sin", Cos = "cos", Tanh = "tanh", Sigmoid = "sigmoid",
         Erf = "erf", Floor = "floor", Ceil = "ceil", Round = "round", Relu = "relu", Sign = "sign",
+        Tan = "tan", Asin = "asin", Acos = "acos", Atan = "atan", Sinh = "sinh", Cosh = "cosh", Asinh = "asinh",
+        Acosh = "acosh", Atanh = "atanh",
         /// Logical negation of a bool tensor.
         Not = "not",
         /// Bool result.

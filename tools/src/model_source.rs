@@ -1,7 +1,7 @@
 //! Which frontend reads a model path, and the default model a fresh clone runs.
 //!
 //! A model is one of: a `.kir` graph (weights in the `.safetensors` file of the same name), a Hugging
-//! Face directory (one with a `config.json`), or a `.gguf` file. A `.kir` graph carries no tokenizer, so
+//! Face directory (one with a `config.json`), a `.gguf` file, or a `.onnx` graph. A `.kir` graph carries no tokenizer, so
 //! files of the same stem beside it supply what a frontend would read from the model itself:
 //! `NAME.tokenizer.json` (a `tokenizers` document), `NAME.chat_template.jinja`, and
 //! `NAME.generation_config.json` (`bos_token_id`, `eos_token_id` as in Hugging Face's file).
@@ -12,7 +12,7 @@ use kiln_ir::{DType, Dim, Model, ModelMeta};
 
 /// What the driver accepts, for messages.
 const SUPPORTED_INPUTS: &str = "a `.kir` graph (weights in the `.safetensors` file of the same name), a Hugging Face \
-     model directory (with config.json, model.safetensors and tokenizer.json), or a `.gguf` file";
+     model directory (with config.json, model.safetensors and tokenizer.json), a `.gguf` file, or a `.onnx` graph";
 
 /// Why the driver could not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +40,8 @@ pub enum ModelKind {
     HuggingFace,
     /// A GGUF file.
     Gguf,
+    /// An ONNX graph (external data files beside it).
+    Onnx,
 }
 
 /// The model `kiln run` uses when none is given: the example that ships in the repository.
@@ -64,6 +66,7 @@ pub fn model_kind(path: &Path) -> Result<ModelKind, DriverError> {
     match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
         Some("kir") => Ok(ModelKind::Kir),
         Some("gguf") => Ok(ModelKind::Gguf),
+        Some("onnx") => Ok(ModelKind::Onnx),
         _ => Err(DriverError::UnsupportedInput {
             path: path.to_path_buf(),
             reason: "not a model kiln knows by its name".to_string(),
@@ -81,6 +84,7 @@ pub fn load_model(path: &Path, weights: Option<&Path>) -> Result<Model, DriverEr
         ModelKind::Kir => load_kir(path, weights),
         ModelKind::HuggingFace => Ok(kiln_frontends::hf::load_hf_dir(path)?),
         ModelKind::Gguf => Ok(kiln_frontends::gguf::load_gguf(path)?),
+        ModelKind::Onnx => Ok(kiln_frontends::onnx::load_onnx(path)?),
     }
 }
 
@@ -171,7 +175,10 @@ mod tests {
         let gguf = dir.path().join("m.GGUF");
         std::fs::write(&gguf, "").unwrap();
         assert_eq!(model_kind(&gguf).unwrap(), ModelKind::Gguf);
-        let other = dir.path().join("m.onnx");
+        let onnx = dir.path().join("m.onnx");
+        std::fs::write(&onnx, "").unwrap();
+        assert_eq!(model_kind(&onnx).unwrap(), ModelKind::Onnx);
+        let other = dir.path().join("m.bin");
         std::fs::write(&other, "").unwrap();
         let err = model_kind(&other).unwrap_err().to_string();
         assert!(err.contains("Hugging Face model directory"), "{err}");

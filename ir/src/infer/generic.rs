@@ -246,7 +246,16 @@ pub(super) fn unary(u: UnaryOp, a: &Args) -> Result<TensorType, String> {
         | UnaryOp::Erf
         | UnaryOp::Floor
         | UnaryOp::Ceil
-        | UnaryOp::Round => {
+        | UnaryOp::Round
+        | UnaryOp::Tan
+        | UnaryOp::Asin
+        | UnaryOp::Acos
+        | UnaryOp::Atan
+        | UnaryOp::Sinh
+        | UnaryOp::Cosh
+        | UnaryOp::Asinh
+        | UnaryOp::Acosh
+        | UnaryOp::Atanh => {
             want_float("x", x)?;
             Ok(x.clone())
         }

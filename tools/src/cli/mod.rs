@@ -3,6 +3,7 @@
 mod diagnostics;
 mod ir_command;
 mod logits_command;
+mod onnx_conformance_command;
 mod prompt;
 mod run_command;
 
@@ -24,6 +25,8 @@ enum Command {
     Run(run_command::RunArgs),
     /// Print the next-token logits after a prompt.
     Logits(logits_command::LogitsArgs),
+    /// Run the ONNX node conformance suite (see tools/gen_onnx_node_suite.py) on the CPU executor.
+    OnnxConformance(onnx_conformance_command::OnnxConformanceArgs),
 }
 
 pub fn run(cli: Cli) -> miette::Result<()> {
@@ -31,5 +34,6 @@ pub fn run(cli: Cli) -> miette::Result<()> {
         Command::Ir(args) => ir_command::run(args),
         Command::Run(args) => run_command::run(args),
         Command::Logits(args) => logits_command::run(args),
+        Command::OnnxConformance(args) => onnx_conformance_command::run(args),
     }
 }
