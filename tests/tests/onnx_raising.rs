@@ -227,3 +227,15 @@ fn smollm2_export_is_raised_and_decodes_like_the_hf_import() {
     };
     check_real("smollm2", &hf, &repo().join("tests/fixtures/smollm2"));
 }
+
+#[test]
+fn raised_tiny_qwen2_graph_snapshot() {
+    // The whole `onnx` pipeline with the weights: what `kiln ir model.onnx --pipeline onnx` prints. One
+    // `attention` per layer reading the KV cache, `rope` on q and k, `rms_norm`, `linear` with the q/k/v
+    // biases, `swiglu`, and the tied head as `logits` over the embedding table.
+    let (model, notes) = lowered(&tiny_export("qwen2"), "onnx");
+    assert!(notes.is_empty(), "{notes:?}");
+    insta::with_settings!({ omit_expression => true, prepend_module_to_snapshot => false }, {
+        insta::assert_snapshot!("onnx_qwen2_raised", kiln_ir::text::print(&model.graph));
+    });
+}

@@ -7,6 +7,7 @@
 
 mod activation;
 mod elementwise;
+mod gather_nd;
 mod nn;
 mod reduce;
 mod shape;
@@ -291,6 +292,9 @@ fn dispatch(cx: &mut NodeCx, op_type: &str) -> R<Vec<ValueId>> {
         return r;
     }
     if let Some(r) = nn::import(cx, op_type) {
+        return r;
+    }
+    if let Some(r) = gather_nd::import(cx, op_type) {
         return r;
     }
     if op_type == "If" {
