@@ -135,7 +135,7 @@ fn unrepeated(r: &Raiser, x: ValueId) -> ValueId {
         let ty = r.g.value_type(candidate);
         let kv_heads = ty.shape.dims().get(1).and_then(|d| d.as_static());
         let (Some(heads), Some(kv_heads)) = (heads, kv_heads) else { continue };
-        if ty.rank() != 4 || kv_heads == 0 || kv_heads >= heads || heads % kv_heads != 0 {
+        if ty.rank() != 4 || kv_heads == 0 || kv_heads >= heads || !heads.is_multiple_of(kv_heads) {
             continue;
         }
         let Some(shape) = probe_shape(r.g, candidate, 3) else { continue };
@@ -201,12 +201,13 @@ fn match_site(r: &Raiser, softmax: ValueId, masks: &mut HashMap<ValueId, Result<
     let out = node.outputs[0];
 
     // Scores: scaled q·kᵀ plus the mask.
-    let (qk_scaled, mask) = match r.def(scores) {
-        Some((Op::Binary(BinaryOp::Add), &[a, b])) => {
-            if matches!(r.def(peel_scale(r, a).0), Some((Op::MatMul {}, _))) { (a, b) } else { (b, a) }
-        }
-        _ => return Err("the scores have no additive mask, so the attention is not causal".into()),
-    };
+    let (qk_scaled, mask) =
+        match r.def(scores) {
+            Some((Op::Binary(BinaryOp::Add), &[a, b])) => {
+                if matches!(r.def(peel_scale(r, a).0), Some((Op::MatMul {}, _))) { (a, b) } else { (b, a) }
+            }
+            _ => return Err("the scores have no additive mask, so the attention is not causal".into()),
+        };
     let (qk, c3) = peel_scale(r, qk_scaled);
     let Some((Op::MatMul {}, &[q_scaled, kt_scaled])) = r.def(qk) else {
         return Err("the scores are not a `matmul` of q and kᵀ".into());

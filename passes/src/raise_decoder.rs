@@ -203,10 +203,12 @@ impl Pass for RaiseDecoder {
 
     fn run(&self, g: &mut Graph, cx: &mut PassContext) -> Result<Changed, PassError> {
         // Already a decoder (an imported Hugging Face model, or a graph raised before): nothing to do.
-        if g.nodes().any(|(_, n)| matches!(n.op, Op::Attention { .. })) || g.inputs().len() >= 2 && {
-            let t = g.value_type(g.inputs()[1]);
-            t.dtype == DType::I64 && t.rank() == 2
-        } {
+        if g.nodes().any(|(_, n)| matches!(n.op, Op::Attention { .. }))
+            || g.inputs().len() >= 2 && {
+                let t = g.value_type(g.inputs()[1]);
+                t.dtype == DType::I64 && t.rank() == 2
+            }
+        {
             return Ok(Changed::No);
         }
         let note = |message: String| PassNote { pass: Self::NAME, message };

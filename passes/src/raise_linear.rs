@@ -46,7 +46,12 @@ fn lookup<'s>(r: &'s Raiser, name: &str) -> Option<&'s std::sync::Arc<kiln_ir::S
 
 /// A `weight` op for the transpose of the stored 2-D weight `name`, or `None` when weights are not
 /// available (a text-only graph).
-fn transposed_weight(r: &mut Raiser, name: &str, tables: &[String], anchor: ValueId) -> Result<Option<ValueId>, String> {
+fn transposed_weight(
+    r: &mut Raiser,
+    name: &str,
+    tables: &[String],
+    anchor: ValueId,
+) -> Result<Option<ValueId>, String> {
     let Some(w) = lookup(r, name) else { return Ok(None) };
     if w.ty.dtype.is_quantized() || w.ty.rank() != 2 {
         return Ok(None);
@@ -89,12 +94,8 @@ fn insert(store: &mut WeightStore, name: &str, t: &Tensor) -> Result<(), String>
 
 pub(crate) fn raise(r: &mut Raiser) -> Result<(), String> {
     // Embedding tables first: the logits head may be one of them, transposed.
-    let gathers: Vec<ValueId> = r
-        .g
-        .nodes()
-        .filter(|(_, n)| matches!(n.op, Op::Gather { axis: 0 }))
-        .map(|(_, n)| n.outputs[0])
-        .collect();
+    let gathers: Vec<ValueId> =
+        r.g.nodes().filter(|(_, n)| matches!(n.op, Op::Gather { axis: 0 })).map(|(_, n)| n.outputs[0]).collect();
     let mut tables = Vec::new();
     for v in gathers {
         let Some((Op::Gather { .. }, &[table, ids])) = r.def(v) else { continue };

@@ -20,7 +20,8 @@ fn mul_operands(r: &Raiser, v: ValueId) -> Option<(ValueId, ValueId)> {
 }
 
 fn raise_silu(r: &mut Raiser) -> Result<(), String> {
-    let muls: Vec<ValueId> = r.g.nodes().filter(|(_, n)| n.op == Op::Binary(BinaryOp::Mul)).map(|(_, n)| n.outputs[0]).collect();
+    let muls: Vec<ValueId> =
+        r.g.nodes().filter(|(_, n)| n.op == Op::Binary(BinaryOp::Mul)).map(|(_, n)| n.outputs[0]).collect();
     for m in muls {
         let Some((a, b)) = mul_operands(r, m) else { continue };
         let x = match (r.def(a), r.def(b)) {
@@ -31,7 +32,8 @@ fn raise_silu(r: &mut Raiser) -> Result<(), String> {
         let silu = r.emit(Op::Silu {}, &[x], m)?;
         r.g.replace_all_uses(m, silu);
     }
-    let muls: Vec<ValueId> = r.g.nodes().filter(|(_, n)| n.op == Op::Binary(BinaryOp::Mul)).map(|(_, n)| n.outputs[0]).collect();
+    let muls: Vec<ValueId> =
+        r.g.nodes().filter(|(_, n)| n.op == Op::Binary(BinaryOp::Mul)).map(|(_, n)| n.outputs[0]).collect();
     for m in muls {
         let Some((a, b)) = mul_operands(r, m) else { continue };
         let (gate, up) = match (r.def(a), r.def(b)) {
@@ -51,17 +53,15 @@ fn raise_silu(r: &mut Raiser) -> Result<(), String> {
 /// GELU in f64: exact (erf) or with the tanh approximation.
 fn gelu(x: f64, approximate: GeluApprox) -> f64 {
     match approximate {
-        GeluApprox::Tanh => {
-            0.5 * x * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x)).tanh())
-        }
-        GeluApprox::None => 0.5 * x * (1.0 + libm_erf(x / std::f64::consts::SQRT_2)),
+        GeluApprox::Tanh => 0.5 * x * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x)).tanh()),
+        GeluApprox::None => 0.5 * x * (1.0 + erf_series(x / std::f64::consts::SQRT_2)),
     }
 }
 
-/// erf by Abramowitz-Stegun 7.1.26 is too coarse for a 1e-5 check; this is the series/continued
-/// fraction pair, accurate to ~1e-15 on the probe's range [-2, 2].
-fn libm_erf(x: f64) -> f64 {
-    // Maclaurin series: erf(x) = 2/√π Σ (-1)^n x^(2n+1) / (n! (2n+1)); converges fast for |x| <= 2.
+/// erf by its Maclaurin series, `2/√π Σ (-1)^n x^(2n+1) / (n! (2n+1))`: accurate to ~1e-15 on the
+/// probe's inputs (|x| < 2 / √2), where 60 terms are far more than enough. (Rust's std has no erf, and
+/// the short rational approximations are too coarse for the 1e-5 check.)
+fn erf_series(x: f64) -> f64 {
     let mut sum = 0.0;
     let mut term = x;
     for n in 0..60 {
@@ -72,15 +72,14 @@ fn libm_erf(x: f64) -> f64 {
 }
 
 fn raise_gelu(r: &mut Raiser) -> Result<(), String> {
-    let roots: Vec<(ValueId, GeluApprox)> = r
-        .g
-        .nodes()
-        .filter_map(|(_, n)| match n.op {
-            Op::Unary(UnaryOp::Tanh) => Some((n.outputs[0], GeluApprox::Tanh)),
-            Op::Unary(UnaryOp::Erf) => Some((n.outputs[0], GeluApprox::None)),
-            _ => None,
-        })
-        .collect();
+    let roots: Vec<(ValueId, GeluApprox)> =
+        r.g.nodes()
+            .filter_map(|(_, n)| match n.op {
+                Op::Unary(UnaryOp::Tanh) => Some((n.outputs[0], GeluApprox::Tanh)),
+                Op::Unary(UnaryOp::Erf) => Some((n.outputs[0], GeluApprox::None)),
+                _ => None,
+            })
+            .collect();
     let mut unchecked = 0;
     for (t, approximate) in roots {
         // add(t, 1) -> mul(mul(x, 0.5), ·)
@@ -122,7 +121,9 @@ fn raise_gelu(r: &mut Raiser) -> Result<(), String> {
         }
     }
     if unchecked > 0 {
-        r.notes.push(format!("gelu: {unchecked} subgraph(s) shaped like GELU did not compute it on test data; left generic"));
+        r.notes.push(format!(
+            "gelu: {unchecked} subgraph(s) shaped like GELU did not compute it on test data; left generic"
+        ));
     }
     Ok(())
 }

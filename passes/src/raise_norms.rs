@@ -102,12 +102,11 @@ fn check(r: &Raiser, site: &Site) -> bool {
 }
 
 pub(crate) fn raise(r: &mut Raiser) -> Result<(), String> {
-    let means: Vec<ValueId> = r
-        .g
-        .nodes()
-        .filter(|(_, n)| matches!(n.op, Op::Reduce { kind: ReduceKind::Mean, .. }))
-        .map(|(_, n)| n.outputs[0])
-        .collect();
+    let means: Vec<ValueId> =
+        r.g.nodes()
+            .filter(|(_, n)| matches!(n.op, Op::Reduce { kind: ReduceKind::Mean, .. }))
+            .map(|(_, n)| n.outputs[0])
+            .collect();
     let mut unchecked = 0;
     for mean in means {
         let Some(site) = match_site(r, mean) else { continue };

@@ -27,13 +27,12 @@ fn is_arange_of_ids(r: &Raiser, v: ValueId) -> bool {
 /// Replaces the in-graph `0..seq` by the positions input; whether any was found.
 pub(crate) fn raise(r: &mut Raiser) -> Result<bool, String> {
     let positions = r.positions.expect("the positions input is added first");
-    let ranges: Vec<ValueId> = r
-        .g
-        .nodes()
-        .filter(|(_, n)| matches!(n.op, Op::Range {}))
-        .map(|(_, n)| n.outputs[0])
-        .filter(|&v| is_arange_of_ids(r, v))
-        .collect();
+    let ranges: Vec<ValueId> =
+        r.g.nodes()
+            .filter(|(_, n)| matches!(n.op, Op::Range {}))
+            .map(|(_, n)| n.outputs[0])
+            .filter(|&v| is_arange_of_ids(r, v))
+            .collect();
     if ranges.is_empty() {
         r.notes.push(
             "positions: no `range(0, seq)` over the ids' length found, so the graph computes positions some other \

@@ -125,7 +125,7 @@ fn check(r: &Raiser, site: &Site) -> Result<(f64, usize), String> {
         _ => return Err(format!("cannot tell the sequence axis of {ty}")),
     };
     let d = d as usize;
-    if d < 4 || d % 2 != 0 {
+    if d < 4 || !d.is_multiple_of(2) {
         return Err(format!("head_dim {d} is too small or odd"));
     }
     let inv = inverse_frequencies(r, site.out, site.x, d / 2)
@@ -166,12 +166,8 @@ pub(crate) fn raise(r: &mut Raiser) -> Result<(), String> {
     if r.positions.is_none() {
         return Ok(());
     }
-    let negs: Vec<ValueId> = r
-        .g
-        .nodes()
-        .filter(|(_, n)| matches!(n.op, Op::Unary(UnaryOp::Neg)))
-        .map(|(_, n)| n.outputs[0])
-        .collect();
+    let negs: Vec<ValueId> =
+        r.g.nodes().filter(|(_, n)| matches!(n.op, Op::Unary(UnaryOp::Neg))).map(|(_, n)| n.outputs[0]).collect();
     let sites: Vec<Site> = negs.into_iter().filter_map(|n| match_site(r, n)).collect();
     let positions = r.positions.expect("checked above");
     let mut failures = Vec::new();

@@ -1,5 +1,5 @@
 //! Shared helpers for kiln's cross-crate and end-to-end tests.
 
 pub mod hf_scratch;
-pub mod reference_outputs;
 pub mod onnx_exports;
+pub mod reference_outputs;

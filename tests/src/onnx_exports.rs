@@ -30,8 +30,8 @@ pub fn materialize(fixture: &Path, source_dir: &Path, out_dir: &Path) -> PathBuf
 
     let model = out_dir.join("model.onnx");
     let data = out_dir.join(data_name);
-    let up_to_date = std::fs::read(&model).is_ok_and(|g| g == graph)
-        && std::fs::metadata(&data).is_ok_and(|m| m.len() == total);
+    let up_to_date =
+        std::fs::read(&model).is_ok_and(|g| g == graph) && std::fs::metadata(&data).is_ok_and(|m| m.len() == total);
     if up_to_date {
         return model;
     }

@@ -66,7 +66,12 @@ fn tiny_golden(arch: &str) -> (Vec<Vec<u32>>, Vec<Vec<f64>>, Vec<Vec<u32>>) {
     let text = std::fs::read_to_string(repo().join("tests/fixtures/hf").join(arch).join("golden.json")).unwrap();
     let v: Value = serde_json::from_str(&text).unwrap();
     let ids = |key: &str| -> Vec<Vec<u32>> {
-        v[key].as_array().unwrap().iter().map(|p| p.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()).collect()
+        v[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect())
+            .collect()
     };
     let logits = v["last_logits"]
         .as_array()
@@ -182,7 +187,8 @@ fn decode_both(exec: &mut dyn DecoderExecutor, prompt: &[u32], n: usize) -> Vec<
 fn check_real(name: &str, hf_dir: &Path, golden_dir: &Path) {
     let path = export(name, hf_dir);
     let (plain, _) = lowered(&path, "default");
-    let golden: Value = serde_json::from_str(&std::fs::read_to_string(golden_dir.join("golden.json")).unwrap()).unwrap();
+    let golden: Value =
+        serde_json::from_str(&std::fs::read_to_string(golden_dir.join("golden.json")).unwrap()).unwrap();
     let mut exec = CpuExecutor::new(plain.graph, plain.weights).unwrap();
     for (i, p) in golden["prompts"].as_array().unwrap().iter().enumerate() {
         let ids: Vec<u32> = p["ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();

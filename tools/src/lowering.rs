@@ -20,8 +20,7 @@ pub fn default_pipeline(path: &Path) -> &'static str {
 /// and the passes' notes.
 pub fn run_pipeline(model: &mut Model, manager: &mut PassManager) -> Result<(PassReport, Vec<PassNote>), PassError> {
     // A text-only graph (a `.kir` file without weights) is verified without a store.
-    let mut cx =
-        if model.weights.is_empty() { PassContext::new() } else { PassContext::with_weights(&model.weights) };
+    let mut cx = if model.weights.is_empty() { PassContext::new() } else { PassContext::with_weights(&model.weights) };
     let report = manager.run(&mut model.graph, &mut cx)?;
     let PassContext { new_weights, notes, .. } = cx;
     if !new_weights.is_empty() {

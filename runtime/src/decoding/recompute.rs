@@ -96,12 +96,11 @@ impl DecoderExecutor for RecomputingExecutor {
     }
 
     fn compact_kv(&mut self, keep: &[usize]) -> Result<(), RuntimeError> {
-        let kept = keep
-            .iter()
-            .map(|&i| self.tokens.get(i).copied())
-            .collect::<Option<Vec<u32>>>()
-            .ok_or_else(|| RuntimeError::Generate {
-                message: format!("cannot keep slots {keep:?} of a sequence of {}", self.tokens.len()),
+        let kept =
+            keep.iter().map(|&i| self.tokens.get(i).copied()).collect::<Option<Vec<u32>>>().ok_or_else(|| {
+                RuntimeError::Generate {
+                    message: format!("cannot keep slots {keep:?} of a sequence of {}", self.tokens.len()),
+                }
             })?;
         self.tokens = kept;
         Ok(())
