@@ -52,6 +52,27 @@ ident_attr_enum! {
     }
 }
 
+ident_attr_enum! {
+    /// How a scatter combines an update with the element already there (ONNX `reduction`).
+    pub enum ScatterReduction {
+        None = "none", Add = "add", Mul = "mul", Max = "max", Min = "min",
+    }
+}
+
+ident_attr_enum! {
+    /// What `pad` fills the new elements with (ONNX Pad `mode`).
+    pub enum PadMode {
+        /// The `value` input (0 when absent).
+        Constant = "constant",
+        /// The mirror image without repeating the edge.
+        Reflect = "reflect",
+        /// The edge element repeated.
+        Edge = "edge",
+        /// The tensor repeated periodically.
+        Wrap = "wrap",
+    }
+}
+
 /// A mismatch between an op's name or attributes and what the op accepts.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum OpError {
@@ -279,6 +300,21 @@ define_ops! {
     Tile = "tile" {} inputs 2..=2;
     /// `(x, k? i64 scalar)`: keep the upper or lower triangle of the last two dims.
     Trilu = "trilu" { upper: bool = true } inputs 1..=2;
+    /// `(x, indices int)` of one rank (ONNX GatherElements): the result has the indices' shape and
+    /// reads `x` at the element's own coordinates with the one along `axis` replaced by the index.
+    GatherElements = "gather_elements" { axis: i64 = 0 } inputs 2..=2;
+    /// `(x, indices int, updates)` (ONNX ScatterElements): `x` with `updates` written (or combined by
+    /// `reduction`) where `gather_elements` with the same indices would read.
+    ScatterElements = "scatter_elements" { axis: i64 = 0, reduction: ScatterReduction = ScatterReduction::None } inputs 3..=3;
+    /// `(x, indices int[..., k])` (ONNX GatherND): each index tuple picks a slice of `x` after the first
+    /// `batch_dims` dims, which `x` and `indices` share.
+    GatherNd = "gather_nd" { batch_dims: i64 = 0 } inputs 2..=2;
+    /// `(x, indices int[..., k], updates)` (ONNX ScatterND): `x` with the slices the index tuples name
+    /// replaced by (or combined by `reduction` with) `updates`.
+    ScatterNd = "scatter_nd" { reduction: ScatterReduction = ScatterReduction::None } inputs 3..=3;
+    /// `(x, pads i64[2 * rank], value? scalar)` (ONNX Pad): `pads` holds every axis's count before,
+    /// then every axis's count after; negative counts remove elements.
+    Pad = "pad" { mode: PadMode = PadMode::Constant } inputs 2..=3;
 }
 
 impl Op {

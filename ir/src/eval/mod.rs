@@ -12,6 +12,7 @@ mod activation;
 mod compute;
 mod creation;
 mod elementwise;
+mod indexing;
 mod matmul;
 mod movement;
 mod reduce;
@@ -86,6 +87,13 @@ pub fn eval_generic(op: &Op, inputs: &[&Tensor]) -> Result<Option<Vec<Tensor>>, 
         Op::Expand {} => one(movement::expand(cx, inputs[0], inputs[1])?),
         Op::Tile {} => one(movement::tile(cx, inputs[0], inputs[1])?),
         Op::Trilu { upper } => one(movement::trilu(cx, inputs[0], inputs.get(1).copied(), *upper)?),
+        Op::GatherElements { axis } => one(indexing::gather_elements(cx, inputs[0], inputs[1], *axis)?),
+        Op::ScatterElements { axis, reduction } => {
+            one(indexing::scatter_elements(cx, inputs[0], inputs[1], inputs[2], *axis, *reduction)?)
+        }
+        Op::GatherNd { batch_dims } => one(indexing::gather_nd(cx, inputs[0], inputs[1], *batch_dims)?),
+        Op::ScatterNd { reduction } => one(indexing::scatter_nd(cx, inputs[0], inputs[1], inputs[2], *reduction)?),
+        Op::Pad { mode } => one(movement::pad(cx, inputs[0], inputs[1], inputs.get(2).copied(), *mode)?),
         Op::Range {} => one(creation::range(cx, inputs[0], inputs[1], inputs[2])?),
         Op::CumSum { axis, exclusive, reverse } => one(creation::cumsum(cx, inputs[0], *axis, *exclusive, *reverse)?),
         Op::Shape { start, end } => one(creation::shape(cx, inputs[0], *start, *end)?),

@@ -13,6 +13,7 @@
 
 mod dims;
 mod generic;
+mod indexing;
 mod model;
 mod shape_ops;
 
@@ -174,6 +175,11 @@ pub fn infer_types(
         Op::ConstantOfShape { value, dtype } => one(shape_ops::constant_of_shape(*value, *dtype, &args)),
         Op::Tile {} => one(shape_ops::tile(&args)),
         Op::Trilu { .. } => one(shape_ops::trilu(&args)),
+        Op::GatherElements { axis } => one(indexing::gather_elements(*axis, &args)),
+        Op::ScatterElements { axis, .. } => one(indexing::scatter_elements(*axis, &args)),
+        Op::GatherNd { batch_dims } => one(indexing::gather_nd(*batch_dims, &args)),
+        Op::ScatterNd { .. } => one(indexing::scatter_nd(&args)),
+        Op::Pad { .. } => one(shape_ops::pad(&args)),
         Op::Unary(u) => one(generic::unary(*u, &args)),
         Op::Binary(b) => one(generic::binary(*b, &args)),
         Op::Compare(c) => one(generic::compare(*c, &args)),

@@ -330,3 +330,40 @@ pub(super) fn trilu(a: &Args) -> Result<TensorType, String> {
     }
     Ok(x.clone())
 }
+
+pub(super) fn pad(a: &Args) -> Result<TensorType, String> {
+    let x = a.ty(0);
+    let pads = index_vector(a, 1, "pads")?;
+    if let Some(n) = pads.len
+        && n != 2 * x.rank()
+    {
+        return Err(format!("pads has {n} entries but x {} has rank {}, so it needs {}", x.shape, x.rank(), 2 * x.rank()));
+    }
+    if let Some(v) = a.opt_ty(2)
+        && (v.dtype != x.dtype || v.shape.num_elements().is_some_and(|n| n != 1))
+    {
+        return Err(format!("the value {v} must be one element of x's dtype {}", x.dtype));
+    }
+    let dims = match &pads.values {
+        None => vec![Dim::Unknown; x.rank()],
+        Some(p) => {
+            let r = x.rank();
+            let mut dims = Vec::with_capacity(r);
+            for (i, d) in x.shape.0.iter().enumerate() {
+                dims.push(match d {
+                    Dim::Static(n) => {
+                        let len = *n as i128 + p[i] as i128 + p[i + r] as i128;
+                        if len < 0 {
+                            return Err(format!("pads {p:?} remove more than the {n} elements of dim {i}"));
+                        }
+                        Dim::Static(len as u64)
+                    }
+                    d if p[i] == 0 && p[i + r] == 0 => d.clone(),
+                    _ => Dim::Unknown,
+                });
+            }
+            dims
+        }
+    };
+    Ok(TensorType::new(x.dtype, Shape(dims)))
+}

@@ -6,6 +6,7 @@
 //! functions, ...) become several IR ops.
 
 mod activation;
+mod attention;
 mod elementwise;
 mod nn;
 mod reduce;
@@ -288,6 +289,9 @@ fn dispatch(cx: &mut NodeCx, op_type: &str) -> R<Vec<ValueId>> {
         return r;
     }
     if let Some(r) = reduce::import(cx, op_type) {
+        return r;
+    }
+    if let Some(r) = attention::import(cx, op_type) {
         return r;
     }
     if let Some(r) = nn::import(cx, op_type) {
