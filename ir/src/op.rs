@@ -73,6 +73,17 @@ ident_attr_enum! {
     }
 }
 
+ident_attr_enum! {
+    /// How `pool` combines a window.
+    pub enum PoolKind {
+        Max = "max",
+        /// The mean of the window's elements (see `count_include_pad`).
+        Avg = "avg",
+        /// `(sum |x|^p)^(1/p)`.
+        Lp = "lp",
+    }
+}
+
 /// A mismatch between an op's name or attributes and what the op accepts.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum OpError {
@@ -312,6 +323,16 @@ define_ops! {
     /// `(x, indices int[..., k], updates)` (ONNX ScatterND): `x` with the slices the index tuples name
     /// replaced by (or combined by `reduction` with) `updates`.
     ScatterNd = "scatter_nd" { reduction: ScatterReduction = ScatterReduction::None } inputs 3..=3;
+    /// `(x[n, c, spatial...], w[m, c / group, kernel...], b?[m])` (ONNX Conv): a cross-correlation over
+    /// the spatial dims; `pads` holds every spatial dim's count before, then every one's count after.
+    Conv = "conv" { strides: Vec<i64>, pads: Vec<i64>, dilations: Vec<i64>, group: i64 = 1 } inputs 2..=3;
+    /// `(x[n, c, spatial...])` (ONNX MaxPool / AveragePool / LpPool) over windows of `kernel`; padded
+    /// positions never count as elements, except in the divisor of `avg` with `count_include_pad`;
+    /// `ceil_mode` keeps a last partial window when it starts inside the input or its begin padding.
+    Pool = "pool" {
+        kind: PoolKind, kernel: Vec<i64>, strides: Vec<i64>, pads: Vec<i64>, dilations: Vec<i64>,
+        ceil_mode: bool = false, count_include_pad: bool = false, p: i64 = 2
+    } inputs 1..=1;
     /// `(x, pads i64[2 * rank], value? scalar)` (ONNX Pad): `pads` holds every axis's count before,
     /// then every axis's count after; negative counts remove elements.
     Pad = "pad" { mode: PadMode = PadMode::Constant } inputs 2..=3;

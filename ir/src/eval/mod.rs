@@ -16,6 +16,7 @@ mod indexing;
 mod matmul;
 mod movement;
 mod reduce;
+mod window;
 
 use crate::{DType, Op, Tensor, TensorData};
 
@@ -94,6 +95,16 @@ pub fn eval_generic(op: &Op, inputs: &[&Tensor]) -> Result<Option<Vec<Tensor>>, 
         Op::GatherNd { batch_dims } => one(indexing::gather_nd(cx, inputs[0], inputs[1], *batch_dims)?),
         Op::ScatterNd { reduction } => one(indexing::scatter_nd(cx, inputs[0], inputs[1], inputs[2], *reduction)?),
         Op::Pad { mode } => one(movement::pad(cx, inputs[0], inputs[1], inputs.get(2).copied(), *mode)?),
+        Op::Conv { strides, pads, dilations, group } => {
+            one(window::conv(cx, inputs, window::Geometry { strides, pads, dilations }, *group)?)
+        }
+        Op::Pool { kind, kernel, strides, pads, dilations, ceil_mode, count_include_pad, p } => one(window::pool(
+            cx,
+            inputs[0],
+            kernel,
+            window::Geometry { strides, pads, dilations },
+            (*kind, *ceil_mode, *count_include_pad, *p),
+        )?),
         Op::Range {} => one(creation::range(cx, inputs[0], inputs[1], inputs[2])?),
         Op::CumSum { axis, exclusive, reverse } => one(creation::cumsum(cx, inputs[0], *axis, *exclusive, *reverse)?),
         Op::Shape { start, end } => one(creation::shape(cx, inputs[0], *start, *end)?),

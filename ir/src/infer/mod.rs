@@ -14,8 +14,11 @@
 mod dims;
 mod generic;
 mod indexing;
+mod window;
 mod model;
 mod shape_ops;
+
+pub(crate) use window::output_dims as window_output_dims;
 
 pub use dims::{
     DimProduct, broadcast_dim, broadcast_shapes, dims_compatible, merge_dims, normalize_axes, normalize_axis,
@@ -180,6 +183,10 @@ pub fn infer_types(
         Op::GatherNd { batch_dims } => one(indexing::gather_nd(*batch_dims, &args)),
         Op::ScatterNd { .. } => one(indexing::scatter_nd(&args)),
         Op::Pad { .. } => one(shape_ops::pad(&args)),
+        Op::Conv { strides, pads, dilations, group } => one(window::conv(strides, pads, dilations, *group, &args)),
+        Op::Pool { kind: _, kernel, strides, pads, dilations, ceil_mode, count_include_pad: _, p: _ } => {
+            one(window::pool(kernel, strides, pads, dilations, *ceil_mode, &args))
+        }
         Op::Unary(u) => one(generic::unary(*u, &args)),
         Op::Binary(b) => one(generic::binary(*b, &args)),
         Op::Compare(c) => one(generic::compare(*c, &args)),

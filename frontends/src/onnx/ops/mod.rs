@@ -8,9 +8,11 @@
 mod activation;
 mod attention;
 mod elementwise;
+mod loss;
 mod nn;
 mod reduce;
 mod shape;
+mod window;
 
 use kiln_ir::{DType, Op, Tensor, TensorData, TensorType, ValueId};
 
@@ -292,6 +294,12 @@ fn dispatch(cx: &mut NodeCx, op_type: &str) -> R<Vec<ValueId>> {
         return r;
     }
     if let Some(r) = attention::import(cx, op_type) {
+        return r;
+    }
+    if let Some(r) = window::import(cx, op_type) {
+        return r;
+    }
+    if let Some(r) = loss::import(cx, op_type) {
         return r;
     }
     if let Some(r) = nn::import(cx, op_type) {
