@@ -303,6 +303,11 @@ define_ops! {
     /// `(start, limit, delta)` scalars -> 1-D.
     Range = "range" {} inputs 3..=3;
     CumSum = "cumsum" { axis: i64, exclusive: bool = false, reverse: bool = false } inputs 1..=1;
+    /// `(x, k i64[1])` -> `(values, indices i64)`: the `k` largest (or smallest) elements along `axis`
+    /// (ONNX TopK), sorted, equal values in index order.
+    TopK = "topk" { axis: i64 = -1, largest: bool = true } inputs 2..=2;
+    /// Running products along `axis` (ONNX CumProd), with `cumsum`'s `exclusive` and `reverse`.
+    CumProd = "cumprod" { axis: i64, exclusive: bool = false, reverse: bool = false } inputs 1..=1;
     /// The input's shape as i64, dims `start..end` (ONNX Shape-15).
     Shape = "shape" { start: i64 = 0, end: Option<i64> } inputs 1..=1;
     /// `(shape i64[r])` -> a tensor of `dtype` filled with `value`.
@@ -343,6 +348,7 @@ impl Op {
     pub fn num_outputs(&self) -> usize {
         match self {
             Op::Split { sizes, .. } => sizes.len(),
+            Op::TopK { .. } => 2,
             _ => 1,
         }
     }

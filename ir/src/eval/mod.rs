@@ -105,8 +105,14 @@ pub fn eval_generic(op: &Op, inputs: &[&Tensor]) -> Result<Option<Vec<Tensor>>, 
             window::Geometry { strides, pads, dilations },
             (*kind, *ceil_mode, *count_include_pad, *p),
         )?),
+        Op::TopK { axis, largest } => Ok(Some(reduce::topk(cx, inputs[0], inputs[1], *axis, *largest)?)),
         Op::Range {} => one(creation::range(cx, inputs[0], inputs[1], inputs[2])?),
-        Op::CumSum { axis, exclusive, reverse } => one(creation::cumsum(cx, inputs[0], *axis, *exclusive, *reverse)?),
+        Op::CumSum { axis, exclusive, reverse } => {
+            one(creation::cumulative(cx, inputs[0], *axis, (*exclusive, *reverse), false)?)
+        }
+        Op::CumProd { axis, exclusive, reverse } => {
+            one(creation::cumulative(cx, inputs[0], *axis, (*exclusive, *reverse), true)?)
+        }
         Op::Shape { start, end } => one(creation::shape(cx, inputs[0], *start, *end)?),
         Op::ConstantOfShape { value, dtype } => one(creation::constant_of_shape(cx, inputs[0], *value, *dtype)?),
         Op::Softmax { axis } => one(activation::softmax(cx, inputs[0], *axis)?),

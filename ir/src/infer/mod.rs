@@ -173,7 +173,7 @@ pub fn infer_types(
         Op::Gather { axis } => one(generic::gather(*axis, &args)),
         Op::Expand {} => one(shape_ops::expand(&args)),
         Op::Range {} => one(shape_ops::range(&args)),
-        Op::CumSum { axis, .. } => one(generic::cumsum(*axis, &args)),
+        Op::CumSum { axis, .. } | Op::CumProd { axis, .. } => one(generic::cumsum(*axis, &args)),
         Op::Shape { start, end } => one(shape_ops::shape(*start, *end, &args)),
         Op::ConstantOfShape { value, dtype } => one(shape_ops::constant_of_shape(*value, *dtype, &args)),
         Op::Tile {} => one(shape_ops::tile(&args)),
@@ -183,6 +183,7 @@ pub fn infer_types(
         Op::GatherNd { batch_dims } => one(indexing::gather_nd(*batch_dims, &args)),
         Op::ScatterNd { .. } => one(indexing::scatter_nd(&args)),
         Op::Pad { .. } => one(shape_ops::pad(&args)),
+        Op::TopK { axis, .. } => shape_ops::topk(*axis, &args),
         Op::Conv { strides, pads, dilations, group } => one(window::conv(strides, pads, dilations, *group, &args)),
         Op::Pool { kind: _, kernel, strides, pads, dilations, ceil_mode, count_include_pad: _, p: _ } => {
             one(window::pool(kernel, strides, pads, dilations, *ceil_mode, &args))

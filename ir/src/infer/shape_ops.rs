@@ -367,3 +367,29 @@ pub(super) fn pad(a: &Args) -> Result<TensorType, String> {
     };
     Ok(TensorType::new(x.dtype, Shape(dims)))
 }
+
+pub(super) fn topk(axis: i64, a: &Args) -> Result<Vec<TensorType>, String> {
+    let x = a.ty(0);
+    if !(x.dtype.is_float() || x.dtype.is_int()) {
+        return Err(format!("x must be numeric, but it is {x}"));
+    }
+    let ax = super::normalize_axis(axis, x.rank(), "axis")?;
+    let k = index_vector(a, 1, "k")?;
+    if k.len.is_some_and(|n| n != 1) {
+        return Err(format!("k must hold one number, but it is {}", a.ty(1)));
+    }
+    let mut dims = x.shape.0.clone();
+    dims[ax] = match k.values.as_deref() {
+        Some([k]) if *k < 0 => return Err(format!("k must not be negative, but it is {k}")),
+        Some([k]) => {
+            if let Dim::Static(n) = dims[ax]
+                && *k as u64 > n
+            {
+                return Err(format!("k = {k} exceeds the {n} elements of axis {ax}"));
+            }
+            Dim::Static(*k as u64)
+        }
+        _ => Dim::Unknown,
+    };
+    Ok(vec![TensorType::new(x.dtype, Shape(dims.clone())), TensorType::new(DType::I64, Shape(dims))])
+}

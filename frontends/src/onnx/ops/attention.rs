@@ -2,7 +2,7 @@
 //! inputs split into heads, the past cache concatenated (`present_key`/`present_value`), grouped
 //! heads repeated, scaled `Q·Kᵀ`, soft-capping, boolean or additive masks, the causal mask aligned to
 //! the end of the cache, sliding windows, softmax with fully masked rows giving zeros, and the
-//! optional `qk_matmul_output` in each of its four modes.
+//! optional `qk_matmul_output` in each of its four modes; and `RotaryEmbedding`.
 
 use kiln_ir::{BinaryOp, CompareOp, DType, Op, ReduceKind, UnaryOp, ValueId};
 
@@ -10,7 +10,11 @@ use super::{NodeCx, R, bad, unsupported};
 use crate::onnx::dtype::dtype_of;
 
 pub fn import(cx: &mut NodeCx, op: &str) -> Option<R<Vec<ValueId>>> {
-    (op == "Attention").then(|| attention(cx))
+    match op {
+        "Attention" => Some(attention(cx)),
+        "RotaryEmbedding" => Some(rotary_embedding(cx)),
+        _ => None,
+    }
 }
 
 fn bin(cx: &mut NodeCx, op: BinaryOp, a: ValueId, b: ValueId) -> R<ValueId> {
@@ -228,4 +232,75 @@ fn attention_bias(
         None => extra,
     });
     Ok(bias)
+}
+
+/// ONNX `RotaryEmbedding` (opset 23): rotates the first `rotary_embedding_dim` elements of each head
+/// by the cached angles, in halves or interleaved pairs; the rest of the head passes through.
+pub fn rotary_embedding(cx: &mut NodeCx) -> R<Vec<ValueId>> {
+    let (x, cos, sin) = (cx.input(0)?, cx.input(1)?, cx.input(2)?);
+    let rank = cx.rank(x);
+    // Work in [b, s, heads, d].
+    let xb = match rank {
+        4 => cx.push(Op::Transpose { perm: vec![0, 2, 1, 3] }, &[x])?,
+        3 => {
+            let heads = cx.attr_i("num_heads", 0);
+            if heads <= 0 {
+                return bad("3-D input needs num_heads");
+            }
+            let shape = cx.const_i64(&[0, 0, heads, -1]);
+            cx.push(Op::Reshape { allowzero: false }, &[x, shape])?
+        }
+        _ => return bad(format!("input must be 3-D or 4-D, not {}", cx.ty(x))),
+    };
+    let d = static_dim(cx, xb, 3, "head size")?;
+    let rot = match cx.attr_i("rotary_embedding_dim", 0) {
+        0 => d,
+        r => r,
+    };
+    let (cos, sin) = match cx.opt_input(3) {
+        Some(pos) => (cx.push(Op::Gather { axis: 0 }, &[cos, pos])?, cx.push(Op::Gather { axis: 0 }, &[sin, pos])?),
+        None => (cos, sin),
+    };
+    let cos = cx.push(Op::Unsqueeze { axes: vec![2] }, &[cos])?;
+    let sin = cx.push(Op::Unsqueeze { axes: vec![2] }, &[sin])?;
+    let slice = |cx: &mut NodeCx, v: ValueId, from: i64, to: i64, step: i64| -> R<ValueId> {
+        let (s, e, a, st) = (cx.const_i64(&[from]), cx.const_i64(&[to]), cx.const_i64(&[3]), cx.const_i64(&[step]));
+        cx.push(Op::Slice {}, &[v, s, e, a, st])
+    };
+    let x_rot = slice(cx, xb, 0, rot, 1)?;
+    let interleaved = cx.attr_i("interleaved", 0) != 0;
+    let (x1, x2) = if interleaved {
+        (slice(cx, x_rot, 0, rot, 2)?, slice(cx, x_rot, 1, rot, 2)?)
+    } else {
+        (slice(cx, x_rot, 0, rot / 2, 1)?, slice(cx, x_rot, rot / 2, rot, 1)?)
+    };
+    let c1 = bin(cx, BinaryOp::Mul, cos, x1)?;
+    let s2 = bin(cx, BinaryOp::Mul, sin, x2)?;
+    let real = bin(cx, BinaryOp::Sub, c1, s2)?;
+    let s1 = bin(cx, BinaryOp::Mul, sin, x1)?;
+    let c2 = bin(cx, BinaryOp::Mul, cos, x2)?;
+    let imag = bin(cx, BinaryOp::Add, s1, c2)?;
+    let rotated = if interleaved {
+        let r = cx.push(Op::Unsqueeze { axes: vec![4] }, &[real])?;
+        let i = cx.push(Op::Unsqueeze { axes: vec![4] }, &[imag])?;
+        let pairs = cx.push(Op::Concat { axis: 4 }, &[r, i])?;
+        let shape = cx.const_i64(&[0, 0, 0, rot]);
+        cx.push(Op::Reshape { allowzero: false }, &[pairs, shape])?
+    } else {
+        cx.push(Op::Concat { axis: 3 }, &[real, imag])?
+    };
+    let y = if rot < d {
+        let rest = slice(cx, xb, rot, d, 1)?;
+        cx.push(Op::Concat { axis: 3 }, &[rotated, rest])?
+    } else {
+        rotated
+    };
+    let y = match rank {
+        4 => cx.push(Op::Transpose { perm: vec![0, 2, 1, 3] }, &[y])?,
+        _ => {
+            let shape = cx.const_i64(&[0, 0, -1]);
+            cx.push(Op::Reshape { allowzero: false }, &[y, shape])?
+        }
+    };
+    Ok(vec![y])
 }

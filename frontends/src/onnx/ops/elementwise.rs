@@ -155,7 +155,17 @@ fn modulo(cx: &mut NodeCx) -> R<Vec<ValueId>> {
     let fmod = cx.attr_i("fmod", 0) != 0;
     let dtype = cx.dtype(a);
     if dtype.is_float() && !fmod {
-        return bad("floating-point Mod needs fmod = 1");
+        // numpy's mod: C fmod, moved by one divisor when it is non-zero and its sign differs from b's.
+        let r = cx.push(Op::Binary(BinaryOp::Mod), &[a, b])?;
+        let zero = cx.scalar_like(a, 0.0)?;
+        let nonzero = cx.push(Op::Compare(CompareOp::Equal), &[r, zero])?;
+        let nonzero = cx.push(Op::Unary(UnaryOp::Not), &[nonzero])?;
+        let r_neg = cx.push(Op::Compare(CompareOp::Less), &[r, zero])?;
+        let b_neg = cx.push(Op::Compare(CompareOp::Less), &[b, zero])?;
+        let differ = cx.push(Op::Binary(BinaryOp::Xor), &[r_neg, b_neg])?;
+        let shift = cx.push(Op::Binary(BinaryOp::And), &[nonzero, differ])?;
+        let moved = cx.push(Op::Binary(BinaryOp::Add), &[r, b])?;
+        return Ok(vec![cx.push(Op::Where {}, &[shift, moved, r])?]);
     }
     if dtype.is_float() || !fmod {
         // kiln's `mod` is C fmod on floats and takes the divisor's sign on integers.
