@@ -171,7 +171,13 @@ fn squeeze_axes_follow_the_opset() {
     let old = import(&model(graph(n, vec![]), 11)).unwrap();
     let out = old.model.graph.outputs()[0];
     assert_eq!(old.model.graph.value_type(out).to_string(), "f32[3]");
-    let axes = TensorProto { name: Some("axes".into()), dims: vec![1], data_type: Some(7), int64_data: vec![0], ..Default::default() };
+    let axes = TensorProto {
+        name: Some("axes".into()),
+        dims: vec![1],
+        data_type: Some(7),
+        int64_data: vec![0],
+        ..Default::default()
+    };
     let new = import(&model(graph(node("Squeeze", &["x", "axes"], &["y"]), vec![axes]), 13)).unwrap();
     let out = new.model.graph.outputs()[0];
     assert_eq!(new.model.graph.value_type(out).to_string(), "f32[3]");

@@ -18,6 +18,8 @@ ident_attr_enum! {
         Erf = "erf", Floor = "floor", Ceil = "ceil", Round = "round", Relu = "relu", Sign = "sign",
         Tan = "tan", Asin = "asin", Acos = "acos", Atan = "atan", Sinh = "sinh", Cosh = "cosh", Asinh = "asinh",
         Acosh = "acosh", Atanh = "atanh",
+        /// Bitwise complement of an integer tensor.
+        BitNot = "bit_not",
         /// Logical negation of a bool tensor.
         Not = "not",
         /// Bool result.
@@ -35,6 +37,11 @@ ident_attr_enum! {
         Mod = "mod",
         /// Logical ops on bool tensors.
         And = "and", Or = "or", Xor = "xor",
+        /// Bitwise ops on integer tensors (two's complement at the storage width).
+        BitAnd = "bit_and", BitOr = "bit_or", BitXor = "bit_xor",
+        /// Shifts of integer tensors by the second operand; a shift count outside `0..width` gives 0
+        /// (or -1 for a right shift of a negative number), as ONNX BitShift defines.
+        ShiftLeft = "shift_left", ShiftRight = "shift_right",
     }
 }
 

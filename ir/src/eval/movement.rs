@@ -319,7 +319,13 @@ pub(super) fn trilu(cx: Cx, x: &Tensor, k: Option<&Tensor>, upper: bool) -> Resu
 /// ONNX Pad: result coordinate `c` along an axis reads input coordinate `c - before`; outside the
 /// input, `constant` uses `value`, `edge` clamps, `reflect` mirrors without repeating the edge, and
 /// `wrap` repeats periodically.
-pub(super) fn pad(cx: Cx, x: &Tensor, pads: &Tensor, value: Option<&Tensor>, mode: PadMode) -> Result<Tensor, EvalError> {
+pub(super) fn pad(
+    cx: Cx,
+    x: &Tensor,
+    pads: &Tensor,
+    value: Option<&Tensor>,
+    mode: PadMode,
+) -> Result<Tensor, EvalError> {
     let p = cx.int_list(pads, "pads")?;
     let rank = x.shape().len();
     if p.len() != 2 * rank {

@@ -147,9 +147,10 @@ pub(super) fn topk(cx: Cx, x: &Tensor, k: &Tensor, axis: i64, largest: bool) -> 
     }
     let axis = cx.axis(axis, x.shape().len())?;
     let n = x.shape()[axis];
-    let k = usize::try_from(k).ok().filter(|&k| k <= n).ok_or_else(|| {
-        cx.err(format!("k = {k} is not between 0 and the {n} elements of axis {axis} of {}", x.ty()))
-    })?;
+    let k = usize::try_from(k)
+        .ok()
+        .filter(|&k| k <= n)
+        .ok_or_else(|| cx.err(format!("k = {k} is not between 0 and the {n} elements of axis {axis} of {}", x.ty())))?;
     let (outer, _, inner) = super::outer_axis_inner(x.shape(), axis);
     let v = x.to_f64_vec();
     let mut picks = Vec::with_capacity(outer * k * inner);

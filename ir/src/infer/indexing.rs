@@ -41,9 +41,7 @@ pub(super) fn gather_nd(batch_dims: i64, a: &Args) -> Result<TensorType, String>
     let k = tuple_len(idx)?;
     let b = usize::try_from(batch_dims).map_err(|_| format!("batch_dims {batch_dims} must not be negative"))?;
     if b >= idx.rank() || b + k > x.rank() {
-        return Err(format!(
-            "batch_dims {b} and index tuples of length {k} do not fit x {x} and indices {idx}"
-        ));
+        return Err(format!("batch_dims {b} and index tuples of length {k} do not fit x {x} and indices {idx}"));
     }
     for i in 0..b {
         if !dims_compatible(&x.shape.dims()[i], &idx.shape.dims()[i]) {

@@ -14,9 +14,9 @@
 mod dims;
 mod generic;
 mod indexing;
-mod window;
 mod model;
 mod shape_ops;
+mod window;
 
 pub(crate) use window::output_dims as window_output_dims;
 

@@ -337,7 +337,12 @@ pub(super) fn pad(a: &Args) -> Result<TensorType, String> {
     if let Some(n) = pads.len
         && n != 2 * x.rank()
     {
-        return Err(format!("pads has {n} entries but x {} has rank {}, so it needs {}", x.shape, x.rank(), 2 * x.rank()));
+        return Err(format!(
+            "pads has {n} entries but x {} has rank {}, so it needs {}",
+            x.shape,
+            x.rank(),
+            2 * x.rank()
+        ));
     }
     if let Some(v) = a.opt_ty(2)
         && (v.dtype != x.dtype || v.shape.num_elements().is_some_and(|n| n != 1))

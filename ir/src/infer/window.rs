@@ -15,10 +15,7 @@ pub(crate) fn output_dims(
     let r = spatial.len();
     let ok_len = |v: &[i64], n: usize| v.is_empty() || v.len() == n;
     if !ok_len(strides, r) || !ok_len(dilations, r) || !ok_len(pads, 2 * r) || kernel.len() != r {
-        return Err(format!(
-            "kernel, strides and dilations need {r} entries and pads {} for {r} spatial dims",
-            2 * r
-        ));
+        return Err(format!("kernel, strides and dilations need {r} entries and pads {} for {r} spatial dims", 2 * r));
     }
     let get = |v: &[i64], i: usize, d: i64| v.get(i).copied().unwrap_or(d);
     let mut out = Vec::with_capacity(r);
@@ -32,7 +29,10 @@ pub(crate) fn output_dims(
                 let span = (k as i64 - 1) * d + 1;
                 let room = *n as i64 + pb + pe - span;
                 if room < 0 {
-                    return Err(format!("the window ({span} wide) is larger than padded dim {i} ({})", *n as i64 + pb + pe));
+                    return Err(format!(
+                        "the window ({span} wide) is larger than padded dim {i} ({})",
+                        *n as i64 + pb + pe
+                    ));
                 }
                 let mut o = if ceil_mode { (room + s - 1) / s + 1 } else { room / s + 1 };
                 // A last window that would start in the end padding is dropped.
@@ -47,7 +47,13 @@ pub(crate) fn output_dims(
     Ok(out)
 }
 
-pub(super) fn conv(strides: &[i64], pads: &[i64], dilations: &[i64], group: i64, a: &Args) -> Result<TensorType, String> {
+pub(super) fn conv(
+    strides: &[i64],
+    pads: &[i64],
+    dilations: &[i64],
+    group: i64,
+    a: &Args,
+) -> Result<TensorType, String> {
     let (x, w) = (a.ty(0), a.ty(1));
     want_float("x", x)?;
     if x.rank() < 3 || w.rank() != x.rank() || w.dtype != x.dtype {

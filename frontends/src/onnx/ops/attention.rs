@@ -159,11 +159,8 @@ fn attention_bias(
     let (zero, ninf) = (cx.scalar(dtype, 0.0)?, cx.scalar(dtype, f64::NEG_INFINITY)?);
     let mut bias = match mask {
         Some(m) => {
-            let m = if cx.dtype(m) == DType::Bool {
-                cx.push(Op::Where {}, &[m, zero, ninf])?
-            } else {
-                cx.cast(m, dtype)?
-            };
+            let m =
+                if cx.dtype(m) == DType::Bool { cx.push(Op::Where {}, &[m, zero, ninf])? } else { cx.cast(m, dtype)? };
             let mlen = cx.ty(m).shape.dims().last().and_then(|d| d.as_static());
             let kvlen = cx.ty(k).shape.dims()[2].as_static();
             match (mlen, kvlen) {

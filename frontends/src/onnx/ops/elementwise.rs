@@ -1,5 +1,5 @@
 //! Elementwise ONNX ops: unary math, binary arithmetic with numpy broadcasting, comparisons and
-//! logic, the variadic `Sum`/`Mean`/`Max`/`Min`, `Where`, `Cast`/`CastLike`, `Clip`, `Mod`, `Pow`,
+//! logic, bitwise ops and shifts, the variadic `Sum`/`Mean`/`Max`/`Min`, `Where`, `Cast`/`CastLike`, `Clip`, `Mod`, `Pow`,
 //! `IsInf`, and the identities (`Identity`, inference-mode `Dropout`).
 
 use kiln_ir::{BinaryOp, CompareOp, DType, Op, UnaryOp, ValueId};
@@ -37,6 +37,7 @@ pub fn import(cx: &mut NodeCx, op: &str) -> Option<R<Vec<ValueId>>> {
         "Sign" => unary(UnaryOp::Sign),
         "Not" => unary(UnaryOp::Not),
         "IsNaN" => unary(UnaryOp::IsNan),
+        "BitwiseNot" => unary(UnaryOp::BitNot),
         _ => None,
     };
     if let Some(u) = u {
@@ -50,6 +51,9 @@ pub fn import(cx: &mut NodeCx, op: &str) -> Option<R<Vec<ValueId>>> {
         "And" => Some(BinaryOp::And),
         "Or" => Some(BinaryOp::Or),
         "Xor" => Some(BinaryOp::Xor),
+        "BitwiseAnd" => Some(BinaryOp::BitAnd),
+        "BitwiseOr" => Some(BinaryOp::BitOr),
+        "BitwiseXor" => Some(BinaryOp::BitXor),
         _ => None,
     };
     if let Some(bop) = binary {
@@ -93,6 +97,14 @@ pub fn import(cx: &mut NodeCx, op: &str) -> Option<R<Vec<ValueId>>> {
         "Pow" => pow(cx),
         "IsInf" => is_inf(cx),
         "Dropout" => dropout(cx),
+        "BitShift" => (|| {
+            let op = match cx.attr_s("direction", "").as_str() {
+                "LEFT" => BinaryOp::ShiftLeft,
+                "RIGHT" => BinaryOp::ShiftRight,
+                other => return bad(format!("direction must be LEFT or RIGHT, not `{other}`")),
+            };
+            binary_node(cx, op).map(|v| vec![v])
+        })(),
         _ => return None,
     };
     Some(r)

@@ -1,7 +1,7 @@
 //! Sliding-window ONNX ops: `Conv`, `MaxPool`, `AveragePool`, `LpPool` and the global pools, with
 //! `auto_pad` resolved to explicit pads (which needs static spatial dims).
 
-use kiln_ir::{Op, PoolKind, ReduceKind, UnaryOp, BinaryOp, ValueId};
+use kiln_ir::{BinaryOp, Op, PoolKind, ReduceKind, UnaryOp, ValueId};
 
 use super::{NodeCx, R, bad, unsupported};
 
