@@ -163,7 +163,7 @@ fn nd_starts(cx: Cx, x: &Tensor, indices: &Tensor, batch: usize) -> Result<(Vec<
     let strides = contiguous_strides(x.shape());
     let slice: usize = x.shape()[batch + k..].iter().product();
     let batch_size: usize = x.shape()[batch..].iter().product();
-    let tuples = if k == 0 { indices.shape()[..ir - 1].iter().product() } else { idx.len() / k };
+    let tuples = idx.len().checked_div(k).unwrap_or_else(|| indices.shape()[..ir - 1].iter().product());
     let per_batch = tuples / indices.shape()[..batch].iter().product::<usize>().max(1);
     let mut starts = Vec::with_capacity(tuples);
     for t in 0..tuples {
