@@ -56,7 +56,7 @@ fn unary_ref(u: UnaryOp, x: f64) -> f64 {
         UnaryOp::Asinh => x.asinh(),
         UnaryOp::Acosh => x.acosh(),
         UnaryOp::Atanh => x.atanh(),
-        UnaryOp::Not | UnaryOp::IsNan | UnaryOp::IsInf => unreachable!(),
+        UnaryOp::Not | UnaryOp::IsNan | UnaryOp::IsInf | UnaryOp::BitNot => unreachable!(),
     }
 }
 

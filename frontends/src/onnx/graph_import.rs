@@ -95,12 +95,13 @@ impl<'a> Builder<'a> {
             && !matches!(op, Op::Weight { .. } | Op::Constant { .. })
         {
             let small = consts.iter().all(|t| t.len() <= MAX_FOLDED_ELEMENTS);
-            if small && let Some(results) = kiln_ir::eval::eval_generic(&op, &consts)? {
-                if results.iter().all(|t| t.len() <= MAX_FOLDED_ELEMENTS) {
-                    // Inference still runs, so a type error is reported as it would be without folding.
-                    kiln_ir::infer::infer_node(&self.graph, &op, inputs)?;
-                    return Ok(results.into_iter().map(|t| self.constant(t)).collect());
-                }
+            if small
+                && let Some(results) = kiln_ir::eval::eval_generic(&op, &consts)?
+                && results.iter().all(|t| t.len() <= MAX_FOLDED_ELEMENTS)
+            {
+                // Inference still runs, so a type error is reported as it would be without folding.
+                kiln_ir::infer::infer_node(&self.graph, &op, inputs)?;
+                return Ok(results.into_iter().map(|t| self.constant(t)).collect());
             }
         }
         if let Op::Shape { start, end } = &op

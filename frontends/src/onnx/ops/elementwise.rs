@@ -1,5 +1,5 @@
 //! Elementwise ONNX ops: unary math, binary arithmetic with numpy broadcasting, comparisons and
-//! logic, the variadic `Sum`/`Mean`/`Max`/`Min`, `Where`, `Cast`/`CastLike`, `Clip`, `Mod`, `Pow`,
+//! logic, bitwise ops and shifts, the variadic `Sum`/`Mean`/`Max`/`Min`, `Where`, `Cast`/`CastLike`, `Clip`, `Mod`, `Pow`,
 //! `IsInf`, and the identities (`Identity`, inference-mode `Dropout`).
 
 use kiln_ir::{BinaryOp, CompareOp, DType, Op, UnaryOp, ValueId};
@@ -37,6 +37,7 @@ pub fn import(cx: &mut NodeCx, op: &str) -> Option<R<Vec<ValueId>>> {
         "Sign" => unary(UnaryOp::Sign),
         "Not" => unary(UnaryOp::Not),
         "IsNaN" => unary(UnaryOp::IsNan),
+        "BitwiseNot" => unary(UnaryOp::BitNot),
         _ => None,
     };
     if let Some(u) = u {
@@ -50,6 +51,9 @@ pub fn import(cx: &mut NodeCx, op: &str) -> Option<R<Vec<ValueId>>> {
         "And" => Some(BinaryOp::And),
         "Or" => Some(BinaryOp::Or),
         "Xor" => Some(BinaryOp::Xor),
+        "BitwiseAnd" => Some(BinaryOp::BitAnd),
+        "BitwiseOr" => Some(BinaryOp::BitOr),
+        "BitwiseXor" => Some(BinaryOp::BitXor),
         _ => None,
     };
     if let Some(bop) = binary {
@@ -93,6 +97,14 @@ pub fn import(cx: &mut NodeCx, op: &str) -> Option<R<Vec<ValueId>>> {
         "Pow" => pow(cx),
         "IsInf" => is_inf(cx),
         "Dropout" => dropout(cx),
+        "BitShift" => (|| {
+            let op = match cx.attr_s("direction", "").as_str() {
+                "LEFT" => BinaryOp::ShiftLeft,
+                "RIGHT" => BinaryOp::ShiftRight,
+                other => return bad(format!("direction must be LEFT or RIGHT, not `{other}`")),
+            };
+            binary_node(cx, op).map(|v| vec![v])
+        })(),
         _ => return None,
     };
     Some(r)
@@ -155,7 +167,17 @@ fn modulo(cx: &mut NodeCx) -> R<Vec<ValueId>> {
     let fmod = cx.attr_i("fmod", 0) != 0;
     let dtype = cx.dtype(a);
     if dtype.is_float() && !fmod {
-        return bad("floating-point Mod needs fmod = 1");
+        // numpy's mod: C fmod, moved by one divisor when it is non-zero and its sign differs from b's.
+        let r = cx.push(Op::Binary(BinaryOp::Mod), &[a, b])?;
+        let zero = cx.scalar_like(a, 0.0)?;
+        let nonzero = cx.push(Op::Compare(CompareOp::Equal), &[r, zero])?;
+        let nonzero = cx.push(Op::Unary(UnaryOp::Not), &[nonzero])?;
+        let r_neg = cx.push(Op::Compare(CompareOp::Less), &[r, zero])?;
+        let b_neg = cx.push(Op::Compare(CompareOp::Less), &[b, zero])?;
+        let differ = cx.push(Op::Binary(BinaryOp::Xor), &[r_neg, b_neg])?;
+        let shift = cx.push(Op::Binary(BinaryOp::And), &[nonzero, differ])?;
+        let moved = cx.push(Op::Binary(BinaryOp::Add), &[r, b])?;
+        return Ok(vec![cx.push(Op::Where {}, &[shift, moved, r])?]);
     }
     if dtype.is_float() || !fmod {
         // kiln's `mod` is C fmod on floats and takes the divisor's sign on integers.

@@ -6,11 +6,13 @@
 //! functions, ...) become several IR ops.
 
 mod activation;
+mod attention;
 mod elementwise;
-mod gather_nd;
+mod loss;
 mod nn;
 mod reduce;
 mod shape;
+mod window;
 
 use kiln_ir::{DType, Op, Tensor, TensorData, TensorType, ValueId};
 
@@ -291,10 +293,16 @@ fn dispatch(cx: &mut NodeCx, op_type: &str) -> R<Vec<ValueId>> {
     if let Some(r) = reduce::import(cx, op_type) {
         return r;
     }
-    if let Some(r) = nn::import(cx, op_type) {
+    if let Some(r) = attention::import(cx, op_type) {
         return r;
     }
-    if let Some(r) = gather_nd::import(cx, op_type) {
+    if let Some(r) = window::import(cx, op_type) {
+        return r;
+    }
+    if let Some(r) = loss::import(cx, op_type) {
+        return r;
+    }
+    if let Some(r) = nn::import(cx, op_type) {
         return r;
     }
     if op_type == "If" {

@@ -1,6 +1,6 @@
 //! Reductions and ops along one axis: `Reduce*` (with `axes` as attribute or, from opset 13/18, as
 //! input, and `noop_with_empty_axes`), the composite reductions (L1, L2, LogSum, LogSumExp,
-//! SumSquare), `ArgMax`/`ArgMin` (with `select_last_index`), `CumSum`, and `Softmax`, `LogSoftmax`
+//! SumSquare), `ArgMax`/`ArgMin` (with `select_last_index`), `CumSum`, `CumProd`, and `Softmax`, `LogSoftmax`
 //! and `Hardmax` (before opset 13 these work on the input flattened to 2-D at `axis`).
 
 use kiln_ir::{BinaryOp, CompareOp, DType, Op, ReduceKind, UnaryOp, ValueId};
@@ -15,7 +15,9 @@ pub fn import(cx: &mut NodeCx, op: &str) -> Option<R<Vec<ValueId>>> {
         | "ReduceLogSumExp" | "ReduceSumSquare" => reduce(cx, op, 18),
         "ArgMax" => arg(cx, false),
         "ArgMin" => arg(cx, true),
-        "CumSum" => cumsum(cx),
+        "CumSum" => cumulative(cx, false),
+        "CumProd" => cumulative(cx, true),
+        "TopK" => topk(cx),
         "Softmax" => softmax_like(cx, Normalizer::Softmax),
         "LogSoftmax" => softmax_like(cx, Normalizer::LogSoftmax),
         "Hardmax" => softmax_like(cx, Normalizer::Hardmax),
@@ -39,6 +41,13 @@ fn reduce(cx: &mut NodeCx, op: &str, axes_input_since: i64) -> R<Vec<ValueId>> {
         return Ok(vec![x]);
     }
     let red = |kind| Op::Reduce { kind, axes: axes.clone(), keepdims };
+    if cx.dtype(x) == DType::Bool && matches!(op, "ReduceMax" | "ReduceMin") {
+        // On bools max is "any" and min is "all": the same reductions over 0/1.
+        let kind = if op == "ReduceMax" { ReduceKind::Max } else { ReduceKind::Min };
+        let u = cx.cast(x, DType::U8)?;
+        let r = cx.push(red(kind), &[u])?;
+        return Ok(vec![cx.cast(r, DType::Bool)?]);
+    }
     let y = match op {
         "ReduceSum" => cx.push(red(ReduceKind::Sum), &[x])?,
         "ReduceMean" => cx.push(red(ReduceKind::Mean), &[x])?,
@@ -109,7 +118,7 @@ fn arg(cx: &mut NodeCx, min: bool) -> R<Vec<ValueId>> {
     Ok(vec![cx.push(Op::Binary(BinaryOp::Sub), &[n1, idx])?])
 }
 
-fn cumsum(cx: &mut NodeCx) -> R<Vec<ValueId>> {
+fn cumulative(cx: &mut NodeCx, product: bool) -> R<Vec<ValueId>> {
     let (x, a) = (cx.input(0)?, cx.input(1)?);
     let axis = match cx.known_ints(a, "axis")?.as_slice() {
         [axis] => *axis,
@@ -117,7 +126,16 @@ fn cumsum(cx: &mut NodeCx) -> R<Vec<ValueId>> {
     };
     let exclusive = cx.attr_i("exclusive", 0) != 0;
     let reverse = cx.attr_i("reverse", 0) != 0;
-    Ok(vec![cx.push(Op::CumSum { axis, exclusive, reverse }, &[x])?])
+    let op = if product { Op::CumProd { axis, exclusive, reverse } } else { Op::CumSum { axis, exclusive, reverse } };
+    Ok(vec![cx.push(op, &[x])?])
+}
+
+fn topk(cx: &mut NodeCx) -> R<Vec<ValueId>> {
+    let x = cx.input(0)?;
+    let k = if cx.opset < 10 { cx.const_i64(&[cx.attr_i("k", 0)]) } else { cx.input(1)? };
+    let axis = cx.attr_i("axis", -1);
+    let largest = cx.attr_i("largest", 1) != 0;
+    cx.push_multi(Op::TopK { axis, largest }, &[x, k])
 }
 
 #[derive(Clone, Copy, PartialEq)]

@@ -1,11 +1,12 @@
 //! Data-movement and shape ONNX ops: `Constant`, `Reshape`, `Flatten`, `Transpose`, `Squeeze`,
 //! `Unsqueeze`, `Concat`, `Split`, `Slice`, `Gather`, `Expand`, `Tile`, `Shape`, `Size`,
-//! `ConstantOfShape`, `Range`, `Trilu`, `OneHot`, `EyeLike`, `DepthToSpace` and `SpaceToDepth`.
+//! `ConstantOfShape`, `Range`, `Trilu`, `GatherElements`, `ScatterElements`, `GatherND`, `ScatterND`,
+//! `Pad`, `OneHot`, `EyeLike`, `DepthToSpace` and `SpaceToDepth`.
 //!
 //! Where an opset moved an attribute to an input (`axes` of Squeeze/Unsqueeze in 13, `split` in 13,
 //! Slice's bounds in 10), both forms are read.
 
-use kiln_ir::{BinaryOp, CompareOp, DType, Op, ReduceKind, Tensor, ValueId};
+use kiln_ir::{BinaryOp, CompareOp, DType, Op, PadMode, ReduceKind, ScatterReduction, Tensor, ValueId};
 
 use super::{NodeCx, R, bad, unsupported};
 use crate::onnx::dtype::dtype_of;
@@ -56,6 +57,25 @@ pub fn import(cx: &mut NodeCx, op: &str) -> Option<R<Vec<ValueId>>> {
             }
             Ok(vec![cx.push(Op::Trilu { upper }, &inputs)?])
         })(),
+        "GatherElements" => (|| {
+            let (x, i) = (cx.input(0)?, cx.input(1)?);
+            Ok(vec![cx.push(Op::GatherElements { axis: cx.attr_i("axis", 0) }, &[x, i])?])
+        })(),
+        "ScatterElements" | "Scatter" => (|| {
+            let (x, i, u) = (cx.input(0)?, cx.input(1)?, cx.input(2)?);
+            let reduction = reduction(cx)?;
+            Ok(vec![cx.push(Op::ScatterElements { axis: cx.attr_i("axis", 0), reduction }, &[x, i, u])?])
+        })(),
+        "GatherND" => (|| {
+            let (x, i) = (cx.input(0)?, cx.input(1)?);
+            Ok(vec![cx.push(Op::GatherNd { batch_dims: cx.attr_i("batch_dims", 0) }, &[x, i])?])
+        })(),
+        "ScatterND" => (|| {
+            let (x, i, u) = (cx.input(0)?, cx.input(1)?, cx.input(2)?);
+            let reduction = reduction(cx)?;
+            Ok(vec![cx.push(Op::ScatterNd { reduction }, &[x, i, u])?])
+        })(),
+        "Pad" => pad(cx),
         "OneHot" => one_hot(cx),
         "EyeLike" => eye_like(cx),
         "DepthToSpace" => depth_to_space(cx),
@@ -63,6 +83,52 @@ pub fn import(cx: &mut NodeCx, op: &str) -> Option<R<Vec<ValueId>>> {
         _ => return None,
     };
     Some(r)
+}
+
+fn reduction(cx: &NodeCx) -> R<ScatterReduction> {
+    let r = cx.attr_s("reduction", "none");
+    match ScatterReduction::from_name(&r) {
+        Some(r) => Ok(r),
+        None => bad(format!("unknown reduction `{r}` (expected none, add, mul, max or min)")),
+    }
+}
+
+fn pad(cx: &mut NodeCx) -> R<Vec<ValueId>> {
+    let x = cx.input(0)?;
+    let mode_name = cx.attr_s("mode", "constant");
+    let Some(mode) = PadMode::from_name(&mode_name) else {
+        return bad(format!("unknown mode `{mode_name}` (expected constant, reflect, edge or wrap)"));
+    };
+    let rank = cx.rank(x) as i64;
+    let (pads, value) = if cx.opset < 11 {
+        let p = cx.attr_ints("pads").unwrap_or_default();
+        let v = cx.scalar_like(x, cx.attr_f("value", 0.0) as f64)?;
+        (cx.const_i64(&p), Some(v))
+    } else {
+        let pads = cx.input(1)?;
+        let pads = match cx.opt_input(3) {
+            Some(axes) => {
+                // Pads for the listed axes only: spread them over every axis, zero elsewhere.
+                let axes = cx.known_ints(axes, "axes")?;
+                let given = cx.known_ints(pads, "pads")?;
+                if given.len() != 2 * axes.len() {
+                    return bad(format!("pads {given:?} must have two entries per axis of {axes:?}"));
+                }
+                let mut full = vec![0; 2 * rank as usize];
+                for (i, &a) in axes.iter().enumerate() {
+                    let a = cx.axis(a, rank as usize)?;
+                    full[a] = given[i];
+                    full[a + rank as usize] = given[i + axes.len()];
+                }
+                cx.const_i64(&full)
+            }
+            None => cx.cast(pads, DType::I64)?,
+        };
+        (pads, cx.opt_input(2))
+    };
+    let mut inputs = vec![x, pads];
+    inputs.extend(value);
+    Ok(vec![cx.push(Op::Pad { mode }, &inputs)?])
 }
 
 fn two(cx: &mut NodeCx, op: Op) -> R<Vec<ValueId>> {
