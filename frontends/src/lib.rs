@@ -3,12 +3,13 @@
 //! `.kir` text graphs with safetensors weights ([`kir`]); Hugging Face model directories ([`hf`]), which
 //! describe their architecture in a [`decoder::DecoderSpec`] that the shared [`decoder`] builder turns
 //! into a graph; GGUF files ([`gguf`]), mapped onto Hugging Face names and configs and built by the same
-//! builder, with their tokenizer rebuilt by [`tokenizer`]. The ONNX importer lands beside these modules.
+//! builder, with their tokenizer rebuilt by [`tokenizer`]; ONNX graphs ([`onnx`]) imported op by op into generic IR ops.
 
 pub mod decoder;
 pub mod gguf;
 pub mod hf;
 pub mod kir;
+pub mod onnx;
 pub mod safetensors_weights;
 pub mod tokenizer;
 
@@ -37,4 +38,6 @@ pub enum FrontendError {
     Decoder { file: String, error: decoder::DecoderError },
     #[error("{}: {error}", path.display())]
     Gguf { path: PathBuf, error: gguf::GgufError },
+    #[error("{}: {error}", path.display())]
+    Onnx { path: PathBuf, error: onnx::OnnxError },
 }

@@ -16,6 +16,10 @@ ident_attr_enum! {
         Neg = "neg", Abs = "abs", Exp = "exp", Log = "log", Sqrt = "sqrt", Rsqrt = "rsqrt",
         Reciprocal = "reciprocal", Sin = "sin", Cos = "cos", Tanh = "tanh", Sigmoid = "sigmoid",
         Erf = "erf", Floor = "floor", Ceil = "ceil", Round = "round", Relu = "relu", Sign = "sign",
+        Tan = "tan", Asin = "asin", Acos = "acos", Atan = "atan", Sinh = "sinh", Cosh = "cosh", Asinh = "asinh",
+        Acosh = "acosh", Atanh = "atanh",
+        /// Bitwise complement of an integer tensor.
+        BitNot = "bit_not",
         /// Logical negation of a bool tensor.
         Not = "not",
         /// Bool result.
@@ -33,6 +37,11 @@ ident_attr_enum! {
         Mod = "mod",
         /// Logical ops on bool tensors.
         And = "and", Or = "or", Xor = "xor",
+        /// Bitwise ops on integer tensors (two's complement at the storage width).
+        BitAnd = "bit_and", BitOr = "bit_or", BitXor = "bit_xor",
+        /// Shifts of integer tensors by the second operand; a shift count outside `0..width` gives 0
+        /// (or -1 for a right shift of a negative number), as ONNX BitShift defines.
+        ShiftLeft = "shift_left", ShiftRight = "shift_right",
     }
 }
 
@@ -47,6 +56,38 @@ ident_attr_enum! {
     /// Reductions over a set of axes.
     pub enum ReduceKind {
         Sum = "reduce_sum", Mean = "reduce_mean", Max = "reduce_max", Min = "reduce_min", Prod = "reduce_prod",
+    }
+}
+
+ident_attr_enum! {
+    /// How a scatter combines an update with the element already there (ONNX `reduction`).
+    pub enum ScatterReduction {
+        None = "none", Add = "add", Mul = "mul", Max = "max", Min = "min",
+    }
+}
+
+ident_attr_enum! {
+    /// What `pad` fills the new elements with (ONNX Pad `mode`).
+    pub enum PadMode {
+        /// The `value` input (0 when absent).
+        Constant = "constant",
+        /// The mirror image without repeating the edge.
+        Reflect = "reflect",
+        /// The edge element repeated.
+        Edge = "edge",
+        /// The tensor repeated periodically.
+        Wrap = "wrap",
+    }
+}
+
+ident_attr_enum! {
+    /// How `pool` combines a window.
+    pub enum PoolKind {
+        Max = "max",
+        /// The mean of the window's elements (see `count_include_pad`).
+        Avg = "avg",
+        /// `(sum |x|^p)^(1/p)`.
+        Lp = "lp",
     }
 }
 
@@ -269,6 +310,11 @@ define_ops! {
     /// `(start, limit, delta)` scalars -> 1-D.
     Range = "range" {} inputs 3..=3;
     CumSum = "cumsum" { axis: i64, exclusive: bool = false, reverse: bool = false } inputs 1..=1;
+    /// `(x, k i64[1])` -> `(values, indices i64)`: the `k` largest (or smallest) elements along `axis`
+    /// (ONNX TopK), sorted, equal values in index order.
+    TopK = "topk" { axis: i64 = -1, largest: bool = true } inputs 2..=2;
+    /// Running products along `axis` (ONNX CumProd), with `cumsum`'s `exclusive` and `reverse`.
+    CumProd = "cumprod" { axis: i64, exclusive: bool = false, reverse: bool = false } inputs 1..=1;
     /// The input's shape as i64, dims `start..end` (ONNX Shape-15).
     Shape = "shape" { start: i64 = 0, end: Option<i64> } inputs 1..=1;
     /// `(shape i64[r])` -> a tensor of `dtype` filled with `value`.
@@ -277,6 +323,31 @@ define_ops! {
     Tile = "tile" {} inputs 2..=2;
     /// `(x, k? i64 scalar)`: keep the upper or lower triangle of the last two dims.
     Trilu = "trilu" { upper: bool = true } inputs 1..=2;
+    /// `(x, indices int)` of one rank (ONNX GatherElements): the result has the indices' shape and
+    /// reads `x` at the element's own coordinates with the one along `axis` replaced by the index.
+    GatherElements = "gather_elements" { axis: i64 = 0 } inputs 2..=2;
+    /// `(x, indices int, updates)` (ONNX ScatterElements): `x` with `updates` written (or combined by
+    /// `reduction`) where `gather_elements` with the same indices would read.
+    ScatterElements = "scatter_elements" { axis: i64 = 0, reduction: ScatterReduction = ScatterReduction::None } inputs 3..=3;
+    /// `(x, indices int[..., k])` (ONNX GatherND): each index tuple picks a slice of `x` after the first
+    /// `batch_dims` dims, which `x` and `indices` share.
+    GatherNd = "gather_nd" { batch_dims: i64 = 0 } inputs 2..=2;
+    /// `(x, indices int[..., k], updates)` (ONNX ScatterND): `x` with the slices the index tuples name
+    /// replaced by (or combined by `reduction` with) `updates`.
+    ScatterNd = "scatter_nd" { reduction: ScatterReduction = ScatterReduction::None } inputs 3..=3;
+    /// `(x[n, c, spatial...], w[m, c / group, kernel...], b?[m])` (ONNX Conv): a cross-correlation over
+    /// the spatial dims; `pads` holds every spatial dim's count before, then every one's count after.
+    Conv = "conv" { strides: Vec<i64>, pads: Vec<i64>, dilations: Vec<i64>, group: i64 = 1 } inputs 2..=3;
+    /// `(x[n, c, spatial...])` (ONNX MaxPool / AveragePool / LpPool) over windows of `kernel`; padded
+    /// positions never count as elements, except in the divisor of `avg` with `count_include_pad`;
+    /// `ceil_mode` keeps a last partial window when it starts inside the input or its begin padding.
+    Pool = "pool" {
+        kind: PoolKind, kernel: Vec<i64>, strides: Vec<i64>, pads: Vec<i64>, dilations: Vec<i64>,
+        ceil_mode: bool = false, count_include_pad: bool = false, p: i64 = 2
+    } inputs 1..=1;
+    /// `(x, pads i64[2 * rank], value? scalar)` (ONNX Pad): `pads` holds every axis's count before,
+    /// then every axis's count after; negative counts remove elements.
+    Pad = "pad" { mode: PadMode = PadMode::Constant } inputs 2..=3;
 }
 
 impl Op {
@@ -284,6 +355,7 @@ impl Op {
     pub fn num_outputs(&self) -> usize {
         match self {
             Op::Split { sizes, .. } => sizes.len(),
+            Op::TopK { .. } => 2,
             _ => 1,
         }
     }

@@ -47,11 +47,29 @@ fn unary_ref(u: UnaryOp, x: f64) -> f64 {
                 0.0
             }
         }
-        UnaryOp::Not | UnaryOp::IsNan | UnaryOp::IsInf => unreachable!(),
+        UnaryOp::Tan => x.tan(),
+        UnaryOp::Asin => x.asin(),
+        UnaryOp::Acos => x.acos(),
+        UnaryOp::Atan => x.atan(),
+        UnaryOp::Sinh => x.sinh(),
+        UnaryOp::Cosh => x.cosh(),
+        UnaryOp::Asinh => x.asinh(),
+        UnaryOp::Acosh => x.acosh(),
+        UnaryOp::Atanh => x.atanh(),
+        UnaryOp::Not | UnaryOp::IsNan | UnaryOp::IsInf | UnaryOp::BitNot => unreachable!(),
     }
 }
 
-const FLOAT_UNARY: [UnaryOp; 17] = [
+const FLOAT_UNARY: [UnaryOp; 26] = [
+    UnaryOp::Tan,
+    UnaryOp::Asin,
+    UnaryOp::Acos,
+    UnaryOp::Atan,
+    UnaryOp::Sinh,
+    UnaryOp::Cosh,
+    UnaryOp::Asinh,
+    UnaryOp::Acosh,
+    UnaryOp::Atanh,
     UnaryOp::Neg,
     UnaryOp::Abs,
     UnaryOp::Exp,
@@ -76,6 +94,9 @@ fn unary_input(u: UnaryOp, seed: u64) -> Tensor {
     let (lo, hi) = match u {
         UnaryOp::Log | UnaryOp::Sqrt | UnaryOp::Rsqrt => (0.05, 5.0),
         UnaryOp::Reciprocal => (0.25, 4.0),
+        // Inside the domains of asin/acos/atanh (|x| < 1) and acosh (x >= 1); tan away from its poles.
+        UnaryOp::Asin | UnaryOp::Acos | UnaryOp::Atanh | UnaryOp::Tan => (-0.95, 0.95),
+        UnaryOp::Acosh => (1.0, 5.0),
         _ => (-3.0, 3.0),
     };
     let mut v: Vec<f32> = values(24, seed, lo, hi).into_iter().map(|x| x as f32).collect();

@@ -313,3 +313,26 @@ fn trilu_keeps_a_triangle_per_matrix() {
     assert_fails(&Op::Trilu { upper: true }, &[&x, &f32t(&[], &[1.0])], "k must be i64 or i32");
     assert_fails(&Op::Trilu { upper: true }, &[&x, &i64t(&[2], &[1, 2])], "k must be a scalar");
 }
+
+#[test]
+fn pad_modes_match_numpy_pad() {
+    use kiln_ir::PadMode;
+    let x = f32t(&[2, 3], &[0.0, 1.0, 2.0, 3.0, 4.0, 5.0]);
+    // numpy: np.pad(x, ((1, 0), (2, 1)), mode=m)
+    let pads = i64t(&[4], &[1, 2, 0, 1]);
+    let cases: [(PadMode, [f32; 18]); 3] = [
+        (PadMode::Reflect, [5., 4., 3., 4., 5., 4., 2., 1., 0., 1., 2., 1., 5., 4., 3., 4., 5., 4.]),
+        (PadMode::Edge, [0., 0., 0., 1., 2., 2., 0., 0., 0., 1., 2., 2., 3., 3., 3., 4., 5., 5.]),
+        (PadMode::Wrap, [4., 5., 3., 4., 5., 3., 1., 2., 0., 1., 2., 0., 4., 5., 3., 4., 5., 3.]),
+    ];
+    for (mode, want) in cases {
+        let got = run1(&Op::Pad { mode }, &[&x, &pads]);
+        assert_eq!(got.shape(), &[3, 6], "{}", mode.name());
+        assert_eq!(got.to_f32_vec(), want, "{}", mode.name());
+    }
+    // numpy: np.pad(x, ((0, 1), (1, 0)), constant_values=9), then the last column cropped by a -1.
+    let got = run1(&Op::Pad { mode: PadMode::Constant }, &[&x, &i64t(&[4], &[0, 1, 1, -1]), &f32t(&[], &[9.0])]);
+    assert_eq!(got.to_f32_vec(), [9.0, 0.0, 1.0, 9.0, 3.0, 4.0, 9.0, 9.0, 9.0]);
+    assert_fails(&Op::Pad { mode: PadMode::Constant }, &[&x, &i64t(&[2], &[1, 1])], "must have 4 entries");
+    assert_fails(&Op::Pad { mode: PadMode::Edge }, &[&x, &i64t(&[4], &[0, -4, 0, 0])], "remove more than");
+}

@@ -93,6 +93,18 @@ fn variants(name: &str) -> Vec<Op> {
         ],
         "gather" => vec![Op::Gather { axis: 1 }],
         "cumsum" => vec![Op::CumSum { axis: 0, exclusive: true, reverse: false }],
+        "cumprod" => vec![Op::CumProd { axis: -1, exclusive: false, reverse: true }],
+        "conv" => vec![Op::Conv { strides: vec![2, 1], pads: vec![1, 0, 1, 0], dilations: vec![1, 2], group: 2 }],
+        "pool" => vec![Op::Pool {
+            kind: kiln_ir::PoolKind::Avg,
+            kernel: vec![3, 3],
+            strides: vec![2, 2],
+            pads: vec![1, 1, 1, 1],
+            dilations: vec![],
+            ceil_mode: true,
+            count_include_pad: true,
+            p: 2,
+        }],
         "shape" => vec![Op::Shape { start: 0, end: None }, Op::Shape { start: -2, end: Some(-1) }],
         "constant_of_shape" => vec![
             Op::ConstantOfShape { value: 0.0, dtype: DType::F32 },

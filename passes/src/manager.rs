@@ -160,7 +160,8 @@ impl PassManager {
 
             if self.verify_each {
                 let started = Instant::now();
-                kiln_ir::verify(g, cx.weights).map_err(|errors| PassError::Verify { pass: name, errors })?;
+                let weights = cx.merged_weights();
+                kiln_ir::verify(g, weights.as_deref()).map_err(|errors| PassError::Verify { pass: name, errors })?;
                 report.verify_time += started.elapsed();
             }
             if self.prints_after(name) {

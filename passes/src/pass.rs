@@ -16,22 +16,56 @@ pub trait Pass {
     fn run(&self, g: &mut Graph, cx: &mut PassContext) -> Result<Changed, PassError>;
 }
 
-/// What a pass may consult besides the graph.
-#[derive(Clone, Copy, Debug, Default)]
+/// What a pass may consult besides the graph, and what it leaves for the caller.
+#[derive(Clone, Debug, Default)]
 pub struct PassContext<'a> {
     /// The weights `weight` ops name, when the caller has them (the verifier then also checks that
     /// each `weight` op matches its stored tensor). Text-only graphs run without.
     pub weights: Option<&'a WeightStore>,
+    /// Weights that passes created (a transposed copy of an ONNX `MatMul` operand for `linear`, ...).
+    /// `weight` ops may name them as soon as they are here; the caller adds them to the model's store
+    /// after the pipeline ([`PassContext::merged_weights`]). A pass never replaces an existing weight.
+    pub new_weights: WeightStore,
+    /// What passes want the user to know about the graph, in run order: above all why a pattern did
+    /// not apply (`kiln ir` prints them).
+    pub notes: Vec<PassNote>,
+}
+
+/// A message from a pass about the graph it transformed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PassNote {
+    pub pass: &'static str,
+    pub message: String,
+}
+
+impl fmt::Display for PassNote {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.pass, self.message)
+    }
 }
 
 impl<'a> PassContext<'a> {
     /// A context without weights.
     pub fn new() -> PassContext<'a> {
-        PassContext { weights: None }
+        PassContext { weights: None, new_weights: WeightStore::new(), notes: Vec::new() }
     }
 
     pub fn with_weights(weights: &'a WeightStore) -> PassContext<'a> {
-        PassContext { weights: Some(weights) }
+        PassContext { weights: Some(weights), ..PassContext::new() }
+    }
+
+    /// The caller's weights plus those passes created, or `None` when there are neither (a text-only
+    /// graph). Cheap: stores share their tensors.
+    pub fn merged_weights(&self) -> Option<std::borrow::Cow<'a, WeightStore>> {
+        use std::borrow::Cow;
+        if self.new_weights.is_empty() {
+            return self.weights.map(Cow::Borrowed);
+        }
+        let mut all = self.weights.cloned().unwrap_or_default();
+        for (name, w) in self.new_weights.iter() {
+            all.insert(name, w.ty.clone(), w.payload.clone()).expect("passes add only weights with new names");
+        }
+        Some(Cow::Owned(all))
     }
 }
 

@@ -4,11 +4,13 @@
 //! it does; the artifact records the pipeline name, so changing an entry changes what that name means.
 
 use crate::pass::{Pass, PassError};
-use crate::{CommonSubexpressionElimination, ConstantFolding, DeadCodeElimination, PassManager, ShapeInference};
+use crate::{
+    CommonSubexpressionElimination, ConstantFolding, DeadCodeElimination, PassManager, RaiseDecoder, ShapeInference,
+};
 
 /// Every pipeline name, in the order `--help` lists them.
 pub fn names() -> &'static [&'static str] {
-    &["O0", "default"]
+    &["O0", "default", "onnx"]
 }
 
 /// Builds the pipeline called `name`.
@@ -35,6 +37,22 @@ pub fn pipeline(name: &str) -> Result<PassManager, PassError> {
             // folded away, the operands of merged nodes) and dead branches from the frontend.
             pm.add(DeadCodeElimination);
         }
+        // What the driver runs on ONNX models: `default` with raising in the middle.
+        "onnx" => {
+            // As in `default`: static dims first, so that folding can turn the exporter's shape arithmetic
+            // (shape -> gather -> concat -> reshape) into constants...
+            pm.add(ShapeInference);
+            // ...which raising reads: reshape targets give it static head counts and head dims, and the
+            // patterns it matches no longer hide behind shape computations.
+            pm.add(ConstantFolding::default());
+            // Turns the generic subgraphs of an exported decoder into model-level ops (attention with a
+            // KV cache, rope, rms_norm, linear, ...). Before CSE and DCE, which merge the transposes and
+            // positions it introduces per layer and remove the mask construction and rotary tables it
+            // made dead.
+            pm.add(RaiseDecoder);
+            pm.add(CommonSubexpressionElimination);
+            pm.add(DeadCodeElimination);
+        }
         _ => return Err(PassError::UnknownPipeline { name: name.to_string(), valid: names().to_vec() }),
     }
     Ok(pm)
@@ -42,7 +60,13 @@ pub fn pipeline(name: &str) -> Result<PassManager, PassError> {
 
 /// Every pass `pass_by_name` knows, in the order `--help` lists them.
 pub fn pass_names() -> &'static [&'static str] {
-    &[ShapeInference::NAME, ConstantFolding::NAME, CommonSubexpressionElimination::NAME, DeadCodeElimination::NAME]
+    &[
+        ShapeInference::NAME,
+        ConstantFolding::NAME,
+        CommonSubexpressionElimination::NAME,
+        DeadCodeElimination::NAME,
+        RaiseDecoder::NAME,
+    ]
 }
 
 /// A pass with its default options, by the name it reports.
@@ -52,6 +76,7 @@ pub fn pass_by_name(name: &str) -> Result<Box<dyn Pass>, PassError> {
         ConstantFolding::NAME => Box::new(ConstantFolding::default()),
         CommonSubexpressionElimination::NAME => Box::new(CommonSubexpressionElimination),
         DeadCodeElimination::NAME => Box::new(DeadCodeElimination),
+        RaiseDecoder::NAME => Box::new(RaiseDecoder),
         _ => return Err(PassError::UnknownPass { name: name.to_string(), valid: pass_names().to_vec() }),
     })
 }
@@ -72,10 +97,10 @@ mod tests {
         let e = pass_by_name("constant-fold").err().unwrap();
         assert_eq!(
             e.to_string(),
-            "unknown pass `constant-fold`; valid passes are: shape-inference, constant-folding, cse, dce"
+            "unknown pass `constant-fold`; valid passes are: shape-inference, constant-folding, cse, dce, raise-decoder"
         );
         let e = pipeline("O3").unwrap_err();
-        assert_eq!(e.to_string(), "unknown pipeline `O3`; valid pipelines are: O0, default");
+        assert_eq!(e.to_string(), "unknown pipeline `O3`; valid pipelines are: O0, default, onnx");
     }
 
     #[test]

@@ -184,7 +184,7 @@ fn unknown_names_list_the_valid_ones() {
     let e = pm.print_after(PrintAfter::Pass("DCE".into())).unwrap_err().to_string();
     assert_eq!(e, "unknown pass `DCE`; valid passes are: shape-inference, constant-folding, cse, dce");
     let e = pipeline("O2").unwrap_err().to_string();
-    assert_eq!(e, "unknown pipeline `O2`; valid pipelines are: O0, default");
+    assert_eq!(e, "unknown pipeline `O2`; valid pipelines are: O0, default, onnx");
     let e = pass_by_name("gvn").err().unwrap().to_string();
-    assert_eq!(e, "unknown pass `gvn`; valid passes are: shape-inference, constant-folding, cse, dce");
+    assert_eq!(e, "unknown pass `gvn`; valid passes are: shape-inference, constant-folding, cse, dce, raise-decoder");
 }

@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use kiln_ir::artifact::{CompiledKernel, FORMAT_VERSION, PipelineRecord, Target};
-use kiln_passes::PassContext;
 use tracing::info;
 
 use crate::artifact_writer::{ArtifactContents, WrittenArtifact, write_artifact};
@@ -87,7 +86,8 @@ pub struct CompileSummary {
 /// The files a model is read from, in a fixed order: a `.gguf` file itself; a `.kir` graph, its weights
 /// and the files of the same stem beside it that exist (tokenizer, chat template, generation config);
 /// for a Hugging Face directory every top-level file a frontend may read (`*.json`, `*.jinja`,
-/// `*.safetensors`, `*.txt`, `*.model`).
+/// `*.safetensors`, `*.txt`, `*.model`); for an ONNX graph, it and the files beside it whose names start
+/// with its file name (its external data).
 pub fn input_files(model: &Path, weights: Option<&Path>) -> Result<Vec<PathBuf>, DriverError> {
     let io = |e: std::io::Error| DriverError::Io { path: model.to_path_buf(), source: e };
     let mut files = match model_kind(model)? {
@@ -113,6 +113,21 @@ pub fn input_files(model: &Path, weights: Option<&Path>) -> Result<Vec<PathBuf>,
                 let ext = path.extension().and_then(|e| e.to_str()).unwrap_or_default();
                 let hidden = path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'));
                 if path.is_file() && !hidden && matches!(ext, "json" | "jinja" | "safetensors" | "txt" | "model") {
+                    f.push(path);
+                }
+            }
+            f.sort();
+            f
+        }
+        ModelKind::Onnx => {
+            // The graph and its external data, which exporters name after it (`model.onnx.data`).
+            let mut f = vec![model.to_path_buf()];
+            let stem = model.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+            let dir = model.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            for entry in std::fs::read_dir(dir).map_err(io)? {
+                let path = entry.map_err(io)?.path();
+                let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+                if path.is_file() && name != stem && name.starts_with(&stem) {
                     f.push(path);
                 }
             }
@@ -220,14 +235,15 @@ pub fn compile_with_kernels(
 
     let started = Instant::now();
     let spinner = progress.spinner(format!("running pipeline `{}`", pipeline.name));
-    let mut graph = imported.graph;
+    let mut imported = imported;
     let mut manager = kiln_passes::pipelines::pipeline(&options.pipeline).map_err(pass_error)?;
     for name in &options.disabled_passes {
         manager.disable(name).map_err(pass_error)?;
     }
-    let report = manager
-        .run(&mut graph, &mut PassContext::with_weights(&imported.weights))
+    // Through `lowering`, so that weights the passes create (raising an ONNX graph) go into the artifact.
+    let (report, _notes) = crate::lowering::run_pipeline(&mut imported, &mut manager)
         .map_err(|e| DriverError::Pipeline(format!("{}: {e}", model.display())))?;
+    let graph = imported.graph.clone();
     spinner.finish_and_clear();
     let passes_seconds = started.elapsed().as_secs_f64();
     info!(seconds = passes_seconds, "pipeline {}:\n{report}", pipeline.name);

@@ -8,6 +8,7 @@ pub mod artifact_writer;
 pub mod build_script;
 pub mod compile;
 pub mod cuda_kernels;
+pub mod lowering;
 pub mod model_source;
 pub mod progress;
 

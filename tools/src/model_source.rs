@@ -1,7 +1,7 @@
 //! Which frontend reads a model path, and the default model a fresh clone runs.
 //!
 //! A model is one of: a `.kir` graph (weights in the `.safetensors` file of the same name), a Hugging
-//! Face directory (one with a `config.json`), a `.gguf` file, or a compiled `.kiln` artifact. A `.kir` graph carries no tokenizer, so
+//! Face directory (one with a `config.json`), a `.gguf` file, a `.onnx` graph, or a compiled `.kiln` artifact. A `.kir` graph carries no tokenizer, so
 //! files of the same stem beside it supply what a frontend would read from the model itself:
 //! `NAME.tokenizer.json` (a `tokenizers` document), `NAME.chat_template.jinja`, and
 //! `NAME.generation_config.json` (`bos_token_id`, `eos_token_id` as in Hugging Face's file).
@@ -12,7 +12,7 @@ use kiln_ir::{DType, Dim, Model, ModelMeta};
 
 /// What the driver accepts, for messages.
 const SUPPORTED_INPUTS: &str = "a `.kir` graph (weights in the `.safetensors` file of the same name), a Hugging Face \
-     model directory (with config.json, model.safetensors and tokenizer.json), a `.gguf` file, or a `.kiln` artifact";
+     model directory (with config.json, model.safetensors and tokenizer.json), a `.gguf` file, a `.onnx` graph, or a `.kiln` artifact";
 
 /// Why the driver could not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +58,8 @@ pub enum ModelKind {
     Gguf,
     /// A compiled `.kiln` artifact.
     Artifact,
+    /// An ONNX graph (external data files beside it).
+    Onnx,
 }
 
 /// The model `kiln run` uses when none is given: the example that ships in the repository.
@@ -83,6 +85,7 @@ pub fn model_kind(path: &Path) -> Result<ModelKind, DriverError> {
         Some("kir") => Ok(ModelKind::Kir),
         Some("gguf") => Ok(ModelKind::Gguf),
         Some("kiln") => Ok(ModelKind::Artifact),
+        Some("onnx") => Ok(ModelKind::Onnx),
         _ => Err(DriverError::UnsupportedInput {
             path: path.to_path_buf(),
             reason: "not a model kiln knows by its name".to_string(),
@@ -102,6 +105,7 @@ pub fn load_model(path: &Path, weights: Option<&Path>) -> Result<Model, DriverEr
         ModelKind::HuggingFace => Ok(kiln_frontends::hf::load_hf_dir(path)?),
         ModelKind::Gguf => Ok(kiln_frontends::gguf::load_gguf(path)?),
         ModelKind::Artifact => Ok(kiln_runtime::Artifact::load(path)?.to_ir_model()),
+        ModelKind::Onnx => Ok(kiln_frontends::onnx::load_onnx(path)?),
     }
 }
 
@@ -192,7 +196,10 @@ mod tests {
         let gguf = dir.path().join("m.GGUF");
         std::fs::write(&gguf, "").unwrap();
         assert_eq!(model_kind(&gguf).unwrap(), ModelKind::Gguf);
-        let other = dir.path().join("m.onnx");
+        let onnx = dir.path().join("m.onnx");
+        std::fs::write(&onnx, "").unwrap();
+        assert_eq!(model_kind(&onnx).unwrap(), ModelKind::Onnx);
+        let other = dir.path().join("m.bin");
         std::fs::write(&other, "").unwrap();
         let err = model_kind(&other).unwrap_err().to_string();
         assert!(err.contains("Hugging Face model directory"), "{err}");

@@ -1,4 +1,5 @@
-//! Ops that make tensors from scalars and shapes (`range`, `shape`, `constant_of_shape`) and `cumsum`.
+//! Ops that make tensors from scalars and shapes (`range`, `shape`, `constant_of_shape`), `cumsum` and
+//! `cumprod`.
 
 use super::compute::{Real, Values};
 use super::{Cx, EvalError, MAX_ELEMENTS, outer_axis_inner};
@@ -62,21 +63,28 @@ fn float_range<T: Real + Into<f64>>(cx: Cx, start: T, limit: T, delta: T) -> Res
     Ok((0..count).map(|i| start + T::of(i as f64) * delta).collect())
 }
 
-/// Running sums along `axis`; `exclusive` leaves out the element itself, `reverse` sums from the end.
-pub(super) fn cumsum(cx: Cx, x: &Tensor, axis: i64, exclusive: bool, reverse: bool) -> Result<Tensor, EvalError> {
+/// Running sums (or products) along `axis`; `exclusive` leaves out the element itself, `reverse`
+/// accumulates from the end.
+pub(super) fn cumulative(
+    cx: Cx,
+    x: &Tensor,
+    axis: i64,
+    (exclusive, reverse): (bool, bool),
+    product: bool,
+) -> Result<Tensor, EvalError> {
     let axis = cx.axis(axis, x.shape().len())?;
     let (outer, len, inner) = outer_axis_inner(x.shape(), axis);
     fn scan<T: Copy>(
         v: &[T],
         (outer, len, inner): (usize, usize, usize),
         (exclusive, reverse): (bool, bool),
-        zero: T,
+        identity: T,
         add: impl Fn(T, T) -> T,
     ) -> Vec<T> {
-        let mut out = vec![zero; v.len()];
+        let mut out = vec![identity; v.len()];
         for o in 0..outer {
             for i in 0..inner {
-                let mut acc = zero;
+                let mut acc = identity;
                 for step in 0..len {
                     let k = if reverse { len - 1 - step } else { step };
                     let at = (o * len + k) * inner + i;
@@ -95,6 +103,9 @@ pub(super) fn cumsum(cx: Cx, x: &Tensor, axis: i64, exclusive: bool, reverse: bo
     let dims = (outer, len, inner);
     let flags = (exclusive, reverse);
     let out = match Values::widen(x.data()) {
+        Values::F32(v) if product => Values::F32(scan(&v, dims, flags, 1.0, |a, b| a * b)),
+        Values::F64(v) if product => Values::F64(scan(&v, dims, flags, 1.0, |a, b| a * b)),
+        Values::I64(v) if product => Values::I64(scan(&v, dims, flags, 1, i64::wrapping_mul)),
         Values::F32(v) => Values::F32(scan(&v, dims, flags, 0.0, |a, b| a + b)),
         Values::F64(v) => Values::F64(scan(&v, dims, flags, 0.0, |a, b| a + b)),
         Values::I64(v) => Values::I64(scan(&v, dims, flags, 0, i64::wrapping_add)),

@@ -18,6 +18,8 @@ pub(super) fn unary(cx: Cx, u: UnaryOp, x: &Tensor) -> Result<Tensor, EvalError>
         (UnaryOp::IsInf, Values::F32(v)) => (Values::Bool(v.into_iter().map(f32::is_infinite).collect()), DType::Bool),
         (UnaryOp::IsInf, Values::F64(v)) => (Values::Bool(v.into_iter().map(f64::is_infinite).collect()), DType::Bool),
         (UnaryOp::Not | UnaryOp::IsNan | UnaryOp::IsInf, _) => return Err(not_defined()),
+        (UnaryOp::BitNot, Values::I64(v)) => (Values::I64(v.into_iter().map(|a| !a).collect()), dtype),
+        (UnaryOp::BitNot, _) => return Err(not_defined()),
         (_, Values::F32(v)) => (Values::F32(v.into_iter().map(|a| unary_float(u, a)).collect()), dtype),
         (_, Values::F64(v)) => (Values::F64(v.into_iter().map(|a| unary_float(u, a)).collect()), dtype),
         (_, Values::I64(v)) => {
@@ -50,6 +52,15 @@ fn unary_float<T: Real>(u: UnaryOp, a: T) -> T {
         UnaryOp::Tanh => a.tanh(),
         UnaryOp::Sigmoid => sigmoid(a),
         UnaryOp::Erf => a.erf(),
+        UnaryOp::Tan => a.tan(),
+        UnaryOp::Asin => a.asin(),
+        UnaryOp::Acos => a.acos(),
+        UnaryOp::Atan => a.atan(),
+        UnaryOp::Sinh => a.sinh(),
+        UnaryOp::Cosh => a.cosh(),
+        UnaryOp::Asinh => a.asinh(),
+        UnaryOp::Acosh => a.acosh(),
+        UnaryOp::Atanh => a.atanh(),
         UnaryOp::Floor => a.floor(),
         UnaryOp::Ceil => a.ceil(),
         // ONNX Round: halves go to the even neighbour.
@@ -66,7 +77,9 @@ fn unary_float<T: Real>(u: UnaryOp, a: T) -> T {
                 a
             }
         }
-        UnaryOp::Not | UnaryOp::IsNan | UnaryOp::IsInf => unreachable!("{} is not a float-valued function", u.name()),
+        UnaryOp::Not | UnaryOp::IsNan | UnaryOp::IsInf | UnaryOp::BitNot => {
+            unreachable!("{} is not a float-valued function", u.name())
+        }
     }
 }
 
@@ -108,11 +121,19 @@ pub(super) fn binary(cx: Cx, op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Ten
     if logical != (dtype == DType::Bool) {
         return Err(not_defined());
     }
+    let bitwise = matches!(
+        op,
+        BinaryOp::BitAnd | BinaryOp::BitOr | BinaryOp::BitXor | BinaryOp::ShiftLeft | BinaryOp::ShiftRight
+    );
+    if bitwise && !dtype.is_int() {
+        return Err(not_defined());
+    }
     let out = match (Values::widen(a.data()), Values::widen(b.data())) {
         (Values::F32(x), Values::F32(y)) => Values::F32(zip_with(&x, &y, &ia, &ib, |p, q| binary_float(op, p, q))),
         (Values::F64(x), Values::F64(y)) => Values::F64(zip_with(&x, &y, &ia, &ib, |p, q| binary_float(op, p, q))),
         (Values::I64(x), Values::I64(y)) => {
-            let results = zip_with(&x, &y, &ia, &ib, |p, q| binary_int(op, p, q));
+            let width = 8 * dtype.size_of().expect("integer dtypes are plain") as i64;
+            let results = zip_with(&x, &y, &ia, &ib, |p, q| binary_int(op, p, q, width));
             Values::I64(results.into_iter().collect::<Result<_, _>>().map_err(|m| cx.err(m))?)
         }
         (Values::Bool(x), Values::Bool(y)) => Values::Bool(zip_with(&x, &y, &ia, &ib, |p, q| match op {
@@ -137,11 +158,20 @@ fn binary_float<T: Real>(op: BinaryOp, a: T, b: T) -> T {
         BinaryOp::Min => min_nan(a, b),
         // Rust's float `%` is C fmod: the result has the sign of the dividend.
         BinaryOp::Mod => a % b,
-        BinaryOp::And | BinaryOp::Or | BinaryOp::Xor => unreachable!("logical ops on floats are rejected before"),
+        BinaryOp::And
+        | BinaryOp::Or
+        | BinaryOp::Xor
+        | BinaryOp::BitAnd
+        | BinaryOp::BitOr
+        | BinaryOp::BitXor
+        | BinaryOp::ShiftLeft
+        | BinaryOp::ShiftRight => unreachable!("logical and bitwise ops on floats are rejected before"),
     }
 }
 
-fn binary_int(op: BinaryOp, a: i64, b: i64) -> Result<i64, String> {
+/// `op` on integers widened to i64 from a storage type of `width` bits (the result is narrowed back
+/// with wrapping, which keeps two's-complement bit patterns).
+fn binary_int(op: BinaryOp, a: i64, b: i64, width: i64) -> Result<i64, String> {
     Ok(match op {
         BinaryOp::Add => a.wrapping_add(b),
         BinaryOp::Sub => a.wrapping_sub(b),
@@ -163,6 +193,19 @@ fn binary_int(op: BinaryOp, a: i64, b: i64) -> Result<i64, String> {
         BinaryOp::Pow => int_pow(a, b)?,
         BinaryOp::Max => a.max(b),
         BinaryOp::Min => a.min(b),
+        BinaryOp::BitAnd => a & b,
+        BinaryOp::BitOr => a | b,
+        BinaryOp::BitXor => a ^ b,
+        BinaryOp::ShiftLeft if (0..width).contains(&b) => a.wrapping_shl(b as u32),
+        BinaryOp::ShiftRight if (0..width).contains(&b) => a >> b,
+        BinaryOp::ShiftLeft => 0,
+        BinaryOp::ShiftRight => {
+            if a < 0 {
+                -1
+            } else {
+                0
+            }
+        }
         BinaryOp::And | BinaryOp::Or | BinaryOp::Xor => unreachable!("logical ops are rejected before"),
     })
 }

@@ -12,9 +12,11 @@ mod activation;
 mod compute;
 mod creation;
 mod elementwise;
+mod indexing;
 mod matmul;
 mod movement;
 mod reduce;
+mod window;
 
 use crate::{DType, Op, Tensor, TensorData};
 
@@ -86,8 +88,31 @@ pub fn eval_generic(op: &Op, inputs: &[&Tensor]) -> Result<Option<Vec<Tensor>>, 
         Op::Expand {} => one(movement::expand(cx, inputs[0], inputs[1])?),
         Op::Tile {} => one(movement::tile(cx, inputs[0], inputs[1])?),
         Op::Trilu { upper } => one(movement::trilu(cx, inputs[0], inputs.get(1).copied(), *upper)?),
+        Op::GatherElements { axis } => one(indexing::gather_elements(cx, inputs[0], inputs[1], *axis)?),
+        Op::ScatterElements { axis, reduction } => {
+            one(indexing::scatter_elements(cx, inputs[0], inputs[1], inputs[2], *axis, *reduction)?)
+        }
+        Op::GatherNd { batch_dims } => one(indexing::gather_nd(cx, inputs[0], inputs[1], *batch_dims)?),
+        Op::ScatterNd { reduction } => one(indexing::scatter_nd(cx, inputs[0], inputs[1], inputs[2], *reduction)?),
+        Op::Pad { mode } => one(movement::pad(cx, inputs[0], inputs[1], inputs.get(2).copied(), *mode)?),
+        Op::Conv { strides, pads, dilations, group } => {
+            one(window::conv(cx, inputs, window::Geometry { strides, pads, dilations }, *group)?)
+        }
+        Op::Pool { kind, kernel, strides, pads, dilations, ceil_mode, count_include_pad, p } => one(window::pool(
+            cx,
+            inputs[0],
+            kernel,
+            window::Geometry { strides, pads, dilations },
+            (*kind, *ceil_mode, *count_include_pad, *p),
+        )?),
+        Op::TopK { axis, largest } => Ok(Some(reduce::topk(cx, inputs[0], inputs[1], *axis, *largest)?)),
         Op::Range {} => one(creation::range(cx, inputs[0], inputs[1], inputs[2])?),
-        Op::CumSum { axis, exclusive, reverse } => one(creation::cumsum(cx, inputs[0], *axis, *exclusive, *reverse)?),
+        Op::CumSum { axis, exclusive, reverse } => {
+            one(creation::cumulative(cx, inputs[0], *axis, (*exclusive, *reverse), false)?)
+        }
+        Op::CumProd { axis, exclusive, reverse } => {
+            one(creation::cumulative(cx, inputs[0], *axis, (*exclusive, *reverse), true)?)
+        }
         Op::Shape { start, end } => one(creation::shape(cx, inputs[0], *start, *end)?),
         Op::ConstantOfShape { value, dtype } => one(creation::constant_of_shape(cx, inputs[0], *value, *dtype)?),
         Op::Softmax { axis } => one(activation::softmax(cx, inputs[0], *axis)?),

@@ -1,5 +1,5 @@
 //! Data-movement ops: reshape, transpose, squeeze, unsqueeze, concat, split, slice, gather, expand,
-//! tile and trilu.
+//! tile, pad and trilu.
 //!
 //! Each computes, for every result element, the flat index of the input element it copies, and gathers
 //! the data once; values are never converted, so every dtype moves exactly.
@@ -7,7 +7,7 @@
 use super::compute::{Values, concat_data};
 use super::{Cx, EvalError, broadcast_indices, broadcast_shapes, cartesian_indices, outer_axis_inner, strided_indices};
 use crate::tensor::contiguous_strides;
-use crate::{DType, Tensor};
+use crate::{DType, PadMode, Tensor, TensorData};
 
 /// The product of `dims`, or `None` on overflow.
 fn checked_product(dims: &[usize]) -> Option<usize> {
@@ -314,4 +314,90 @@ pub(super) fn trilu(cx: Cx, x: &Tensor, k: Option<&Tensor>, upper: bool) -> Resu
     };
     let out = Values::widen(x.data()).zero_unless(keep).narrow(x.dtype());
     Ok(cx.tensor(x.shape().to_vec(), out))
+}
+
+/// ONNX Pad: result coordinate `c` along an axis reads input coordinate `c - before`; outside the
+/// input, `constant` uses `value`, `edge` clamps, `reflect` mirrors without repeating the edge, and
+/// `wrap` repeats periodically.
+pub(super) fn pad(
+    cx: Cx,
+    x: &Tensor,
+    pads: &Tensor,
+    value: Option<&Tensor>,
+    mode: PadMode,
+) -> Result<Tensor, EvalError> {
+    let p = cx.int_list(pads, "pads")?;
+    let rank = x.shape().len();
+    if p.len() != 2 * rank {
+        return Err(cx.err(format!("pads {p:?} must have {} entries for {}", 2 * rank, x.ty())));
+    }
+    let mut out_shape = Vec::with_capacity(rank);
+    for (a, &d) in x.shape().iter().enumerate() {
+        let len = d as i128 + p[a] as i128 + p[a + rank] as i128;
+        if len < 0 {
+            return Err(cx.err(format!("pads {p:?} remove more than the {d} elements of axis {a} of {}", x.ty())));
+        }
+        out_shape.push(usize::try_from(len).map_err(|_| cx.err(format!("pads {p:?} overflow")))?);
+    }
+    let n = cx.numel(&out_shape)?;
+    if n > 0 && mode != PadMode::Constant && x.shape().iter().zip(&out_shape).any(|(&d, &o)| d == 0 && o > 0) {
+        return Err(cx.err(format!("{} mode cannot pad an empty axis of {}", mode.name(), x.ty())));
+    }
+    let fill = match value {
+        Some(v) => {
+            let v = cx.scalar_of(v, "value")?;
+            if v.dtype() != x.dtype() {
+                return Err(cx.err(format!("value {} must have the dtype of x {}", v.ty(), x.ty())));
+            }
+            v.data().clone()
+        }
+        None => TensorData::from_f64(x.dtype(), [0.0]).map_err(|e| cx.err(e.to_string()))?,
+    };
+    // Per axis, the input coordinate each result coordinate reads, or None for the fill value.
+    let coords: Vec<Vec<Option<usize>>> = (0..rank)
+        .map(|a| {
+            let d = x.shape()[a] as i64;
+            (0..out_shape[a] as i64)
+                .map(|c| {
+                    let s = c - p[a];
+                    if (0..d).contains(&s) {
+                        return Some(s as usize);
+                    }
+                    match mode {
+                        PadMode::Constant => None,
+                        PadMode::Edge => Some(s.clamp(0, d - 1) as usize),
+                        PadMode::Wrap => Some(s.rem_euclid(d) as usize),
+                        PadMode::Reflect => {
+                            let period = 2 * (d - 1);
+                            if period == 0 {
+                                return Some(0);
+                            }
+                            let m = s.rem_euclid(period);
+                            Some(if m < d { m } else { period - m } as usize)
+                        }
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    let strides = contiguous_strides(x.shape());
+    let fill_at = x.len();
+    let mut indices = Vec::with_capacity(n);
+    let mut at = vec![0usize; rank];
+    for _ in 0..n {
+        let mut flat = Some(0usize);
+        for a in 0..rank {
+            flat = flat.zip(coords[a][at[a]]).map(|(f, c)| f + c * strides[a]);
+        }
+        indices.push(flat.unwrap_or(fill_at));
+        for a in (0..rank).rev() {
+            at[a] += 1;
+            if at[a] < out_shape[a] {
+                break;
+            }
+            at[a] = 0;
+        }
+    }
+    let all = concat_data(&[x.data(), &fill]);
+    Ok(cx.tensor(out_shape, all.gather_flat(&indices)))
 }

@@ -1,4 +1,5 @@
-//! Reductions (`reduce_sum`, `reduce_mean`, `reduce_max`, `reduce_min`, `reduce_prod`) and `argmax`.
+//! Reductions (`reduce_sum`, `reduce_mean`, `reduce_max`, `reduce_min`, `reduce_prod`), `argmax` and
+//! `topk`.
 //!
 //! Floats accumulate in their compute type (f32 for f32/f16/bf16, f64 for f64); integers in i64 with
 //! wrapping. `reduce_max`/`reduce_min` propagate NaN; an empty reduction is 0 for sum, 1 for prod, NaN
@@ -132,4 +133,51 @@ pub(super) fn argmax(cx: Cx, axis: i64, keepdims: bool, x: &Tensor) -> Result<Te
         Values::Bool(_) => unreachable!("bool rejected above"),
     };
     Ok(cx.tensor(g.out_shape, TensorData::I64(out)))
+}
+
+/// The `k` largest (or smallest) elements along `axis` and their indices, sorted, equal values in
+/// index order. Compared in f64 (exact for every float and for integers up to 2^53).
+pub(super) fn topk(cx: Cx, x: &Tensor, k: &Tensor, axis: i64, largest: bool) -> Result<Vec<Tensor>, EvalError> {
+    let k = match cx.int_list(k, "k")?.as_slice() {
+        [k] => *k,
+        other => return Err(cx.err(format!("k must hold one number, got {other:?}"))),
+    };
+    if x.dtype() == DType::Bool {
+        return Err(cx.err(format!("not defined on bool tensors (input {})", x.ty())));
+    }
+    let axis = cx.axis(axis, x.shape().len())?;
+    let n = x.shape()[axis];
+    let k = usize::try_from(k)
+        .ok()
+        .filter(|&k| k <= n)
+        .ok_or_else(|| cx.err(format!("k = {k} is not between 0 and the {n} elements of axis {axis} of {}", x.ty())))?;
+    let (outer, _, inner) = super::outer_axis_inner(x.shape(), axis);
+    let v = x.to_f64_vec();
+    let mut picks = Vec::with_capacity(outer * k * inner);
+    let mut order: Vec<usize> = Vec::with_capacity(n);
+    let mut chosen = vec![0usize; outer * k * inner];
+    for o in 0..outer {
+        for i in 0..inner {
+            let at = |j: usize| (o * n + j) * inner + i;
+            order.clear();
+            order.extend(0..n);
+            // A stable sort keeps equal values in index order.
+            order.sort_by(|&a, &b| {
+                let (va, vb) = (v[at(a)], v[at(b)]);
+                if largest { vb.total_cmp(&va) } else { va.total_cmp(&vb) }
+            });
+            for (r, &j) in order[..k].iter().enumerate() {
+                chosen[(o * k + r) * inner + i] = j;
+            }
+        }
+    }
+    for (flat, &j) in chosen.iter().enumerate() {
+        let (o, i) = (flat / (k * inner), flat % inner);
+        picks.push((o * n + j) * inner + i);
+    }
+    let mut shape = x.shape().to_vec();
+    shape[axis] = k;
+    let values = cx.tensor(shape.clone(), x.data().gather_flat(&picks));
+    let indices = cx.tensor(shape, TensorData::I64(chosen.iter().map(|&j| j as i64).collect()));
+    Ok(vec![values, indices])
 }

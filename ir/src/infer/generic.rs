@@ -219,6 +219,10 @@ pub(super) fn unary(u: UnaryOp, a: &Args) -> Result<TensorType, String> {
             want_bool("x", x)?;
             Ok(x.clone())
         }
+        UnaryOp::BitNot => {
+            want_int("x", x)?;
+            Ok(x.clone())
+        }
         UnaryOp::IsNan | UnaryOp::IsInf => {
             want_float("x", x)?;
             Ok(TensorType::new(DType::Bool, x.shape.clone()))
@@ -246,7 +250,16 @@ pub(super) fn unary(u: UnaryOp, a: &Args) -> Result<TensorType, String> {
         | UnaryOp::Erf
         | UnaryOp::Floor
         | UnaryOp::Ceil
-        | UnaryOp::Round => {
+        | UnaryOp::Round
+        | UnaryOp::Tan
+        | UnaryOp::Asin
+        | UnaryOp::Acos
+        | UnaryOp::Atan
+        | UnaryOp::Sinh
+        | UnaryOp::Cosh
+        | UnaryOp::Asinh
+        | UnaryOp::Acosh
+        | UnaryOp::Atanh => {
             want_float("x", x)?;
             Ok(x.clone())
         }
@@ -259,6 +272,10 @@ pub(super) fn binary(b: BinaryOp, a: &Args) -> Result<TensorType, String> {
         BinaryOp::And | BinaryOp::Or | BinaryOp::Xor => {
             want_bool("a", x)?;
             want_bool("b", y)?;
+        }
+        BinaryOp::BitAnd | BinaryOp::BitOr | BinaryOp::BitXor | BinaryOp::ShiftLeft | BinaryOp::ShiftRight => {
+            want_int("a", x)?;
+            want_same_dtype("a and b", x, y)?;
         }
         _ => {
             want_numeric("a", x)?;

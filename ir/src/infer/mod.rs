@@ -13,8 +13,12 @@
 
 mod dims;
 mod generic;
+mod indexing;
 mod model;
 mod shape_ops;
+mod window;
+
+pub(crate) use window::output_dims as window_output_dims;
 
 pub use dims::{
     DimProduct, broadcast_dim, broadcast_shapes, dims_compatible, merge_dims, normalize_axes, normalize_axis,
@@ -169,11 +173,21 @@ pub fn infer_types(
         Op::Gather { axis } => one(generic::gather(*axis, &args)),
         Op::Expand {} => one(shape_ops::expand(&args)),
         Op::Range {} => one(shape_ops::range(&args)),
-        Op::CumSum { axis, .. } => one(generic::cumsum(*axis, &args)),
+        Op::CumSum { axis, .. } | Op::CumProd { axis, .. } => one(generic::cumsum(*axis, &args)),
         Op::Shape { start, end } => one(shape_ops::shape(*start, *end, &args)),
         Op::ConstantOfShape { value, dtype } => one(shape_ops::constant_of_shape(*value, *dtype, &args)),
         Op::Tile {} => one(shape_ops::tile(&args)),
         Op::Trilu { .. } => one(shape_ops::trilu(&args)),
+        Op::GatherElements { axis } => one(indexing::gather_elements(*axis, &args)),
+        Op::ScatterElements { axis, .. } => one(indexing::scatter_elements(*axis, &args)),
+        Op::GatherNd { batch_dims } => one(indexing::gather_nd(*batch_dims, &args)),
+        Op::ScatterNd { .. } => one(indexing::scatter_nd(&args)),
+        Op::Pad { .. } => one(shape_ops::pad(&args)),
+        Op::TopK { axis, .. } => shape_ops::topk(*axis, &args),
+        Op::Conv { strides, pads, dilations, group } => one(window::conv(strides, pads, dilations, *group, &args)),
+        Op::Pool { kind: _, kernel, strides, pads, dilations, ceil_mode, count_include_pad: _, p: _ } => {
+            one(window::pool(kernel, strides, pads, dilations, *ceil_mode, &args))
+        }
         Op::Unary(u) => one(generic::unary(*u, &args)),
         Op::Binary(b) => one(generic::binary(*b, &args)),
         Op::Compare(c) => one(generic::compare(*c, &args)),

@@ -330,3 +330,71 @@ pub(super) fn trilu(a: &Args) -> Result<TensorType, String> {
     }
     Ok(x.clone())
 }
+
+pub(super) fn pad(a: &Args) -> Result<TensorType, String> {
+    let x = a.ty(0);
+    let pads = index_vector(a, 1, "pads")?;
+    if let Some(n) = pads.len
+        && n != 2 * x.rank()
+    {
+        return Err(format!(
+            "pads has {n} entries but x {} has rank {}, so it needs {}",
+            x.shape,
+            x.rank(),
+            2 * x.rank()
+        ));
+    }
+    if let Some(v) = a.opt_ty(2)
+        && (v.dtype != x.dtype || v.shape.num_elements().is_some_and(|n| n != 1))
+    {
+        return Err(format!("the value {v} must be one element of x's dtype {}", x.dtype));
+    }
+    let dims = match &pads.values {
+        None => vec![Dim::Unknown; x.rank()],
+        Some(p) => {
+            let r = x.rank();
+            let mut dims = Vec::with_capacity(r);
+            for (i, d) in x.shape.0.iter().enumerate() {
+                dims.push(match d {
+                    Dim::Static(n) => {
+                        let len = *n as i128 + p[i] as i128 + p[i + r] as i128;
+                        if len < 0 {
+                            return Err(format!("pads {p:?} remove more than the {n} elements of dim {i}"));
+                        }
+                        Dim::Static(len as u64)
+                    }
+                    d if p[i] == 0 && p[i + r] == 0 => d.clone(),
+                    _ => Dim::Unknown,
+                });
+            }
+            dims
+        }
+    };
+    Ok(TensorType::new(x.dtype, Shape(dims)))
+}
+
+pub(super) fn topk(axis: i64, a: &Args) -> Result<Vec<TensorType>, String> {
+    let x = a.ty(0);
+    if !(x.dtype.is_float() || x.dtype.is_int()) {
+        return Err(format!("x must be numeric, but it is {x}"));
+    }
+    let ax = super::normalize_axis(axis, x.rank(), "axis")?;
+    let k = index_vector(a, 1, "k")?;
+    if k.len.is_some_and(|n| n != 1) {
+        return Err(format!("k must hold one number, but it is {}", a.ty(1)));
+    }
+    let mut dims = x.shape.0.clone();
+    dims[ax] = match k.values.as_deref() {
+        Some([k]) if *k < 0 => return Err(format!("k must not be negative, but it is {k}")),
+        Some([k]) => {
+            if let Dim::Static(n) = dims[ax]
+                && *k as u64 > n
+            {
+                return Err(format!("k = {k} exceeds the {n} elements of axis {ax}"));
+            }
+            Dim::Static(*k as u64)
+        }
+        _ => Dim::Unknown,
+    };
+    Ok(vec![TensorType::new(x.dtype, Shape(dims.clone())), TensorType::new(DType::I64, Shape(dims))])
+}

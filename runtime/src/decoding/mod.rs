@@ -17,13 +17,16 @@
 //! - output 0 `logits: f32[1, seq, vocab]`: the next-token logits after each of the step's tokens
 //!   (further outputs are ignored);
 //! - `attention` ops with a `layer`, so that keys and values of earlier steps come from the
-//!   executor's KV cache (a step feeds only its new tokens).
+//!   executor's KV cache (a step feeds only its new tokens). A graph without any (an ONNX export whose
+//!   attention was not raised) runs through [`RecomputingExecutor`], which feeds the whole sequence at
+//!   every step.
 
 mod drafter;
 mod executor;
 mod generate;
 mod model_drafter;
 mod ngram;
+mod recompute;
 mod sampling;
 mod speculative;
 mod step;
@@ -34,6 +37,7 @@ pub use executor::DecoderExecutor;
 pub use generate::{GenerateConfig, GenerateOutput, GenerateStats, generate, generate_streaming};
 pub use model_drafter::ModelDrafter;
 pub use ngram::{NgramConfig, NgramDrafter};
+pub use recompute::{RecomputingExecutor, uses_kv_cache};
 pub use sampling::{Candidates, Sampler, Sampling, argmax};
 pub use speculative::{
     generate_speculative, generate_speculative_accepting_every_draft, generate_speculative_streaming,

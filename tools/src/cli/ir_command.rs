@@ -30,10 +30,9 @@ pub struct IrArgs {
 }
 
 pub fn run(args: IrArgs) -> Result<()> {
-    let model = kiln::load_model(&args.model, args.weights.as_deref()).map_err(report)?;
+    let mut model = kiln::load_model(&args.model, args.weights.as_deref()).map_err(report)?;
     let weights = (!model.weights.is_empty()).then_some(&model.weights);
-    let mut graph = model.graph;
-    kiln_ir::verify(&graph, weights).map_err(|e| {
+    kiln_ir::verify(&model.graph, weights).map_err(|e| {
         let n = e.errors.len();
         miette!("{}: the graph is invalid ({n} error{}):\n{e}", args.model.display(), if n == 1 { "" } else { "s" })
     })?;
@@ -47,13 +46,17 @@ pub fn run(args: IrArgs) -> Result<()> {
         manager.print_after(which).map_err(|e| miette!("{e}"))?;
         manager.set_print_sink(|pass: &str, text: &str| print!("// ----- after {pass} -----\n{text}"));
     }
-    let mut cx = kiln_passes::PassContext { weights };
-    let report = manager.run(&mut graph, &mut cx).map_err(|e| miette!("{e}"))?;
+    let (report, notes) = kiln::lowering::run_pipeline(&mut model, &mut manager).map_err(|e| miette!("{e}"))?;
+    // What the passes could not do and why (a raising pattern that did not match), for the person reading
+    // the IR; on stderr, so that stdout stays the IR text.
+    for note in &notes {
+        eprintln!("note: {note}");
+    }
     if args.timings {
         eprint!("{report}");
     }
     if args.print_after.is_none() {
-        print!("{}", kiln_ir::text::print(&graph));
+        print!("{}", kiln_ir::text::print(&model.graph));
     }
     Ok(())
 }

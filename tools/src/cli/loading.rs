@@ -7,13 +7,10 @@ use kiln::{ModelKind, Progress};
 use kiln_ir::artifact::Target;
 use kiln_ir::{CompiledKernel, Model};
 use kiln_runtime::CpuExecutor;
-use kiln_runtime::decoding::DecoderExecutor;
+use kiln_runtime::decoding::{DecoderExecutor, RecomputingExecutor, uses_kv_cache};
 use miette::{Result, miette};
 
 use super::diagnostics::report;
-
-/// The pipeline a model runs through when `--pipeline` is not given.
-pub const DEFAULT_PIPELINE: &str = "default";
 
 /// Where generation runs (`--device`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -85,14 +82,16 @@ pub fn open_with_kernels(
     let spinner = progress.spinner(format!("importing {}", path.display()));
     let mut model = kiln::load_model(path, weights).map_err(report)?;
     spinner.finish_and_clear();
-    let name = pipeline.unwrap_or(DEFAULT_PIPELINE);
+    let name = pipeline.unwrap_or_else(|| kiln::lowering::default_pipeline(path));
     let spinner = progress.spinner(format!("running pipeline `{name}`"));
     let mut manager = kiln_passes::pipelines::pipeline(name).map_err(|e| miette!("{e}"))?;
-    let report = manager
-        .run(&mut model.graph, &mut kiln_passes::PassContext::with_weights(&model.weights))
-        .map_err(|e| miette!("{}: {e}", path.display()))?;
+    let (report, notes) =
+        kiln::lowering::run_pipeline(&mut model, &mut manager).map_err(|e| miette!("{}: {e}", path.display()))?;
     spinner.finish_and_clear();
     tracing::info!("pipeline {name} on {}:\n{report}", path.display());
+    for note in notes {
+        tracing::info!("{note}");
+    }
     Ok((model, None))
 }
 
@@ -110,7 +109,18 @@ pub fn decoder_executor(
     path: &Path,
 ) -> Result<Box<dyn DecoderExecutor>> {
     match device {
-        Device::Cpu => Ok(Box::new(cpu_executor(model, path)?)),
+        Device::Cpu => {
+            let exec = cpu_executor(model, path)?;
+            if uses_kv_cache(exec.graph()) {
+                return Ok(Box::new(exec));
+            }
+            eprintln!(
+                "note: {}: the graph has no KV-cache attention (see `kiln ir MODEL --pipeline onnx` for why), so each \
+                 step recomputes the whole sequence",
+                path.display()
+            );
+            Ok(Box::new(RecomputingExecutor::new(exec).map_err(|e| miette!("{}: {e}", path.display()))?))
+        }
         Device::Cuda => cuda_executor(model, kernels, path),
     }
 }

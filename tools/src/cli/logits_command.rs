@@ -20,7 +20,8 @@ pub struct LogitsArgs {
     weights: Option<PathBuf>,
     #[command(flatten)]
     prompt: PromptArgs,
-    /// Pass pipeline applied to a model before running (default: `default`; an artifact runs as compiled).
+    /// Pass pipeline applied to a model before running (default: `onnx` for `.onnx` models, else `default`; an
+    /// artifact runs as compiled).
     #[arg(long)]
     pipeline: Option<String>,
     /// Print `{"prompt_ids": [...], "logits": [...]}` (non-finite logits as null); without it, the ten

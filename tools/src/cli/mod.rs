@@ -7,6 +7,7 @@ mod inspect_command;
 mod ir_command;
 mod loading;
 mod logits_command;
+mod onnx_conformance_command;
 mod prompt;
 mod run_command;
 mod speculation;
@@ -45,6 +46,8 @@ enum Command {
     Ir(ir_command::IrArgs),
     /// Measure prefill and decode throughput (and the speedup of speculative decoding).
     Bench(bench_command::BenchArgs),
+    /// Run the ONNX node conformance suite (see tools/gen_onnx_node_suite.py) on the CPU executor.
+    OnnxConformance(onnx_conformance_command::OnnxConformanceArgs),
 }
 
 pub fn run(cli: Cli) -> miette::Result<()> {
@@ -55,5 +58,6 @@ pub fn run(cli: Cli) -> miette::Result<()> {
         Command::Inspect(args) => inspect_command::run(args),
         Command::Ir(args) => ir_command::run(args),
         Command::Bench(args) => bench_command::run(args),
+        Command::OnnxConformance(args) => onnx_conformance_command::run(args),
     }
 }

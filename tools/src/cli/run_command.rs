@@ -40,7 +40,8 @@ pub struct RunArgs {
     /// Keep generating past the model's end-of-sequence tokens (for benchmarks that need a fixed length).
     #[arg(long)]
     ignore_eos: bool,
-    /// Pass pipeline applied to a model before running (default: `default`; an artifact runs as compiled).
+    /// Pass pipeline applied to a model before running (default: `onnx` for `.onnx` models, else `default`; an
+    /// artifact runs as compiled).
     #[arg(long)]
     pipeline: Option<String>,
     /// Where to run.

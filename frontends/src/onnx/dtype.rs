@@ -1,0 +1,45 @@
+//! ONNX element types (`TensorProto.DataType`) and their kiln dtypes.
+
+use kiln_ir::DType;
+
+use super::OnnxError;
+use super::proto::tensor_proto::DataType;
+
+/// The kiln dtype of ONNX element type `code`; `what` names the tensor or value in the error.
+pub fn dtype_of(code: i32, what: &str) -> Result<DType, OnnxError> {
+    let unsupported = |name: &str| OnnxError::UnsupportedDType { what: what.to_string(), dtype: name.to_string() };
+    let Ok(dt) = DataType::try_from(code) else {
+        return Err(unsupported(&format!("with unknown code {code}")));
+    };
+    Ok(match dt {
+        DataType::Float => DType::F32,
+        DataType::Float16 => DType::F16,
+        DataType::Bfloat16 => DType::BF16,
+        DataType::Double => DType::F64,
+        DataType::Int8 => DType::I8,
+        DataType::Int16 => DType::I16,
+        DataType::Int32 => DType::I32,
+        DataType::Int64 => DType::I64,
+        DataType::Uint8 => DType::U8,
+        DataType::Bool => DType::Bool,
+        DataType::Undefined => return Err(unsupported("UNDEFINED (0)")),
+        other => return Err(unsupported(other.as_str_name())),
+    })
+}
+
+/// The ONNX element type code of a kiln dtype.
+pub fn code_of(dtype: DType) -> i32 {
+    (match dtype {
+        DType::F32 => DataType::Float,
+        DType::F16 => DataType::Float16,
+        DType::BF16 => DataType::Bfloat16,
+        DType::F64 => DataType::Double,
+        DType::I8 => DataType::Int8,
+        DType::I16 => DataType::Int16,
+        DType::I32 => DataType::Int32,
+        DType::I64 => DataType::Int64,
+        DType::U8 => DataType::Uint8,
+        DType::Bool => DataType::Bool,
+        DType::Q8C | DType::Q4G { .. } => DataType::Undefined,
+    }) as i32
+}

@@ -1,0 +1,289 @@
+//! The ONNX importer on hand-built models: what it accepts (initializers in raw, typed and external
+//! form, symbolic dims, opset-dependent semantics, If) and a clear error for each kind of malformed
+//! input (not a protobuf, an input nothing produces, a cycle, an initializer whose size disagrees with
+//! its shape, external data outside the model directory).
+
+use std::path::Path;
+
+use kiln_frontends::FrontendError;
+use kiln_frontends::onnx::proto::{
+    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto, TensorProto,
+    TensorShapeProto, TypeProto, ValueInfoProto, attribute_proto::AttributeType, tensor_proto::DataLocation,
+    tensor_shape_proto::Dimension, tensor_shape_proto::dimension, type_proto,
+};
+use kiln_frontends::onnx::{ImportOptions, OnnxError, import_bytes, load_onnx};
+use kiln_ir::{Dim, Op, Tensor};
+use prost::Message;
+
+const FLOAT: i32 = 1;
+
+fn value_info(name: &str, dims: &[Result<i64, &str>]) -> ValueInfoProto {
+    let dim = dims
+        .iter()
+        .map(|d| Dimension {
+            value: Some(match d {
+                Ok(n) => dimension::Value::DimValue(*n),
+                Err(p) => dimension::Value::DimParam(p.to_string()),
+            }),
+            ..Default::default()
+        })
+        .collect();
+    ValueInfoProto {
+        name: Some(name.into()),
+        r#type: Some(TypeProto {
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                elem_type: Some(FLOAT),
+                shape: Some(TensorShapeProto { dim }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn node(op: &str, inputs: &[&str], outputs: &[&str]) -> NodeProto {
+    NodeProto {
+        op_type: Some(op.into()),
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: outputs.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
+fn model(graph: GraphProto, opset: i64) -> ModelProto {
+    ModelProto {
+        ir_version: Some(10),
+        opset_import: vec![OperatorSetIdProto { domain: Some(String::new()), version: Some(opset) }],
+        graph: Some(graph),
+        ..Default::default()
+    }
+}
+
+fn f32_raw(name: &str, dims: &[i64], values: &[f32]) -> TensorProto {
+    TensorProto {
+        name: Some(name.into()),
+        dims: dims.to_vec(),
+        data_type: Some(FLOAT),
+        raw_data: Some(values.iter().flat_map(|v| v.to_le_bytes()).collect()),
+        ..Default::default()
+    }
+}
+
+fn import(m: &ModelProto) -> Result<kiln_frontends::onnx::OnnxImport, OnnxError> {
+    import_bytes(&m.encode_to_vec(), None, "test", &ImportOptions::default())
+}
+
+/// Evaluates an imported graph of generic ops with kiln's reference evaluator, weights materialised.
+fn evaluate(m: &kiln_ir::Model, inputs: &[Tensor]) -> Vec<Tensor> {
+    let g = &m.graph;
+    let mut values: Vec<Option<Tensor>> = vec![None; g.num_values()];
+    for (&v, t) in g.inputs().iter().zip(inputs) {
+        values[v.index()] = Some(t.clone());
+    }
+    for (_, n) in g.nodes() {
+        let outs = match &n.op {
+            Op::Weight { name } => vec![m.weights.get(name).unwrap().to_tensor()],
+            op => {
+                let args: Vec<&Tensor> = n.inputs.iter().map(|v| values[v.index()].as_ref().unwrap()).collect();
+                kiln_ir::eval::eval_generic(op, &args).unwrap().expect("a generic op")
+            }
+        };
+        for (&o, t) in n.outputs.iter().zip(outs) {
+            values[o.index()] = Some(t);
+        }
+    }
+    g.outputs().iter().map(|v| values[v.index()].clone().unwrap()).collect()
+}
+
+fn linear_graph(weight: TensorProto) -> GraphProto {
+    GraphProto {
+        name: Some("linear".into()),
+        node: vec![node("MatMul", &["x", "w"], &["y"])],
+        input: vec![value_info("x", &[Err("batch"), Ok(3)])],
+        output: vec![value_info("y", &[Err("batch"), Ok(2)])],
+        initializer: vec![weight],
+        ..Default::default()
+    }
+}
+
+#[test]
+fn a_matmul_imports_with_symbolic_batch_and_computes() {
+    let w = f32_raw("w", &[3, 2], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+    let imported = import(&model(linear_graph(w), 17)).unwrap();
+    let g = &imported.model.graph;
+    assert_eq!(g.value_type(g.inputs()[0]).shape.dims()[0], Dim::sym("batch"));
+    assert_eq!(imported.input_names, ["x"]);
+    let x = Tensor::f32(vec![2, 3], vec![1.0, 0.0, -1.0, 0.5, 0.5, 0.5]).unwrap();
+    let y = evaluate(&imported.model, &[x]);
+    // [1,0,-1] @ w = [1-5, 2-6]; [.5,.5,.5] @ w = [4.5, 6].
+    assert_eq!(y[0].to_f32_vec(), [-4.0, -4.0, 4.5, 6.0]);
+}
+
+#[test]
+fn typed_field_initializers_match_raw_ones() {
+    let mut w = f32_raw("w", &[3, 2], &[]);
+    w.raw_data = None;
+    w.float_data = vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+    let imported = import(&model(linear_graph(w), 17)).unwrap();
+    let x = Tensor::f32(vec![1, 3], vec![1.0, 1.0, 1.0]).unwrap();
+    assert_eq!(evaluate(&imported.model, &[x])[0].to_f32_vec(), [9.0, 12.0]);
+}
+
+#[test]
+fn large_initializers_become_weights_and_external_data_is_read_beside_the_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let values: Vec<f32> = (0..3000).map(|i| i as f32 * 0.5).collect();
+    let mut bytes = vec![0u8; 16];
+    bytes.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+    std::fs::write(dir.path().join("weights.bin"), &bytes).unwrap();
+    let mut w = f32_raw("w", &[3, 1000], &[]);
+    w.raw_data = None;
+    w.data_location = Some(DataLocation::External as i32);
+    let entry = |k: &str, v: &str| StringStringEntryProto { key: Some(k.into()), value: Some(v.into()) };
+    w.external_data = vec![entry("location", "weights.bin"), entry("offset", "16"), entry("length", "12000")];
+    let mut g = linear_graph(w);
+    g.output = vec![value_info("y", &[Err("batch"), Ok(1000)])];
+    let path = dir.path().join("m.onnx");
+    std::fs::write(&path, model(g, 17).encode_to_vec()).unwrap();
+    let m = load_onnx(&path).unwrap();
+    let stored = m.weights.get("w").unwrap().to_tensor();
+    assert_eq!(stored.to_f32_vec(), values);
+    assert!(kiln_ir::text::print(&m.graph).contains("weight {name = \"w\"}"));
+}
+
+#[test]
+fn squeeze_axes_follow_the_opset() {
+    // Opset 11: axes is an attribute; opset 13: an input.
+    let mut n = node("Squeeze", &["x"], &["y"]);
+    n.attribute = vec![AttributeProto {
+        name: Some("axes".into()),
+        r#type: Some(AttributeType::Ints as i32),
+        ints: vec![0],
+        ..Default::default()
+    }];
+    let graph = |n: NodeProto, init: Vec<TensorProto>| GraphProto {
+        node: vec![n],
+        input: vec![value_info("x", &[Ok(1), Ok(3)])],
+        output: vec![value_info("y", &[Ok(3)])],
+        initializer: init,
+        ..Default::default()
+    };
+    let old = import(&model(graph(n, vec![]), 11)).unwrap();
+    let out = old.model.graph.outputs()[0];
+    assert_eq!(old.model.graph.value_type(out).to_string(), "f32[3]");
+    let axes = TensorProto {
+        name: Some("axes".into()),
+        dims: vec![1],
+        data_type: Some(7),
+        int64_data: vec![0],
+        ..Default::default()
+    };
+    let new = import(&model(graph(node("Squeeze", &["x", "axes"], &["y"]), vec![axes]), 13)).unwrap();
+    let out = new.model.graph.outputs()[0];
+    assert_eq!(new.model.graph.value_type(out).to_string(), "f32[3]");
+}
+
+#[test]
+fn bytes_that_are_not_a_protobuf_are_refused() {
+    for bytes in [&b"this is not an onnx model"[..], &[0x0a, 0xff, 0xff, 0xff][..], &[0x08][..]] {
+        let err = import_bytes(bytes, None, "test", &ImportOptions::default()).unwrap_err();
+        assert!(matches!(err, OnnxError::Decode { .. }), "{err}");
+        assert!(err.to_string().contains("not an ONNX model"), "{err}");
+    }
+}
+
+#[test]
+fn a_node_input_nothing_produces_is_named() {
+    let g = GraphProto {
+        node: vec![node("Add", &["x", "missing"], &["y"])],
+        input: vec![value_info("x", &[Ok(2)])],
+        output: vec![value_info("y", &[Ok(2)])],
+        ..Default::default()
+    };
+    let err = import(&model(g, 17)).unwrap_err();
+    assert!(matches!(err, OnnxError::UnknownInput { ref input, .. } if input == "missing"), "{err}");
+    assert!(err.to_string().contains("`missing`, which no node produces"), "{err}");
+}
+
+#[test]
+fn a_cycle_is_reported_with_its_nodes() {
+    let mut a = node("Neg", &["b"], &["a"]);
+    a.name = Some("first".into());
+    let mut b = node("Neg", &["a"], &["b"]);
+    b.name = Some("second".into());
+    let g = GraphProto {
+        node: vec![a, b, node("Add", &["x", "a"], &["y"])],
+        input: vec![value_info("x", &[Ok(2)])],
+        output: vec![value_info("y", &[Ok(2)])],
+        ..Default::default()
+    };
+    let err = import(&model(g, 17)).unwrap_err();
+    let OnnxError::Cycle { nodes } = &err else { panic!("expected a cycle, got {err}") };
+    assert!(nodes.contains(&"first".to_string()) && nodes.contains(&"second".to_string()), "{err}");
+}
+
+#[test]
+fn an_initializer_whose_size_disagrees_with_its_shape_is_refused() {
+    let w = f32_raw("w", &[3, 2], &[1.0, 2.0, 3.0, 4.0, 5.0]);
+    let err = import(&model(linear_graph(w), 17)).unwrap_err();
+    assert!(matches!(err, OnnxError::BadTensor { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains("`w`") && msg.contains("6 elements") && msg.contains("raw_data holds 20 bytes"), "{msg}");
+    let mut typed = f32_raw("w", &[3, 2], &[]);
+    typed.raw_data = None;
+    typed.float_data = vec![1.0; 7];
+    let msg = import(&model(linear_graph(typed), 17)).unwrap_err().to_string();
+    assert!(msg.contains("float_data holds 7 values"), "{msg}");
+}
+
+fn external(location: &str) -> TensorProto {
+    let mut w = f32_raw("w", &[3, 2], &[]);
+    w.raw_data = None;
+    w.data_location = Some(DataLocation::External as i32);
+    w.external_data = vec![StringStringEntryProto { key: Some("location".into()), value: Some(location.into()) }];
+    w
+}
+
+fn load_with_external(dir: &Path, location: &str) -> FrontendError {
+    let path = dir.join("m.onnx");
+    std::fs::write(&path, model(linear_graph(external(location)), 17).encode_to_vec()).unwrap();
+    load_onnx(&path).unwrap_err()
+}
+
+#[test]
+fn external_data_outside_the_model_directory_is_refused() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("model");
+    std::fs::create_dir(&dir).unwrap();
+    let secret = root.path().join("secret.bin");
+    std::fs::write(&secret, [0u8; 24]).unwrap();
+    for location in ["../secret.bin", secret.to_str().unwrap(), "sub/../../secret.bin"] {
+        let err = load_with_external(&dir, location).to_string();
+        assert!(err.contains("must be a relative path inside the model's directory"), "{location}: {err}");
+    }
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::symlink(&secret, dir.join("link.bin")).unwrap();
+        let err = load_with_external(&dir, "link.bin").to_string();
+        assert!(err.contains("outside the model's directory"), "{err}");
+    }
+    let err = load_with_external(&dir, "absent.bin").to_string();
+    assert!(err.contains("cannot open `absent.bin`"), "{err}");
+}
+
+#[test]
+fn unsupported_ops_and_dtypes_name_themselves() {
+    let g = GraphProto {
+        node: vec![node("NonMaxSuppression", &["x"], &["y"])],
+        input: vec![value_info("x", &[Ok(2)])],
+        output: vec![value_info("y", &[Ok(2)])],
+        ..Default::default()
+    };
+    let err = import(&model(g, 17)).unwrap_err();
+    assert!(err.is_unsupported());
+    assert!(err.to_string().contains("`NonMaxSuppression` (domain ``, opset 17)"), "{err}");
+    let mut w = f32_raw("w", &[3, 2], &[]);
+    w.data_type = Some(17);
+    let err = import(&model(linear_graph(w), 17)).unwrap_err();
+    assert!(err.is_unsupported() && err.to_string().contains("FLOAT8E4M3FN"), "{err}");
+}
