@@ -45,8 +45,8 @@ def main():
           "each case's `detail` names it). Floats compare with rtol 1e-3, atol 1e-4; integers and "
           "bools exactly. `.ci/run` fails when fewer cases pass than `bench/onnx-conformance.count`.\n")
     print("Where an op needs an input's value when the graph is imported (Squeeze's `axes`, Split's "
-          "sizes, TopK's `k`... given as graph inputs in the suite), the runner supplies the case's "
-          "value and the import is specialised to it.\n")
+          "sizes, Resize's scales... given as graph inputs in the suite), the runner supplies the "
+          "case's value and the import is specialised to it.\n")
     print("| op | cases | passed | failed | unsupported |")
     print("|---|---:|---:|---:|---:|")
     for op in sorted(table, key=lambda o: (-table[o]["cases"], o)):

@@ -25,7 +25,10 @@ pub use attr::{Attr, GeluApprox, RopeScaling, RopeStyle};
 pub use dtype::DType;
 pub use graph::{Graph, Node, NodeId, ValueData, ValueDef, ValueId};
 pub use model::{Model, ModelMeta};
-pub use op::{BinaryOp, CompareOp, Op, PadMode, PoolKind, ReduceKind, ScatterReduction, UnaryOp};
+pub use op::{
+    BinaryOp, CompareOp, NearestRounding, Op, PadMode, PoolKind, ReduceKind, ResizeCoord, ResizeMode, ScatterReduction,
+    UnaryOp,
+};
 pub use shape::{Dim, Shape, TensorType};
 pub use tensor::{Tensor, TensorData};
 pub use verify::{VerifyError, VerifyErrors, verify};

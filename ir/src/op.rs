@@ -91,6 +91,28 @@ ident_attr_enum! {
     }
 }
 
+ident_attr_enum! {
+    /// How `resize` interpolates.
+    pub enum ResizeMode {
+        Nearest = "nearest", Linear = "linear", Cubic = "cubic",
+    }
+}
+
+ident_attr_enum! {
+    /// How `resize` maps an output coordinate to an input one (ONNX `coordinate_transformation_mode`).
+    pub enum ResizeCoord {
+        HalfPixel = "half_pixel", HalfPixelSymmetric = "half_pixel_symmetric", PytorchHalfPixel = "pytorch_half_pixel",
+        AlignCorners = "align_corners", Asymmetric = "asymmetric",
+    }
+}
+
+ident_attr_enum! {
+    /// How `nearest` resizing rounds a fractional input coordinate.
+    pub enum NearestRounding {
+        RoundPreferFloor = "round_prefer_floor", RoundPreferCeil = "round_prefer_ceil", Floor = "floor", Ceil = "ceil",
+    }
+}
+
 /// A mismatch between an op's name or attributes and what the op accepts.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum OpError {
@@ -138,7 +160,7 @@ impl<T: AttrType> AttrField for Option<T> {
     }
 }
 
-/// The most inputs any op takes; `concat` is the only op with an open count.
+/// The most inputs any op takes; `concat` and `einsum` have an open count.
 pub const MAX_INPUTS: usize = usize::MAX;
 
 macro_rules! define_ops {
@@ -335,6 +357,15 @@ define_ops! {
     /// `(x, indices int[..., k], updates)` (ONNX ScatterND): `x` with the slices the index tuples name
     /// replaced by (or combined by `reduction` with) `updates`.
     ScatterNd = "scatter_nd" { reduction: ScatterReduction = ScatterReduction::None } inputs 3..=3;
+    /// Einstein summation over the inputs (ONNX Einsum): `equation` like `"bij,bjk->bik"`, with `...`
+    /// for leading broadcast dims and the implicit output (letters used once, sorted) when `->` is absent.
+    Einsum = "einsum" { equation: String } inputs 1..=MAX_INPUTS;
+    /// `(x)` resized to `sizes` (one per dim) with `scales` the per-dim output/input ratios used by the
+    /// coordinate mapping (ONNX Resize without antialiasing or crop-and-resize).
+    Resize = "resize" {
+        mode: ResizeMode, coord: ResizeCoord, nearest: NearestRounding = NearestRounding::RoundPreferFloor,
+        cubic_a: f64 = -0.75, exclude_outside: bool = false, scales: Vec<f64>, sizes: Vec<i64>
+    } inputs 1..=1;
     /// `(x[n, c, spatial...], w[m, c / group, kernel...], b?[m])` (ONNX Conv): a cross-correlation over
     /// the spatial dims; `pads` holds every spatial dim's count before, then every one's count after.
     Conv = "conv" { strides: Vec<i64>, pads: Vec<i64>, dilations: Vec<i64>, group: i64 = 1 } inputs 2..=3;

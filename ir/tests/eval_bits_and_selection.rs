@@ -47,3 +47,46 @@ fn topk_and_cumprod_match_numpy() {
     let ex = run1(&Op::CumProd { axis: 1, exclusive: true, reverse: true }, &[&x]);
     assert_eq!(ex.to_f32_vec(), [4.0, 4.0, 1.0, 1.0, 108.0, 12.0, 6.0, 1.0]);
 }
+
+#[test]
+fn einsum_matches_numpy() {
+    let a = f32t(&[2, 3], &[0.0, 1.0, 2.0, 3.0, 4.0, 5.0]);
+    let b = f32t(&[3, 4], &(0..12).map(|i| i as f32 / 2.0).collect::<Vec<_>>());
+    let op = |e: &str| Op::Einsum { equation: e.into() };
+    // numpy: einsum("ij,jk->ik", a, b), einsum("...ii->...i", x), einsum("ij->", a)
+    let mm = run1(&op("ij,jk->ik"), &[&a, &b]);
+    assert_eq!(mm.to_f32_vec(), [10.0, 11.5, 13.0, 14.5, 28.0, 34.0, 40.0, 46.0]);
+    let x = f32t(&[2, 2, 2], &(0..8).map(|i| i as f32).collect::<Vec<_>>());
+    let diag = run1(&op("...ii->...i"), &[&x]);
+    assert_eq!((diag.shape(), diag.to_f32_vec()), (&[2usize, 2][..], vec![0.0, 3.0, 4.0, 7.0]));
+    assert_eq!(run1(&op("ij->"), &[&a]).to_f32_vec(), [15.0]);
+    assert_eq!(run1(&op("ij"), &[&a]), a);
+    assert_fails(&op("ij,jk->ik"), &[&a, &a], "label `j` has sizes 3 and 2");
+}
+
+#[test]
+fn resize_matches_the_onnx_formulas() {
+    use kiln_ir::{NearestRounding, ResizeCoord, ResizeMode};
+    let x = f32t(&[1, 1, 2, 2], &[1.0, 2.0, 3.0, 4.0]);
+    let resize = |mode, coord, nearest| Op::Resize {
+        mode,
+        coord,
+        nearest,
+        cubic_a: -0.75,
+        exclude_outside: false,
+        scales: vec![1.0, 1.0, 2.0, 2.0],
+        sizes: vec![1, 1, 4, 4],
+    };
+    // Nearest, asymmetric, floor: output i reads input floor(i / 2).
+    let near = run1(&resize(ResizeMode::Nearest, ResizeCoord::Asymmetric, NearestRounding::Floor), &[&x]);
+    assert_eq!(near.to_f32_vec()[..8], [1.0, 1.0, 2.0, 2.0, 1.0, 1.0, 2.0, 2.0]);
+    // Linear, half_pixel: coordinates (i + 0.5) / 2 - 0.5 = -0.25, 0.25, 0.75, 1.25, clamped to [0, 1];
+    // the first row is 1 + (2 - 1) * [0, 0.25, 0.75, 1] (numpy reference of onnx's linear resize).
+    let lin = run1(&resize(ResizeMode::Linear, ResizeCoord::HalfPixel, NearestRounding::Floor), &[&x]);
+    assert_close(&lin, &[1, 1, 4, 4], &{
+        let row = |a: f64, b: f64| [a, a + (b - a) * 0.25, a + (b - a) * 0.75, b];
+        let (top, bottom) = (row(1.0, 2.0), row(3.0, 4.0));
+        let mix = |t: f64| (0..4).map(move |j| top[j] + (bottom[j] - top[j]) * t);
+        [0.0, 0.25, 0.75, 1.0].into_iter().flat_map(mix).collect::<Vec<_>>()
+    });
+}

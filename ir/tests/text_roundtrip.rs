@@ -93,6 +93,16 @@ fn variants(name: &str) -> Vec<Op> {
         ],
         "gather" => vec![Op::Gather { axis: 1 }],
         "cumsum" => vec![Op::CumSum { axis: 0, exclusive: true, reverse: false }],
+        "einsum" => vec![Op::Einsum { equation: "bij,bjk->bik".into() }],
+        "resize" => vec![Op::Resize {
+            mode: kiln_ir::ResizeMode::Cubic,
+            coord: kiln_ir::ResizeCoord::AlignCorners,
+            nearest: kiln_ir::NearestRounding::Ceil,
+            cubic_a: -0.5,
+            exclude_outside: true,
+            scales: vec![1.0, 2.5],
+            sizes: vec![3, 10],
+        }],
         "cumprod" => vec![Op::CumProd { axis: -1, exclusive: false, reverse: true }],
         "conv" => vec![Op::Conv { strides: vec![2, 1], pads: vec![1, 0, 1, 0], dilations: vec![1, 2], group: 2 }],
         "pool" => vec![Op::Pool {

@@ -2,7 +2,8 @@
 //! promoted dim is dropped from the result; leading batch dims broadcast.
 //!
 //! A plain triple loop: f32/f16/bf16 accumulate in f32, f64 in f64, integers in i64 with wrapping.
-//! The CPU executor has its own fast path; this is the reference it is checked against.
+//! The CPU executor has its own fast path; this is the reference it is checked against. `einsum`
+//! enumerates every label combination.
 
 use super::compute::Values;
 use super::{Cx, EvalError, broadcast_indices, broadcast_shapes};
@@ -72,4 +73,57 @@ pub(super) fn matmul(cx: Cx, a: &Tensor, b: &Tensor) -> Result<Tensor, EvalError
         out_shape.remove(out_shape.len() - if b.shape().len() == 1 { 1 } else { 2 });
     }
     Ok(cx.tensor(out_shape, out.narrow(a.dtype())))
+}
+
+/// Einstein summation by direct enumeration of every label combination, accumulating in f64.
+pub(super) fn einsum(cx: Cx, equation: &str, inputs: &[&Tensor]) -> Result<Tensor, EvalError> {
+    use crate::Dim;
+    let ranks: Vec<usize> = inputs.iter().map(|t| t.shape().len()).collect();
+    let eq = crate::infer::einsum::parse(equation, &ranks).map_err(|m| cx.err(m))?;
+    let dims_of: Vec<Vec<Dim>> =
+        inputs.iter().map(|t| t.shape().iter().map(|&d| Dim::Static(d as u64)).collect()).collect();
+    let shapes: Vec<&[Dim]> = dims_of.iter().map(Vec::as_slice).collect();
+    let labels = crate::infer::einsum::label_dims(&eq, &shapes).map_err(|m| cx.err(m))?;
+    let size = |c: char| labels.iter().find(|(l, _)| *l == c).and_then(|(_, d)| d.as_static()).unwrap_or(1) as usize;
+    let out_shape: Vec<usize> = eq.output.iter().map(|&c| size(c)).collect();
+    let summed: Vec<char> = labels.iter().map(|(c, _)| *c).filter(|c| !eq.output.contains(c)).collect();
+    let sum_shape: Vec<usize> = summed.iter().map(|&c| size(c)).collect();
+    let n_out = cx.numel(&out_shape)?;
+    let n_sum = cx.numel(&sum_shape)?;
+    cx.numel(&[n_out, n_sum])?;
+    let values: Vec<Vec<f64>> = inputs.iter().map(|t| t.to_f64_vec()).collect();
+    let strides: Vec<Vec<usize>> = inputs.iter().map(|t| crate::tensor::contiguous_strides(t.shape())).collect();
+    let all: Vec<char> = eq.output.iter().chain(&summed).copied().collect();
+    let mut out = vec![0.0f64; n_out];
+    let mut coord = vec![0usize; all.len()];
+    for (o, slot) in out.iter_mut().enumerate() {
+        let mut rem = o;
+        for k in (0..eq.output.len()).rev() {
+            coord[k] = rem % out_shape[k];
+            rem /= out_shape[k];
+        }
+        let mut acc = 0.0;
+        for s in 0..n_sum {
+            let mut rem = s;
+            for k in (0..summed.len()).rev() {
+                coord[eq.output.len() + k] = rem % sum_shape[k];
+                rem /= sum_shape[k];
+            }
+            let mut prod = 1.0;
+            for (i, labels) in eq.inputs.iter().enumerate() {
+                let mut flat = 0;
+                for (a, c) in labels.iter().enumerate() {
+                    let pos = all.iter().position(|l| l == c).expect("every label is in all");
+                    // A size-1 ellipsis dim broadcasts: it always reads index 0.
+                    let idx = if inputs[i].shape()[a] == 1 { 0 } else { coord[pos] };
+                    flat += idx * strides[i][a];
+                }
+                prod *= values[i][flat];
+            }
+            acc += prod;
+        }
+        *slot = acc;
+    }
+    let data = crate::TensorData::from_f64(inputs[0].dtype(), out).map_err(|e| cx.err(e.to_string()))?;
+    Ok(cx.tensor(out_shape, data))
 }

@@ -106,6 +106,10 @@ pub fn eval_generic(op: &Op, inputs: &[&Tensor]) -> Result<Option<Vec<Tensor>>, 
             (*kind, *ceil_mode, *count_include_pad, *p),
         )?),
         Op::TopK { axis, largest } => Ok(Some(reduce::topk(cx, inputs[0], inputs[1], *axis, *largest)?)),
+        Op::Resize { mode, coord, nearest, cubic_a, exclude_outside, scales, sizes } => {
+            one(window::resize(cx, inputs[0], (*mode, *coord, *nearest), (*cubic_a, *exclude_outside), scales, sizes)?)
+        }
+        Op::Einsum { equation } => one(matmul::einsum(cx, equation, inputs)?),
         Op::Range {} => one(creation::range(cx, inputs[0], inputs[1], inputs[2])?),
         Op::CumSum { axis, exclusive, reverse } => {
             one(creation::cumulative(cx, inputs[0], *axis, (*exclusive, *reverse), false)?)

@@ -1,11 +1,11 @@
 //! Sliding-window ops: `conv` (grouped, strided, dilated, padded cross-correlation) and `pool`
-//! (max, average, Lp). Both enumerate, for every output position, the input positions of its window
+//! (max, average, Lp), and `resize` (nearest, linear and cubic interpolation, one axis at a time). Both enumerate, for every output position, the input positions of its window
 //! (`None` for padding), computing in the compute type (f32 for f32/f16/bf16, f64 for f64).
 
 use super::compute::Values;
 use super::{Cx, EvalError};
 use crate::tensor::contiguous_strides;
-use crate::{Dim, PoolKind, Tensor};
+use crate::{Dim, NearestRounding, PoolKind, ResizeCoord, ResizeMode, Tensor};
 
 /// Strides, pads (begins then ends) and dilations, empty meaning the defaults.
 pub(super) struct Geometry<'a> {
@@ -159,4 +159,130 @@ pub(super) fn pool(
     let mut out_shape = xs[..2].to_vec();
     out_shape.extend(&t.out_dims);
     Ok(cx.tensor(out_shape, crate::TensorData::from_f64(x.dtype(), out).map_err(|e| cx.err(e.to_string()))?))
+}
+
+/// For output index `o` of an axis of `n` inputs resized to `m` with scale `s`: the input taps and
+/// their weights.
+fn resize_taps(
+    (mode, coord, nearest): (ResizeMode, ResizeCoord, NearestRounding),
+    (cubic_a, exclude_outside): (f64, bool),
+    n: usize,
+    m: usize,
+    s: f64,
+    o: usize,
+) -> Vec<(usize, f64)> {
+    let (nf, mf, of) = (n as f64, m as f64, o as f64);
+    let x = match coord {
+        ResizeCoord::HalfPixel => (of + 0.5) / s - 0.5,
+        ResizeCoord::HalfPixelSymmetric => {
+            let adj = mf / (s * nf);
+            nf / 2.0 * (1.0 - adj) + (of + 0.5) / s - 0.5
+        }
+        ResizeCoord::PytorchHalfPixel => {
+            if m > 1 {
+                (of + 0.5) / s - 0.5
+            } else {
+                0.0
+            }
+        }
+        // The resized length is `s * n`, which with scales need not be the integer output size.
+        ResizeCoord::AlignCorners => {
+            if m == 1 || s * nf <= 1.0 {
+                0.0
+            } else {
+                of * (nf - 1.0) / (s * nf - 1.0)
+            }
+        }
+        ResizeCoord::Asymmetric => of / s,
+    };
+    let clamp = |i: i64| i.clamp(0, n as i64 - 1) as usize;
+    match mode {
+        ResizeMode::Nearest => {
+            let i = match nearest {
+                NearestRounding::RoundPreferFloor => {
+                    if x.fract() == 0.5 {
+                        x.floor()
+                    } else {
+                        x.round()
+                    }
+                }
+                NearestRounding::RoundPreferCeil => x.round(),
+                NearestRounding::Floor => x.floor(),
+                NearestRounding::Ceil => x.ceil(),
+            };
+            vec![(clamp(i as i64), 1.0)]
+        }
+        ResizeMode::Linear => {
+            let x = x.clamp(0.0, nf - 1.0);
+            let i0 = x.floor();
+            let t = x - i0;
+            vec![(clamp(i0 as i64), 1.0 - t), (clamp(i0 as i64 + 1), t)]
+        }
+        ResizeMode::Cubic => {
+            let i0 = x.floor();
+            let t = x - i0;
+            let a = cubic_a;
+            let outer = |d: f64| ((a * d - 5.0 * a) * d + 8.0 * a) * d - 4.0 * a;
+            let inner = |d: f64| ((a + 2.0) * d - (a + 3.0)) * d * d + 1.0;
+            let w = [outer(t + 1.0), inner(t), inner(1.0 - t), outer(2.0 - t)];
+            let idx = [i0 as i64 - 1, i0 as i64, i0 as i64 + 1, i0 as i64 + 2];
+            let mut taps: Vec<(i64, f64)> = idx.into_iter().zip(w).collect();
+            if exclude_outside {
+                taps.retain(|&(i, _)| (0..n as i64).contains(&i));
+                let total: f64 = taps.iter().map(|t| t.1).sum();
+                for t in &mut taps {
+                    t.1 /= total;
+                }
+            }
+            taps.into_iter().map(|(i, w)| (clamp(i), w)).collect()
+        }
+    }
+}
+
+pub(super) fn resize(
+    cx: Cx,
+    x: &Tensor,
+    modes: (ResizeMode, ResizeCoord, NearestRounding),
+    cubic: (f64, bool),
+    scales: &[f64],
+    sizes: &[i64],
+) -> Result<Tensor, EvalError> {
+    let rank = x.shape().len();
+    if scales.len() != rank || sizes.len() != rank || sizes.iter().any(|&s| s < 0) {
+        return Err(cx.err(format!("scales {scales:?} and sizes {sizes:?} do not fit x {}", x.ty())));
+    }
+    if matches!(Values::widen(x.data()), Values::Bool(_)) {
+        return Err(cx.err(format!("not defined on bool tensors (input {})", x.ty())));
+    }
+    let out_shape: Vec<usize> = sizes.iter().map(|&s| s as usize).collect();
+    cx.numel(&out_shape)?;
+    if x.is_empty() && out_shape.iter().product::<usize>() > 0 {
+        return Err(cx.err(format!("cannot resize the empty {} to {out_shape:?}", x.ty())));
+    }
+    let mut shape = x.shape().to_vec();
+    let mut v = x.to_f64_vec();
+    // One axis at a time: interpolation is separable.
+    for a in 0..rank {
+        if shape[a] == out_shape[a] && scales[a] == 1.0 {
+            continue;
+        }
+        let (outer, n, inner) = super::outer_axis_inner(&shape, a);
+        let m = out_shape[a];
+        let taps: Vec<Vec<(usize, f64)>> = (0..m).map(|o| resize_taps(modes, cubic, n, m, scales[a], o)).collect();
+        let mut next = vec![0.0; outer * m * inner];
+        for o in 0..outer {
+            for (j, t) in taps.iter().enumerate() {
+                for i in 0..inner {
+                    next[(o * m + j) * inner + i] = t.iter().map(|&(k, w)| w * v[(o * n + k) * inner + i]).sum();
+                }
+            }
+        }
+        v = next;
+        shape[a] = m;
+    }
+    if !x.dtype().is_float() {
+        // Integer results round to the nearest value, as the reference's cast of rounded values does.
+        v.iter_mut().for_each(|e| *e = e.round());
+    }
+    Ok(cx.tensor(shape, crate::TensorData::from_f64(x.dtype(), v).map_err(|e| cx.err(e.to_string()))?))
 }

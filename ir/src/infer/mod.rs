@@ -12,6 +12,7 @@
 //! [`weight_type`] reads that type from a store. A `constant`'s type is its tensor's type.
 
 mod dims;
+pub(crate) mod einsum;
 mod generic;
 mod indexing;
 mod model;
@@ -184,6 +185,8 @@ pub fn infer_types(
         Op::ScatterNd { .. } => one(indexing::scatter_nd(&args)),
         Op::Pad { .. } => one(shape_ops::pad(&args)),
         Op::TopK { axis, .. } => shape_ops::topk(*axis, &args),
+        Op::Einsum { equation } => one(einsum::infer(equation, &args)),
+        Op::Resize { scales, sizes, .. } => one(window::resize(scales, sizes, &args)),
         Op::Conv { strides, pads, dilations, group } => one(window::conv(strides, pads, dilations, *group, &args)),
         Op::Pool { kind: _, kernel, strides, pads, dilations, ceil_mode, count_include_pad: _, p: _ } => {
             one(window::pool(kernel, strides, pads, dilations, *ceil_mode, &args))

@@ -98,3 +98,17 @@ pub(super) fn pool(
     dims.extend(output_dims(&x.shape.0[2..], &k, strides, pads, dilations, ceil_mode)?);
     Ok(TensorType::new(x.dtype, Shape(dims)))
 }
+
+pub(super) fn resize(scales: &[f64], sizes: &[i64], a: &Args) -> Result<TensorType, String> {
+    let x = a.ty(0);
+    if scales.len() != x.rank() || sizes.len() != x.rank() {
+        return Err(format!("scales {scales:?} and sizes {sizes:?} need one entry per dim of x {x}"));
+    }
+    if sizes.iter().any(|&s| s < 0) || scales.iter().any(|&s| !(s.is_finite() && s > 0.0)) {
+        return Err(format!("sizes {sizes:?} must be non-negative and scales {scales:?} positive"));
+    }
+    if !(x.dtype.is_float() || x.dtype.is_int()) {
+        return Err(format!("x must be numeric, but it is {x}"));
+    }
+    Ok(TensorType::new(x.dtype, Shape::of(&sizes.iter().map(|&s| s as u64).collect::<Vec<_>>())))
+}

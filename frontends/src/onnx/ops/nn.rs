@@ -1,4 +1,4 @@
-//! Neural-network ONNX ops: `MatMul`, `Gemm`, and the normalisations (`LayerNormalization`,
+//! Neural-network ONNX ops: `MatMul`, `Gemm`, `Einsum`, and the normalisations (`LayerNormalization`,
 //! `RMSNormalization`, `BatchNormalization`, `InstanceNormalization`, `GroupNormalization`,
 //! `MeanVarianceNormalization`, `LpNormalization`).
 //!
@@ -18,6 +18,11 @@ pub fn import(cx: &mut NodeCx, op: &str) -> Option<R<Vec<ValueId>>> {
             Ok(vec![cx.push(Op::MatMul {}, &[a, b])?])
         })(),
         "Gemm" => gemm(cx),
+        "Einsum" => (|| {
+            let inputs = cx.all_inputs()?;
+            let equation = cx.attr_s("equation", "");
+            Ok(vec![cx.push(Op::Einsum { equation }, &inputs)?])
+        })(),
         "LayerNormalization" => layer_norm(cx),
         "RMSNormalization" => rms_norm(cx),
         "BatchNormalization" => batch_norm(cx),

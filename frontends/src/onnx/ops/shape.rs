@@ -1,7 +1,7 @@
 //! Data-movement and shape ONNX ops: `Constant`, `Reshape`, `Flatten`, `Transpose`, `Squeeze`,
 //! `Unsqueeze`, `Concat`, `Split`, `Slice`, `Gather`, `Expand`, `Tile`, `Shape`, `Size`,
 //! `ConstantOfShape`, `Range`, `Trilu`, `GatherElements`, `ScatterElements`, `GatherND`, `ScatterND`,
-//! `Pad`, `OneHot`, `EyeLike`, `DepthToSpace` and `SpaceToDepth`.
+//! `Pad`, `CenterCropPad`, `OneHot`, `EyeLike`, `DepthToSpace` and `SpaceToDepth`.
 //!
 //! Where an opset moved an attribute to an input (`axes` of Squeeze/Unsqueeze in 13, `split` in 13,
 //! Slice's bounds in 10), both forms are read.
@@ -76,6 +76,7 @@ pub fn import(cx: &mut NodeCx, op: &str) -> Option<R<Vec<ValueId>>> {
             Ok(vec![cx.push(Op::ScatterNd { reduction }, &[x, i, u])?])
         })(),
         "Pad" => pad(cx),
+        "CenterCropPad" => center_crop_pad(cx),
         "OneHot" => one_hot(cx),
         "EyeLike" => eye_like(cx),
         "DepthToSpace" => depth_to_space(cx),
@@ -129,6 +130,35 @@ fn pad(cx: &mut NodeCx) -> R<Vec<ValueId>> {
     let mut inputs = vec![x, pads];
     inputs.extend(value);
     Ok(vec![cx.push(Op::Pad { mode }, &inputs)?])
+}
+
+/// Crops (centred, the extra element at the end) or pads (centred, zeros) each listed axis to the
+/// target size; needs static input dims and a known target.
+fn center_crop_pad(cx: &mut NodeCx) -> R<Vec<ValueId>> {
+    let (x, shape) = (cx.input(0)?, cx.input(1)?);
+    let Some(dims) = cx.ty(x).shape.as_static() else {
+        return unsupported("an input whose shape is only known at run time");
+    };
+    let rank = dims.len();
+    let target = cx.known_ints(shape, "shape")?;
+    let axes: Vec<usize> = match cx.attr_ints("axes") {
+        Some(a) => a.iter().map(|&a| cx.axis(a, rank)).collect::<R<_>>()?,
+        None => (0..rank).collect(),
+    };
+    if target.len() != axes.len() {
+        return bad(format!("shape {target:?} needs one entry per axis of {axes:?}"));
+    }
+    let mut pads = vec![0i64; 2 * rank];
+    for (&a, &t) in axes.iter().zip(&target) {
+        let diff = t - dims[a] as i64;
+        // Cropping removes, and padding adds, the smaller half before (Rust's `/` truncates toward 0).
+        let before = diff / 2;
+        let after = diff - before;
+        pads[a] = before;
+        pads[a + rank] = after;
+    }
+    let pads = cx.const_i64(&pads);
+    Ok(vec![cx.push(Op::Pad { mode: PadMode::Constant }, &[x, pads])?])
 }
 
 fn two(cx: &mut NodeCx, op: Op) -> R<Vec<ValueId>> {

@@ -1,7 +1,8 @@
 //! Sliding-window ONNX ops: `Conv`, `MaxPool`, `AveragePool`, `LpPool` and the global pools, with
-//! `auto_pad` resolved to explicit pads (which needs static spatial dims).
+//! `auto_pad` resolved to explicit pads (which needs static spatial dims); and `Resize`/`Upsample`,
+//! whose output sizes are resolved when the graph is imported.
 
-use kiln_ir::{BinaryOp, Op, PoolKind, ReduceKind, UnaryOp, ValueId};
+use kiln_ir::{BinaryOp, NearestRounding, Op, PoolKind, ReduceKind, ResizeCoord, ResizeMode, UnaryOp, ValueId};
 
 use super::{NodeCx, R, bad, unsupported};
 
@@ -12,6 +13,7 @@ pub fn import(cx: &mut NodeCx, op: &str) -> Option<R<Vec<ValueId>>> {
         "AveragePool" => pool(cx, PoolKind::Avg),
         "LpPool" => pool(cx, PoolKind::Lp),
         "GlobalAveragePool" | "GlobalMaxPool" | "GlobalLpPool" => global_pool(cx, op),
+        "Resize" | "Upsample" => resize(cx, op),
         _ => return None,
     };
     Some(r)
@@ -109,4 +111,100 @@ fn global_pool(cx: &mut NodeCx, op: &str) -> R<Vec<ValueId>> {
         }
     };
     Ok(vec![y])
+}
+
+fn resize(cx: &mut NodeCx, op: &str) -> R<Vec<ValueId>> {
+    let x = cx.input(0)?;
+    let Some(dims) = cx.ty(x).shape.as_static() else {
+        return unsupported("resizing an input whose shape is only known at run time");
+    };
+    let rank = dims.len();
+    if cx.attr_i("antialias", 0) != 0 {
+        return unsupported("antialias");
+    }
+    let mode = match cx.attr_s("mode", "nearest").as_str() {
+        "nearest" => ResizeMode::Nearest,
+        "linear" | "bilinear" => ResizeMode::Linear,
+        "cubic" => ResizeMode::Cubic,
+        other => return bad(format!("unknown mode `{other}`")),
+    };
+    let legacy = op == "Upsample" || cx.opset < 11;
+    let coord_name =
+        if legacy { "asymmetric".to_string() } else { cx.attr_s("coordinate_transformation_mode", "half_pixel") };
+    let Some(coord) = ResizeCoord::from_name(&coord_name) else {
+        return unsupported(format!("coordinate_transformation_mode `{coord_name}`"));
+    };
+    // Upsample and Resize-10 round nearest coordinates down.
+    let nearest_name = if legacy { "floor".to_string() } else { cx.attr_s("nearest_mode", "round_prefer_floor") };
+    let Some(nearest) = NearestRounding::from_name(&nearest_name) else {
+        return bad(format!("unknown nearest_mode `{nearest_name}`"));
+    };
+    let axes: Vec<usize> = match cx.attr_ints("axes") {
+        Some(a) => a.iter().map(|&a| cx.axis(a, rank)).collect::<R<_>>()?,
+        None => (0..rank).collect(),
+    };
+    let (scales_in, sizes_in) = if op == "Upsample" && cx.opset < 9 {
+        (cx.attr_floats("scales").map(|v| v.into_iter().map(f64::from).collect()), None)
+    } else if legacy {
+        (Some(cx.known(cx.input(1)?, "scales")?.to_f64_vec()), None)
+    } else {
+        let scales = match cx.opt_input(2) {
+            Some(s) => Some(cx.known(s, "scales")?.to_f64_vec()).filter(|v| !v.is_empty()),
+            None => None,
+        };
+        let sizes = match cx.opt_input(3) {
+            Some(s) => Some(cx.known_ints(s, "sizes")?).filter(|v| !v.is_empty()),
+            None => None,
+        };
+        (scales, sizes)
+    };
+    let mut scales = vec![1.0f64; rank];
+    let mut sizes: Vec<i64> = dims.iter().map(|&d| d as i64).collect();
+    match (scales_in, sizes_in) {
+        (_, Some(sz)) => {
+            if sz.len() != axes.len() {
+                return bad(format!("sizes {sz:?} need one entry per axis of {axes:?}"));
+            }
+            let ratios: Vec<f64> = axes.iter().zip(&sz).map(|(&a, &s)| s as f64 / dims[a] as f64).collect();
+            let policy = cx.attr_s("keep_aspect_ratio_policy", "stretch");
+            let common = match policy.as_str() {
+                "stretch" => None,
+                "not_larger" => Some(ratios.iter().cloned().fold(f64::INFINITY, f64::min)),
+                "not_smaller" => Some(ratios.iter().cloned().fold(0.0, f64::max)),
+                other => return bad(format!("unknown keep_aspect_ratio_policy `{other}`")),
+            };
+            for (i, &a) in axes.iter().enumerate() {
+                match common {
+                    Some(c) => {
+                        scales[a] = c;
+                        sizes[a] = (c * dims[a] as f64).round() as i64;
+                    }
+                    None => {
+                        scales[a] = ratios[i];
+                        sizes[a] = sz[i];
+                    }
+                }
+            }
+        }
+        (Some(sc), None) => {
+            if sc.len() != axes.len() {
+                return bad(format!("scales {sc:?} need one entry per axis of {axes:?}"));
+            }
+            for (&a, &s) in axes.iter().zip(&sc) {
+                scales[a] = s;
+                sizes[a] = (dims[a] as f64 * s).floor() as i64;
+            }
+        }
+        (None, None) => return bad("one of scales and sizes is required"),
+    }
+    let op = Op::Resize {
+        mode,
+        coord,
+        nearest,
+        cubic_a: cx.attr_f("cubic_coeff_a", -0.75) as f64,
+        exclude_outside: cx.attr_i("exclude_outside", 0) != 0,
+        scales,
+        sizes,
+    };
+    Ok(vec![cx.push(op, &[x])?])
 }
