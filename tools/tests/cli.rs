@@ -344,7 +344,7 @@ fn bad_text_side_inputs_exit_1_never_panic() {
         (vec!["run".into(), s(&kir), "--chat".into(), "--prompt-ids".into(), "1".into()], "--prompt-ids"),
         (vec!["run".into(), s(&kir)], "give a prompt"),
         (vec!["run".into(), s(empty_dir.path()), "--prompt-ids".into(), "1".into()], "no config.json"),
-        (vec!["run".into(), s(&onnx), "--prompt-ids".into(), "1".into()], ".gguf"),
+        (vec!["run".into(), s(&onnx), "--prompt-ids".into(), "1".into()], "not an ONNX model"),
         (vec!["run".into(), s(&bad_gguf), "--prompt-ids".into(), "1".into()], "model.gguf"),
         (vec!["ir".into(), s(&bad_gguf)], "model.gguf"),
         (vec!["logits".into(), s(&kir), "--prompt-ids".into(), "64".into()], "64"),

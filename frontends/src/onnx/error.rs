@@ -4,7 +4,10 @@
 /// conformance runner) can tell "kiln does not do this yet" from "this model is broken".
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum OnnxError {
-    #[error("not an ONNX model: the bytes are not a valid ModelProto protobuf ({message}); pass a `.onnx` file")]
+    #[error(
+        "not an ONNX model: the bytes do not decode as an ONNX ModelProto protobuf ({message}); check that the \
+         file is a complete `.onnx` export"
+    )]
     Decode { message: String },
     #[error("the model has no graph")]
     NoGraph,
