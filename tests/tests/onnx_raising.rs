@@ -61,8 +61,10 @@ fn max_rel_diff(got: &[f32], want: &[f64]) -> f64 {
     got.iter().zip(want).fold(0.0f64, |m, (a, b)| m.max((f64::from(*a) - b).abs())) / scale
 }
 
-/// The tiny fixtures' goldens: prompts, last-position logits, greedy continuations.
-fn tiny_golden(arch: &str) -> (Vec<Vec<u32>>, Vec<Vec<f64>>, Vec<Vec<u32>>) {
+/// A tiny fixture's goldens: prompts, last-position logits, greedy continuations.
+type TinyGolden = (Vec<Vec<u32>>, Vec<Vec<f64>>, Vec<Vec<u32>>);
+
+fn tiny_golden(arch: &str) -> TinyGolden {
     let text = std::fs::read_to_string(repo().join("tests/fixtures/hf").join(arch).join("golden.json")).unwrap();
     let v: Value = serde_json::from_str(&text).unwrap();
     let ids = |key: &str| -> Vec<Vec<u32>> {
