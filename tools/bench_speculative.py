@@ -125,6 +125,7 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--modes", default="none,ngram,tree,draft")
     ap.add_argument("--ignore-eos", action="store_true", help="always generate --new-tokens tokens")
+    ap.add_argument("--sets", default="a-humaneval,b-rewrite,c-shakespeare", help="the prompt sets to run")
     ap.add_argument("--no-transformers", action="store_true", help="skip transformers' prompt lookup")
     ap.add_argument("--write-prompts", metavar="JSON",
                     help="write the prompt ids of every model and set to JSON (the CI fixture) and stop")
@@ -132,6 +133,7 @@ def main():
     torch.set_num_threads(os.cpu_count())
     drafts = dict(d.split("=", 1) for d in args.draft)
     sets = prompt_sets(os.path.expanduser(args.data), args.per_set)
+    sets = {kind: texts for kind, texts in sets.items() if kind in args.sets.split(",")}
     if args.write_prompts:
         fixture = {"made_by": f"python3 {' '.join(sys.argv)}", "models": {}}
         for spec in args.model:
