@@ -21,12 +21,16 @@ pub struct ElementwiseGroup {
     pub inputs: Vec<ValueId>,
     /// The last member's result, the only value the group writes.
     pub output: ValueId,
+    /// The group's place in [`elementwise_groups`]' order, which names its kernel.
+    pub index: usize,
 }
 
 impl ElementwiseGroup {
-    /// The deterministic kernel name for this group: it is named after its first node.
+    /// The deterministic kernel name for this group. It is named after its place in program order, not
+    /// after node ids, so that the name survives the renumbering of a graph written to an artifact as text
+    /// and parsed back.
     pub fn kernel_name(&self) -> String {
-        format!("kiln_fused_{}", self.nodes[0].0)
+        format!("kiln_fused_{}", self.index)
     }
 }
 
@@ -93,11 +97,14 @@ pub fn elementwise_groups(g: &Graph) -> Vec<ElementwiseGroup> {
             }
         }
         let inputs = new_inputs(&[], None);
-        groups.push(ElementwiseGroup { nodes: vec![id], inputs, output: out });
+        groups.push(ElementwiseGroup { nodes: vec![id], inputs, output: out, index: 0 });
         open.insert(out, groups.len() - 1);
     }
     let position: std::collections::HashMap<NodeId, usize> =
         g.order().iter().enumerate().map(|(i, &n)| (n, i)).collect();
     groups.sort_by_key(|grp| position[grp.nodes.last().expect("groups are non-empty")]);
+    for (i, grp) in groups.iter_mut().enumerate() {
+        grp.index = i;
+    }
     groups
 }
