@@ -124,8 +124,12 @@ fn bad_requests_exit_1_with_the_fix() {
         (vec!["compile", &art, "-o", &o], "already a compiled artifact"),
         (vec!["compile", &model, "--pipeline", "O7", "-o", &o], "O7"),
         (vec!["run", &art, "--prompt", "x", "--pipeline", "O0"], "compiled with pipeline `default`"),
-        (vec!["run", &art, "--prompt", "x", "--device", "cuda"], "without the CUDA runtime"),
-        (vec!["bench", &art, "--device", "cuda"], "without the CUDA runtime"),
+        // Compiled for the CPU only: the fix is named whether or not this machine has a GPU.
+        (
+            vec!["run", &art, "--prompt", "x", "--device", "cuda"],
+            "has no CUDA kernels; compile it with `--target cuda:sm_XX`",
+        ),
+        (vec!["bench", &art, "--device", "cuda"], "has no CUDA kernels"),
         (vec!["inspect", &config], "not a valid artifact"),
     ];
     for (args, message) in cases {
@@ -135,6 +139,15 @@ fn bad_requests_exit_1_with_the_fix() {
         assert!(err.contains(message), "{args:?}: {err}");
     }
     assert!(!out.exists(), "a failed compile left a file behind");
+    // From the source model the kernels are compiled in memory, so what is missing on a machine without a GPU
+    // is the driver or the device, and the error says which (on a GPU machine this simply runs).
+    let o =
+        kiln().args(["run", &model, "--prompt", "x", "--max-new-tokens", "2", "--device", "cuda"]).output().unwrap();
+    if !o.status.success() {
+        assert_eq!(o.status.code(), Some(1));
+        let err = one_paragraph(&o.stderr);
+        assert!(err.contains("no CUDA driver") || err.contains("no GPU 0"), "{err}");
+    }
     // A corrupted artifact: an error naming the integrity hash, never a panic.
     let mut bytes = std::fs::read(artifact).unwrap();
     let mid = bytes.len() / 2;

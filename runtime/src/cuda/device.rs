@@ -29,27 +29,7 @@ pub(crate) struct Device {
 impl Device {
     /// Opens GPU `ordinal` and loads the best of `images` for it: the cubin of its architecture, else the PTX.
     pub fn open(ordinal: usize, images: &[CompiledKernel]) -> Result<Device, RuntimeError> {
-        // SAFETY: only tries to dlopen the driver library by its known names.
-        if !unsafe { sys::is_culib_present() } {
-            return Err(RuntimeError::Cuda {
-                message: "no CUDA driver (libcuda.so) on this machine; install the NVIDIA driver or run with \
-                          `--device cpu`"
-                    .to_string(),
-            });
-        }
-        let count = CudaContext::device_count().map_err(cuda_error("cannot count the GPUs"))?;
-        if count <= 0 || ordinal >= count as usize {
-            return Err(RuntimeError::Cuda {
-                message: format!("no GPU {ordinal} (the driver sees {count}); run with `--device cpu`"),
-            });
-        }
-        let ctx = CudaContext::new(ordinal).map_err(cuda_error("cannot create a CUDA context"))?;
-        // The executor orders everything on one stream itself; cudarc's per-buffer events are not needed.
-        // SAFETY: no buffers exist yet, and all later work is issued on the one stream.
-        unsafe { ctx.disable_event_tracking() };
-        let (major, minor) = ctx.compute_capability().map_err(cuda_error("cannot read the compute capability"))?;
-        let sm = (major * 10 + minor) as u32;
-        let name = ctx.name().unwrap_or_else(|_| "unknown GPU".to_string());
+        // Checked before the driver, so the fix is named the same on a machine without a GPU.
         if images.is_empty() {
             return Err(RuntimeError::Cuda {
                 message: "the model has no CUDA kernels; compile it with `--target cuda:sm_XX` (or run it from \
@@ -57,6 +37,13 @@ impl Device {
                     .to_string(),
             });
         }
+        let ctx = open_context(ordinal)?;
+        // The executor orders everything on one stream itself; cudarc's per-buffer events are not needed.
+        // SAFETY: no buffers exist yet, and all later work is issued on the one stream.
+        unsafe { ctx.disable_event_tracking() };
+        let (major, minor) = ctx.compute_capability().map_err(cuda_error("cannot read the compute capability"))?;
+        let sm = (major * 10 + minor) as u32;
+        let name = ctx.name().unwrap_or_else(|_| "unknown GPU".to_string());
         let cubin = images.iter().find(|k| k.target == KernelTarget::Cubin { sm });
         let image = cubin.or_else(|| images.iter().find(|k| k.target == KernelTarget::Ptx)).ok_or_else(|| {
             let have: Vec<String> = images.iter().map(|k| k.target.to_string()).collect();
@@ -95,8 +82,8 @@ impl Device {
     }
 }
 
-/// The `sm_XX` of GPU `ordinal`, for compiling kernels for the GPU at hand.
-pub fn device_sm(ordinal: usize) -> Result<u32, RuntimeError> {
+/// A context on GPU `ordinal`, or an error saying what is missing (the driver, the GPU) and the way out.
+fn open_context(ordinal: usize) -> Result<Arc<CudaContext>, RuntimeError> {
     // SAFETY: only tries to dlopen the driver library by its known names.
     if !unsafe { sys::is_culib_present() } {
         return Err(RuntimeError::Cuda {
@@ -111,7 +98,12 @@ pub fn device_sm(ordinal: usize) -> Result<u32, RuntimeError> {
             message: format!("no GPU {ordinal} (the driver sees {count}); run with `--device cpu`"),
         });
     }
-    let ctx = CudaContext::new(ordinal).map_err(cuda_error("cannot create a CUDA context"))?;
+    CudaContext::new(ordinal).map_err(cuda_error("cannot create a CUDA context"))
+}
+
+/// The `sm_XX` of GPU `ordinal`, for compiling kernels for the GPU at hand.
+pub fn device_sm(ordinal: usize) -> Result<u32, RuntimeError> {
+    let ctx = open_context(ordinal)?;
     let (major, minor) = ctx.compute_capability().map_err(cuda_error("cannot read the compute capability"))?;
     Ok((major * 10 + minor) as u32)
 }
