@@ -3,8 +3,10 @@
 
 For every model given: the last-position logits of a few prompts from `kiln logits --device cuda` against
 `--device cpu` (max|diff| <= 1e-3 * max|logit| for f32 weights, <= 2e-2 * max|logit| for bf16), greedy
-tokens of `kiln run` on both (identical for f32), and on the GPU greedy speculative decoding (ngram, tree)
-against plain decoding (identical). With --ptx-only-sm, one model also runs from an artifact built for that
+tokens of `kiln run` on both (identical for f32), sampled tokens (the device sampler against the CPU
+sampler, same seeds: identical), and on the GPU greedy speculative decoding (ngram, tree) against plain
+decoding (identical). With --long-context, the first model also takes a prompt longer than the default
+GPU KV cache. With --ptx-only-sm, one model also runs from an artifact built for that
 architecture only, so the GPU has to load the PTX.
 
     python3 tools/gpu_check.py --kiln PATH/TO/kiln --out bench/gpu-check.md MODEL[:f32|bf16] ...
@@ -27,6 +29,16 @@ PROMPTS = [
     # Longer than one CUDA step (512 tokens): the prefill runs in chunks over the KV cache.
     [(11 * i + 1) for i in range(600)],
 ]
+
+
+# (CLI flags) for the device-sampling checks: nucleus, top-k, the whole vocabulary, both truncations.
+SAMPLING = [
+    ["--temperature", "0.8", "--top-p", "0.9", "--seed", "7"],
+    ["--temperature", "1.0", "--top-k", "40", "--seed", "3"],
+    ["--temperature", "1.3", "--seed", "11"],
+    ["--temperature", "0.7", "--top-k", "20", "--top-p", "0.8", "--seed", "5"],
+]
+LONG_PROMPT = 6000
 
 
 def kiln(binary, *args, env=None):
@@ -87,7 +99,35 @@ def check_model(binary, model, dtype, rows, spec_prompt):
         rows.append((model, dtype, f"GPU --speculate {mode} == none", f"{st['accepted_per_step']:.2f} tok/step", "identical", same))
         ok = ok and same
     rows.append((model, dtype, "GPU plain decode tok/s (64 tokens)", f"{plain['stats']['tokens_per_s']:.1f}", "report", True))
+    # Sampling on the device: the same uniform numbers and rule as the CPU sampler, so the same tokens
+    # unless rounding moves a boundary (which the near-identical logits make vanishingly rare).
+    common = ["--prompt-ids", ids, "--max-new-tokens", "32", "--ignore-eos", "--json"]
+    for setting in SAMPLING:
+        cpu, _ = kiln(binary, "run", model, *common, *setting)
+        gpu, _ = kiln(binary, "run", model, *common, *setting, "--device", "cuda")
+        agree = sum(x == y for x, y in zip(cpu["token_ids"], gpu["token_ids"]))
+        same = cpu["token_ids"] == gpu["token_ids"]
+        rows.append((model, dtype, f"sampled on the GPU == CPU sampler ({' '.join(setting)})", f"{agree}/32 equal", "identical", same))
+        ok = ok and same
+    sampled, _ = kiln(binary, "run", model, *sp, *base, *SAMPLING[0])
+    rows.append((model, dtype, "GPU sampled decode tok/s (64 tokens)", f"{sampled['stats']['tokens_per_s']:.1f}", "report", True))
     return ok, plain["stats"].get("device", "?")
+
+
+def check_long_context(binary, model, rows):
+    """A prompt past the default 4096-token cache: the CLI sizes the GPU cache for the request."""
+    ids = prompt_ids([(13 * i + 5) for i in range(LONG_PROMPT)], 200)
+    cpu, _ = kiln(binary, "logits", model, "--prompt-ids", ids, "--json")
+    gpu, _ = kiln(binary, "logits", model, "--prompt-ids", ids, "--json", "--device", "cuda")
+    a, b = cpu["logits"], gpu["logits"]
+    rel = max(abs(x - y) for x, y in zip(a, b)) / max(abs(x) for x in a)
+    rows.append((model, "-", f"{LONG_PROMPT}-token prompt, cache sized past 4096", f"{rel:.2e}", "<= 0.02", rel <= 2e-2))
+    # An explicit --max-context too small for the request is an error that names the flag.
+    r = subprocess.run([binary, "logits", model, "--prompt-ids", ids, "--device", "cuda", "--max-context", "1000"],
+                       capture_output=True, text=True)
+    named = r.returncode == 1 and "--max-context" in r.stderr
+    rows.append((model, "-", "--max-context 1000 for that prompt", "error names --max-context" if named else r.stderr[-200:], "clear error", named))
+    return rel <= 2e-2 and named
 
 
 def main():
@@ -96,6 +136,7 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--ptx-only-sm", default=None, help="also run the first model with kernels built only for this sm")
     ap.add_argument("--spec-prompt", default=None)
+    ap.add_argument("--long-context", action="store_true", help=f"also a {LONG_PROMPT}-token prompt on the first model")
     ap.add_argument("models", nargs="+")
     args = ap.parse_args()
     rows = []
@@ -111,6 +152,12 @@ def main():
             rows.append((model, dtype, "error", str(e)[:300], "", False))
             ok = False
         all_ok = all_ok and ok
+    if args.long_context:
+        try:
+            all_ok = check_long_context(args.kiln, args.models[0].partition(":")[0], rows) and all_ok
+        except Exception as e:
+            rows.append((args.models[0], "-", "long context", str(e)[:300], "", False))
+            all_ok = False
     if args.ptx_only_sm:
         model = args.models[0].partition(":")[0]
         ids = prompt_ids(PROMPTS[1], 200)

@@ -14,14 +14,18 @@ use kiln_ir::{DType, Graph, Op};
 pub use nvrtc::{CUBIN_ARCHS, CUBIN_ARCHS_CHECKED_IN_CI, NvrtcError, PTX_ARCH, compile_module, nvrtc_available};
 
 /// The hand-written kernel templates, in the order they are concatenated.
-const TEMPLATES: [(&str, &str); 6] = [
+const TEMPLATES: [(&str, &str); 7] = [
     ("common.cuh", include_str!("kernels/common.cuh")),
     ("linear.cu", include_str!("kernels/linear.cu")),
     ("norm.cu", include_str!("kernels/norm.cu")),
     ("rope.cu", include_str!("kernels/rope.cu")),
     ("attention.cu", include_str!("kernels/attention.cu")),
     ("movement.cu", include_str!("kernels/movement.cu")),
+    ("choose.cu", include_str!("kernels/choose.cu")),
 ];
+
+/// The marker kernel of the kernels' calling conventions; the runtime refuses modules without it.
+pub const KERNEL_ABI_MARKER: &str = "kiln_kernel_abi_v2";
 
 /// Why the CUDA code of a graph could not be produced.
 #[derive(Debug, thiserror::Error)]
@@ -59,13 +63,12 @@ pub fn dtype_suffix(dtype: DType) -> Option<&'static str> {
 /// The names of the template kernels, one per op and dtype combination.
 pub fn template_kernel_names() -> Vec<String> {
     let floats = ["f32", "f16", "bf16"];
-    let mut names = Vec::new();
+    let mut names = vec![KERNEL_ABI_MARKER.to_string()];
     for x in floats {
         for w in floats {
             names.push(format!("kiln_linear_w{w}_x{x}"));
         }
     }
-    names.push("kiln_argmax_f32".to_string());
     for stem in
         ["rms_norm", "add_rms_norm", "layer_norm", "add_layer_norm", "softmax", "rope", "kv_append", "attention"]
     {
@@ -81,6 +84,7 @@ pub fn template_kernel_names() -> Vec<String> {
         names.push(format!("kiln_slice_columns_b{b}"));
     }
     names.extend(["kiln_convert_f32_bf16", "kiln_convert_f32_f16", "kiln_bias_softcap"].map(String::from));
+    names.extend(["kiln_argmax_f32", "kiln_sample_f32"].map(String::from));
     names
 }
 

@@ -3,10 +3,11 @@
 use cudarc::driver::{LaunchConfig, PushKernelArg, result, sys};
 use kiln_ir::{CompiledKernel, Graph, KernelTarget, ValueId, WeightStore};
 
+use super::choose::{DeviceDraw, KILN_ERROR_LOGITS, launch_argmax, launch_sample, logits_error};
 use super::device::{Device, cuda_error};
 use super::plan::{self, Launch, Plan, RunShape};
 use crate::RuntimeError;
-use crate::decoding::DecoderExecutor;
+use crate::decoding::{DecoderExecutor, Sampler, Sampling};
 
 /// Sizes the executor plans its device memory for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,6 +53,41 @@ impl std::fmt::Debug for CudaExecutor {
             .field("arena_bytes", &self.plan.arena_bytes)
             .field("kv_len", &self.kv_len)
             .finish()
+    }
+}
+
+/// What a step copies back to the host.
+#[derive(Clone, Copy, Debug)]
+enum Readback {
+    /// Only the error flag (a chunk before the last of a long prefill).
+    Nothing,
+    /// The logits rows.
+    Logits,
+    /// The greedy token after each row (`kiln_argmax_f32`).
+    Argmax,
+    /// A token drawn after the last row (`kiln_sample_f32`).
+    Sample(DeviceDraw),
+}
+
+/// What one chunk of a step read back.
+enum ChunkOutput {
+    Logits(Vec<f32>),
+    Tokens(Vec<u32>),
+}
+
+impl ChunkOutput {
+    fn into_logits(self) -> Vec<f32> {
+        match self {
+            ChunkOutput::Logits(l) => l,
+            ChunkOutput::Tokens(_) => unreachable!("the step asked for logits"),
+        }
+    }
+
+    fn into_tokens(self) -> Vec<u32> {
+        match self {
+            ChunkOutput::Tokens(t) => t,
+            ChunkOutput::Logits(_) => unreachable!("the step asked for tokens"),
+        }
     }
 }
 
@@ -169,13 +205,18 @@ impl CudaExecutor {
                 .map_err(cuda_error("raising the attention kernel's shared memory"))?;
             }
         }
-        // Resolve every kernel now, so that a missing one is an error at load, not mid-generation.
+        // Resolve every kernel now, so that a missing one is an error at load, not mid-generation. The marker
+        // first: without it the module comes from a kiln whose kernels took other arguments
+        // (`KERNEL_ABI_MARKER` in kiln-codegen).
+        device.function("kiln_kernel_abi_v2")?;
         for launch in &plan.launches {
             for name in kernel_names(launch) {
                 device.function(name)?;
             }
         }
-        device.function("kiln_kv_compact")?;
+        for name in ["kiln_kv_compact", "kiln_argmax_f32", "kiln_sample_f32"] {
+            device.function(name)?;
+        }
         // SAFETY: only tries to dlopen the library by its known names.
         let blas = if unsafe { cudarc::cublas::sys::is_culib_present() } {
             Some(
@@ -208,14 +249,16 @@ impl CudaExecutor {
             .map_err(cuda_error("copying step inputs"))
     }
 
-    /// One step of at most `max_step_tokens` tokens; returns the logits rows `rows_from..n`.
+    /// One step of at most `max_step_tokens` tokens; returns what `read` asks for of the logits rows
+    /// `rows_from..n`: the rows themselves, or the token chosen after each of them on the device.
     fn run_chunk(
         &mut self,
         ids: &[u32],
         positions: &[i64],
         mask: Option<&[bool]>,
         rows_from: usize,
-    ) -> Result<Vec<f32>, RuntimeError> {
+        read: Readback,
+    ) -> Result<ChunkOutput, RuntimeError> {
         let n = ids.len();
         let ids64: Vec<i64> = ids.iter().map(|&t| i64::from(t)).collect();
         self.upload(self.plan.offsets[self.plan.ids.index()].expect("planned"), &ids64)?;
@@ -236,24 +279,116 @@ impl CudaExecutor {
             self.launch(launch, n, rows_from)?;
         }
         let vocab = self.plan.vocab;
-        let mut logits = vec![0.0f32; (n - rows_from) * vocab];
-        let mut error = [0i32; 1];
-        let src = self.addr(self.plan.logits) + (rows_from * vocab * 4) as u64;
-        // SAFETY: the logits buffer holds n rows; both copies are synchronous on this context.
-        unsafe {
-            result::memcpy_dtoh_sync(&mut logits, src).map_err(cuda_error("running the step"))?;
-            result::memcpy_dtoh_sync(&mut error, flag).map_err(cuda_error("reading the error flag"))?;
+        let rows = n - rows_from;
+        let first_row = self.addr(self.plan.logits) + (rows_from * vocab * 4) as u64;
+        let chosen = flag + 4;
+        match read {
+            Readback::Nothing | Readback::Logits => {}
+            Readback::Argmax => launch_argmax(&mut self.device, first_row, vocab, rows, chosen, flag)?,
+            Readback::Sample(draw) => {
+                let last_row = first_row + ((rows - 1) * vocab * 4) as u64;
+                launch_sample(&mut self.device, last_row, vocab, draw, chosen, flag)?;
+            }
         }
-        if error[0] != 0 {
-            return Err(RuntimeError::Cuda {
+        let tokens = match read {
+            Readback::Nothing | Readback::Logits => 0,
+            Readback::Argmax => rows,
+            Readback::Sample(_) => 1,
+        };
+        // The error flag and the chosen tokens come back in one copy (which also waits for the step).
+        let mut status = vec![0i32; 1 + tokens];
+        // SAFETY: the readback region holds the flag and `max_step_tokens` ids; copies are synchronous.
+        unsafe { result::memcpy_dtoh_sync(&mut status, flag) }.map_err(cuda_error("running the step"))?;
+        match status[0] {
+            0 => {}
+            KILN_ERROR_LOGITS => return Err(logits_error()),
+            _ => {
+                return Err(RuntimeError::Cuda {
+                    message: format!(
+                        "a token id is outside the embedding table ({} entries)",
+                        self.graph_vocab_hint().unwrap_or(vocab)
+                    ),
+                });
+            }
+        }
+        let output = if matches!(read, Readback::Nothing) {
+            ChunkOutput::Tokens(Vec::new())
+        } else if tokens == 0 {
+            let mut logits = vec![0.0f32; rows * vocab];
+            // SAFETY: the logits buffer holds n rows.
+            unsafe { result::memcpy_dtoh_sync(&mut logits, first_row) }.map_err(cuda_error("reading the logits"))?;
+            ChunkOutput::Logits(logits)
+        } else {
+            ChunkOutput::Tokens(status[1..].iter().map(|&t| t as u32).collect())
+        };
+        self.kv_len += n;
+        Ok(output)
+    }
+
+    /// Checks a step's request; `Ok(false)` when it is longer than one chunk (so it runs in chunks).
+    fn check_step(&self, ids: &[u32], positions: &[i64], mask: Option<&[bool]>) -> Result<bool, RuntimeError> {
+        let n = ids.len();
+        let bad = |message: String| RuntimeError::DecoderContract { message };
+        if n == 0 || positions.len() != n {
+            return Err(bad(format!("{n} ids and {} positions", positions.len())));
+        }
+        if let Some(m) = mask {
+            if m.len() != n * n {
+                return Err(bad(format!("a mask of {} entries for {n} tokens, not {}", m.len(), n * n)));
+            }
+            if self.plan.tree_mask.is_none() && m.iter().enumerate().any(|(e, &b)| b != (e % n <= e / n)) {
+                return Err(bad("this graph has no tree_mask input, so it verifies chains only".to_string()));
+            }
+        }
+        if self.kv_len + n > self.plan.kv_capacity {
+            return Err(RuntimeError::KvCache {
                 message: format!(
-                    "a token id is outside the embedding table ({} entries)",
-                    self.graph_vocab_hint().unwrap_or(vocab)
+                    "{} cached + {n} new tokens exceed the CUDA KV cache of {} tokens; raise --max-context",
+                    self.kv_len, self.plan.kv_capacity
                 ),
             });
         }
-        self.kv_len += n;
-        Ok(logits)
+        let max = self.plan.max_rows;
+        if n <= max {
+            return Ok(true);
+        }
+        if mask.is_some() {
+            return Err(bad(format!("a tree of {n} tokens is larger than one CUDA step ({max})")));
+        }
+        Ok(false)
+    }
+
+    /// A step of any length: causal chunks of at most `max_step_tokens`, each attending to the cache the
+    /// earlier ones filled. `last_only` reads only the last row (the earlier chunks read nothing);
+    /// otherwise every row. A failed chunk leaves the cache as it was before the step.
+    fn run_step(
+        &mut self,
+        ids: &[u32],
+        positions: &[i64],
+        mask: Option<&[bool]>,
+        last_only: bool,
+        read: Readback,
+    ) -> Result<Vec<ChunkOutput>, RuntimeError> {
+        self.check_step(ids, positions, mask)?;
+        let max = self.plan.max_rows;
+        let start = self.kv_len;
+        let chunks = ids.len().div_ceil(max);
+        let mut outputs = Vec::with_capacity(chunks);
+        for (i, (chunk_ids, chunk_pos)) in ids.chunks(max).zip(positions.chunks(max)).enumerate() {
+            let last_chunk = i + 1 == chunks;
+            // Earlier chunks of a last-row step need no logits; one row is the least a launch computes.
+            let rows_from = if last_only { chunk_ids.len() - 1 } else { 0 };
+            let read = if last_only && !last_chunk { Readback::Nothing } else { read };
+            match self.run_chunk(chunk_ids, chunk_pos, mask, rows_from, read) {
+                Ok(out) if !last_only || last_chunk => outputs.push(out),
+                Ok(_) => {}
+                Err(e) => {
+                    self.kv_len = start;
+                    return Err(e);
+                }
+            }
+        }
+        Ok(outputs)
     }
 
     fn graph_vocab_hint(&self) -> Option<usize> {
@@ -586,72 +721,36 @@ impl DecoderExecutor for CudaExecutor {
         positions: &[i64],
         mask: Option<&[bool]>,
     ) -> Result<(Vec<f32>, usize), RuntimeError> {
-        let n = ids.len();
-        let bad = |message: String| RuntimeError::DecoderContract { message };
-        if n == 0 || positions.len() != n {
-            return Err(bad(format!("{n} ids and {} positions", positions.len())));
-        }
-        if let Some(m) = mask {
-            if m.len() != n * n {
-                return Err(bad(format!("a mask of {} entries for {n} tokens, not {}", m.len(), n * n)));
-            }
-            if self.plan.tree_mask.is_none() && m.iter().enumerate().any(|(e, &b)| b != (e % n <= e / n)) {
-                return Err(bad("this graph has no tree_mask input, so it verifies chains only".to_string()));
-            }
-        }
-        if self.kv_len + n > self.plan.kv_capacity {
-            return Err(RuntimeError::KvCache {
-                message: format!(
-                    "{} cached + {n} new tokens exceed the CUDA KV cache of {} tokens; raise --max-context",
-                    self.kv_len, self.plan.kv_capacity
-                ),
-            });
-        }
-        let max = self.plan.max_rows;
-        if n <= max {
-            return Ok((self.run_chunk(ids, positions, mask, 0)?, self.plan.vocab));
-        }
-        if mask.is_some() {
-            return Err(bad(format!("a tree of {n} tokens is larger than one CUDA step ({max})")));
-        }
-        // A long prompt: causal chunks, each attending to the cache the earlier ones filled.
-        let start = self.kv_len;
-        let mut logits = Vec::with_capacity(n * self.plan.vocab);
-        for (chunk_ids, chunk_pos) in ids.chunks(max).zip(positions.chunks(max)) {
-            match self.run_chunk(chunk_ids, chunk_pos, None, 0) {
-                Ok(l) => logits.extend(l),
-                Err(e) => {
-                    self.kv_len = start;
-                    return Err(e);
-                }
-            }
+        let mut logits = Vec::with_capacity(ids.len() * self.plan.vocab);
+        for out in self.run_step(ids, positions, mask, false, Readback::Logits)? {
+            logits.extend(out.into_logits());
         }
         Ok((logits, self.plan.vocab))
     }
 
     fn step_last(&mut self, ids: &[u32], positions: &[i64]) -> Result<Vec<f32>, RuntimeError> {
-        let n = ids.len();
-        if n == 0 || positions.len() != n || self.kv_len + n > self.plan.kv_capacity {
-            let (logits, vocab) = self.step(ids, positions, None)?; // reports the problem
-            return Ok(logits[logits.len() - vocab..].to_vec());
+        let out = self.run_step(ids, positions, None, true, Readback::Logits)?;
+        Ok(out.into_iter().next_back().expect("a step has a last chunk").into_logits())
+    }
+
+    fn step_argmax(&mut self, ids: &[u32], positions: &[i64], mask: Option<&[bool]>) -> Result<Vec<u32>, RuntimeError> {
+        let mut tokens = Vec::with_capacity(ids.len());
+        for out in self.run_step(ids, positions, mask, false, Readback::Argmax)? {
+            tokens.extend(out.into_tokens());
         }
-        let max = self.plan.max_rows;
-        let start = self.kv_len;
-        let chunks = n.div_ceil(max);
-        let mut last = Vec::new();
-        for (i, (chunk_ids, chunk_pos)) in ids.chunks(max).zip(positions.chunks(max)).enumerate() {
-            let rows_from = if i + 1 == chunks { chunk_ids.len() - 1 } else { chunk_ids.len() };
-            // Earlier chunks need no logits at all: skip their logits rows entirely except one.
-            let rows_from = rows_from.min(chunk_ids.len() - 1);
-            match self.run_chunk(chunk_ids, chunk_pos, None, rows_from) {
-                Ok(l) => last = l,
-                Err(e) => {
-                    self.kv_len = start;
-                    return Err(e);
-                }
+        Ok(tokens)
+    }
+
+    fn step_last_token(&mut self, ids: &[u32], positions: &[i64], sampler: &mut Sampler) -> Result<u32, RuntimeError> {
+        let read = match *sampler.sampling() {
+            Sampling::Greedy => Readback::Argmax,
+            // The same uniform the CPU sampler would draw, from the same generator.
+            Sampling::Sample { temperature, top_k, top_p, .. } => {
+                Readback::Sample(DeviceDraw { temperature, top_k, top_p, uniform: sampler.uniform() })
             }
-        }
-        Ok(last)
+        };
+        let out = self.run_step(ids, positions, None, true, read)?;
+        Ok(out.into_iter().next_back().expect("a step has a last chunk").into_tokens()[0])
     }
 
     fn kv_len(&self) -> usize {

@@ -9,9 +9,11 @@
 //!
 //! The CUDA driver library is loaded at run time, so a machine without one gets an error, not a crash.
 
+mod choose;
 mod device;
 mod executor;
 mod plan;
 
+pub use choose::{DeviceDraw, DeviceSampler};
 pub use device::device_sm;
 pub use executor::{CUDA_EXACT_STEP_ROWS, CudaExecutor, CudaOptions};

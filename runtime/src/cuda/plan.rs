@@ -161,6 +161,8 @@ pub(crate) struct Plan {
     pub uploads: Vec<(u64, Upload)>,
     pub layers: HashMap<u32, LayerKv>,
     pub kv_capacity: usize,
+    /// What a step reads back in one copy: the error flag (an i32) followed by one token id (an i32) per
+    /// row of the step, the tokens chosen on the device.
     pub error_flag: u64,
     pub keep_indices: u64,
     /// Room for one linear's activations in a half-precision dtype (the cuBLAS prefill path).
@@ -550,7 +552,7 @@ pub(crate) fn build(
         let values = bump.take((kv_capacity * v_row * 4) as u64);
         kv.insert(layer, LayerKv { keys, values, k_row, v_row });
     }
-    let error_flag = bump.take(4);
+    let error_flag = bump.take((4 + 4 * max_rows) as u64);
     let keep_indices = bump.take(((kv_capacity + max_rows) * 4) as u64);
     let widest_k = launches.iter().map(|l| if let Launch::Linear { k, .. } = l { *k } else { 0 }).max().unwrap_or(0);
     let gemm_scratch = bump.take((max_rows * widest_k * 2) as u64);

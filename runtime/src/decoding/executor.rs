@@ -3,6 +3,7 @@
 
 use kiln_ir::Graph;
 
+use super::sampling::{Sampler, argmax};
 use super::step::decoder_inputs;
 use crate::cpu::ROW_INDEPENDENT_MAX_ROWS;
 use crate::{CpuExecutor, RuntimeError};
@@ -28,6 +29,25 @@ pub trait DecoderExecutor {
     fn step_last(&mut self, ids: &[u32], positions: &[i64]) -> Result<Vec<f32>, RuntimeError> {
         let (logits, vocab) = self.step(ids, positions, None)?;
         Ok(logits[logits.len() - vocab..].to_vec())
+    }
+
+    /// A step that returns only the greedy token after each row: [`argmax`] of each row of
+    /// [`DecoderExecutor::step`]'s logits, ties to the lowest id, the same error for a row with a NaN or
+    /// +inf logit. Executors whose logits live on an accelerator pick there, so that only ids cross to the
+    /// host.
+    fn step_argmax(&mut self, ids: &[u32], positions: &[i64], mask: Option<&[bool]>) -> Result<Vec<u32>, RuntimeError> {
+        let (logits, vocab) = self.step(ids, positions, mask)?;
+        logits.chunks(vocab).map(argmax).collect()
+    }
+
+    /// A causal step (a prefill, or one decode token) that picks the token after its last row with
+    /// `sampler`. Greedy picks equal [`argmax`] of [`DecoderExecutor::step_last`]. An executor may draw on
+    /// its device: with the same uniform number from `sampler` and the same rule (top-k, top-p, candidate
+    /// order), so the draw follows the same distribution and differs from the host's only when rounding of
+    /// the cumulative sums moves a boundary past that number.
+    fn step_last_token(&mut self, ids: &[u32], positions: &[i64], sampler: &mut Sampler) -> Result<u32, RuntimeError> {
+        let last = self.step_last(ids, positions)?;
+        sampler.sample(&last)
     }
 
     /// Number of tokens in the KV cache.
@@ -137,6 +157,14 @@ impl<E: DecoderExecutor + ?Sized> DecoderExecutor for Box<E> {
 
     fn step_last(&mut self, ids: &[u32], positions: &[i64]) -> Result<Vec<f32>, RuntimeError> {
         (**self).step_last(ids, positions)
+    }
+
+    fn step_argmax(&mut self, ids: &[u32], positions: &[i64], mask: Option<&[bool]>) -> Result<Vec<u32>, RuntimeError> {
+        (**self).step_argmax(ids, positions, mask)
+    }
+
+    fn step_last_token(&mut self, ids: &[u32], positions: &[i64], sampler: &mut Sampler) -> Result<u32, RuntimeError> {
+        (**self).step_last_token(ids, positions, sampler)
     }
 
     fn kv_len(&self) -> usize {

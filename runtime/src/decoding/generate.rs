@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use super::executor::DecoderExecutor;
 use super::sampling::{Sampler, Sampling};
-use super::step::{check_decoder_contract, run_step};
+use super::step::check_decoder_contract;
 use crate::RuntimeError;
 
 /// What to generate and how.
@@ -133,9 +133,15 @@ pub(super) fn prefill(
     }
     let start = Instant::now();
     let positions: Vec<i64> = (0..prompt.len() as i64).collect();
-    let last = exec.step_last(prompt, &positions)?;
-    let vocab = last.len();
-    let first = sampler.sample(&last)?;
+    // The token is picked where the logits are (see `DecoderExecutor::step_last_token`) when the graph says
+    // how wide a logits row is; otherwise the row itself tells.
+    let (first, vocab) = match logits_width(exec.graph()) {
+        Some(vocab) => (exec.step_last_token(prompt, &positions, &mut sampler)?, vocab),
+        None => {
+            let last = exec.step_last(prompt, &positions)?;
+            (sampler.sample(&last)?, last.len())
+        }
+    };
     if exec.kv_len() != prompt.len() {
         return Err(RuntimeError::DecoderContract {
             message: format!(
@@ -150,7 +156,7 @@ pub(super) fn prefill(
     Ok(Some(Prefill { sampler, first, vocab, stats }))
 }
 
-/// Runs the graph on `ids` at positions `first_position..` (causally) and samples from the last logits row.
+/// Runs the graph on `ids` at positions `first_position..` (causally) and samples after the last row.
 fn step(
     exec: &mut dyn DecoderExecutor,
     ids: &[u32],
@@ -158,6 +164,11 @@ fn step(
     sampler: &mut Sampler,
 ) -> Result<u32, RuntimeError> {
     let positions: Vec<i64> = (first_position..first_position + ids.len() as i64).collect();
-    let (logits, vocab) = run_step(exec, ids, &positions, None)?;
-    sampler.sample(&logits[logits.len() - vocab..])
+    exec.step_last_token(ids, &positions, sampler)
+}
+
+/// The static width of a logits row (output 0 is `f32[1, seq, vocab]`), when the graph fixes it.
+fn logits_width(g: &kiln_ir::Graph) -> Option<usize> {
+    let logits = *g.outputs().first()?;
+    g.value_type(logits).shape.dims().last()?.as_static().map(|v| v as usize)
 }

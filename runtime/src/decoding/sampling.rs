@@ -63,6 +63,17 @@ impl Sampler {
         Ok(candidates.draw(&mut self.rng))
     }
 
+    /// The rule it samples by.
+    pub fn sampling(&self) -> &Sampling {
+        &self.sampling
+    }
+
+    /// The uniform number in `[0, 1)` that [`Sampler::sample`] would draw next (it advances the generator
+    /// exactly as a draw does), for executors that pick the token where the logits are.
+    pub fn uniform(&mut self) -> f64 {
+        self.rng.random::<f64>()
+    }
+
     /// Whether this sampler picks greedily (argmax) rather than at random.
     pub fn is_greedy(&self) -> bool {
         matches!(self.sampling, Sampling::Greedy)
@@ -136,6 +147,7 @@ impl Candidates {
     /// One draw: a uniform `u` in `[0, 1)` picks from the cumulative weights in candidate order.
     pub fn draw(&mut self, rng: &mut ChaCha8Rng) -> u32 {
         let total = self.total();
+        // One uniform per draw: the device sampler draws with `Sampler::uniform`, the same number.
         let target = rng.random::<f64>() * total;
         let mut cumulative = 0.0;
         for (&id, &w) in self.order.iter().zip(&self.weights) {

@@ -108,10 +108,16 @@ fn speculate(
         check_tree(&tree, limits, vocab, has_tree_mask(exec.graph()))?;
         let root = *context.last().expect("the context holds the prompt");
         let mask = if tree.is_chain() { None } else { Some(tree.step_mask()) };
-        let (logits, _) = run_step(exec, &tree.step_tokens(root), &tree.step_positions(past as i64), mask.as_deref())?;
+        let (ids, positions) = (tree.step_tokens(root), tree.step_positions(past as i64));
+        // Greedy verification needs only each row's argmax, which the executor computes where the logits are.
+        let verified = if sampler.is_greedy() {
+            Verified::Greedy(exec.step_argmax(&ids, &positions, mask.as_deref())?)
+        } else {
+            Verified::Logits(run_step(exec, &ids, &positions, mask.as_deref())?.0)
+        };
         stats.steps += 1;
 
-        let (accepted, bonus) = walk(&tree, &logits, vocab, &mut sampler, rule)?;
+        let (accepted, bonus) = walk(&tree, &verified, vocab, &mut sampler, rule)?;
         // Keep the cache of the root and the accepted path; drop the rest of the tree.
         if accepted.iter().enumerate().all(|(i, &n)| i == n) {
             exec.truncate_kv(past + 1 + accepted.len())?;
@@ -171,12 +177,18 @@ fn check_tree(tree: &TokenTree, limits: DraftLimits, vocab: usize, tree_mask: bo
     Ok(())
 }
 
+/// What a verification step returned: each row's greedy token, or the logits rows (sampling).
+enum Verified {
+    Greedy(Vec<u32>),
+    Logits(Vec<f32>),
+}
+
 /// Walks the verified tree from the root: at each node, either one of its children is accepted (greedy:
 /// the argmax; sampling: the recursive rejection rule) and the walk goes on there, or the bonus token is
 /// chosen and the walk ends. Returns the accepted nodes (root to leaf) and the bonus token.
 fn walk(
     tree: &TokenTree,
-    logits: &[f32],
+    verified: &Verified,
     vocab: usize,
     sampler: &mut Sampler,
     rule: Rule,
@@ -185,7 +197,6 @@ fn walk(
     let mut at: Option<usize> = None;
     loop {
         let row = at.map_or(0, |n| n + 1);
-        let row = &logits[row * vocab..(row + 1) * vocab];
         let children = tree.children(at);
         if rule == Rule::AcceptEverything
             && let Some(&c) = children.first()
@@ -194,16 +205,27 @@ fn walk(
             at = Some(c);
             continue;
         }
-        let Some(mut p) = sampler.candidates(row)? else {
-            let best = argmax(row)?;
-            match children.iter().find(|&&c| tree.nodes()[c].token == best) {
+        // Greedy: the target's token at this node; sampling: its distribution there.
+        let p = match verified {
+            Verified::Greedy(best) => Err(best[row]),
+            Verified::Logits(logits) => {
+                let row = &logits[row * vocab..(row + 1) * vocab];
+                match sampler.candidates(row)? {
+                    Some(p) => Ok(p),
+                    None => Err(argmax(row)?),
+                }
+            }
+        };
+        let mut p = match p {
+            Ok(p) => p,
+            Err(best) => match children.iter().find(|&&c| tree.nodes()[c].token == best) {
                 Some(&c) => {
                     accepted.push(c);
                     at = Some(c);
                     continue;
                 }
                 None => return Ok((accepted, best)),
-            }
+            },
         };
         let mut chosen = None;
         for &c in &children {

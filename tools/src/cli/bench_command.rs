@@ -16,7 +16,7 @@ use kiln_runtime::decoding::{
 };
 use miette::{IntoDiagnostic, Result, miette};
 
-use super::loading::{Device, decoder_executor, open_with_kernels};
+use super::loading::{DeviceArgs, SPECULATIVE_STEP_SLACK, decoder_executor, open_with_kernels};
 use super::prompt::{PromptArgs, model_tokenizer, prompt_ids};
 use super::speculation::{Speculate, SpeculateArgs};
 
@@ -47,9 +47,8 @@ pub struct BenchArgs {
     /// Pass pipeline applied to a model (default: `default`; an artifact runs as compiled).
     #[arg(long)]
     pipeline: Option<String>,
-    /// Where to run.
-    #[arg(long, value_enum, default_value_t = Device::Cpu)]
-    device: Device,
+    #[command(flatten)]
+    device: DeviceArgs,
     #[command(flatten)]
     speculation: SpeculateArgs,
     /// Print one JSON object (the schema is in README.md) instead of a table.
@@ -96,7 +95,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let path = args.model.clone().unwrap_or_else(kiln::model_source::default_model_path);
     let progress = Progress::on_terminal(args.json);
     let (model, kernels) =
-        open_with_kernels(&path, args.weights.as_deref(), args.pipeline.as_deref(), args.device, &progress)?;
+        open_with_kernels(&path, args.weights.as_deref(), args.pipeline.as_deref(), args.device.device, &progress)?;
     let tokenizer = model_tokenizer(&model, &path)?;
     let vocab = model.meta.vocab_size;
     let mut prompt = if args.prompt.is_given() {
@@ -120,7 +119,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     let config =
         GenerateConfig { max_new_tokens: args.new_tokens, sampling: Sampling::Greedy, stop_tokens: Vec::new() };
-    let mut exec = decoder_executor(model, kernels, args.device, &path)?;
+    let mut exec =
+        decoder_executor(model, kernels, args.device, prompt.len() + args.new_tokens + SPECULATIVE_STEP_SLACK, &path)?;
 
     let runs = (args.warmup + args.repeats) as u64;
     let spec = args.speculation.speculate != Speculate::None;
@@ -158,7 +158,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         out,
         "{} on {}: {} prompt tokens, {} new tokens, {} runs after {} warm-up (tokens/s min / median / max)",
         path.display(),
-        args.device.name(),
+        args.device.device.name(),
         prompt.len(),
         args.new_tokens,
         args.repeats,

@@ -21,6 +21,23 @@ pub enum Device {
     Cuda,
 }
 
+/// Cache room beyond the prompt and the new tokens: a speculative step's draft tokens are cached before
+/// the rejected ones are dropped (`CUDA_EXACT_STEP_ROWS` bounds a step).
+pub const SPECULATIVE_STEP_SLACK: usize = kiln_runtime::cuda::CUDA_EXACT_STEP_ROWS;
+
+/// `--device` and what the GPU executor is sized for, shared by `run`, `logits` and `bench`.
+#[derive(clap::Args, Clone, Copy, Debug)]
+pub struct DeviceArgs {
+    /// Where to run.
+    #[arg(long, value_enum, default_value_t = Device::Cpu)]
+    pub device: Device,
+    /// Tokens the GPU's KV cache holds (the prompt, the generated tokens and one speculative step). The
+    /// default is 4096, raised to what the request needs; the attention kernel keeps a row of scores per
+    /// token in shared memory, which bounds it (about 50,000 on an H100). The CPU cache grows as needed.
+    #[arg(long, value_name = "TOKENS")]
+    pub max_context: Option<usize>,
+}
+
 impl Device {
     pub fn name(self) -> &'static str {
         match self {
@@ -102,13 +119,17 @@ pub fn cpu_executor(model: Model, path: &Path) -> Result<CpuExecutor> {
 
 /// The executor `--device` asks for. For CUDA, `kernels` are an artifact's; without them (a model run
 /// from its source) the kernels are compiled now with NVRTC, for this GPU.
+///
+/// `needed_context` is how many tokens the request will put in the KV cache; the GPU cache is sized for
+/// at least that unless `--max-context` says otherwise.
 pub fn decoder_executor(
     model: Model,
     kernels: Option<Vec<CompiledKernel>>,
-    device: Device,
+    device: DeviceArgs,
+    needed_context: usize,
     path: &Path,
 ) -> Result<Box<dyn DecoderExecutor>> {
-    match device {
+    match device.device {
         Device::Cpu => {
             let exec = cpu_executor(model, path)?;
             if uses_kv_cache(exec.graph()) {
@@ -121,12 +142,24 @@ pub fn decoder_executor(
             );
             Ok(Box::new(RecomputingExecutor::new(exec).map_err(|e| miette!("{}: {e}", path.display()))?))
         }
-        Device::Cuda => cuda_executor(model, kernels, path),
+        Device::Cuda => {
+            let defaults = kiln_runtime::cuda::CudaOptions::default();
+            let max_context = device.max_context.unwrap_or(defaults.max_context.max(needed_context));
+            if max_context == 0 {
+                return Err(miette!("--max-context must be at least 1"));
+            }
+            cuda_executor(model, kernels, kiln_runtime::cuda::CudaOptions { max_context, ..defaults }, path)
+        }
     }
 }
 
-fn cuda_executor(model: Model, kernels: Option<Vec<CompiledKernel>>, path: &Path) -> Result<Box<dyn DecoderExecutor>> {
-    use kiln_runtime::cuda::{CudaExecutor, CudaOptions, device_sm};
+fn cuda_executor(
+    model: Model,
+    kernels: Option<Vec<CompiledKernel>>,
+    options: kiln_runtime::cuda::CudaOptions,
+    path: &Path,
+) -> Result<Box<dyn DecoderExecutor>> {
+    use kiln_runtime::cuda::{CudaExecutor, device_sm};
     let kernels = match kernels {
         Some(k) => k,
         None => {
@@ -146,7 +179,7 @@ fn cuda_executor(model: Model, kernels: Option<Vec<CompiledKernel>>, path: &Path
             kiln::compile_cuda_kernels(&model.graph, &sms).map_err(|e| miette!("{}: {e}", path.display()))?
         }
     };
-    let exec = CudaExecutor::new(model.graph, &model.weights, &kernels, CudaOptions::default())
+    let exec = CudaExecutor::new(model.graph, &model.weights, &kernels, options)
         .map_err(|e| miette!("{}: {e}", path.display()))?;
     Ok(Box::new(exec))
 }

@@ -8,7 +8,7 @@ use miette::{IntoDiagnostic, Result, miette};
 
 use kiln::Progress;
 
-use super::loading::{Device, decoder_executor, open_with_kernels};
+use super::loading::{DeviceArgs, decoder_executor, open_with_kernels};
 use super::prompt::{PromptArgs, model_tokenizer, prompt_ids};
 
 #[derive(clap::Args, Debug)]
@@ -28,19 +28,18 @@ pub struct LogitsArgs {
     /// highest logits, one a line.
     #[arg(long)]
     json: bool,
-    /// Where the model runs.
-    #[arg(long, value_enum, default_value_t = Device::Cpu)]
-    device: Device,
+    #[command(flatten)]
+    device: DeviceArgs,
 }
 
 pub fn run(args: LogitsArgs) -> Result<()> {
     let path = &args.model;
     let progress = Progress::on_terminal(args.json);
     let (model, kernels) =
-        open_with_kernels(path, args.weights.as_deref(), args.pipeline.as_deref(), args.device, &progress)?;
+        open_with_kernels(path, args.weights.as_deref(), args.pipeline.as_deref(), args.device.device, &progress)?;
     let tokenizer = model_tokenizer(&model, path)?;
     let prompt = prompt_ids(&args.prompt, &model, tokenizer.as_ref(), path)?;
-    let mut exec = decoder_executor(model, kernels, args.device, path)?;
+    let mut exec = decoder_executor(model, kernels, args.device, prompt.len(), path)?;
     let positions: Vec<i64> = (0..prompt.len() as i64).collect();
     let last = exec.step_last(&prompt, &positions).map_err(|e| miette!("{}: {e}", path.display()))?;
     let last = last.as_slice();

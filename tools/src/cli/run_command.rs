@@ -8,7 +8,7 @@ use kiln_runtime::TextStream;
 use kiln_runtime::decoding::{GenerateConfig, Sampling, generate_speculative_streaming, generate_streaming};
 use miette::{IntoDiagnostic, Result, miette};
 
-use super::loading::{Device, decoder_executor, open_with_kernels};
+use super::loading::{DeviceArgs, SPECULATIVE_STEP_SLACK, decoder_executor, open_with_kernels};
 use super::prompt::{PromptArgs, model_tokenizer, prompt_ids};
 use super::speculation::{Speculate, SpeculateArgs};
 
@@ -44,9 +44,8 @@ pub struct RunArgs {
     /// artifact runs as compiled).
     #[arg(long)]
     pipeline: Option<String>,
-    /// Where to run.
-    #[arg(long, value_enum, default_value_t = Device::Cpu)]
-    device: Device,
+    #[command(flatten)]
+    device: DeviceArgs,
     /// Print one JSON object (`token_ids`, `text`, `stats`) instead of text.
     #[arg(long)]
     json: bool,
@@ -58,7 +57,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     let path = args.model.clone().unwrap_or_else(kiln::model_source::default_model_path);
     let progress = Progress::on_terminal(args.json);
     let (model, kernels) =
-        open_with_kernels(&path, args.weights.as_deref(), args.pipeline.as_deref(), args.device, &progress)?;
+        open_with_kernels(&path, args.weights.as_deref(), args.pipeline.as_deref(), args.device.device, &progress)?;
     let tokenizer = model_tokenizer(&model, &path)?;
     let prompt = prompt_ids(&args.prompt, &model, tokenizer.as_ref(), &path)?;
     let sampling = if args.temperature == 0.0 {
@@ -74,7 +73,13 @@ pub fn run(args: RunArgs) -> Result<()> {
     let stop_tokens = if args.ignore_eos { Vec::new() } else { model.meta.eos_token_ids.clone() };
     let config = GenerateConfig { max_new_tokens: args.max_new_tokens, sampling, stop_tokens };
     let vocab = model.meta.vocab_size;
-    let mut exec = decoder_executor(model, kernels, args.device, &path)?;
+    let mut exec = decoder_executor(
+        model,
+        kernels,
+        args.device,
+        prompt.len() + args.max_new_tokens + SPECULATIVE_STEP_SLACK,
+        &path,
+    )?;
     let mut drafter = args.speculation.drafter(exec.as_ref(), vocab, args.pipeline.as_deref(), &path)?;
 
     // Text goes out token by token only to a person watching; pipes and --json get it whole at the end.

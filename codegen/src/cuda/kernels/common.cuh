@@ -111,7 +111,12 @@ __device__ __forceinline__ float block_max(float v, float* scratch) {
 
 // Device-side errors (an id outside the embedding table, ...) are recorded here and checked by the host
 // after the step, since a kernel cannot return an error.
+// The kernels' calling conventions, version 2 (the runtime refuses modules without this marker, which
+// older kilns compiled with other argument lists).
+extern "C" __global__ void kiln_kernel_abi_v2() {}
+
 #define KILN_ERROR_EMBEDDING_ID 1
+#define KILN_ERROR_LOGITS 2
 __device__ __forceinline__ void report_error(int* flag, int code) { atomicCAS(flag, 0, code); }
 
 // Instantiates `extern "C"` entry points with deterministic names for a kernel template over one dtype.

@@ -90,34 +90,3 @@ __device__ __forceinline__ void linear_kernel(const X* x, const W* w, const floa
     }
 #define KILN_LINEAR_FOR_X(XN, XT) KILN_LINEAR(f32, float, XN, XT) KILN_LINEAR(f16, f16_t, XN, XT) KILN_LINEAR(bf16, bf16_t, XN, XT)
 KILN_FOR_FLOAT_TYPES(KILN_LINEAR_FOR_X)
-
-// argmax over each row of f32 logits [M, N]: the largest value, ties to the lowest index, NaN never
-// chosen over a number (the CPU sampler's rule). One block per row.
-extern "C" __global__ void kiln_argmax_f32(const float* logits, int N, int* out) {
-    __shared__ float best_v[32];
-    __shared__ int best_i[32];
-    const float* row = logits + (i64)blockIdx.x * N;
-    float bv = -__int_as_float(0x7f800000);
-    int bi = N;
-    for (int i = threadIdx.x; i < N; i += blockDim.x) {
-        const float v = row[i];
-        if (v > bv || (bi == N && v == v)) { bv = v; bi = i; }
-    }
-    // Warp reduce: larger value wins, equal values go to the lower index.
-    for (int o = 16; o > 0; o >>= 1) {
-        const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
-        const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
-        if (ov > bv || (ov == bv && oi < bi) || (bi == N && oi != N)) { bv = ov; bi = oi; }
-    }
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    if (lane == 0) { best_v[warp] = bv; best_i[warp] = bi; }
-    __syncthreads();
-    if (threadIdx.x == 0) {
-        for (int w = 1; w < (int)(blockDim.x >> 5); ++w) {
-            if (best_v[w] > bv || (best_v[w] == bv && best_i[w] < bi) || (bi == N && best_i[w] != N)) {
-                bv = best_v[w]; bi = best_i[w];
-            }
-        }
-        out[blockIdx.x] = bi == N ? 0 : bi;
-    }
-}

@@ -1,0 +1,152 @@
+//! Launching the token-choice kernels (`choose.cu` in kiln-codegen): the greedy argmax of logits rows and
+//! a draw with temperature, top-k and top-p, both on the device so that only token ids come back.
+//! [`DeviceSampler`] runs them on logits given by the caller, which lets tests hold them to the CPU
+//! sampler on exactly the same numbers.
+
+use cudarc::driver::{CudaSlice, PushKernelArg, result};
+use kiln_ir::CompiledKernel;
+
+use super::device::{Device, cuda_error};
+use crate::RuntimeError;
+
+/// Threads of the token-choice blocks (one block per row).
+const BLOCK: u32 = 1024;
+
+/// The `KILN_ERROR_*` code a token-choice kernel sets for a row the CPU sampler would refuse.
+pub(super) const KILN_ERROR_LOGITS: i32 = 2;
+
+/// How a token is drawn on the device (the CPU sampler's parameters plus its uniform number).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DeviceDraw {
+    pub temperature: f32,
+    /// 0: every token.
+    pub top_k: usize,
+    pub top_p: f32,
+    /// In [0, 1): the number the CPU sampler would draw next.
+    pub uniform: f64,
+}
+
+/// Queues `kiln_argmax_f32` over `rows` rows of `vocab` f32 logits at `logits`, writing one i32 id per
+/// row at `out` and setting the i32 at `flag` for a row with NaN or +inf or nothing above -inf.
+pub(super) fn launch_argmax(
+    device: &mut Device,
+    logits: u64,
+    vocab: usize,
+    rows: usize,
+    out: u64,
+    flag: u64,
+) -> Result<(), RuntimeError> {
+    let f = device.function("kiln_argmax_f32")?;
+    let mut b = device.stream.launch_builder(&f);
+    let width = vocab as i32;
+    b.arg(&logits).arg(&width).arg(&out).arg(&flag);
+    let cfg =
+        cudarc::driver::LaunchConfig { grid_dim: (rows as u32, 1, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 };
+    // SAFETY: the caller owns `rows * vocab` f32 at `logits`, `rows` i32 at `out` and an i32 at `flag`.
+    unsafe { b.launch(cfg) }.map_err(cuda_error("launching kiln_argmax_f32"))?;
+    Ok(())
+}
+
+/// Queues `kiln_sample_f32` on the row of `vocab` f32 logits at `row`, writing the id at `out`.
+pub(super) fn launch_sample(
+    device: &mut Device,
+    row: u64,
+    vocab: usize,
+    draw: DeviceDraw,
+    out: u64,
+    flag: u64,
+) -> Result<(), RuntimeError> {
+    let f = device.function("kiln_sample_f32")?;
+    let mut b = device.stream.launch_builder(&f);
+    let (width, k) = (vocab as i32, draw.top_k.min(i32::MAX as usize) as i32);
+    b.arg(&row).arg(&width).arg(&draw.temperature).arg(&k).arg(&draw.top_p).arg(&draw.uniform);
+    b.arg(&out).arg(&flag);
+    let cfg = cudarc::driver::LaunchConfig { grid_dim: (1, 1, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 };
+    // SAFETY: the caller owns `vocab` f32 at `row`, an i32 at `out` and an i32 at `flag`.
+    unsafe { b.launch(cfg) }.map_err(cuda_error("launching kiln_sample_f32"))?;
+    Ok(())
+}
+
+/// The error a token-choice kernel's flag stands for.
+pub(super) fn logits_error() -> RuntimeError {
+    RuntimeError::Generate {
+        message: "the model produced non-finite logits (NaN or +inf, or every logit -inf)".to_string(),
+    }
+}
+
+/// The token-choice kernels on their own GPU buffers.
+pub struct DeviceSampler {
+    device: Device,
+    /// `[flag, ids...]` i32 then the logits rows.
+    buffer: CudaSlice<u8>,
+    capacity: usize,
+}
+
+impl DeviceSampler {
+    /// Loads the best of `kernels` on GPU `ordinal`, with room for `capacity` f32 logits per call.
+    pub fn new(ordinal: usize, kernels: &[CompiledKernel], capacity: usize) -> Result<DeviceSampler, RuntimeError> {
+        let device = Device::open(ordinal, kernels)?;
+        let buffer = device.stream.alloc_zeros::<u8>(8 + 8 * capacity).map_err(cuda_error("allocating"))?;
+        Ok(DeviceSampler { device, buffer, capacity })
+    }
+
+    fn addresses(&self) -> u64 {
+        let (ptr, _guard) = cudarc::driver::DevicePtr::device_ptr(&self.buffer, &self.device.stream);
+        ptr
+    }
+
+    /// Runs `launch` on `logits` (uploaded after the flag and `ids` slots) and reads back `ids` ids.
+    fn run(
+        &mut self,
+        logits: &[f32],
+        ids: usize,
+        launch: impl FnOnce(&mut Device, u64, u64, u64) -> Result<(), RuntimeError>,
+    ) -> Result<Vec<u32>, RuntimeError> {
+        if logits.len() > self.capacity || ids > self.capacity {
+            return Err(RuntimeError::Generate {
+                message: format!("{} logits exceed the sampler's room for {}", logits.len(), self.capacity),
+            });
+        }
+        let base = self.addresses();
+        let data = base + 4 * (1 + self.capacity as u64);
+        let stream = self.device.stream.cu_stream();
+        // SAFETY: both regions lie inside `buffer`; the copies and the launch are ordered on one stream.
+        unsafe {
+            result::memset_d8_async(base, 0, 4, stream).map_err(cuda_error("clearing the flag"))?;
+            result::memcpy_htod_async(data, logits, stream).map_err(cuda_error("uploading logits"))?;
+        }
+        launch(&mut self.device, data, base + 4, base)?;
+        let mut status = vec![0i32; 1 + ids];
+        // SAFETY: reads the flag and `ids` ids from the buffer after the stream's work.
+        unsafe { result::memcpy_dtoh_sync(&mut status, base) }.map_err(cuda_error("reading the tokens"))?;
+        if status[0] != 0 {
+            return Err(logits_error());
+        }
+        Ok(status[1..].iter().map(|&t| t as u32).collect())
+    }
+
+    /// The greedy token of each row of `logits` (`[rows, vocab]` row-major).
+    pub fn argmax(&mut self, logits: &[f32], vocab: usize) -> Result<Vec<u32>, RuntimeError> {
+        let rows = logits.len() / vocab.max(1);
+        self.run(logits, rows, |device, data, out, flag| launch_argmax(device, data, vocab, rows, out, flag))
+    }
+
+    /// A token drawn from one row of logits.
+    pub fn sample(&mut self, row: &[f32], draw: DeviceDraw) -> Result<u32, RuntimeError> {
+        let vocab = row.len();
+        Ok(self.run(row, 1, |device, data, out, flag| launch_sample(device, data, vocab, draw, out, flag))?[0])
+    }
+
+    /// Seconds one draw takes on the device, averaged over `repeats` back-to-back launches on `row`.
+    pub fn time_sample(&mut self, row: &[f32], draw: DeviceDraw, repeats: usize) -> Result<f64, RuntimeError> {
+        self.sample(row, draw)?;
+        let base = self.addresses();
+        let data = base + 4 * (1 + self.capacity as u64);
+        let start = std::time::Instant::now();
+        for _ in 0..repeats {
+            launch_sample(&mut self.device, data, row.len(), draw, base + 4, base)?;
+        }
+        self.device.stream.synchronize().map_err(cuda_error("timing the sampler"))?;
+        Ok(start.elapsed().as_secs_f64() / repeats.max(1) as f64)
+    }
+}
