@@ -3,8 +3,9 @@
 
 For every model given: the last-position logits of a few prompts from `kiln logits --device cuda` against
 `--device cpu` (max|diff| <= 1e-3 * max|logit| for f32 weights, <= 2e-2 * max|logit| for bf16), greedy
-tokens of `kiln run` on both (identical for f32), sampled tokens (the device sampler against the CPU
-sampler, same seeds: identical), and on the GPU greedy speculative decoding (ngram, tree) against plain
+tokens of `kiln run` on both (identical for f32), sampled tokens with the same seeds (reported: the device
+sampler draws what the CPU sampler draws from the same logits, but the logits differ in their last bits),
+and on the GPU greedy speculative decoding (ngram, tree) against plain
 decoding (identical). With --long-context, the first model also takes a prompt longer than the default
 GPU KV cache. With --ptx-only-sm, one model also runs from an artifact built for that
 architecture only, so the GPU has to load the PTX.
@@ -107,8 +108,10 @@ def check_model(binary, model, dtype, rows, spec_prompt):
         gpu, _ = kiln(binary, "run", model, *common, *setting, "--device", "cuda")
         agree = sum(x == y for x, y in zip(cpu["token_ids"], gpu["token_ids"]))
         same = cpu["token_ids"] == gpu["token_ids"]
-        rows.append((model, dtype, f"sampled on the GPU == CPU sampler ({' '.join(setting)})", f"{agree}/32 equal", "identical", same))
-        ok = ok and same
+        # Reported, not bounded: the two executors' logits differ in the last bits, and a flat distribution
+        # (high temperature, no truncation) has boundaries dense enough for that to move a draw now and
+        # then. The sampler itself is held to the CPU's on identical logits by tests/tests/cuda_sampling.rs.
+        rows.append((model, dtype, f"sampled tokens GPU vs CPU ({' '.join(setting)})", f"{agree}/32 equal", "report", True))
     sampled, _ = kiln(binary, "run", model, *sp, *base, *SAMPLING[0])
     rows.append((model, dtype, "GPU sampled decode tok/s (64 tokens)", f"{sampled['stats']['tokens_per_s']:.1f}", "report", True))
     return ok, plain["stats"].get("device", "?")

@@ -47,20 +47,26 @@ pub(super) fn launch_argmax(
     Ok(())
 }
 
-/// Queues `kiln_sample_f32` on the row of `vocab` f32 logits at `row`, writing the id at `out`.
+/// Bytes of device scratch `kiln_sample_f32` needs for a vocabulary of `vocab` (weights and the radix
+/// walk's list of keys and weights, 8 bytes each).
+pub fn sample_scratch_bytes(vocab: usize) -> usize {
+    3 * 8 * vocab
+}
+
+/// Queues `kiln_sample_f32` on the row of `vocab` f32 logits at `row`, writing the id at `out`, with
+/// [`sample_scratch_bytes`] of 8-byte aligned scratch at `scratch`.
 pub(super) fn launch_sample(
     device: &mut Device,
     row: u64,
     vocab: usize,
     draw: DeviceDraw,
-    out: u64,
-    flag: u64,
+    (out, flag, scratch): (u64, u64, u64),
 ) -> Result<(), RuntimeError> {
     let f = device.function("kiln_sample_f32")?;
     let mut b = device.stream.launch_builder(&f);
     let (width, k) = (vocab as i32, draw.top_k.min(i32::MAX as usize) as i32);
     b.arg(&row).arg(&width).arg(&draw.temperature).arg(&k).arg(&draw.top_p).arg(&draw.uniform);
-    b.arg(&out).arg(&flag);
+    b.arg(&out).arg(&flag).arg(&scratch);
     let cfg = cudarc::driver::LaunchConfig { grid_dim: (1, 1, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 };
     // SAFETY: the caller owns `vocab` f32 at `row`, an i32 at `out` and an i32 at `flag`.
     unsafe { b.launch(cfg) }.map_err(cuda_error("launching kiln_sample_f32"))?;
@@ -77,7 +83,7 @@ pub(super) fn logits_error() -> RuntimeError {
 /// The token-choice kernels on their own GPU buffers.
 pub struct DeviceSampler {
     device: Device,
-    /// `[flag, ids...]` i32 then the logits rows.
+    /// The sampler's scratch, then `[flag, ids...]` i32, then the logits rows.
     buffer: CudaSlice<u8>,
     capacity: usize,
 }
@@ -86,13 +92,19 @@ impl DeviceSampler {
     /// Loads the best of `kernels` on GPU `ordinal`, with room for `capacity` f32 logits per call.
     pub fn new(ordinal: usize, kernels: &[CompiledKernel], capacity: usize) -> Result<DeviceSampler, RuntimeError> {
         let device = Device::open(ordinal, kernels)?;
-        let buffer = device.stream.alloc_zeros::<u8>(8 + 8 * capacity).map_err(cuda_error("allocating"))?;
+        let bytes = sample_scratch_bytes(capacity) + 8 + 8 * capacity;
+        let buffer = device.stream.alloc_zeros::<u8>(bytes).map_err(cuda_error("allocating"))?;
         Ok(DeviceSampler { device, buffer, capacity })
     }
 
+    /// The flag's address (the ids follow it, then the logits); the scratch is at [`Self::scratch`].
     fn addresses(&self) -> u64 {
         let (ptr, _guard) = cudarc::driver::DevicePtr::device_ptr(&self.buffer, &self.device.stream);
-        ptr
+        ptr + sample_scratch_bytes(self.capacity) as u64
+    }
+
+    fn scratch(&self) -> u64 {
+        self.addresses() - sample_scratch_bytes(self.capacity) as u64
     }
 
     /// Runs `launch` on `logits` (uploaded after the flag and `ids` slots) and reads back `ids` ids.
@@ -133,18 +145,19 @@ impl DeviceSampler {
 
     /// A token drawn from one row of logits.
     pub fn sample(&mut self, row: &[f32], draw: DeviceDraw) -> Result<u32, RuntimeError> {
-        let vocab = row.len();
-        Ok(self.run(row, 1, |device, data, out, flag| launch_sample(device, data, vocab, draw, out, flag))?[0])
+        let (vocab, scratch) = (row.len(), self.scratch());
+        Ok(self
+            .run(row, 1, |device, data, out, flag| launch_sample(device, data, vocab, draw, (out, flag, scratch)))?[0])
     }
 
     /// Seconds one draw takes on the device, averaged over `repeats` back-to-back launches on `row`.
     pub fn time_sample(&mut self, row: &[f32], draw: DeviceDraw, repeats: usize) -> Result<f64, RuntimeError> {
         self.sample(row, draw)?;
         let base = self.addresses();
-        let data = base + 4 * (1 + self.capacity as u64);
+        let (data, scratch) = (base + 4 * (1 + self.capacity as u64), self.scratch());
         let start = std::time::Instant::now();
         for _ in 0..repeats {
-            launch_sample(&mut self.device, data, row.len(), draw, base + 4, base)?;
+            launch_sample(&mut self.device, data, row.len(), draw, (base + 4, base, scratch))?;
         }
         self.device.stream.synchronize().map_err(cuda_error("timing the sampler"))?;
         Ok(start.elapsed().as_secs_f64() / repeats.max(1) as f64)

@@ -287,7 +287,8 @@ impl CudaExecutor {
             Readback::Argmax => launch_argmax(&mut self.device, first_row, vocab, rows, chosen, flag)?,
             Readback::Sample(draw) => {
                 let last_row = first_row + ((rows - 1) * vocab * 4) as u64;
-                launch_sample(&mut self.device, last_row, vocab, draw, chosen, flag)?;
+                let scratch = self.base + self.plan.sample_scratch;
+                launch_sample(&mut self.device, last_row, vocab, draw, (chosen, flag, scratch))?;
             }
         }
         let tokens = match read {

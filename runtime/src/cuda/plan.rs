@@ -164,6 +164,8 @@ pub(crate) struct Plan {
     /// What a step reads back in one copy: the error flag (an i32) followed by one token id (an i32) per
     /// row of the step, the tokens chosen on the device.
     pub error_flag: u64,
+    /// Scratch of the device sampler (`kiln_sample_f32`).
+    pub sample_scratch: u64,
     pub keep_indices: u64,
     /// Room for one linear's activations in a half-precision dtype (the cuBLAS prefill path).
     pub gemm_scratch: u64,
@@ -553,6 +555,7 @@ pub(crate) fn build(
         kv.insert(layer, LayerKv { keys, values, k_row, v_row });
     }
     let error_flag = bump.take((4 + 4 * max_rows) as u64);
+    let sample_scratch = bump.take(super::choose::sample_scratch_bytes(vocab) as u64);
     let keep_indices = bump.take(((kv_capacity + max_rows) * 4) as u64);
     let widest_k = launches.iter().map(|l| if let Launch::Linear { k, .. } = l { *k } else { 0 }).max().unwrap_or(0);
     let gemm_scratch = bump.take((max_rows * widest_k * 2) as u64);
@@ -617,6 +620,7 @@ pub(crate) fn build(
         layers: kv,
         kv_capacity,
         error_flag,
+        sample_scratch,
         keep_indices,
         gemm_scratch,
         arena_bytes,

@@ -5,8 +5,8 @@
 // descending logit with ties to the lower id; top-k keeps the first k, top-p the shortest prefix whose mass
 // reaches p, and the draw picks the first candidate whose cumulative weight exceeds u * total for the
 // uniform u the host drew from its seeded generator. Weights are exp(l / t - l_max / t) in f64, as on the
-// CPU; only the order of the f64 sums differs, so a draw differs from the CPU's only when u falls within
-// rounding of a boundary between two candidates.
+// CPU, summed in fixed point (see the radix walk), so a draw differs from the CPU's only when u falls
+// within about 1e-12 of a boundary between two candidates, and the same inputs always give the same draw.
 //
 // A row the CPU would refuse (a NaN or +inf logit, or every logit -inf) sets KILN_ERROR_LOGITS.
 
@@ -21,18 +21,7 @@ __device__ __forceinline__ int key_id(u64 key) { return (int)(0xffffffffu - (u32
 
 __device__ __forceinline__ bool bad_logit(float v) { return v != v || v == __int_as_float(0x7f800000); }
 
-// Reductions over a block of up to 1024 threads (a multiple of 32); every thread gets the result.
-__device__ __forceinline__ double block_sum_f64(double v, double* scratch) {
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
-    __syncthreads();
-    if (lane == 0) scratch[warp] = v;
-    __syncthreads();
-    double total = 0.0;
-    for (int w = 0; w < warps; ++w) total += scratch[w];  // the same order in every thread
-    return total;
-}
+// The largest value over a block of up to 1024 threads (a multiple of 32); every thread gets it.
 __device__ __forceinline__ u64 block_max_u64(u64 v, u64* scratch) {
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) {
@@ -50,7 +39,7 @@ __device__ __forceinline__ u64 block_max_u64(u64 v, u64* scratch) {
 
 // The greedy token of each row of logits [M, N] (one block per row): the largest logit, the lowest id on
 // ties. The largest order key is exactly that.
-extern "C" __global__ void kiln_argmax_f32(const float* logits, int N, int* out, int* error) {
+extern "C" __global__ void __launch_bounds__(1024) kiln_argmax_f32(const float* logits, int N, int* out, int* error) {
     __shared__ u64 scratch[32];
     const float* row = logits + (i64)blockIdx.x * N;
     u64 best = 0;
@@ -71,75 +60,165 @@ extern "C" __global__ void kiln_argmax_f32(const float* logits, int N, int* out,
     }
 }
 
-// Walks the radix digits of the order keys from the top, 8 bits at a time, to find one key among those
-// >= `floor`: with `weighted` false, the `rank`-th largest (1-based); with it true, the first (in
-// descending order) at which the running sum of weights exceeds `target` (`inclusive`: reaches it). Returns
-// the key and, through `before`, the weight of the keys above it.
-__device__ u64 radix_walk(const float* row, int N, u64 floor, bool weighted, u32 rank, double target,
-                          bool inclusive, double t, double max_scaled, double* before) {
-    __shared__ u32 hist_n[256];
-    __shared__ double hist_w[256];
-    __shared__ u64 s_prefix;
-    __shared__ double s_before;
-    __shared__ u32 s_rank;
-    __syncthreads();  // the previous walk's results have been read
-    if (threadIdx.x == 0) { s_prefix = 0; s_before = 0.0; s_rank = rank; }
-    u64 mask = 0;
-    for (int shift = 56; shift >= 0; shift -= 8) {
-        for (int b = threadIdx.x; b < 256; b += blockDim.x) { hist_n[b] = 0; hist_w[b] = 0.0; }
-        __syncthreads();
-        const u64 prefix = s_prefix;
-        for (int i = threadIdx.x; i < N; i += blockDim.x) {
-            const float v = row[i];
-            const u64 k = order_key(v, i);
-            if (k < floor || (k & mask) != prefix) continue;
-            const int bin = (int)((k >> shift) & 0xffu);
-            if (weighted) {
-                atomicAdd(&hist_w[bin], exp((double)v / t - max_scaled));
-            } else {
-                atomicAdd(&hist_n[bin], 1u);
-            }
-        }
-        __syncthreads();
-        if (threadIdx.x == 0) {
-            int chosen = -1, lowest = -1;
-            double acc = s_before;
-            u32 left = s_rank;
-            for (int b = 255; b >= 0; --b) {
-                if (weighted) {
-                    if (hist_w[b] > 0.0) lowest = b;
-                    const double next = acc + hist_w[b];
-                    if (hist_w[b] > 0.0 && (inclusive ? next >= target : next > target)) { chosen = b; break; }
-                    acc = next;
-                } else {
-                    if (hist_n[b] >= left) { chosen = b; break; }
-                    left -= hist_n[b];
-                }
-            }
-            if (chosen < 0) {
-                // Rounding left the target a hair above the total: the last candidate with weight, as on the CPU.
-                chosen = lowest < 0 ? 0 : lowest;
-                acc = s_before;
-                for (int b = 255; b > chosen; --b) acc += hist_w[b];
-            }
-            s_before = acc;
-            s_rank = left;
-            s_prefix = prefix | ((u64)chosen << shift);
-        }
-        mask |= (u64)0xff << shift;
-        __syncthreads();
+// The radix walk over order keys: digits of 11 bits from the top (the last one 9), each pass a histogram
+// of counts and weights over the keys still in play, then the bin where the running amount crosses the
+// target. The first pass reads the whole row and compacts the keys of its chosen bin into a list (with
+// their weights), which the later passes read; the walk stops as soon as one key is left.
+//
+// Weights are summed in fixed point (u64, `frac_bits` fractional bits, as many as the vocabulary leaves
+// room for: 45 for 128k tokens), so every sum is exact and the draw does not depend on the order of the
+// atomic adds. A weight below 2^-frac_bits of the top token's counts as 0, which moves at most N * 2^-46 of
+// probability; boundaries move by about 1e-12 relative to the CPU's f64 sums.
+#define KILN_WALK_BINS 2048
+
+struct WalkState {
+    u32 count[KILN_WALK_BINS];
+    u64 weight[KILN_WALK_BINS];
+    u64 before;  // the amount of the keys above the chosen prefix
+    int chosen;
+    u32 chosen_count;
+    u32 list_len;
+    u64 found;
+};
+
+// Warp 0 picks the bin (of `bins`, scanned from the top) where before + running amount first crosses
+// `target` (>= when `inclusive`, else >); the amount is a count, or a weight when `weighted`. If nothing
+// crosses (only for a target at the total), the lowest bin with an amount, as the CPU then takes the last
+// candidate with weight.
+__device__ void choose_bin(WalkState& s, int bins, bool weighted, u64 target, bool inclusive) {
+    if (threadIdx.x >= 32) return;
+    const int lane = threadIdx.x, per = bins / 32, top = bins - 1 - lane * per;
+    u64 sum = 0;
+    int lowest = -1;
+    for (int j = 0; j < per; ++j) {
+        const int b = top - j;
+        const u64 a = weighted ? s.weight[b] : (u64)s.count[b];
+        sum += a;
+        if (a > 0) lowest = b;
     }
-    *before = s_before;
-    return s_prefix;
+    u64 incl = sum;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+        const u64 y = __shfl_up_sync(0xffffffffu, incl, o);
+        if (lane >= o) incl += y;
+    }
+    const u64 base = s.before + incl - sum;
+    const u64 end = base + sum;
+    const bool crosses = sum > 0 && (inclusive ? end >= target : end > target);
+    const unsigned crossing = __ballot_sync(0xffffffffu, crosses);
+    const unsigned nonempty = __ballot_sync(0xffffffffu, lowest >= 0);
+    if (!nonempty) {  // nothing left in play: cannot happen for a walk over candidates, but stay defined
+        if (lane == 0) { s.chosen = 0; s.chosen_count = 0; }
+        return;
+    }
+    const int owner = crossing ? __ffs(crossing) - 1 : 31 - __clz(nonempty);
+    if (lane != owner) return;
+    u64 acc = base, chosen_before = base;
+    int chosen = -1;
+    for (int j = 0; j < per; ++j) {
+        const int b = top - j;
+        const u64 a = weighted ? s.weight[b] : (u64)s.count[b];
+        if (a > 0) {
+            chosen = b;
+            chosen_before = acc;
+            if (crossing && (inclusive ? acc + a >= target : acc + a > target)) break;
+        }
+        acc += a;
+    }
+    s.chosen = chosen;
+    s.before = chosen_before;
+    s.chosen_count = s.count[chosen];
+}
+
+// Returns the key, among those >= `floor`, that the walk lands on: with `weighted` false the `target`-th
+// largest (counts, inclusive); with it true the first in descending order at which the running weight
+// crosses `target`. `weights[i]` is key i's fixed-point weight; `list_keys`/`list_weights` hold room for
+// N entries.
+__device__ u64 radix_walk(const float* row, const u64* weights, int N, u64 floor, bool weighted, u64 target,
+                          bool inclusive, u64* list_keys, u64* list_weights, WalkState& s) {
+    __syncthreads();  // the previous walk's results have been read
+    if (threadIdx.x == 0) { s.before = 0; s.list_len = 0; }
+    for (int b = threadIdx.x; b < KILN_WALK_BINS; b += blockDim.x) { s.count[b] = 0; s.weight[b] = 0; }
+    __syncthreads();
+    for (int i = threadIdx.x; i < N; i += blockDim.x) {
+        const u64 k = order_key(row[i], i);
+        if (k < floor) continue;
+        const int bin = (int)(k >> 53);
+        atomicAdd(&s.count[bin], 1u);
+        if (weighted) atomicAdd(&s.weight[bin], weights[i]);
+    }
+    __syncthreads();
+    choose_bin(s, KILN_WALK_BINS, weighted, target, inclusive);
+    __syncthreads();
+    u64 prefix = (u64)s.chosen << 53, mask = (u64)0x7ff << 53;
+    const bool single = s.chosen_count == 1;
+    for (int i = threadIdx.x; i < N; i += blockDim.x) {
+        const u64 k = order_key(row[i], i);
+        if (k < floor || (k & mask) != prefix) continue;
+        if (single) {
+            s.found = k;
+        } else {
+            const u32 at = atomicAdd(&s.list_len, 1u);
+            list_keys[at] = k;
+            list_weights[at] = weighted ? weights[i] : 0;
+        }
+    }
+    __syncthreads();
+    if (single) return s.found;
+    const u32 len = s.list_len;
+    for (int pass = 0; pass < 5; ++pass) {
+        // Bits 42..52, 31..41, 20..30, 9..19, then 0..8.
+        const int sh = pass < 4 ? 42 - 11 * pass : 0;
+        const int bins = pass < 4 ? KILN_WALK_BINS : 512;
+        for (int b = threadIdx.x; b < bins; b += blockDim.x) { s.count[b] = 0; s.weight[b] = 0; }
+        __syncthreads();
+        for (u32 j = threadIdx.x; j < len; j += blockDim.x) {
+            const u64 k = list_keys[j];
+            if ((k & mask) != prefix) continue;
+            const int bin = (int)((k >> sh) & (u64)(bins - 1));
+            atomicAdd(&s.count[bin], 1u);
+            if (weighted) atomicAdd(&s.weight[bin], list_weights[j]);
+        }
+        __syncthreads();
+        choose_bin(s, bins, weighted, target, inclusive);
+        __syncthreads();
+        prefix |= (u64)s.chosen << sh;
+        mask |= (u64)(bins - 1) << sh;
+        if (sh == 0) break;
+        if (s.chosen_count == 1) {
+            for (u32 j = threadIdx.x; j < len; j += blockDim.x) {
+                if ((list_keys[j] & mask) == prefix) s.found = list_keys[j];
+            }
+            __syncthreads();
+            return s.found;
+        }
+    }
+    return prefix;
+}
+
+__device__ __forceinline__ u64 block_sum_u64(u64 v, u64* scratch) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+    __syncthreads();
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    u64 total = 0;
+    for (int w = 0; w < warps; ++w) total += scratch[w];
+    return total;
 }
 
 // Draws the next token from one row of logits: softmax(logits / temperature) truncated to the top_k
 // (0: all) most likely, then to the shortest prefix with mass >= top_p, picked by the uniform u in [0, 1).
-// One block (1024 threads) for the row.
-extern "C" __global__ void kiln_sample_f32(const float* row, int N, float temperature, int top_k, float top_p,
-                                           double u, int* out, int* error) {
+// One block (1024 threads) for the row; `scratch` holds 3 * N u64 (weights, then the walk's list).
+extern "C" __global__ void __launch_bounds__(1024) kiln_sample_f32(const float* row, int N, float temperature,
+                                                                   int top_k, float top_p, double u, int* out,
+                                                                   int* error, u64* scratch) {
     __shared__ u64 scratch_u[32];
-    __shared__ double scratch_d[32];
+    __shared__ WalkState s;
+    u64* weights = scratch;
+    u64* list_keys = scratch + N;
+    u64* list_weights = scratch + 2 * (i64)N;
     int bad = 0, finite = 0;
     u64 top = 0;
     for (int i = threadIdx.x; i < N; i += blockDim.x) {
@@ -158,27 +237,33 @@ extern "C" __global__ void kiln_sample_f32(const float* row, int N, float temper
     }
     const double t = (double)temperature;
     const double max_scaled = (double)row[key_id(top)] / t;
-    double ignored;
+    // Fixed point with room for N weights of at most 1 (the top token's) in 63 bits.
+    const double one = ldexp(1.0, 62 - (32 - __clz(N)));
     // Top-k: the k-th key is the lowest candidate.
     u64 floor = 0;
-    if (top_k > 0 && top_k < N) floor = radix_walk(row, N, 0, false, (u32)top_k, 0.0, false, 0.0, 0.0, &ignored);
-    double total = 0.0;
+    if (top_k > 0 && top_k < N) {
+        floor = radix_walk(row, weights, N, 0, false, (u64)top_k, true, list_keys, list_weights, s);
+    }
+    // The weights, as the CPU computes them (exp(l / t - l_max / t) in f64), then in fixed point.
+    u64 total = 0;
     for (int i = threadIdx.x; i < N; i += blockDim.x) {
         const float v = row[i];
-        if (order_key(v, i) >= floor) total += exp((double)v / t - max_scaled);
+        const u64 w = order_key(v, i) >= floor ? (u64)(exp((double)v / t - max_scaled) * one + 0.5) : 0;
+        weights[i] = w;
+        total += w;
     }
-    total = block_sum_f64(total, scratch_d);
+    total = block_sum_u64(total, scratch_u);
     // Top-p: the first key at which the mass reaches top_p becomes the lowest candidate.
     if (top_p < 1.0f) {
-        double above;
-        floor = radix_walk(row, N, floor, true, 0, (double)top_p * total, true, t, max_scaled, &above);
-        total = 0.0;
+        const u64 target = (u64)ceil((double)top_p * (double)total);
+        floor = radix_walk(row, weights, N, floor, true, target, true, list_keys, list_weights, s);
+        total = 0;
         for (int i = threadIdx.x; i < N; i += blockDim.x) {
-            const float v = row[i];
-            if (order_key(v, i) >= floor) total += exp((double)v / t - max_scaled);
+            if (order_key(row[i], i) >= floor) total += weights[i];
         }
-        total = block_sum_f64(total, scratch_d);
+        total = block_sum_u64(total, scratch_u);
     }
-    const u64 pick = radix_walk(row, N, floor, true, 0, u * total, false, t, max_scaled, &ignored);
+    const u64 target = (u64)(u * (double)total);
+    const u64 pick = radix_walk(row, weights, N, floor, true, target, false, list_keys, list_weights, s);
     if (threadIdx.x == 0) out[0] = key_id(pick);
 }
