@@ -25,7 +25,7 @@ const TEMPLATES: [(&str, &str); 7] = [
 ];
 
 /// The marker kernel of the kernels' calling conventions; the runtime refuses modules without it.
-pub const KERNEL_ABI_MARKER: &str = "kiln_kernel_abi_v2";
+pub const KERNEL_ABI_MARKER: &str = "kiln_kernel_abi_v3";
 
 /// Why the CUDA code of a graph could not be produced.
 #[derive(Debug, thiserror::Error)]
@@ -67,11 +67,20 @@ pub fn template_kernel_names() -> Vec<String> {
     for x in floats {
         for w in floats {
             names.push(format!("kiln_linear_w{w}_x{x}"));
+            names.push(format!("kiln_gemv_w{w}_x{x}"));
         }
     }
-    for stem in
-        ["rms_norm", "add_rms_norm", "layer_norm", "add_layer_norm", "softmax", "rope", "kv_append", "attention"]
-    {
+    for stem in [
+        "rms_norm",
+        "add_rms_norm",
+        "layer_norm",
+        "add_layer_norm",
+        "softmax",
+        "rope",
+        "kv_append",
+        "attention",
+        "attention_combine",
+    ] {
         for x in floats {
             names.push(format!("kiln_{stem}_x{x}"));
         }

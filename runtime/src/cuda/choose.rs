@@ -130,7 +130,7 @@ impl DeviceSampler {
         launch(&mut self.device, data, base + 4, base)?;
         let mut status = vec![0i32; 1 + ids];
         // SAFETY: reads the flag and `ids` ids from the buffer after the stream's work.
-        unsafe { result::memcpy_dtoh_sync(&mut status, base) }.map_err(cuda_error("reading the tokens"))?;
+        unsafe { self.device.read_back(&mut status, base, "reading the tokens") }?;
         if status[0] != 0 {
             return Err(logits_error());
         }

@@ -62,8 +62,21 @@ impl Device {
         let module = ctx
             .load_module(Ptx::from_binary(bytes))
             .map_err(cuda_error(format!("{name} (sm_{sm}) cannot load the {} kernel image", image.target)))?;
-        let stream = ctx.default_stream();
+        // A stream of its own: the legacy default stream cannot be captured into a CUDA graph.
+        let stream = ctx.new_stream().map_err(cuda_error("creating a CUDA stream"))?;
         Ok(Device { ctx, stream, module, functions: HashMap::new(), sm, name, loaded: image.target })
+    }
+
+    /// Copies `dst.len()` elements from device address `src` after the stream's work, and waits for it.
+    /// (The stream is non-blocking, so the legacy synchronous copies would not wait for its kernels.)
+    ///
+    /// # Safety
+    /// `src` must point at `dst.len()` readable elements of `T` on this device.
+    pub unsafe fn read_back<T>(&self, dst: &mut [T], src: u64, what: &str) -> Result<(), RuntimeError> {
+        // SAFETY: the caller vouches for `src`; the copy is ordered on the stream, which we then wait for.
+        unsafe { cudarc::driver::result::memcpy_dtoh_async(dst, src, self.stream.cu_stream()) }
+            .map_err(cuda_error(what))?;
+        self.stream.synchronize().map_err(cuda_error(what))
     }
 
     /// The kernel `name` of the module (loaded once).

@@ -1,11 +1,13 @@
 //! [`CudaExecutor`]: a decoder graph on the GPU behind the [`DecoderExecutor`] interface.
 
+use std::collections::HashMap;
+
 use cudarc::driver::{LaunchConfig, PushKernelArg, result, sys};
 use kiln_ir::{CompiledKernel, Graph, KernelTarget, ValueId, WeightStore};
 
 use super::choose::{DeviceDraw, KILN_ERROR_LOGITS, launch_argmax, launch_sample, logits_error};
 use super::device::{Device, cuda_error};
-use super::plan::{self, Launch, Plan, RunShape};
+use super::plan::{self, ATTENTION_CHUNK, LINEAR_PARTS, Launch, Plan, RunShape};
 use crate::RuntimeError;
 use crate::decoding::{DecoderExecutor, Sampler, Sampling};
 
@@ -42,6 +44,70 @@ pub struct CudaExecutor {
     kv_len: usize,
     /// cuBLAS for the GEMMs of long prefills, when the library is installed.
     blas: Option<cudarc::cublas::CudaBlas>,
+    /// Captured launch sequences by (tokens, first logits row): a decode step is one graph launch.
+    graphs: HashMap<(usize, usize), cudarc::driver::CudaGraph>,
+    /// `KILN_CUDA_GRAPHS=0` turns capture off (and profiling does).
+    use_graphs: bool,
+    /// Per-launch device times when `KILN_CUDA_PROFILE=1`, printed when the executor is dropped.
+    profile: Option<Profile>,
+    /// Multiprocessors of the GPU (grids of the linear kernel are sized to it).
+    sms: usize,
+    /// The most shared memory a linear launch may stage x in, on this GPU.
+    linear_stage_bytes: usize,
+}
+
+/// Weight chunks of 16 bytes a lane loads at once (`KILN_LINEAR_UNROLL` in linear.cu).
+const LINEAR_UNROLL: usize = 8;
+
+/// The most shared memory a linear launch stages x in (M x K floats).
+const LINEAR_STAGE_BYTES: usize = 96 * 1024;
+
+/// Graphs kept at most (decode, prefill tails and verification trees of a few sizes).
+const MAX_GRAPHS: usize = 64;
+
+/// Device time per kernel (launch kind), from events around every launch.
+#[derive(Default)]
+struct Profile {
+    /// label -> (launches, milliseconds)
+    totals: HashMap<String, (u64, f64)>,
+    steps: u64,
+}
+
+impl Profile {
+    fn report(&self) -> String {
+        let mut rows: Vec<_> = self.totals.iter().collect();
+        rows.sort_by(|a, b| b.1.1.total_cmp(&a.1.1));
+        let total: f64 = rows.iter().map(|r| r.1.1).sum();
+        let mut out = format!(
+            "kiln CUDA profile: {} decode steps, {:.3} ms of kernels per step\n{:<34} {:>8} {:>10} {:>10} {:>7}\n",
+            self.steps,
+            total / self.steps.max(1) as f64,
+            "kernel",
+            "launches",
+            "us/launch",
+            "us/step",
+            "share"
+        );
+        for (label, (count, ms)) in rows {
+            out.push_str(&format!(
+                "{label:<34} {count:>8} {:>10.2} {:>10.2} {:>6.1}%\n",
+                1e3 * ms / *count as f64,
+                1e3 * ms / self.steps.max(1) as f64,
+                100.0 * ms / total.max(1e-12)
+            ));
+        }
+        out
+    }
+}
+
+impl Drop for CudaExecutor {
+    fn drop(&mut self) {
+        if let Some(p) = &self.profile
+            && p.steps > 0
+        {
+            eprint!("{}", p.report());
+        }
+    }
 }
 
 impl std::fmt::Debug for CudaExecutor {
@@ -103,20 +169,52 @@ struct AttentionArgs {
     kcache: u64,
     vcache: u64,
     out: u64,
+    partial: u64,
     positions: u64,
     mask: u64,
+    step: u64,
     s: i32,
     heads: i32,
     kv_heads: i32,
     d: i32,
     dv: i32,
-    past: i32,
     scale: f32,
     softcap: f32,
     causal: i32,
     window: i32,
     sinks: i32,
+    chunk: i32,
+    max_splits: i32,
 }
+
+/// One part of `struct LinearArgs` (linear.cu).
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct LinearPartArgs {
+    w: u64,
+    bias: u64,
+    out: u64,
+    n: i32,
+    _pad: i32,
+}
+
+/// The argument block of `kiln_linear_*` (mirrors `struct LinearArgs` in linear.cu).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct LinearArgs {
+    x: u64,
+    m: i32,
+    n: i32,
+    k: i32,
+    softcap: f32,
+    parts: i32,
+    ksplit: i32,
+    part: [LinearPartArgs; LINEAR_PARTS],
+    staged: i32,
+    _pad2: i32,
+}
+// SAFETY: plain old data with the C layout the kernel declares.
+unsafe impl cudarc::driver::DeviceRepr for LinearArgs {}
 // SAFETY: plain old data with the C layout the kernel declares.
 unsafe impl cudarc::driver::DeviceRepr for AttentionArgs {}
 
@@ -169,6 +267,9 @@ impl CudaExecutor {
             use cudarc::driver::DevicePtr;
             arena.device_ptr(&device.stream).0
         };
+        // The zeroing runs on the executor's (non-blocking) stream; the synchronous uploads below do not wait
+        // for it, so wait here.
+        device.stream.synchronize().map_err(cuda_error("cannot allocate the device arena"))?;
         for (offset, upload) in &plan.uploads {
             let bytes: &[u8] = match upload {
                 plan::Upload::Weight { name } => match &weights.get(name).expect("planned weights exist").payload {
@@ -177,41 +278,38 @@ impl CudaExecutor {
                 },
                 plan::Upload::Bytes(b) => b,
             };
-            // SAFETY: the plan sized this region for these bytes inside the arena; the copy is synchronous.
+            // SAFETY: the plan sized this region for these bytes inside the arena; the copy is synchronous
+            // (and the arena's zeroing on the stream finished before the first one).
             unsafe { result::memcpy_htod_sync(base + offset, bytes) }.map_err(cuda_error("uploading weights"))?;
         }
-        // Attention keeps one score per key in shared memory: allow what the device offers.
+        let sms = device
+            .ctx
+            .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+            .map_err(cuda_error("reading the multiprocessor count"))? as usize;
         let optin = device
             .ctx
             .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
-            .map_err(cuda_error("reading the shared-memory limit"))?;
-        let needed = 4 * (options.max_context + 1024) + 128;
-        if needed > optin as usize {
-            return Err(RuntimeError::Cuda {
-                message: format!(
-                    "a context of {} tokens needs {needed} bytes of shared memory per attention block, more than the \
-                     {optin} {} offers; lower --max-context",
-                    options.max_context, device.name
-                ),
-            });
-        }
+            .map_err(cuda_error("reading the shared-memory limit"))? as usize;
         for launch in &plan.launches {
-            if let Launch::Attention { kernel, .. } = launch {
-                let f = device.function(kernel)?;
-                f.set_attribute(
-                    sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                    needed as i32,
-                )
-                .map_err(cuda_error("raising the attention kernel's shared memory"))?;
+            if let Launch::Linear { kernel, .. } = launch {
+                for name in [kernel.clone(), gemv_name(kernel)] {
+                    device
+                        .function(&name)?
+                        .set_attribute(
+                            sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                            LINEAR_STAGE_BYTES.min(optin) as i32,
+                        )
+                        .map_err(cuda_error("raising the linear kernel's shared memory"))?;
+                }
             }
         }
         // Resolve every kernel now, so that a missing one is an error at load, not mid-generation. The marker
         // first: without it the module comes from a kiln whose kernels took other arguments
         // (`KERNEL_ABI_MARKER` in kiln-codegen).
-        device.function("kiln_kernel_abi_v2")?;
+        device.function("kiln_kernel_abi_v3")?;
         for launch in &plan.launches {
             for name in kernel_names(launch) {
-                device.function(name)?;
+                device.function(&name)?;
             }
         }
         for name in ["kiln_kv_compact", "kiln_argmax_f32", "kiln_sample_f32"] {
@@ -226,7 +324,22 @@ impl CudaExecutor {
         } else {
             None
         };
-        Ok(CudaExecutor { graph, plan, device, _arena: arena, base, kv_len: 0, blas })
+        let profile = std::env::var("KILN_CUDA_PROFILE").is_ok_and(|v| v == "1").then(Profile::default);
+        let use_graphs = profile.is_none() && !matches!(std::env::var("KILN_CUDA_GRAPHS").as_deref(), Ok("0"));
+        Ok(CudaExecutor {
+            graph,
+            plan,
+            device,
+            _arena: arena,
+            base,
+            kv_len: 0,
+            blas,
+            graphs: HashMap::new(),
+            use_graphs,
+            profile,
+            sms,
+            linear_stage_bytes: LINEAR_STAGE_BYTES.min(optin),
+        })
     }
 
     /// The GPU's name and which kernel image runs on it (`sm_90`, or `ptx` when the driver compiled PTX).
@@ -274,9 +387,28 @@ impl CudaExecutor {
         let stream = self.device.stream.cu_stream();
         // SAFETY: the flag is 4 bytes inside the arena.
         unsafe { result::memset_d8_async(flag, 0, 4, stream) }.map_err(cuda_error("clearing the error flag"))?;
-        let launches = self.plan.launches.clone();
-        for launch in &launches {
-            self.launch(launch, n, rows_from)?;
+        // What the kernels read of the step on the device: the tokens cached before it.
+        self.upload(self.plan.step_info, &[self.kv_len as i32, n as i32, 0, 0])?;
+        let mut timed = Vec::new();
+        if self.use_graphs && n <= CUDA_EXACT_STEP_ROWS {
+            self.launch_graph(n, rows_from)?;
+        } else {
+            let launches = std::mem::take(&mut self.plan.launches);
+            let result = (|| {
+                for launch in &launches {
+                    // The profile is of decode steps (one token); prefills and trees run untimed.
+                    let start = if n == 1 { self.profile_event()? } else { None };
+                    self.launch(launch, n, rows_from)?;
+                    if let Some(start) = start
+                        && let Some(end) = self.profile_event()?
+                    {
+                        timed.push((profile_label(launch), start, end));
+                    }
+                }
+                Ok(())
+            })();
+            self.plan.launches = launches;
+            result?;
         }
         let vocab = self.plan.vocab;
         let rows = n - rows_from;
@@ -299,7 +431,16 @@ impl CudaExecutor {
         // The error flag and the chosen tokens come back in one copy (which also waits for the step).
         let mut status = vec![0i32; 1 + tokens];
         // SAFETY: the readback region holds the flag and `max_step_tokens` ids; copies are synchronous.
-        unsafe { result::memcpy_dtoh_sync(&mut status, flag) }.map_err(cuda_error("running the step"))?;
+        unsafe { self.device.read_back(&mut status, flag, "running the step") }?;
+        if let Some(profile) = self.profile.as_mut() {
+            for (label, start, end) in timed {
+                let ms = start.elapsed_ms(&end).map_err(cuda_error("reading the profile events"))?;
+                let entry = profile.totals.entry(label).or_default();
+                entry.0 += 1;
+                entry.1 += f64::from(ms);
+            }
+            profile.steps += u64::from(n == 1);
+        }
         match status[0] {
             0 => {}
             KILN_ERROR_LOGITS => return Err(logits_error()),
@@ -317,13 +458,58 @@ impl CudaExecutor {
         } else if tokens == 0 {
             let mut logits = vec![0.0f32; rows * vocab];
             // SAFETY: the logits buffer holds n rows.
-            unsafe { result::memcpy_dtoh_sync(&mut logits, first_row) }.map_err(cuda_error("reading the logits"))?;
+            unsafe { self.device.read_back(&mut logits, first_row, "reading the logits") }?;
             ChunkOutput::Logits(logits)
         } else {
             ChunkOutput::Tokens(status[1..].iter().map(|&t| t as u32).collect())
         };
         self.kv_len += n;
         Ok(output)
+    }
+
+    /// Runs the plan's launches for a step of `n` tokens through a CUDA graph, capturing it on first use.
+    /// Everything a step changes is read from the device (ids, positions, mask, the step info), so one
+    /// graph per (n, rows_from) replays every such step.
+    fn launch_graph(&mut self, n: usize, rows_from: usize) -> Result<(), RuntimeError> {
+        let key = (n, rows_from);
+        if !self.graphs.contains_key(&key) {
+            if self.graphs.len() >= MAX_GRAPHS {
+                self.graphs.clear();
+            }
+            let stream = self.device.stream.clone();
+            stream
+                .begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+                .map_err(cuda_error("starting a CUDA graph capture"))?;
+            let launches = std::mem::take(&mut self.plan.launches);
+            let mut result = Ok(());
+            for launch in &launches {
+                result = self.launch(launch, n, rows_from);
+                if result.is_err() {
+                    break;
+                }
+            }
+            self.plan.launches = launches;
+            // End the capture whatever happened, so the stream is usable again.
+            let graph = stream.end_capture(sys::CUgraphInstantiate_flags(0));
+            result?;
+            let graph = graph
+                .map_err(cuda_error("instantiating the step's CUDA graph"))?
+                .ok_or_else(|| RuntimeError::Cuda { message: "the CUDA graph capture recorded nothing".into() })?;
+            self.graphs.insert(key, graph);
+        }
+        self.graphs[&key].launch().map_err(cuda_error("launching the step's CUDA graph"))
+    }
+
+    /// A timing event on the stream when profiling.
+    fn profile_event(&self) -> Result<Option<cudarc::driver::CudaEvent>, RuntimeError> {
+        if self.profile.is_none() {
+            return Ok(None);
+        }
+        self.device
+            .stream
+            .record_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT))
+            .map(Some)
+            .map_err(cuda_error("recording a profile event"))
     }
 
     /// Checks a step's request; `Ok(false)` when it is longer than one chunk (so it runs in chunks).
@@ -415,36 +601,86 @@ impl CudaExecutor {
                 // SAFETY: argument types match the kernel's signature; buffers are planned for n tokens.
                 unsafe { b.launch(cfg((tokens as usize * *hidden).div_ceil(256), 256, 0)) }.map_err(failed(kernel))?;
             }
-            Launch::Linear { kernel, x, w, bias, out, n: cols, k, softcap, logits } => {
+            Launch::Linear { kernel, x, parts, k, softcap, logits } => {
                 let f = self.device.function(kernel)?;
                 let mut m = rows(*x, *k);
-                let (mut xa, mut oa) = (self.addr(*x), self.addr(*out));
+                let mut xa = self.addr(*x);
+                let mut skip_out = 0u64;
                 if *logits && rows_from > 0 {
                     // Only the rows the caller reads: a prefill needs the last row's logits alone.
                     let xbytes = self.graph.value_type(*x).dtype.size_of().unwrap_or(4);
                     xa += (rows_from * k * xbytes) as u64;
-                    oa += (rows_from * cols * 4) as u64;
+                    skip_out = rows_from as u64;
                     m -= rows_from;
                 }
-                let wa = self.addr(*w);
-                let ba = bias.map_or(0u64, |s| self.base + self.plan.slot_offsets[s.0]);
-                if m > CUDA_EXACT_STEP_ROWS && self.gemm(xa, *x, wa, *w, oa, m, *cols, *k)? {
-                    if ba != 0 || *softcap > 0.0 {
-                        let f = self.device.function("kiln_bias_softcap")?;
-                        let (r, ni) = (m as i64, *cols as i32);
-                        let mut b = stream.launch_builder(&f);
-                        b.arg(&oa).arg(&ba).arg(&r).arg(&ni).arg(softcap);
-                        // SAFETY: out holds m rows of N floats.
-                        unsafe { b.launch(cfg((m * cols).div_ceil(256), 256, 0)) }
-                            .map_err(failed("kiln_bias_softcap"))?;
-                    }
-                    return Ok(());
+                let mut args = LinearArgs {
+                    x: xa,
+                    m: m as i32,
+                    n: 0,
+                    k: *k as i32,
+                    softcap: *softcap,
+                    parts: parts.len() as i32,
+                    ksplit: 1,
+                    part: [LinearPartArgs::default(); LINEAR_PARTS],
+                    staged: 0,
+                    _pad2: 0,
+                };
+                for (slot, part) in args.part.iter_mut().zip(parts) {
+                    *slot = LinearPartArgs {
+                        w: self.addr(part.w),
+                        bias: part.bias.map_or(0u64, |s| self.base + self.plan.slot_offsets[s.0]),
+                        out: self.addr(part.out) + skip_out * (part.n * 4) as u64,
+                        n: part.n as i32,
+                        _pad: 0,
+                    };
+                    args.n += part.n as i32;
                 }
-                let (mi, ni, ki) = (m as i32, *cols as i32, *k as i32);
+                if m > CUDA_EXACT_STEP_ROWS && self.blas.is_some() {
+                    let mut all = true;
+                    for (slot, part) in args.part.iter().zip(parts) {
+                        all &= self.gemm(xa, *x, slot.w, part.w, slot.out, m, part.n, *k)?;
+                        if !all {
+                            break;
+                        }
+                        if slot.bias != 0 || *softcap > 0.0 {
+                            let f = self.device.function("kiln_bias_softcap")?;
+                            let (r, ni) = (m as i64, part.n as i32);
+                            let mut b = stream.launch_builder(&f);
+                            b.arg(&slot.out).arg(&slot.bias).arg(&r).arg(&ni).arg(softcap);
+                            // SAFETY: out holds m rows of n floats.
+                            unsafe { b.launch(cfg((m * part.n).div_ceil(256), 256, 0)) }
+                                .map_err(failed("kiln_bias_softcap"))?;
+                        }
+                    }
+                    if all {
+                        return Ok(());
+                    }
+                }
+                // x goes to shared memory when it fits (always for a decode step); two blocks per
+                // multiprocessor, each warp striding over the columns.
+                let staged_bytes = m * k * 4;
+                let shared = if staged_bytes <= self.linear_stage_bytes {
+                    args.staged = 1;
+                    staged_bytes as u32
+                } else {
+                    0
+                };
+                // One row (a decode step): the lean kernel, four blocks per multiprocessor.
+                let (f, per_sm) = if m == 1 { (self.device.function(&gemv_name(kernel))?, 4) } else { (f, 2) };
+                // Long rows are shared by several warps (each then streams at most one round of loads); the
+                // split depends on K and the weight dtype only, so every launch computes a column alike.
+                let wbytes = self.graph.value_type(parts[0].w).dtype.size_of().unwrap_or(4);
+                let chunks = (k * wbytes).div_ceil(16);
+                let ksplit = chunks.div_ceil(32 * LINEAR_UNROLL).clamp(1, 8);
+                let per_block = (8 / ksplit).max(1);
+                args.ksplit = ksplit as i32;
+                let blocks = (args.n as usize).div_ceil(per_block).min(per_sm * self.sms);
+                let threads = (32 * ksplit * per_block) as u32;
                 let mut b = stream.launch_builder(&f);
-                b.arg(&xa).arg(&wa).arg(&ba).arg(&oa).arg(&mi).arg(&ni).arg(&ki).arg(softcap);
-                // SAFETY: as above.
-                unsafe { b.launch(cfg(cols.div_ceil(8), 256, 0)) }.map_err(failed(kernel))?;
+                b.arg(&args);
+                // SAFETY: as above; every part's weight, bias and output are planned for its n columns, and
+                // the kernel's shared-memory limit was raised to LINEAR_STAGE_BYTES at load.
+                unsafe { b.launch(cfg(blocks, threads, shared)) }.map_err(failed(kernel))?;
             }
             Launch::RmsNorm { kernel, x, residual, w, out, h, eps, offset } => {
                 let f = self.device.function(kernel)?;
@@ -459,8 +695,8 @@ impl CudaExecutor {
                     b.arg(&ra).arg(&sa);
                 }
                 b.arg(&wa).arg(&oa).arg(&hi).arg(eps).arg(offset);
-                // SAFETY: as above.
-                unsafe { b.launch(cfg(r, 256, 0)) }.map_err(failed(kernel))?;
+                // SAFETY: as above. 1024 threads: a decode step's row is one block, keep it short.
+                unsafe { b.launch(cfg(r, 1024, 0)) }.map_err(failed(kernel))?;
             }
             Launch::LayerNorm { kernel, x, residual, w, b: bias, out, h, eps } => {
                 let f = self.device.function(kernel)?;
@@ -528,39 +764,62 @@ impl CudaExecutor {
             } => {
                 let kv = self.plan.layers[&(*layer as u32)];
                 let (kc, vc) = (self.base + kv.keys, self.base + kv.values);
-                let past = self.kv_len;
+                let step = self.base + self.plan.step_info;
                 let f = self.device.function(append)?;
                 let (ka, va) = (self.addr(*k), self.addr(*v));
-                let (p, s, kr, vr) = (past as i32, n as i32, kv.k_row as i32, kv.v_row as i32);
+                let (s, kr, vr) = (n as i32, kv.k_row as i32, kv.v_row as i32);
                 let mut b = stream.launch_builder(&f);
-                b.arg(&ka).arg(&va).arg(&kc).arg(&vc).arg(&p).arg(&s).arg(&kr).arg(&vr);
+                b.arg(&ka).arg(&va).arg(&kc).arg(&vc).arg(&step).arg(&s).arg(&kr).arg(&vr);
                 // SAFETY: as above; the caller checked past + n <= capacity.
                 unsafe { b.launch(cfg((n * kv.k_row.max(kv.v_row)).div_ceil(256), 256, 0)) }.map_err(failed(append))?;
-                let f = self.device.function(kernel)?;
+                // Exact steps split the keys into ATTENTION_CHUNK slots; a long prefill (which need not match a
+                // decode step bit for bit, and has parallelism enough in its queries) gives each query one split.
+                let (chunk, max_splits) = if n <= CUDA_EXACT_STEP_ROWS {
+                    (ATTENTION_CHUNK, plan::attention_splits(self.plan.kv_capacity))
+                } else {
+                    (self.plan.kv_capacity.div_ceil(ATTENTION_CHUNK) * ATTENTION_CHUNK, 1)
+                };
                 let args = AttentionArgs {
                     q: self.addr(*q),
                     kcache: kc,
                     vcache: vc,
                     out: self.addr(*out),
+                    partial: self.base + self.plan.attention_partial,
                     positions: self.addr(*positions),
                     mask: mask.map_or(0, |m| self.addr(m)),
+                    step,
                     s: n as i32,
                     heads: *heads as i32,
                     kv_heads: *kv_heads as i32,
                     d: *head_dim as i32,
                     dv: *v_dim as i32,
-                    past: past as i32,
                     scale: *scale,
                     softcap: *softcap,
                     causal: i32::from(*causal),
                     window: *window as i32,
                     sinks: *sinks as i32,
+                    chunk: chunk as i32,
+                    max_splits: max_splits as i32,
                 };
-                let shared = (4 * (head_dim + past + n)) as u32;
+                // About one wave of blocks (two per multiprocessor); each strides over the splits the step
+                // has (which block computes a split does not change its result).
+                let per_split = max_splits.min((2 * self.sms).div_ceil(n * heads)).max(1);
+                let grid = LaunchConfig {
+                    grid_dim: ((n * heads) as u32, per_split as u32, 1),
+                    block_dim: (128, 1, 1),
+                    shared_mem_bytes: 0,
+                };
+                let f = self.device.function(kernel)?;
                 let mut b = stream.launch_builder(&f);
                 b.arg(&args);
-                // SAFETY: as above; the shared-memory limit was raised for max_context at load.
-                unsafe { b.launch(cfg(n * heads, 128, shared)) }.map_err(failed(kernel))?;
+                // SAFETY: as above; the partial region holds n x heads x max_splits splits.
+                unsafe { b.launch(grid) }.map_err(failed(kernel))?;
+                let combine = kernel.replace("kiln_attention_", "kiln_attention_combine_");
+                let f = self.device.function(&combine)?;
+                let mut b = stream.launch_builder(&f);
+                b.arg(&args);
+                // SAFETY: as above.
+                unsafe { b.launch(cfg(n * heads, 128, 0)) }.map_err(failed(&combine))?;
             }
             Launch::Softmax { kernel, x, out, n: cols } => {
                 let f = self.device.function(kernel)?;
@@ -697,17 +956,36 @@ fn broadcast_strides(shape: &RunShape, n: usize, out: &[usize]) -> [i64; 6] {
     strides
 }
 
-fn kernel_names(launch: &Launch) -> Vec<&str> {
+/// The one-row (decode) variant of a `kiln_linear_*` kernel.
+fn gemv_name(linear: &str) -> String {
+    linear.replacen("kiln_linear_", "kiln_gemv_", 1)
+}
+
+/// How the profile names a launch: its kernel, with the parts a fused linear computes.
+fn profile_label(launch: &Launch) -> String {
     match launch {
-        Launch::Attention { append, kernel, .. } => vec![append, kernel],
+        Launch::Attention { kernel, .. } => format!("{kernel} (+append, combine)"),
+        Launch::Linear { kernel, parts, k, .. } => {
+            let n: Vec<String> = parts.iter().map(|p| p.n.to_string()).collect();
+            format!("{kernel} {k}->{}", n.join("+"))
+        }
+        other => kernel_names(other).swap_remove(0),
+    }
+}
+
+fn kernel_names(launch: &Launch) -> Vec<String> {
+    match launch {
+        Launch::Attention { append, kernel, .. } => {
+            vec![append.clone(), kernel.clone(), kernel.replace("kiln_attention_", "kiln_attention_combine_")]
+        }
+        Launch::Linear { kernel, .. } => vec![kernel.clone(), gemv_name(kernel)],
         Launch::Embedding { kernel, .. }
-        | Launch::Linear { kernel, .. }
         | Launch::RmsNorm { kernel, .. }
         | Launch::LayerNorm { kernel, .. }
         | Launch::Rope { kernel, .. }
         | Launch::Softmax { kernel, .. }
         | Launch::Split { kernel, .. }
-        | Launch::Fused { kernel, .. } => vec![kernel],
+        | Launch::Fused { kernel, .. } => vec![kernel.clone()],
     }
 }
 

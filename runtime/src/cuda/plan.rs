@@ -56,13 +56,11 @@ pub(crate) enum Launch {
         vocab: usize,
         hidden: usize,
     },
+    /// One or more linears over the same `x` (q/k/v, gate/up), computed by one launch.
     Linear {
         kernel: String,
         x: ValueId,
-        w: ValueId,
-        bias: Option<Slot>,
-        out: ValueId,
-        n: usize,
+        parts: Vec<LinearPart>,
         k: usize,
         softcap: f32,
         logits: bool,
@@ -138,6 +136,24 @@ pub(crate) enum Launch {
     },
 }
 
+/// One linear of a [`Launch::Linear`]: `out[m, 0..n] = x[m] · w[0..n]ᵀ (+ bias)`.
+#[derive(Clone, Debug)]
+pub(crate) struct LinearPart {
+    pub w: ValueId,
+    pub bias: Option<Slot>,
+    pub out: ValueId,
+    pub n: usize,
+}
+
+/// Linears one launch computes at most (`KILN_LINEAR_PARTS` in linear.cu).
+pub(crate) const LINEAR_PARTS: usize = 3;
+
+/// Keys per attention split for steps that must be exact (`chunk` in attention.cu; a multiple of 64).
+pub(crate) const ATTENTION_CHUNK: usize = 64;
+
+/// The widest head the attention kernel takes (`KILN_ATTENTION_DMAX` x 32).
+const ATTENTION_MAX_HEAD_DIM: usize = 256;
+
 /// A parameter buffer that is not a graph value (an f32 copy of a weight, a rope table).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct Slot(pub usize);
@@ -164,6 +180,11 @@ pub(crate) struct Plan {
     /// What a step reads back in one copy: the error flag (an i32) followed by one token id (an i32) per
     /// row of the step, the tokens chosen on the device.
     pub error_flag: u64,
+    /// What kernels read of the step from the device (an i32: the cached tokens before it), so that a
+    /// captured graph serves every step of one shape.
+    pub step_info: u64,
+    /// The attention kernel's per-split partial results.
+    pub attention_partial: u64,
     /// Scratch of the device sampler (`kiln_sample_f32`).
     pub sample_scratch: u64,
     pub keep_indices: u64,
@@ -331,17 +352,24 @@ pub(crate) fn build(
                     Op::Logits { softcap } => softcap.unwrap_or(0.0),
                     _ => 0.0,
                 };
-                launches.push(Launch::Linear {
-                    kernel: format!("kiln_linear_w{}_x{}", suffix(w)?, suffix(x)?),
-                    x,
-                    w,
-                    bias,
-                    out: o,
-                    n,
-                    k,
-                    softcap,
-                    logits: o == logits,
-                });
+                let kernel = format!("kiln_linear_w{}_x{}", suffix(w)?, suffix(x)?);
+                let part = LinearPart { w, bias, out: o, n };
+                // A linear right after another over the same x joins its launch (q/k/v, gate/up): adjacent
+                // in program order, so nothing in between can read the earlier outputs or write x.
+                if let Some(Launch::Linear { kernel: prev, x: px, parts, k: pk, softcap: psc, logits: false }) =
+                    launches.last_mut()
+                    && *psc == 0.0
+                    && *prev == kernel
+                    && *px == x
+                    && *pk == k
+                    && softcap == 0.0
+                    && o != logits
+                    && parts.len() < LINEAR_PARTS
+                {
+                    parts.push(part);
+                    continue;
+                }
+                launches.push(Launch::Linear { kernel, x, parts: vec![part], k, softcap, logits: o == logits });
             }
             Op::RmsNorm { eps, offset } => {
                 let (x, o) = (inp(0), out.expect("one result"));
@@ -428,6 +456,12 @@ pub(crate) fn build(
                     _ => Err(at(format!("dim {i} of %{} must be static", v.0))),
                 };
                 let (heads, head_dim, kv_heads, v_dim) = (dim(q, 2)?, dim(q, 3)?, dim(k, 2)?, dim(v, 3)?);
+                if head_dim.max(v_dim) > ATTENTION_MAX_HEAD_DIM {
+                    return Err(at(format!(
+                        "heads of {} elements; the CUDA attention kernel takes at most {ATTENTION_MAX_HEAD_DIM}",
+                        head_dim.max(v_dim)
+                    )));
+                }
                 if kv_heads == 0
                     || heads % kv_heads != 0
                     || dim(k, 3)? != head_dim
@@ -555,6 +589,17 @@ pub(crate) fn build(
         kv.insert(layer, LayerKv { keys, values, k_row, v_row });
     }
     let error_flag = bump.take((4 + 4 * max_rows) as u64);
+    let step_info = bump.take(16);
+    // Split-KV partials: steps of up to CUDA_EXACT_STEP_ROWS rows use ATTENTION_CHUNK-key splits over the
+    // whole cache; longer (prefill) steps one split per query.
+    let widest_attention = launches
+        .iter()
+        .map(|l| if let Launch::Attention { heads, v_dim, .. } = l { heads * (v_dim + 2) } else { 0 })
+        .max()
+        .unwrap_or(0);
+    let partial_rows =
+        (max_rows.min(super::executor::CUDA_EXACT_STEP_ROWS) * attention_splits(kv_capacity)).max(max_rows);
+    let attention_partial = bump.take((partial_rows * widest_attention * 4) as u64);
     let sample_scratch = bump.take(super::choose::sample_scratch_bytes(vocab) as u64);
     let keep_indices = bump.take(((kv_capacity + max_rows) * 4) as u64);
     let widest_k = launches.iter().map(|l| if let Launch::Linear { k, .. } = l { *k } else { 0 }).max().unwrap_or(0);
@@ -620,6 +665,8 @@ pub(crate) fn build(
         layers: kv,
         kv_capacity,
         error_flag,
+        step_info,
+        attention_partial,
         sample_scratch,
         keep_indices,
         gemm_scratch,
@@ -647,6 +694,11 @@ impl Params {
     }
 }
 
+/// Attention splits of the exact (short) steps over a cache of `kv_capacity` tokens.
+pub(crate) fn attention_splits(kv_capacity: usize) -> usize {
+    kv_capacity.div_ceil(ATTENTION_CHUNK)
+}
+
 fn float_suffix(dtype: DType) -> Option<&'static str> {
     match dtype {
         DType::F32 => Some("f32"),
@@ -660,7 +712,11 @@ fn float_suffix(dtype: DType) -> Option<&'static str> {
 pub(crate) fn operands(launch: &Launch) -> (Vec<ValueId>, Vec<ValueId>) {
     match launch {
         Launch::Embedding { table, ids, out, .. } => (vec![*table, *ids], vec![*out]),
-        Launch::Linear { x, w, out, .. } => (vec![*x, *w], vec![*out]),
+        Launch::Linear { x, parts, .. } => {
+            let mut reads = vec![*x];
+            reads.extend(parts.iter().map(|p| p.w));
+            (reads, parts.iter().map(|p| p.out).collect())
+        }
         Launch::RmsNorm { x, residual, out, .. } | Launch::LayerNorm { x, residual, out, .. } => match residual {
             Some((b, sum)) => (vec![*x, *b], vec![*sum, *out]),
             None => (vec![*x], vec![*out]),

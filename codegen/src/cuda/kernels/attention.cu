@@ -2,19 +2,28 @@
 //
 // The cache of a layer holds `cap` slots of [kv_heads, head_dim] keys and [kv_heads, v_dim] values in f32;
 // slot t is the token at position t. A step first appends its new keys and values at slots past..past+S
-// (kiln_kv_append), then one block per (query, head) attends over slots 0..past+S with the rules of the
-// `attention` op: a past key t is visible when t <= p (or always without `causal`), new key j when
-// tree_mask[i][j] (or j <= i when causal), and a window hides keys at distance >= window except the first
-// `sinks` positions. A query that sees no key gets zeros.
+// (kiln_kv_append), then attends over slots 0..past+S with the rules of the `attention` op: a past key t is
+// visible when t <= p (or always without `causal`), new key j when tree_mask[i][j] (or j <= i when causal),
+// and a window hides keys at distance >= window except the first `sinks` positions. A query that sees no
+// key gets zeros. `past` is read from the device (step[0]), so that one captured CUDA graph serves every
+// decode step.
 //
-// Exactness: a query's visible keys are the same whether it is decoded alone or verified in a tree (its
-// descendants and siblings are masked). Masked keys get weight exactly 0, and 0 added to a partial sum, or
-// 0 * v fused into one, leaves it unchanged; the reductions have a fixed shape (the block size, not the key
-// count). So its output is bit-identical in both cases.
+// Split-KV ("flash decoding"): the keys are cut into splits of `chunk` slots. kiln_attention_x* gives one
+// block of four warps to each (query, head, split) and writes the split's running max, sum of weights and
+// weighted values; kiln_attention_combine_x* merges the splits of each (query, head). A decode step thus
+// spreads a long context over the whole GPU instead of one block per head.
+//
+// Exactness: a query's visible keys are the same whether it is decoded alone or verified in a tree. Keys
+// are assigned to splits, warps and groups of eight by their slot alone (never by the step's length), an
+// invisible key contributes a weight of exactly 0 (fma(0, v, acc) == acc; a max with -inf is a no-op) and
+// splits with no visible key are skipped by the merge; every reduction has a fixed order. So the output is
+// bit-identical in both cases, as long as `chunk` is the same (the runtime uses one chunk for every step
+// of up to CUDA_EXACT_STEP_ROWS tokens).
 
 template <typename X>
-__device__ __forceinline__ void kv_append(const X* k, const X* v, float* kcache, float* vcache, int past, int S,
-                                          int kv_row, int v_row) {
+__device__ __forceinline__ void kv_append(const X* k, const X* v, float* kcache, float* vcache, const int* step,
+                                          int S, int kv_row, int v_row) {
+    const int past = step[0];
     const i64 idx = (i64)blockIdx.x * blockDim.x + threadIdx.x;
     const i64 nk = (i64)S * kv_row, nv = (i64)S * v_row;
     if (idx < nk) kcache[(i64)past * kv_row + idx] = to_f32(k[idx]);
@@ -22,8 +31,8 @@ __device__ __forceinline__ void kv_append(const X* k, const X* v, float* kcache,
 }
 #define KILN_KV_APPEND(XN, XT)                                                                          \
     extern "C" __global__ void kiln_kv_append_x##XN(const XT* k, const XT* v, float* kcache, float* vcache, \
-                                                    int past, int S, int kv_row, int v_row) {             \
-        kv_append<XT>(k, v, kcache, vcache, past, S, kv_row, v_row);                                     \
+                                                    const int* step, int S, int kv_row, int v_row) {      \
+        kv_append<XT>(k, v, kcache, vcache, step, S, kv_row, v_row);                                     \
     }
 KILN_FOR_FLOAT_TYPES(KILN_KV_APPEND)
 
@@ -32,80 +41,197 @@ struct AttentionArgs {
     const float* kcache;    // [cap, kv_heads, D]
     const float* vcache;    // [cap, kv_heads, Dv]
     void* out;              // [S, heads, Dv]
+    float* partial;         // [S, heads, max_splits, Dv + 2]: max, sum, weighted values
     const i64* positions;   // [S]
     const u8* mask;         // [S, S] or null
-    int S, heads, kv_heads, D, Dv, past;
+    const int* step;        // step[0]: past (cached tokens before this step)
+    int S, heads, kv_heads, D, Dv;
     float scale, softcap;   // softcap 0: none
     int causal, window, sinks;  // window 0: none
+    int chunk, max_splits;  // keys per split (a multiple of 64); partial's split capacity
 };
 
 #define KILN_ATTENTION_THREADS 128
+#define KILN_ATTENTION_GROUP 8   // keys a warp scores at once (loads in flight)
+#define KILN_ATTENTION_DMAX 8    // head_dim / 32 at most: head_dim <= 256 (the plan checks)
 
-template <typename X>
-__device__ __forceinline__ void attention_query(const AttentionArgs& a) {
-    extern __shared__ float smem[];
-    __shared__ float scratch[32];
+__device__ __forceinline__ bool key_visible(const AttentionArgs& a, int past, int i, i64 p, int t) {
+    bool seen;
+    i64 tp;
+    if (t < past) {
+        seen = !a.causal || (i64)t <= p;
+        tp = t;
+    } else {
+        const int j = t - past;
+        seen = a.mask ? a.mask[(i64)i * a.S + j] != 0 : (!a.causal || j <= i);
+        tp = a.positions[j];
+    }
+    if (a.window > 0) {
+        const i64 dist = tp > p ? tp - p : p - tp;
+        seen = seen && (dist < a.window || tp < a.sinks);
+    }
+    return seen;
+}
+
+// One (query, head, split): warp w scores slots base + 16w .. base + 16w + 15 of every 64-slot block of
+// the split, eight at a time, with an online softmax; the four warps then merge in index order.
+// DR: registers per lane for a head (head_dim <= 32 * DR), so that short heads waste no loads.
+template <typename X, int DR>
+__device__ __forceinline__ void attention_split(const AttentionArgs& a, float (*merge)[2 + 32 * KILN_ATTENTION_DMAX]) {
+    const int past = a.step[0];
+    const int total = past + a.S;
     const int i = blockIdx.x / a.heads, h = blockIdx.x % a.heads;
     const int kvh = h / (a.heads / a.kv_heads);
-    const int total = a.past + a.S;
-    float* qs = smem;             // D floats
-    float* w = smem + a.D;        // total floats
-    const X* q = (const X*)a.q + ((i64)i * a.heads + h) * a.D;
-    for (int d = threadIdx.x; d < a.D; d += blockDim.x) qs[d] = to_f32(q[d]);
-    __syncthreads();
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const i64 p = a.positions[i];
-    float m = -__int_as_float(0x7f800000);
-    for (int t = threadIdx.x; t < total; t += blockDim.x) {
-        bool seen;
-        i64 tp;
-        if (t < a.past) {
-            seen = !a.causal || (i64)t <= p;
-            tp = t;
-        } else {
-            const int j = t - a.past;
-            seen = a.mask ? a.mask[(i64)i * a.S + j] != 0 : (!a.causal || j <= i);
-            tp = a.positions[j];
-        }
-        if (a.window > 0) {
-            const i64 dist = tp > p ? tp - p : p - tp;
-            seen = seen && (dist < a.window || tp < a.sinks);
-        }
-        float s = -__int_as_float(0x7f800000);
-        if (seen) {
-            const float* k = a.kcache + ((i64)t * a.kv_heads + kvh) * a.D;
-            float dot = 0.0f;
-            for (int d = 0; d < a.D; ++d) dot = fmaf(qs[d], k[d], dot);
-            s = dot * a.scale;
-            if (a.softcap > 0.0f) s = a.softcap * tanhf(s / a.softcap);
-            m = fmaxf(m, s);
-        }
-        w[t] = s;
+    // Without a mask, causal keys after the query's own slot are invisible: stop there.
+    const int end = (a.causal && !a.mask) ? past + i + 1 : total;
+    const int splits = (end + a.chunk - 1) / a.chunk;
+    const int nd = (a.D + 31) / 32, nv = (a.Dv + 31) / 32;
+    float q[DR];
+    const X* qrow = (const X*)a.q + ((i64)i * a.heads + h) * a.D;
+#pragma unroll
+    for (int r = 0; r < DR; ++r) {
+        const int d = lane + 32 * r;
+        q[r] = (r < nd && d < a.D) ? to_f32(qrow[d]) : 0.0f;
     }
-    m = block_max(m, scratch);
-    X* out = (X*)a.out + ((i64)i * a.heads + h) * a.Dv;
-    if (m == -__int_as_float(0x7f800000)) {
+    const i64 kstride = (i64)a.kv_heads * a.D, vstride = (i64)a.kv_heads * a.Dv;
+    const float* kbase = a.kcache + (i64)kvh * a.D;
+    const float* vbase = a.vcache + (i64)kvh * a.Dv;
+    const float NEG = -__int_as_float(0x7f800000);
+    // The merge reads splits 0..splits only; later ones are not written.
+    for (int s = blockIdx.y; s < splits; s += gridDim.y) {
+        float* out = a.partial + (((i64)i * a.heads + h) * a.max_splits + s) * (a.Dv + 2);
+        float m = NEG, l = 0.0f;
+        float acc[DR];
+#pragma unroll
+        for (int r = 0; r < DR; ++r) acc[r] = 0.0f;
+        const int lo = s * a.chunk, hi = min(lo + a.chunk, end);
+        for (int base = lo + 16 * warp; base < hi; base += 64) {
+#pragma unroll
+            for (int g0 = 0; g0 < 16; g0 += KILN_ATTENTION_GROUP) {
+                float sc[KILN_ATTENTION_GROUP];
+                float kv[KILN_ATTENTION_GROUP][DR];
+                float vv[KILN_ATTENTION_GROUP][DR];
+                // Keys and values of the whole group are requested before any is used, so that the
+                // group costs one memory round trip, not one per key.
+#pragma unroll
+                for (int g = 0; g < KILN_ATTENTION_GROUP; ++g) {
+                    const int t = base + g0 + g;
+                    const float* k = kbase + (i64)t * kstride;
+                    const float* v = vbase + (i64)t * vstride;
+#pragma unroll
+                    for (int r = 0; r < DR; ++r) {
+                        const int d = lane + 32 * r;
+                        kv[g][r] = (t < hi && r < nd && d < a.D) ? k[d] : 0.0f;
+                        vv[g][r] = (t < hi && r < nv && d < a.Dv) ? v[d] : 0.0f;
+                    }
+                }
+#pragma unroll
+                for (int g = 0; g < KILN_ATTENTION_GROUP; ++g) {
+                    float dot = 0.0f;
+#pragma unroll
+                    for (int r = 0; r < DR; ++r) dot = fmaf(q[r], kv[g][r], dot);
+                    sc[g] = warp_sum(dot);
+                }
+                float gm = NEG;
+#pragma unroll
+                for (int g = 0; g < KILN_ATTENTION_GROUP; ++g) {
+                    const int t = base + g0 + g;
+                    float x = NEG;
+                    if (t < hi && key_visible(a, past, i, p, t)) {
+                        x = sc[g] * a.scale;
+                        if (a.softcap > 0.0f) x = a.softcap * tanhf(x / a.softcap);
+                    }
+                    sc[g] = x;
+                    gm = fmaxf(gm, x);
+                }
+                if (gm == NEG) continue;  // no visible key in this group: the state is unchanged
+                const float mn = fmaxf(m, gm);
+                const float corr = m == NEG ? 0.0f : expf(m - mn);
+                l *= corr;
+#pragma unroll
+                for (int r = 0; r < DR; ++r) acc[r] *= corr;
+                m = mn;
+#pragma unroll
+                for (int g = 0; g < KILN_ATTENTION_GROUP; ++g) {
+                    if (sc[g] == NEG) continue;
+                    const float w = expf(sc[g] - m);
+                    l += w;
+#pragma unroll
+                    for (int r = 0; r < DR; ++r) acc[r] = fmaf(w, vv[g][r], acc[r]);
+                }
+            }
+        }
+        __syncthreads();  // the previous split's merge has read `merge`
+        if (lane == 0) { merge[warp][0] = m; merge[warp][1] = l; }
+#pragma unroll
+        for (int r = 0; r < DR; ++r) merge[warp][2 + lane + 32 * r] = acc[r];
+        __syncthreads();
+        float bm = NEG;
+        for (int w = 0; w < 4; ++w) bm = fmaxf(bm, merge[w][0]);
+        if (threadIdx.x == 0) out[0] = bm;
+        if (bm == NEG) {
+            if (threadIdx.x == 0) out[1] = 0.0f;
+            continue;
+        }
+        float scale_w[4];
+        for (int w = 0; w < 4; ++w) scale_w[w] = merge[w][0] == NEG ? 0.0f : expf(merge[w][0] - bm);
+        if (threadIdx.x == 0) {
+            float bl = 0.0f;
+            for (int w = 0; w < 4; ++w) bl = fmaf(merge[w][1], scale_w[w], bl);
+            out[1] = bl;
+        }
+        for (int d = threadIdx.x; d < a.Dv; d += blockDim.x) {
+            float v = 0.0f;
+            for (int w = 0; w < 4; ++w) v = fmaf(merge[w][2 + d], scale_w[w], v);
+            out[2 + d] = v;
+        }
+    }
+}
+#define KILN_ATTENTION(XN, XT)                                                                         \
+    extern "C" __global__ void __launch_bounds__(KILN_ATTENTION_THREADS)                               \
+        kiln_attention_x##XN(const AttentionArgs a) {                                                 \
+        __shared__ float merge[4][2 + 32 * KILN_ATTENTION_DMAX];                                       \
+        const int nd = max((a.D + 31) / 32, (a.Dv + 31) / 32);                                         \
+        if (nd <= 2) attention_split<XT, 2>(a, merge);                                                 \
+        else if (nd <= 4) attention_split<XT, 4>(a, merge);                                            \
+        else attention_split<XT, 8>(a, merge);                                                         \
+    }
+KILN_FOR_FLOAT_TYPES(KILN_ATTENTION)
+
+// Merges the splits of one (query, head) (block x) in split order: out = sum_s acc_s e^(m_s - M) /
+// sum_s l_s e^(m_s - M). Splits with no visible key are skipped; a query with none gets zeros.
+template <typename X>
+__device__ __forceinline__ void attention_combine(const AttentionArgs& a) {
+    const int past = a.step[0];
+    const int i = blockIdx.x / a.heads;
+    const int end = (a.causal && !a.mask) ? past + i + 1 : past + a.S;
+    const int splits = (end + a.chunk - 1) / a.chunk;
+    const float NEG = -__int_as_float(0x7f800000);
+    const float* part = a.partial + (i64)blockIdx.x * a.max_splits * (a.Dv + 2);
+    float M = NEG;
+    for (int s = 0; s < splits; ++s) M = fmaxf(M, part[(i64)s * (a.Dv + 2)]);
+    X* out = (X*)a.out + (i64)blockIdx.x * a.Dv;
+    if (M == NEG) {
         for (int d = threadIdx.x; d < a.Dv; d += blockDim.x) out[d] = from_f32<X>(0.0f);
         return;
     }
-    float sum = 0.0f;
-    for (int t = threadIdx.x; t < total; t += blockDim.x) {
-        const float s = w[t];
-        const float e = s == -__int_as_float(0x7f800000) ? 0.0f : expf(s - m);
-        w[t] = e;
-        sum += e;
-    }
-    sum = block_sum(sum, scratch);  // its barriers also publish every w[t]
     for (int d = threadIdx.x; d < a.Dv; d += blockDim.x) {
-        float acc = 0.0f;
-        const float* v = a.vcache + (i64)kvh * a.Dv + d;
-        const i64 stride = (i64)a.kv_heads * a.Dv;
-        for (int t = 0; t < total; ++t) acc = fmaf(w[t], v[t * stride], acc);
-        out[d] = from_f32<X>(acc / sum);
+        float num = 0.0f, den = 0.0f;
+        for (int s = 0; s < splits; ++s) {
+            const float* ps = part + (i64)s * (a.Dv + 2);
+            if (ps[0] == NEG) continue;
+            const float f = expf(ps[0] - M);
+            den = fmaf(ps[1], f, den);
+            num = fmaf(ps[2 + d], f, num);
+        }
+        out[d] = from_f32<X>(num / den);
     }
 }
-#define KILN_ATTENTION(XN, XT)                                                        \
-    extern "C" __global__ void kiln_attention_x##XN(const AttentionArgs a) { attention_query<XT>(a); }
-KILN_FOR_FLOAT_TYPES(KILN_ATTENTION)
+#define KILN_ATTENTION_COMBINE(XN, XT)                                                                 \
+    extern "C" __global__ void kiln_attention_combine_x##XN(const AttentionArgs a) { attention_combine<XT>(a); }
+KILN_FOR_FLOAT_TYPES(KILN_ATTENTION_COMBINE)
 
 // Keeps cache slots keep[0..n) as slots 0..n of every layer's keys and values (tree speculation keeps the
 // accepted path). keep is increasing with keep[i] >= i, so copying slots in increasing order in place is

@@ -1,92 +1,212 @@
 // linear and logits: out[m, n] = sum_k x[m, k] * w[n, k] (+ bias[n]), optionally soft-capped, for the
 // small row counts of decoding and speculative verification (GEMV / small-M GEMM).
 //
+// One launch may compute up to KILN_LINEAR_PARTS linears that read the same x (q, k and v; gate and up):
+// their columns are numbered one after another, and a column's part says which weight, bias and output it
+// uses. A decode step then streams all of them in one grid instead of three or two.
+//
 // One warp computes one output column `n` for every row. Lane l reads the 16-byte chunks l, l+32, l+64, ...
-// of weight row n (so the warp streams the row with coalesced 16-byte loads, four chunks in flight per
-// lane), multiplies each chunk into the partial sums of up to KILN_LINEAR_ROWS rows at once (one weight
-// load serves every row), and the warp then adds the 32 partial sums with a fixed butterfly.
+// of weight row n (so the warp streams the row with coalesced 16-byte loads, KILN_LINEAR_UNROLL chunks in
+// flight per lane), multiplies each chunk into the partial sums of up to KILN_LINEAR_ROWS rows at once (one
+// weight load serves every row; x is read with vector loads too), and the warp then adds the 32 partial sums
+// with a fixed butterfly.
 //
 // Exactness: for a given row, the sequence of fused multiply-adds a lane performs, and the butterfly, depend
-// only on K, not on how many rows the launch has or which group a row falls in. So a row computed among
-// others (verifying a token tree) is bit-identical to the same row computed alone (a decode step).
+// only on K, not on how many rows the launch has, which group a row falls in, or which part a column is.
+// So a row computed among others (verifying a token tree) is bit-identical to the same row computed alone
+// (a decode step), fused or not.
 
 #define KILN_LINEAR_ROWS 8
-#define KILN_LINEAR_UNROLL 4
+#define KILN_LINEAR_UNROLL 8
+#define KILN_LINEAR_PARTS 3
 
-template <typename W, typename X>
-__device__ __forceinline__ void linear_column(const X* __restrict__ x, const W* __restrict__ w,
+struct LinearPart {
+    const void* w;       // [n, K]
+    const float* bias;   // [n] or null
+    float* out;          // [M, n]
+    int n;
+};
+struct LinearArgs {
+    const void* x;  // [M, K]
+    int M, N, K;    // N: the parts' columns together
+    float softcap;  // 0: none
+    int parts;
+    int ksplit;     // warps per column (1..8), a function of K and the weight dtype
+    LinearPart part[KILN_LINEAR_PARTS];
+    int staged;     // 1: the block first copies x (M * K floats) to shared memory
+};
+
+// Loads V consecutive activations as floats with vector loads (the caller guarantees the alignment: rows
+// start at multiples of V elements and buffers at 256 bytes).
+template <typename X, int V> struct XLoad;
+template <int V> struct XLoad<float, V> {
+    static __device__ __forceinline__ void load(const float* p, float* f) {
+#pragma unroll
+        for (int i = 0; i < V / 4; ++i) {
+            const float4 v = *(const float4*)(p + 4 * i);
+            f[4 * i] = v.x; f[4 * i + 1] = v.y; f[4 * i + 2] = v.z; f[4 * i + 3] = v.w;
+        }
+    }
+};
+// Half-precision activations: 8 values are one 16-byte load, 4 values one 8-byte load.
+template <typename H> struct HalfLoad {
+    static __device__ __forceinline__ void load8(const H* p, float* f) { Pack<H>::unpack(*(const uint4*)p, f); }
+    static __device__ __forceinline__ void load4(const H* p, float* f) {
+        const uint2 v = *(const uint2*)p;
+        float g[8];
+        Pack<H>::unpack(make_uint4(v.x, v.y, 0, 0), g);
+        f[0] = g[0]; f[1] = g[1]; f[2] = g[2]; f[3] = g[3];
+    }
+};
+template <> struct XLoad<bf16_t, 8> {
+    static __device__ __forceinline__ void load(const bf16_t* p, float* f) { HalfLoad<bf16_t>::load8(p, f); }
+};
+template <> struct XLoad<f16_t, 8> {
+    static __device__ __forceinline__ void load(const f16_t* p, float* f) { HalfLoad<f16_t>::load8(p, f); }
+};
+template <> struct XLoad<bf16_t, 4> {
+    static __device__ __forceinline__ void load(const bf16_t* p, float* f) { HalfLoad<bf16_t>::load4(p, f); }
+};
+template <> struct XLoad<f16_t, 4> {
+    static __device__ __forceinline__ void load(const f16_t* p, float* f) { HalfLoad<f16_t>::load4(p, f); }
+};
+
+// XS: the type x is read as, X itself or float when the block staged it in shared memory. ROWS: the rows
+// kept in registers at once (1 for the decode kernel, which then needs fewer registers and runs more warps);
+// a row's arithmetic is the same for every ROWS.
+//
+// S warps (slices) share one column: the 32 * S lanes are one virtual warp, lane v of it reads chunks
+// v, v + 32S, ...; each warp adds its lanes with the butterfly, and the column's first warp adds the S
+// warp sums in slice order. S is a function of K alone (the runtime's `ksplit`), so every launch computes
+// a column the same way. `valid` is false for a warp past the last column: it only keeps the barriers.
+template <typename W, typename XS, int ROWS>
+__device__ __forceinline__ void linear_column(const XS* __restrict__ x, const W* __restrict__ wrow,
                                               const float* __restrict__ bias, float* __restrict__ out, int M,
-                                              int N, int K, float softcap, int n, int lane) {
+                                              int ldo, int K, float softcap, int n, int lane, int slice, int S,
+                                              bool valid, float (*red)[KILN_LINEAR_ROWS]) {
     const int V = Pack<W>::N;
     const bool vectorized = (K % V) == 0;
-    const W* wrow = w + (i64)n * K;
-    for (int m0 = 0; m0 < M; m0 += KILN_LINEAR_ROWS) {
-        const int rows = min(KILN_LINEAR_ROWS, M - m0);
-        float acc[KILN_LINEAR_ROWS];
+    const int vlane = slice * 32 + lane, vwidth = 32 * S;
+    const int warp = threadIdx.x >> 5;
+    for (int m0 = 0; m0 < M; m0 += ROWS) {
+        const int rows = min(ROWS, M - m0);
+        float acc[ROWS];
 #pragma unroll
-        for (int r = 0; r < KILN_LINEAR_ROWS; ++r) acc[r] = 0.0f;
-        if (vectorized) {
+        for (int r = 0; r < ROWS; ++r) acc[r] = 0.0f;
+        if (valid && vectorized) {
             const uint4* wv = (const uint4*)wrow;
             const int chunks = K / V;
-            for (int c0 = lane; c0 < chunks; c0 += 32 * KILN_LINEAR_UNROLL) {
+            for (int c0 = vlane; c0 < chunks; c0 += vwidth * KILN_LINEAR_UNROLL) {
                 uint4 raw[KILN_LINEAR_UNROLL];
 #pragma unroll
                 for (int u = 0; u < KILN_LINEAR_UNROLL; ++u) {
-                    const int c = c0 + 32 * u;
+                    const int c = c0 + vwidth * u;
                     raw[u] = c < chunks ? __ldg(wv + c) : make_uint4(0, 0, 0, 0);
                 }
 #pragma unroll
                 for (int u = 0; u < KILN_LINEAR_UNROLL; ++u) {
-                    const int c = c0 + 32 * u;
+                    const int c = c0 + vwidth * u;
                     if (c >= chunks) break;
                     float wf[Pack<W>::N];
                     Pack<W>::unpack(raw[u], wf);
 #pragma unroll
-                    for (int r = 0; r < KILN_LINEAR_ROWS; ++r) {
+                    for (int r = 0; r < ROWS; ++r) {
                         if (r < rows) {
-                            const X* xr = x + (i64)(m0 + r) * K + (i64)c * V;
+                            float xf[Pack<W>::N];
+                            XLoad<XS, Pack<W>::N>::load(x + (i64)(m0 + r) * K + (i64)c * V, xf);
                             float s = acc[r];
 #pragma unroll
-                            for (int e = 0; e < Pack<W>::N; ++e) s = fmaf(wf[e], to_f32(xr[e]), s);
+                            for (int e = 0; e < Pack<W>::N; ++e) s = fmaf(wf[e], xf[e], s);
                             acc[r] = s;
                         }
                     }
                 }
             }
-        } else {
-            for (int k = lane; k < K; k += 32) {
+        } else if (valid) {
+            for (int k = vlane; k < K; k += vwidth) {
                 const float wk = to_f32(wrow[k]);
 #pragma unroll
-                for (int r = 0; r < KILN_LINEAR_ROWS; ++r)
+                for (int r = 0; r < ROWS; ++r)
                     if (r < rows) acc[r] = fmaf(wk, to_f32(x[(i64)(m0 + r) * K + k]), acc[r]);
             }
         }
 #pragma unroll
-        for (int r = 0; r < KILN_LINEAR_ROWS; ++r) acc[r] = warp_sum(acc[r]);
-        if (lane == 0) {
+        for (int r = 0; r < ROWS; ++r)
+            if (r < rows) acc[r] = warp_sum(acc[r]);
+        if (S > 1) {
+            if (lane == 0) {
+#pragma unroll
+                for (int r = 0; r < ROWS; ++r) red[warp][r] = acc[r];
+            }
+            __syncthreads();
+            if (slice == 0) {
+#pragma unroll
+                for (int r = 0; r < ROWS; ++r) {
+                    float v = red[warp][r];
+                    for (int s = 1; s < S; ++s) v += red[warp + s][r];
+                    acc[r] = v;
+                }
+            }
+            __syncthreads();  // `red` is reused by the next row group or column
+        }
+        if (valid && slice == 0 && lane == 0) {
             for (int r = 0; r < rows; ++r) {
                 float v = acc[r];
                 if (bias) v += bias[n];
                 if (softcap > 0.0f) v = softcap * tanhf(v / softcap);
-                out[(i64)(m0 + r) * N + n] = v;
+                out[(i64)(m0 + r) * ldo + n] = v;
             }
         }
     }
 }
 
-// Grid: ceil(N / (blockDim.x / 32)) blocks; each warp one column.
-template <typename W, typename X>
-__device__ __forceinline__ void linear_kernel(const X* x, const W* w, const float* bias, float* out, int M, int N,
-                                              int K, float softcap) {
-    const int n = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
-    if (n >= N) return;
-    linear_column<W, X>(x, w, bias, out, M, N, K, softcap, n, threadIdx.x & 31);
+// Block: `per_block` columns of S warps each (blockDim.x == 32 * S * per_block); blocks stride over the
+// column groups (the grid is sized to the GPU, not to N). With `staged`, the block first copies x to
+// shared memory as floats: every warp then reads x from there, instead of each chunk waiting on its own
+// trip to L2.
+template <typename W, typename X, int ROWS>
+__device__ __forceinline__ void linear_kernel(const LinearArgs& a) {
+    extern __shared__ float xs[];
+    __shared__ float red[8][KILN_LINEAR_ROWS];
+    if (a.staged) {
+        const i64 total = (i64)a.M * a.K;
+        const X* x = (const X*)a.x;
+        for (i64 i = threadIdx.x; i < total; i += blockDim.x) xs[i] = to_f32(x[i]);
+        __syncthreads();
+    }
+    const int S = a.ksplit, warp = threadIdx.x >> 5;
+    const int per_block = (blockDim.x >> 5) / S;
+    for (int group = blockIdx.x; group * per_block < a.N; group += gridDim.x) {
+        const int column = group * per_block + warp / S;
+        const bool valid = column < a.N;
+        int n = valid ? column : 0;
+        // Constant indices only: indexing the parameter array with a variable would copy it to local memory.
+        LinearPart part = a.part[0];
+#pragma unroll
+        for (int p = 1; p < KILN_LINEAR_PARTS; ++p) {
+            if (p < a.parts && n >= part.n) {
+                n -= part.n;
+                part = a.part[p];
+            }
+        }
+        const W* wrow = (const W*)part.w + (i64)n * a.K;
+        if (a.staged)
+            linear_column<W, float, ROWS>(xs, wrow, part.bias, part.out, a.M, part.n, a.K, a.softcap, n,
+                                          threadIdx.x & 31, warp % S, S, valid, red);
+        else
+            linear_column<W, X, ROWS>((const X*)a.x, wrow, part.bias, part.out, a.M, part.n, a.K, a.softcap, n,
+                                      threadIdx.x & 31, warp % S, S, valid, red);
+    }
 }
 
-#define KILN_LINEAR(WN, WT, XN, XT)                                                                             \
-    extern "C" __global__ void kiln_linear_w##WN##_x##XN(const XT* x, const WT* w, const float* bias, float* out, \
-                                                          int M, int N, int K, float softcap) {                 \
-        linear_kernel<WT, XT>(x, w, bias, out, M, N, K, softcap);                                               \
+// kiln_linear_*: any M. kiln_gemv_*: M == 1 only (a decode step), with a quarter of the registers, so
+// that twice the warps (and loads) are in flight.
+#define KILN_LINEAR(WN, WT, XN, XT)                                                                       \
+    extern "C" __global__ void __launch_bounds__(256, 2) kiln_linear_w##WN##_x##XN(const LinearArgs a) { \
+        linear_kernel<WT, XT, KILN_LINEAR_ROWS>(a);                                                       \
+    }                                                                                                     \
+    extern "C" __global__ void __launch_bounds__(256, 4) kiln_gemv_w##WN##_x##XN(const LinearArgs a) {   \
+        linear_kernel<WT, XT, 1>(a);                                                                      \
     }
 #define KILN_LINEAR_FOR_X(XN, XT) KILN_LINEAR(f32, float, XN, XT) KILN_LINEAR(f16, f16_t, XN, XT) KILN_LINEAR(bf16, bf16_t, XN, XT)
 KILN_FOR_FLOAT_TYPES(KILN_LINEAR_FOR_X)

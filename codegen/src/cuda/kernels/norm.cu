@@ -4,24 +4,45 @@
 // row's result does not depend on how many rows the launch has. Scales and biases are f32 (the runtime
 // widens these small vectors when it uploads them).
 
+#define KILN_NORM_KEEP 8  // values a thread keeps in registers between the two passes
+
 template <typename X, typename Y>
 __device__ __forceinline__ void rms_norm_row(const X* x, const X* residual, X* sum_out, const float* w, Y* out,
                                              int H, float eps, float offset) {
     __shared__ float scratch[32];
     const i64 base = (i64)blockIdx.x * H;
+    const int step = blockDim.x;
+    float kept[KILN_NORM_KEEP];
     float ss = 0.0f;
-    for (int i = threadIdx.x; i < H; i += blockDim.x) {
+    // The first KILN_NORM_KEEP * blockDim.x elements stay in registers (constant indices); a longer row
+    // reads the rest again.
+    auto load = [&](int i) {
         float v = to_f32(x[base + i]);
         if (residual) {
-            v = v + to_f32(residual[base + i]);
-            sum_out[base + i] = from_f32<X>(v);
-            v = to_f32(sum_out[base + i]);
+            const X rounded = from_f32<X>(v + to_f32(residual[base + i]));
+            sum_out[base + i] = rounded;
+            v = to_f32(rounded);
         }
+        return v;
+    };
+#pragma unroll
+    for (int c = 0; c < KILN_NORM_KEEP; ++c) {
+        const int i = threadIdx.x + c * step;
+        kept[c] = i < H ? load(i) : 0.0f;
+        if (i < H) ss = fmaf(kept[c], kept[c], ss);
+    }
+    for (int i = threadIdx.x + KILN_NORM_KEEP * step; i < H; i += step) {
+        const float v = load(i);
         ss = fmaf(v, v, ss);
     }
     const float mean_sq = block_sum(ss, scratch) / (float)H;
     const float r = 1.0f / sqrtf(mean_sq + eps);
-    for (int i = threadIdx.x; i < H; i += blockDim.x) {
+#pragma unroll
+    for (int c = 0; c < KILN_NORM_KEEP; ++c) {
+        const int i = threadIdx.x + c * step;
+        if (i < H) out[base + i] = from_f32<Y>(kept[c] * r * (w[i] + offset));
+    }
+    for (int i = threadIdx.x + KILN_NORM_KEEP * step; i < H; i += step) {
         const float v = residual ? to_f32(sum_out[base + i]) : to_f32(x[base + i]);
         out[base + i] = from_f32<Y>(v * r * (w[i] + offset));
     }
