@@ -171,7 +171,27 @@ __device__ __forceinline__ void linear_kernel(const LinearArgs& a) {
     if (a.staged) {
         const i64 total = (i64)a.M * a.K;
         const X* x = (const X*)a.x;
-        for (i64 i = threadIdx.x; i < total; i += blockDim.x) xs[i] = to_f32(x[i]);
+        if (sizeof(X) == 4 && total % 4 == 0 && (((u64)x) & 15) == 0) {
+            // 16-byte loads, four in flight per thread: staging a long row is a few trips to L2, not dozens.
+            const float4* x4 = (const float4*)x;
+            float4* xs4 = (float4*)xs;
+            const i64 vectors = total / 4;
+            for (i64 i0 = threadIdx.x; i0 < vectors; i0 += 4 * (i64)blockDim.x) {
+                float4 v[4];
+#pragma unroll
+                for (int u = 0; u < 4; ++u) {
+                    const i64 i = i0 + u * (i64)blockDim.x;
+                    if (i < vectors) v[u] = x4[i];
+                }
+#pragma unroll
+                for (int u = 0; u < 4; ++u) {
+                    const i64 i = i0 + u * (i64)blockDim.x;
+                    if (i < vectors) xs4[i] = v[u];
+                }
+            }
+        } else {
+            for (i64 i = threadIdx.x; i < total; i += blockDim.x) xs[i] = to_f32(x[i]);
+        }
         __syncthreads();
     }
     const int S = a.ksplit, warp = threadIdx.x >> 5;
