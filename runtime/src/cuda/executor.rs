@@ -388,27 +388,14 @@ impl CudaExecutor {
         // SAFETY: the flag is 4 bytes inside the arena.
         unsafe { result::memset_d8_async(flag, 0, 4, stream) }.map_err(cuda_error("clearing the error flag"))?;
         // What the kernels read of the step on the device: the tokens cached before it.
-        self.upload(self.plan.step_info, &[self.kv_len as i32, n as i32, 0, 0])?;
+        self.upload(self.plan.step_info, &[self.kv_len as i32])?;
         let mut timed = Vec::new();
         if self.use_graphs && n <= CUDA_EXACT_STEP_ROWS {
             self.launch_graph(n, rows_from)?;
         } else {
-            let launches = std::mem::take(&mut self.plan.launches);
-            let result = (|| {
-                for launch in &launches {
-                    // The profile is of decode steps (one token); prefills and trees run untimed.
-                    let start = if n == 1 { self.profile_event()? } else { None };
-                    self.launch(launch, n, rows_from)?;
-                    if let Some(start) = start
-                        && let Some(end) = self.profile_event()?
-                    {
-                        timed.push((profile_label(launch), start, end));
-                    }
-                }
-                Ok(())
-            })();
-            self.plan.launches = launches;
-            result?;
+            // The profile is of decode steps (one token); prefills and trees run untimed.
+            let profiled = self.profile.is_some() && n == 1;
+            self.launch_plan(n, rows_from, profiled.then_some(&mut timed))?;
         }
         let vocab = self.plan.vocab;
         let rows = n - rows_from;
@@ -480,15 +467,7 @@ impl CudaExecutor {
             stream
                 .begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
                 .map_err(cuda_error("starting a CUDA graph capture"))?;
-            let launches = std::mem::take(&mut self.plan.launches);
-            let mut result = Ok(());
-            for launch in &launches {
-                result = self.launch(launch, n, rows_from);
-                if result.is_err() {
-                    break;
-                }
-            }
-            self.plan.launches = launches;
+            let result = self.launch_plan(n, rows_from, None);
             // End the capture whatever happened, so the stream is usable again.
             let graph = stream.end_capture(sys::CUgraphInstantiate_flags(0));
             result?;
@@ -498,6 +477,30 @@ impl CudaExecutor {
             self.graphs.insert(key, graph);
         }
         self.graphs[&key].launch().map_err(cuda_error("launching the step's CUDA graph"))
+    }
+
+    /// Issues the plan's launches for a step of `n` tokens, each between two timing events when `timed`
+    /// collects them.
+    fn launch_plan(
+        &mut self,
+        n: usize,
+        rows_from: usize,
+        mut timed: Option<&mut Vec<(String, cudarc::driver::CudaEvent, cudarc::driver::CudaEvent)>>,
+    ) -> Result<(), RuntimeError> {
+        let launches = std::mem::take(&mut self.plan.launches);
+        let result = (|| {
+            for launch in &launches {
+                let start = if timed.is_some() { self.profile_event()? } else { None };
+                self.launch(launch, n, rows_from)?;
+                if let (Some(start), Some(timed)) = (start, timed.as_deref_mut()) {
+                    let end = self.profile_event()?.expect("profiling is on");
+                    timed.push((profile_label(launch), start, end));
+                }
+            }
+            Ok(())
+        })();
+        self.plan.launches = launches;
+        result
     }
 
     /// A timing event on the stream when profiling.
@@ -637,8 +640,9 @@ impl CudaExecutor {
                 }
                 if m > CUDA_EXACT_STEP_ROWS && self.blas.is_some() {
                     let mut all = true;
-                    for (slot, part) in args.part.iter().zip(parts) {
-                        all &= self.gemm(xa, *x, slot.w, part.w, slot.out, m, part.n, *k)?;
+                    for (i, (slot, part)) in args.part.iter().zip(parts).enumerate() {
+                        // The parts share x and the weight dtype: x is converted for cuBLAS once.
+                        all = self.gemm(xa, *x, slot.w, part.w, slot.out, (m, part.n, *k), i == 0)?;
                         if !all {
                             break;
                         }
@@ -874,6 +878,8 @@ impl CudaExecutor {
     /// `out[m, n] = x[m, k] · w[n, k]ᵀ` through cuBLAS (f32 accumulation, no TF32). Used only for steps
     /// longer than [`CUDA_EXACT_STEP_ROWS`] (prefills), whose rows need not match a decode step bit for bit.
     /// Returns false when cuBLAS is not installed or the operands do not suit it (the GEMV path runs then).
+    /// With half-precision weights x is converted into the scratch region, unless `convert_x` is false
+    /// (an earlier part of the same launch converted the same x).
     #[allow(clippy::too_many_arguments)]
     fn gemm(
         &mut self,
@@ -882,9 +888,8 @@ impl CudaExecutor {
         wa: u64,
         w: ValueId,
         oa: u64,
-        m: usize,
-        n: usize,
-        k: usize,
+        (m, n, k): (usize, usize, usize),
+        convert_x: bool,
     ) -> Result<bool, RuntimeError> {
         use cudarc::cublas::sys::{cublasComputeType_t, cublasGemmAlgo_t, cublasOperation_t, cudaDataType};
         let Some(blas) = self.blas.as_ref() else { return Ok(false) };
@@ -899,15 +904,17 @@ impl CudaExecutor {
                 } else {
                     ("kiln_convert_f32_f16", cudaDataType::CUDA_R_16F)
                 };
-                let f = self.device.function(kernel)?;
                 let scratch = self.base + self.plan.gemm_scratch;
-                let total = (m * k) as i64;
-                let stream = self.device.stream.clone();
-                let mut b = stream.launch_builder(&f);
-                b.arg(&xa).arg(&scratch).arg(&total);
-                // SAFETY: the scratch region holds max_rows x widest K half-precision values.
-                unsafe { b.launch(cfg((m * k).div_ceil(256), 256, 0)) }
-                    .map_err(cuda_error(format!("launching {kernel}")))?;
+                if convert_x {
+                    let f = self.device.function(kernel)?;
+                    let total = (m * k) as i64;
+                    let stream = self.device.stream.clone();
+                    let mut b = stream.launch_builder(&f);
+                    b.arg(&xa).arg(&scratch).arg(&total);
+                    // SAFETY: the scratch region holds max_rows x widest K half-precision values.
+                    unsafe { b.launch(cfg((m * k).div_ceil(256), 256, 0)) }
+                        .map_err(cuda_error(format!("launching {kernel}")))?;
+                }
                 (t, scratch)
             }
             _ => return Ok(false),
