@@ -232,6 +232,7 @@ def main():
     rows = []
     profiles = []
     prefill_rows = []
+    prefill_profiles = []
     models = []
     for name in [m for m in args.models.split(",") if m]:
         d = os.path.join(args.work, f"llama-{name}-bf16")
@@ -273,6 +274,10 @@ def main():
             kiln_flops = prefill_flops(shape) * rate / PREFILL_TOKENS
             cublas, big = cublas_prefill_rate(shape)
             prefill_rows.append((label, PREFILL_TOKENS / rate, kiln_flops, cublas, big))
+            # The prefill's kernels, timed one by one (the table of the profile's prefill steps).
+            _, err = kiln_bench(args.kiln, art, pids, 2, 1, env={"KILN_CUDA_PROFILE": "1"})
+            tables = ["kiln CUDA profile:" + t for t in err.split("kiln CUDA profile:")[1:]]
+            prefill_profiles.append((label, "".join(t for t in tables if "prefill steps" in t).strip()))
     report += ["## Decode, batch 1", "",
                f"Prompt {PROMPT_TOKENS} random token ids, {NEW_TOKENS} greedy tokens. Roofline = copy bandwidth / "
                f"(weight bytes + KV cache bytes in bf16 at the mean context of "
@@ -319,6 +324,12 @@ def main():
                "events, graphs off (so launch gaps are not included and the sum is below the graph step).", ""]
     for label, text in profiles:
         report += [f"### {label}", "", "```", text, "```", ""]
+    if prefill_profiles:
+        report += [f"## Per-kernel profile of kiln's {PREFILL_TOKENS}-token prefill", "",
+                   "`KILN_CUDA_PROFILE=1 kiln bench ... --new-tokens 2 --repeats 1` on the prefill prompt (the warm-up "
+                   "and the measured run: two prefill steps).", ""]
+        for label, text in prefill_profiles:
+            report += [f"### {label}", "", "```", text, "```", ""]
     md = "\n".join(report) + "\n"
     print(md)
     with open(args.out, "w") as f:

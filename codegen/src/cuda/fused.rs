@@ -27,6 +27,7 @@ pub struct Generated {
 const FUSED_ARGS: &str = "struct FusedArgs {
     i64 n;                                    // output elements
     int rank;
+    int flat;                                 // 1: every operand is laid out as the output (offset = i)
     i64 dims[6];                              // output dims
     i64 strides[8][6];                        // element strides of each operand per output dim (0: broadcast)
     const void* in[8];
@@ -124,18 +125,26 @@ fn emit_group(g: &Graph, group: &ElementwiseGroup) -> Result<String, CodegenErro
     // Offsets of each operand for output element i.
     let offsets: Vec<String> = (0..n_in).map(|k| format!("o{k}")).collect();
     if n_in > 0 {
-        let _ = writeln!(body, "        i64 rem = i;");
+        // Operands laid out as the output (the common case: no broadcasting) skip the per-dim divisions.
         let _ = writeln!(
             body,
             "        i64 {};",
+            offsets.iter().map(|o| format!("{o} = i")).collect::<Vec<_>>().join(", ")
+        );
+        let _ = writeln!(body, "        if (!a.flat) {{");
+        let _ = writeln!(body, "            i64 rem = i;");
+        let _ = writeln!(
+            body,
+            "            {};",
             offsets.iter().map(|o| format!("{o} = 0")).collect::<Vec<_>>().join(", ")
         );
-        let _ = writeln!(body, "        for (int d = a.rank - 1; d >= 0; --d) {{");
-        let _ = writeln!(body, "            const i64 c = rem % a.dims[d];");
-        let _ = writeln!(body, "            rem /= a.dims[d];");
+        let _ = writeln!(body, "            for (int d = a.rank - 1; d >= 0; --d) {{");
+        let _ = writeln!(body, "                const i64 c = rem % a.dims[d];");
+        let _ = writeln!(body, "                rem /= a.dims[d];");
         for (k, o) in offsets.iter().enumerate() {
-            let _ = writeln!(body, "            {o} += c * a.strides[{k}][d];");
+            let _ = writeln!(body, "                {o} += c * a.strides[{k}][d];");
         }
+        let _ = writeln!(body, "            }}");
         let _ = writeln!(body, "        }}");
     }
     let mut names: std::collections::HashMap<ValueId, String> = std::collections::HashMap::new();

@@ -48,13 +48,37 @@ pub struct CudaExecutor {
     graphs: HashMap<(usize, usize), cudarc::driver::CudaGraph>,
     /// `KILN_CUDA_GRAPHS=0` turns capture off (and profiling does).
     use_graphs: bool,
+    /// Whether the step being launched came with its own tree mask (otherwise the uploaded mask is the
+    /// causal one, which a causal prefill's attention can skip: its tiles then stop at their last query).
+    step_has_mask: bool,
     /// Per-launch device times when `KILN_CUDA_PROFILE=1`, printed when the executor is dropped.
     profile: Option<Profile>,
     /// Multiprocessors of the GPU (grids of the linear kernel are sized to it).
     sms: usize,
     /// The most shared memory a linear launch may stage x in, on this GPU.
     linear_stage_bytes: usize,
+    /// The most dynamic shared memory one block may use on this GPU (the tiled attention kernel needs its
+    /// tiles to fit, or the prefill runs through the split kernel).
+    shared_optin: usize,
 }
+
+/// Queries (and keys) per tile of the tiled prefill attention kernel (`KILN_TILE` in attention.cu).
+const ATTENTION_TILE: usize = 64;
+
+/// Row stride, in floats, of the tiled attention kernel's transposed tiles (`KILN_TILE_PAD`).
+const ATTENTION_TILE_PAD: usize = 68;
+
+/// Dynamic shared memory of the tiled attention kernel for these head sizes (the layout in
+/// `attention_tiled`): the transposed query tile, the transposed key tile (which then holds the 64 x 64
+/// weights), and the value tile. `None` where the kernel does not take these heads (sizes not multiples of 4).
+fn tiled_attention_bytes(head_dim: usize, v_dim: usize) -> Option<usize> {
+    (head_dim.is_multiple_of(4) && v_dim.is_multiple_of(4))
+        .then(|| 4 * ((head_dim + head_dim.max(ATTENTION_TILE)) * ATTENTION_TILE_PAD + ATTENTION_TILE * v_dim))
+}
+
+/// Warps per column from which a decode step takes the pipelined one-row kernel (`kiln_gemvp_*`): it
+/// measured faster for the 8B shape's down projection (7 warps a column) and slower for rows of two warps.
+const GEMV_PIPELINE_SPLIT: usize = 4;
 
 /// Weight chunks of 16 bytes a lane loads at once (`KILN_LINEAR_UNROLL` in linear.cu).
 const LINEAR_UNROLL: usize = 8;
@@ -65,23 +89,33 @@ const LINEAR_STAGE_BYTES: usize = 96 * 1024;
 /// Graphs kept at most (decode, prefill tails and verification trees of a few sizes).
 const MAX_GRAPHS: usize = 64;
 
-/// Device time per kernel (launch kind), from events around every launch.
+/// Device time per kernel (launch kind), from events around every launch, for decode steps (one token)
+/// and prefills (steps longer than [`CUDA_EXACT_STEP_ROWS`]) apart.
 #[derive(Default)]
 struct Profile {
+    decode: ProfileTable,
+    prefill: ProfileTable,
+}
+
+#[derive(Default)]
+struct ProfileTable {
     /// label -> (launches, milliseconds)
     totals: HashMap<String, (u64, f64)>,
     steps: u64,
+    tokens: u64,
 }
 
-impl Profile {
-    fn report(&self) -> String {
+impl ProfileTable {
+    fn report(&self, what: &str) -> String {
         let mut rows: Vec<_> = self.totals.iter().collect();
         rows.sort_by(|a, b| b.1.1.total_cmp(&a.1.1));
         let total: f64 = rows.iter().map(|r| r.1.1).sum();
+        let steps = self.steps.max(1) as f64;
         let mut out = format!(
-            "kiln CUDA profile: {} decode steps, {:.3} ms of kernels per step\n{:<34} {:>8} {:>10} {:>10} {:>7}\n",
+            "kiln CUDA profile: {} {what} ({} tokens), {:.3} ms of kernels per step\n{:<40} {:>8} {:>10} {:>10} {:>7}\n",
             self.steps,
-            total / self.steps.max(1) as f64,
+            self.tokens,
+            total / steps,
             "kernel",
             "launches",
             "us/launch",
@@ -90,9 +124,9 @@ impl Profile {
         );
         for (label, (count, ms)) in rows {
             out.push_str(&format!(
-                "{label:<34} {count:>8} {:>10.2} {:>10.2} {:>6.1}%\n",
+                "{label:<40} {count:>8} {:>10.2} {:>10.2} {:>6.1}%\n",
                 1e3 * ms / *count as f64,
-                1e3 * ms / self.steps.max(1) as f64,
+                1e3 * ms / steps,
                 100.0 * ms / total.max(1e-12)
             ));
         }
@@ -102,10 +136,13 @@ impl Profile {
 
 impl Drop for CudaExecutor {
     fn drop(&mut self) {
-        if let Some(p) = &self.profile
-            && p.steps > 0
-        {
-            eprint!("{}", p.report());
+        if let Some(p) = &self.profile {
+            if p.prefill.steps > 0 {
+                eprint!("{}", p.prefill.report("prefill steps"));
+            }
+            if p.decode.steps > 0 {
+                eprint!("{}", p.decode.report("decode steps"));
+            }
         }
     }
 }
@@ -218,12 +255,39 @@ unsafe impl cudarc::driver::DeviceRepr for LinearArgs {}
 // SAFETY: plain old data with the C layout the kernel declares.
 unsafe impl cudarc::driver::DeviceRepr for AttentionArgs {}
 
+/// The argument block of `kiln_rope_kv_append_*` (mirrors `struct RopeAppendArgs` in attention.cu).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct RopeAppendArgs {
+    q: u64,
+    k: u64,
+    v: u64,
+    q_out: u64,
+    kcache: u64,
+    vcache: u64,
+    step: u64,
+    positions: u64,
+    inv_freq: u64,
+    magnitude: f64,
+    s: i32,
+    heads: i32,
+    kv_heads: i32,
+    d: i32,
+    dv: i32,
+    rdim: i32,
+    interleaved: i32,
+    _pad: i32,
+}
+// SAFETY: plain old data with the C layout the kernel declares.
+unsafe impl cudarc::driver::DeviceRepr for RopeAppendArgs {}
+
 /// The argument block of the fused elementwise kernels (mirrors `struct FusedArgs`).
 #[repr(C)]
 #[derive(Clone, Copy)]
 struct FusedArgs {
     n: i64,
     rank: i32,
+    flat: i32,
     dims: [i64; 6],
     strides: [[i64; 6]; 8],
     inputs: [u64; 8],
@@ -291,8 +355,19 @@ impl CudaExecutor {
             .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
             .map_err(cuda_error("reading the shared-memory limit"))? as usize;
         for launch in &plan.launches {
+            if let Launch::Attention { tiled, head_dim, v_dim, .. } = launch
+                && let Some(bytes) = tiled_attention_bytes(*head_dim, *v_dim).filter(|&b| b <= optin)
+            {
+                device
+                    .function(tiled)?
+                    .set_attribute(
+                        sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                        bytes as i32,
+                    )
+                    .map_err(cuda_error("raising the tiled attention kernel's shared memory"))?;
+            }
             if let Launch::Linear { kernel, .. } = launch {
-                for name in [kernel.clone(), gemv_name(kernel)] {
+                for name in [kernel.clone(), gemv_name(kernel, false), gemv_name(kernel, true)] {
                     device
                         .function(&name)?
                         .set_attribute(
@@ -306,7 +381,7 @@ impl CudaExecutor {
         // Resolve every kernel now, so that a missing one is an error at load, not mid-generation. The marker
         // first: without it the module comes from a kiln whose kernels took other arguments
         // (`KERNEL_ABI_MARKER` in kiln-codegen).
-        device.function("kiln_kernel_abi_v3")?;
+        device.function("kiln_kernel_abi_v4")?;
         for launch in &plan.launches {
             for name in kernel_names(launch) {
                 device.function(&name)?;
@@ -336,9 +411,11 @@ impl CudaExecutor {
             blas,
             graphs: HashMap::new(),
             use_graphs,
+            step_has_mask: false,
             profile,
             sms,
             linear_stage_bytes: LINEAR_STAGE_BYTES.min(optin),
+            shared_optin: optin,
         })
     }
 
@@ -387,14 +464,15 @@ impl CudaExecutor {
         let stream = self.device.stream.cu_stream();
         // SAFETY: the flag is 4 bytes inside the arena.
         unsafe { result::memset_d8_async(flag, 0, 4, stream) }.map_err(cuda_error("clearing the error flag"))?;
+        self.step_has_mask = mask.is_some();
         // What the kernels read of the step on the device: the tokens cached before it.
         self.upload(self.plan.step_info, &[self.kv_len as i32])?;
         let mut timed = Vec::new();
         if self.use_graphs && n <= CUDA_EXACT_STEP_ROWS {
             self.launch_graph(n, rows_from)?;
         } else {
-            // The profile is of decode steps (one token); prefills and trees run untimed.
-            let profiled = self.profile.is_some() && n == 1;
+            // The profile is of decode steps (one token) and prefills; trees run untimed.
+            let profiled = self.profile.is_some() && (n == 1 || n > CUDA_EXACT_STEP_ROWS);
             self.launch_plan(n, rows_from, profiled.then_some(&mut timed))?;
         }
         let vocab = self.plan.vocab;
@@ -419,14 +497,18 @@ impl CudaExecutor {
         let mut status = vec![0i32; 1 + tokens];
         // SAFETY: the readback region holds the flag and `max_step_tokens` ids; copies are synchronous.
         unsafe { self.device.read_back(&mut status, flag, "running the step") }?;
-        if let Some(profile) = self.profile.as_mut() {
+        if let Some(profile) = self.profile.as_mut()
+            && !timed.is_empty()
+        {
+            let table = if n == 1 { &mut profile.decode } else { &mut profile.prefill };
             for (label, start, end) in timed {
                 let ms = start.elapsed_ms(&end).map_err(cuda_error("reading the profile events"))?;
-                let entry = profile.totals.entry(label).or_default();
+                let entry = table.totals.entry(label).or_default();
                 entry.0 += 1;
                 entry.1 += f64::from(ms);
             }
-            profile.steps += u64::from(n == 1);
+            table.steps += 1;
+            table.tokens += n as u64;
         }
         match status[0] {
             0 => {}
@@ -494,7 +576,7 @@ impl CudaExecutor {
                 self.launch(launch, n, rows_from)?;
                 if let (Some(start), Some(timed)) = (start, timed.as_deref_mut()) {
                     let end = self.profile_event()?.expect("profiling is on");
-                    timed.push((profile_label(launch), start, end));
+                    timed.push((profile_label(launch, n), start, end));
                 }
             }
             Ok(())
@@ -660,8 +742,8 @@ impl CudaExecutor {
                         return Ok(());
                     }
                 }
-                // x goes to shared memory when it fits (always for a decode step); two blocks per
-                // multiprocessor, each warp striding over the columns.
+                // x goes to shared memory when it fits (always for a decode step); one wave of blocks, each
+                // warp striding over the columns.
                 let staged_bytes = m * k * 4;
                 let shared = if staged_bytes <= self.linear_stage_bytes {
                     args.staged = 1;
@@ -669,17 +751,24 @@ impl CudaExecutor {
                 } else {
                     0
                 };
-                // One row (a decode step): the lean kernel, four blocks per multiprocessor.
-                let (f, per_sm) = if m == 1 { (self.device.function(&gemv_name(kernel))?, 4) } else { (f, 2) };
                 // Long rows are shared by several warps (each then streams at most one round of loads); the
                 // split depends on K and the weight dtype only, so every launch computes a column alike.
                 let wbytes = self.graph.value_type(parts[0].w).dtype.size_of().unwrap_or(4);
                 let chunks = (k * wbytes).div_ceil(16);
                 let ksplit = chunks.div_ceil(32 * LINEAR_UNROLL).clamp(1, 8);
+                // One row (a decode step): a one-row kernel, pipelined across columns for long rows.
+                let f =
+                    if m == 1 { self.device.function(&gemv_name(kernel, ksplit >= GEMV_PIPELINE_SPLIT))? } else { f };
                 let per_block = (8 / ksplit).max(1);
                 args.ksplit = ksplit as i32;
-                let blocks = (args.n as usize).div_ceil(per_block).min(per_sm * self.sms);
                 let threads = (32 * ksplit * per_block) as u32;
+                // As many blocks as fit on the GPU at once (registers and staged x permitting): blocks that
+                // waited for a second wave would start after the first had streamed its columns.
+                let per_sm = f
+                    .occupancy_max_active_blocks_per_multiprocessor(threads, shared as usize, None)
+                    .map_err(cuda_error("reading the linear kernel's occupancy"))?
+                    .max(1) as usize;
+                let blocks = (args.n as usize).div_ceil(per_block).min(per_sm * self.sms);
                 let mut b = stream.launch_builder(&f);
                 b.arg(&args);
                 // SAFETY: as above; every part's weight, bias and output are planned for its n columns, and
@@ -749,6 +838,9 @@ impl CudaExecutor {
             Launch::Attention {
                 append,
                 kernel,
+                combine,
+                tiled,
+                rope,
                 q,
                 k,
                 v,
@@ -769,13 +861,45 @@ impl CudaExecutor {
                 let kv = self.plan.layers[&(*layer as u32)];
                 let (kc, vc) = (self.base + kv.keys, self.base + kv.values);
                 let step = self.base + self.plan.step_info;
-                let f = self.device.function(append)?;
-                let (ka, va) = (self.addr(*k), self.addr(*v));
-                let (s, kr, vr) = (n as i32, kv.k_row as i32, kv.v_row as i32);
-                let mut b = stream.launch_builder(&f);
-                b.arg(&ka).arg(&va).arg(&kc).arg(&vc).arg(&step).arg(&s).arg(&kr).arg(&vr);
-                // SAFETY: as above; the caller checked past + n <= capacity.
-                unsafe { b.launch(cfg((n * kv.k_row.max(kv.v_row)).div_ceil(256), 256, 0)) }.map_err(failed(append))?;
+                if let Some(rope) = rope {
+                    let f = self.device.function(&rope.kernel)?;
+                    let args = RopeAppendArgs {
+                        q: self.addr(rope.q_in),
+                        k: self.addr(rope.k_in),
+                        v: self.addr(*v),
+                        q_out: self.addr(*q),
+                        kcache: kc,
+                        vcache: vc,
+                        step,
+                        positions: self.addr(rope.positions),
+                        inv_freq: self.base + self.plan.slot_offsets[rope.inv_freq.0],
+                        magnitude: rope.magnitude,
+                        s: n as i32,
+                        heads: *heads as i32,
+                        kv_heads: *kv_heads as i32,
+                        d: *head_dim as i32,
+                        dv: *v_dim as i32,
+                        rdim: rope.rotary_dim as i32,
+                        interleaved: i32::from(rope.interleaved),
+                        _pad: 0,
+                    };
+                    let elements = n * (heads * head_dim).max(kv.k_row).max(kv.v_row);
+                    let mut b = stream.launch_builder(&f);
+                    b.arg(&args);
+                    // SAFETY: as above; the caller checked past + n <= capacity.
+                    unsafe { b.launch(cfg(elements.div_ceil(256), 256, 0)) }.map_err(failed(&rope.kernel))?;
+                } else {
+                    let f = self.device.function(append)?;
+                    let (ka, va) = (self.addr(*k), self.addr(*v));
+                    let (s, kr, vr) = (n as i32, kv.k_row as i32, kv.v_row as i32);
+                    let mut b = stream.launch_builder(&f);
+                    b.arg(&ka).arg(&va).arg(&kc).arg(&vc).arg(&step).arg(&s).arg(&kr).arg(&vr);
+                    // SAFETY: as above; the caller checked past + n <= capacity.
+                    unsafe { b.launch(cfg((n * kv.k_row.max(kv.v_row)).div_ceil(256), 256, 0)) }
+                        .map_err(failed(append))?;
+                }
+                let tile_bytes = tiled_attention_bytes(*head_dim, *v_dim)
+                    .filter(|&b| b <= self.shared_optin && n > CUDA_EXACT_STEP_ROWS);
                 // Exact steps split the keys into ATTENTION_CHUNK slots; a long prefill (which need not match a
                 // decode step bit for bit, and has parallelism enough in its queries) gives each query one split.
                 let (chunk, max_splits) = if n <= CUDA_EXACT_STEP_ROWS {
@@ -790,7 +914,13 @@ impl CudaExecutor {
                     out: self.addr(*out),
                     partial: self.base + self.plan.attention_partial,
                     positions: self.addr(*positions),
-                    mask: mask.map_or(0, |m| self.addr(m)),
+                    // A prefill without a mask of its own attends causally: the same visibility as the uploaded
+                    // causal mask, and the kernels can stop at each query's (tile's) last key.
+                    mask: match mask {
+                        Some(_) if n > CUDA_EXACT_STEP_ROWS && *causal && !self.step_has_mask => 0,
+                        Some(m) => self.addr(*m),
+                        None => 0,
+                    },
                     step,
                     s: n as i32,
                     heads: *heads as i32,
@@ -805,6 +935,20 @@ impl CudaExecutor {
                     chunk: chunk as i32,
                     max_splits: max_splits as i32,
                 };
+                if let Some(tile_bytes) = tile_bytes {
+                    // A prefill: tiles of 64 queries of a head, each block walking the keys in tiles of 64.
+                    let grid = LaunchConfig {
+                        grid_dim: (*heads as u32, n.div_ceil(ATTENTION_TILE) as u32, 1),
+                        block_dim: (256, 1, 1),
+                        shared_mem_bytes: tile_bytes as u32,
+                    };
+                    let f = self.device.function(tiled)?;
+                    let mut b = stream.launch_builder(&f);
+                    b.arg(&args);
+                    // SAFETY: as above; the function's shared-memory limit was raised to tile_bytes at load.
+                    unsafe { b.launch(grid) }.map_err(failed(tiled))?;
+                    return Ok(());
+                }
                 // About one wave of blocks (two per multiprocessor); each strides over the splits the step
                 // has (which block computes a split does not change its result).
                 let per_split = max_splits.min((2 * self.sms).div_ceil(n * heads)).max(1);
@@ -818,12 +962,11 @@ impl CudaExecutor {
                 b.arg(&args);
                 // SAFETY: as above; the partial region holds n x heads x max_splits splits.
                 unsafe { b.launch(grid) }.map_err(failed(kernel))?;
-                let combine = kernel.replace("kiln_attention_", "kiln_attention_combine_");
-                let f = self.device.function(&combine)?;
+                let f = self.device.function(combine)?;
                 let mut b = stream.launch_builder(&f);
                 b.arg(&args);
                 // SAFETY: as above.
-                unsafe { b.launch(cfg(n * heads, 128, 0)) }.map_err(failed(&combine))?;
+                unsafe { b.launch(cfg(n * heads, 128, 0)) }.map_err(failed(combine))?;
             }
             Launch::Softmax { kernel, x, out, n: cols } => {
                 let f = self.device.function(kernel)?;
@@ -852,6 +995,7 @@ impl CudaExecutor {
                 let mut args = FusedArgs {
                     n: total as i64,
                     rank: out_dims.len() as i32,
+                    flat: 1,
                     dims: [1; 6],
                     strides: [[0; 6]; 8],
                     inputs: [0; 8],
@@ -860,9 +1004,13 @@ impl CudaExecutor {
                 for (d, &size) in out_dims.iter().enumerate() {
                     args.dims[d] = size as i64;
                 }
+                let contiguous = contiguous_strides(&out_dims);
                 for (k, &v) in inputs.iter().enumerate() {
                     args.inputs[k] = self.addr(v);
                     args.strides[k] = broadcast_strides(&shapes[v.index()], n, &out_dims);
+                    if !laid_out_as_output(&args.strides[k], &contiguous, &out_dims) {
+                        args.flat = 0;
+                    }
                 }
                 let mut b = stream.launch_builder(&f);
                 b.arg(&args);
@@ -950,6 +1098,23 @@ impl CudaExecutor {
     }
 }
 
+/// The element strides of a contiguous tensor of `dims`.
+fn contiguous_strides(dims: &[usize]) -> [i64; 6] {
+    let mut strides = [0i64; 6];
+    let mut stride = 1i64;
+    for (d, &size) in dims.iter().enumerate().rev() {
+        strides[d] = stride;
+        stride *= size as i64;
+    }
+    strides
+}
+
+/// Whether an operand read with `strides` along output dims `out` sits at element i for output element i
+/// (dims of size 1 never move the offset, whatever their stride).
+fn laid_out_as_output(strides: &[i64; 6], contiguous: &[i64; 6], out: &[usize]) -> bool {
+    out.iter().enumerate().all(|(d, &size)| size == 1 || strides[d] == contiguous[d])
+}
+
 /// Element strides of an operand of shape `shape` read along output dims `out` with numpy broadcasting.
 fn broadcast_strides(shape: &RunShape, n: usize, out: &[usize]) -> [i64; 6] {
     let dims = shape.dims(n);
@@ -963,18 +1128,25 @@ fn broadcast_strides(shape: &RunShape, n: usize, out: &[usize]) -> [i64; 6] {
     strides
 }
 
-/// The one-row (decode) variant of a `kiln_linear_*` kernel.
-fn gemv_name(linear: &str) -> String {
-    linear.replacen("kiln_linear_", "kiln_gemv_", 1)
+/// The one-row (decode) variants of a `kiln_linear_*` kernel: `kiln_gemv_*`, or `kiln_gemvp_*` (pipelined).
+fn gemv_name(linear: &str, pipelined: bool) -> String {
+    linear.replacen("kiln_linear_", if pipelined { "kiln_gemvp_" } else { "kiln_gemv_" }, 1)
 }
 
 /// How the profile names a launch: its kernel, with the parts a fused linear computes.
-fn profile_label(launch: &Launch) -> String {
+fn profile_label(launch: &Launch, n: usize) -> String {
     match launch {
-        Launch::Attention { kernel, .. } => format!("{kernel} (+append, combine)"),
+        Launch::Attention { tiled, rope, .. } if n > CUDA_EXACT_STEP_ROWS => {
+            format!("{tiled} (+{})", if rope.is_some() { "rope, append" } else { "append" })
+        }
+        Launch::Attention { kernel, rope, .. } => {
+            format!("{kernel} (+{}, combine)", if rope.is_some() { "rope, append" } else { "append" })
+        }
         Launch::Linear { kernel, parts, k, .. } => {
-            let n: Vec<String> = parts.iter().map(|p| p.n.to_string()).collect();
-            format!("{kernel} {k}->{}", n.join("+"))
+            let cols: Vec<String> = parts.iter().map(|p| p.n.to_string()).collect();
+            // Prefill projections go through cuBLAS where it is installed and takes the operands.
+            let kernel = if n > CUDA_EXACT_STEP_ROWS { "linear (cuBLAS or kiln)" } else { kernel.as_str() };
+            format!("{kernel} {k}->{}", cols.join("+"))
         }
         other => kernel_names(other).swap_remove(0),
     }
@@ -982,10 +1154,11 @@ fn profile_label(launch: &Launch) -> String {
 
 fn kernel_names(launch: &Launch) -> Vec<String> {
     match launch {
-        Launch::Attention { append, kernel, .. } => {
-            vec![append.clone(), kernel.clone(), kernel.replace("kiln_attention_", "kiln_attention_combine_")]
+        Launch::Attention { append, kernel, combine, tiled, rope, .. } => {
+            let first = rope.as_ref().map_or(append, |r| &r.kernel);
+            vec![first.clone(), kernel.clone(), combine.clone(), tiled.clone()]
         }
-        Launch::Linear { kernel, .. } => vec![kernel.clone(), gemv_name(kernel)],
+        Launch::Linear { kernel, .. } => vec![kernel.clone(), gemv_name(kernel, false), gemv_name(kernel, true)],
         Launch::Embedding { kernel, .. }
         | Launch::RmsNorm { kernel, .. }
         | Launch::LayerNorm { kernel, .. }

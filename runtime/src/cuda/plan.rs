@@ -99,7 +99,15 @@ pub(crate) enum Launch {
     },
     Attention {
         append: String,
+        /// The split kernel (decode steps and trees), for this head size.
         kernel: String,
+        /// Merges the split kernel's partials.
+        combine: String,
+        /// The tiled prefill kernel, for this head size.
+        tiled: String,
+        /// The rope of q and k, when the append launch computes it (then `q` is written by that launch and
+        /// the rotated `k` goes straight to the cache).
+        rope: Option<AttentionRope>,
         q: ValueId,
         k: ValueId,
         v: ValueId,
@@ -145,13 +153,27 @@ pub(crate) struct LinearPart {
     pub n: usize,
 }
 
+/// Rope of q and k folded into an attention's append launch (`kiln_rope_kv_append_x*`).
+#[derive(Clone, Debug)]
+pub(crate) struct AttentionRope {
+    pub kernel: String,
+    /// q and k before the rotation.
+    pub q_in: ValueId,
+    pub k_in: ValueId,
+    pub positions: ValueId,
+    pub inv_freq: Slot,
+    pub magnitude: f64,
+    pub rotary_dim: usize,
+    pub interleaved: bool,
+}
+
 /// Linears one launch computes at most (`KILN_LINEAR_PARTS` in linear.cu).
 pub(crate) const LINEAR_PARTS: usize = 3;
 
 /// Keys per attention split for steps that must be exact (`chunk` in attention.cu; a multiple of 64).
 pub(crate) const ATTENTION_CHUNK: usize = 64;
 
-/// The widest head the attention kernel takes (`KILN_ATTENTION_DMAX` x 32).
+/// The widest head the attention kernels take (their widest head-size class, `_d256`).
 const ATTENTION_MAX_HEAD_DIM: usize = 256;
 
 /// A parameter buffer that is not a graph value (an f32 copy of a weight, a rope table).
@@ -479,9 +501,17 @@ pub(crate) fn build(
                     return Err(at("the attention mask must be the graph's tree_mask input".into()));
                 }
                 let x = suffix(q)?;
+                // The kernels come in head-size classes (registers sized to the head): _d64, _d128, _d256.
+                let class = [64, 128, ATTENTION_MAX_HEAD_DIM]
+                    .into_iter()
+                    .find(|&c| head_dim.max(v_dim) <= c)
+                    .expect("checked above");
                 launches.push(Launch::Attention {
                     append: format!("kiln_kv_append_x{x}"),
-                    kernel: format!("kiln_attention_x{x}"),
+                    kernel: format!("kiln_attention_x{x}_d{class}"),
+                    combine: format!("kiln_attention_combine_x{x}"),
+                    tiled: format!("kiln_attention_tiled_x{x}_d{class}"),
+                    rope: None,
                     q,
                     k,
                     v,
@@ -538,6 +568,8 @@ pub(crate) fn build(
             other => return Err(at(format!("the CUDA executor has no kernel for `{}`", other.name()))),
         }
     }
+
+    fuse_rope_into_append(&mut launches, g.outputs(), &alias, &params);
 
     // ---- arena layout ----
     let mut bump = Bump(0);
@@ -722,15 +754,100 @@ pub(crate) fn operands(launch: &Launch) -> (Vec<ValueId>, Vec<ValueId>) {
             None => (vec![*x], vec![*out]),
         },
         Launch::Rope { x, positions, out, .. } => (vec![*x, *positions], vec![*out]),
-        Launch::Attention { q, k, v, positions, mask, out, .. } => {
+        Launch::Attention { q, k, v, positions, mask, out, rope: None, .. } => {
             let mut r = vec![*q, *k, *v, *positions];
             r.extend(mask);
             (r, vec![*out])
+        }
+        Launch::Attention { q, v, positions, mask, out, rope: Some(rope), .. } => {
+            let mut r = vec![rope.q_in, rope.k_in, *v, *positions, rope.positions];
+            r.extend(mask);
+            (r, vec![*q, *out])
         }
         Launch::Softmax { x, out, .. } => (vec![*x], vec![*out]),
         Launch::Split { x, outs, .. } => (vec![*x], outs.iter().map(|o| o.0).collect()),
         Launch::Fused { inputs, out, .. } => (inputs.clone(), vec![*out]),
     }
+}
+
+/// Folds the rope launches of an attention's q and k into its append launch, where both rotated values are
+/// read by that attention alone and the two ropes are the same rotation: two launches fewer per layer. The
+/// rotation moves from the ropes' place in the sequence to the attention's; the launches between read
+/// neither rotated value, and the unrotated q and k stay live until the attention (its operands say so).
+fn fuse_rope_into_append(launches: &mut Vec<Launch>, outputs: &[ValueId], alias: &[ValueId], params: &Params) {
+    let root = |v: ValueId| alias[v.index()];
+    let mut readers: HashMap<ValueId, usize> = HashMap::new();
+    for launch in launches.iter() {
+        for v in operands(launch).0 {
+            *readers.entry(root(v)).or_default() += 1;
+        }
+    }
+    for &o in outputs {
+        *readers.entry(root(o)).or_default() += 1;
+    }
+    let mut folded = vec![false; launches.len()];
+    for ai in 0..launches.len() {
+        let Launch::Attention { q, k, head_dim, rope: None, .. } = &launches[ai] else { continue };
+        let producer = |v: ValueId| {
+            launches[..ai].iter().position(|l| matches!(l, Launch::Rope { out, .. } if root(*out) == root(v)))
+        };
+        let (Some(qi), Some(ki)) = (producer(*q), producer(*k)) else { continue };
+        let (
+            Launch::Rope {
+                kernel,
+                x: q_in,
+                positions,
+                inv_freq,
+                magnitude,
+                head_dim: q_dim,
+                rotary_dim,
+                interleaved,
+                ..
+            },
+            Launch::Rope {
+                x: k_in,
+                positions: k_positions,
+                inv_freq: k_freq,
+                magnitude: k_magnitude,
+                head_dim: k_dim,
+                rotary_dim: k_rotary,
+                interleaved: k_interleaved,
+                ..
+            },
+        ) = (&launches[qi], &launches[ki])
+        else {
+            continue;
+        };
+        let same_rotation = positions == k_positions
+            && params.slots[inv_freq.0] == params.slots[k_freq.0]
+            && magnitude == k_magnitude
+            && (q_dim, rotary_dim, interleaved) == (k_dim, k_rotary, k_interleaved)
+            && q_dim == head_dim;
+        let read_once = |v: ValueId| readers.get(&root(v)) == Some(&1);
+        if !same_rotation || !read_once(*q) || !read_once(*k) || qi == ki {
+            continue;
+        }
+        let rope = AttentionRope {
+            kernel: kernel.replace("kiln_rope_", "kiln_rope_kv_append_"),
+            q_in: *q_in,
+            k_in: *k_in,
+            positions: *positions,
+            inv_freq: *inv_freq,
+            magnitude: *magnitude,
+            rotary_dim: *rotary_dim,
+            interleaved: *interleaved,
+        };
+        if let Launch::Attention { rope: slot, .. } = &mut launches[ai] {
+            *slot = Some(rope);
+        }
+        folded[qi] = true;
+        folded[ki] = true;
+    }
+    let mut index = 0;
+    launches.retain(|_| {
+        index += 1;
+        !folded[index - 1]
+    });
 }
 
 /// A weight or constant as f32 values on the host (for scales and biases, which the kernels read in f32).

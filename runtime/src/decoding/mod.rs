@@ -35,7 +35,7 @@ mod tree;
 pub use drafter::{DraftFeedback, DraftLimits, Drafter};
 pub use executor::DecoderExecutor;
 pub use generate::{GenerateConfig, GenerateOutput, GenerateStats, generate, generate_streaming};
-pub use model_drafter::ModelDrafter;
+pub use model_drafter::{DEFAULT_MODEL_DRAFT_LEN, ModelDrafter};
 pub use ngram::{NgramConfig, NgramDrafter};
 pub use recompute::{RecomputingExecutor, uses_kv_cache};
 pub use sampling::{Candidates, Sampler, Sampling, argmax};

@@ -34,6 +34,10 @@ const CONFIDENCE_BANDS: usize = 5;
 /// target.
 pub const DEFAULT_DRAFT_STEP_COST: f64 = 0.2;
 
+/// Draft tokens per step that `kiln run --speculate draft:PATH` asks of a draft model unless told otherwise
+/// (the draft model pays a step per token, so its chains are shorter than the n-gram drafter's).
+pub const DEFAULT_MODEL_DRAFT_LEN: usize = 8;
+
 /// A drafter running its own decoder graph.
 pub struct ModelDrafter {
     exec: Box<dyn DecoderExecutor>,

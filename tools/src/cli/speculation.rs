@@ -2,7 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
-use kiln_runtime::decoding::{DecoderExecutor, Drafter, ModelDrafter, NgramConfig, NgramDrafter, has_tree_mask};
+use kiln_runtime::decoding::{
+    DEFAULT_MODEL_DRAFT_LEN, DecoderExecutor, Drafter, ModelDrafter, NgramConfig, NgramDrafter, has_tree_mask,
+};
 use miette::{Result, miette};
 
 use super::loading::{Device, cpu_executor, open_prepared};
@@ -15,9 +17,10 @@ pub struct SpeculateArgs {
     /// same tokenizer drafts). Greedy output is identical to `none`; sampling keeps its distribution.
     #[arg(long, default_value = "none")]
     pub speculate: Speculate,
-    /// The longest draft per step.
-    #[arg(long, default_value_t = 7)]
-    pub draft_len: usize,
+    /// The longest draft per step [default: 16 for `ngram` and `tree`, which shorten their drafts where
+    /// they fail; 8 for `draft:PATH`].
+    #[arg(long)]
+    pub draft_len: Option<usize>,
     /// The longest n-gram the n-gram drafters match.
     #[arg(long, default_value_t = 5)]
     pub ngram_max: usize,
@@ -75,7 +78,8 @@ impl SpeculateArgs {
         path: &Path,
     ) -> Result<Option<Box<dyn Drafter>>> {
         let ngram = |branches: usize| -> Result<Option<Box<dyn Drafter>>> {
-            let config = NgramConfig { ngram_max: self.ngram_max, draft_len: self.draft_len, branches };
+            let draft_len = self.draft_len.unwrap_or(NgramConfig::default().draft_len);
+            let config = NgramConfig { ngram_max: self.ngram_max, draft_len, branches };
             Ok(Some(Box::new(NgramDrafter::new(config).map_err(|e| miette!("{e}"))?)))
         };
         match &self.speculate {
@@ -111,7 +115,8 @@ impl SpeculateArgs {
                     ));
                 }
                 let exec = cpu_executor(draft, draft_path)?;
-                let drafter = ModelDrafter::new(exec, self.draft_len, branches)
+                let draft_len = self.draft_len.unwrap_or(DEFAULT_MODEL_DRAFT_LEN);
+                let drafter = ModelDrafter::new(exec, draft_len, branches)
                     .map_err(|e| miette!("{}: {e}", draft_path.display()))?;
                 Ok(Some(Box::new(drafter)))
             }

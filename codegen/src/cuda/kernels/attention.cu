@@ -36,6 +36,40 @@ __device__ __forceinline__ void kv_append(const X* k, const X* v, float* kcache,
     }
 KILN_FOR_FLOAT_TYPES(KILN_KV_APPEND)
 
+// Rope of q and k fused with the append (one launch instead of three, where both ropes feed only the
+// attention): q_out gets the rotated queries, the cache the rotated keys and the values. Each rotated
+// element is rope_value's, rounded to X as the separate rope kernel stores it, so the cache holds exactly
+// what rope + kv_append would have put there.
+struct RopeAppendArgs {
+    const void* q;          // [S, heads, D], before the rotation
+    const void* k;          // [S, kv_heads, D], before the rotation
+    const void* v;          // [S, kv_heads, Dv]
+    void* q_out;            // [S, heads, D]
+    float* kcache;
+    float* vcache;
+    const int* step;        // step[0]: past
+    const i64* positions;   // [S]
+    const double* inv_freq; // [rdim / 2]
+    double magnitude;
+    int S, heads, kv_heads, D, Dv, rdim, interleaved;
+};
+template <typename X>
+__device__ __forceinline__ void rope_kv_append(const RopeAppendArgs& a) {
+    const int past = a.step[0];
+    const i64 idx = (i64)blockIdx.x * blockDim.x + threadIdx.x;
+    const i64 kv_row = (i64)a.kv_heads * a.D, v_row = (i64)a.kv_heads * a.Dv;
+    if (idx < (i64)a.S * a.heads * a.D)
+        ((X*)a.q_out)[idx] = rope_value<X>((const X*)a.q, idx, a.positions, a.inv_freq, a.magnitude, a.heads, a.D,
+                                           a.rdim, a.interleaved);
+    if (idx < (i64)a.S * kv_row)
+        a.kcache[(i64)past * kv_row + idx] = to_f32(rope_value<X>((const X*)a.k, idx, a.positions, a.inv_freq,
+                                                                  a.magnitude, a.kv_heads, a.D, a.rdim, a.interleaved));
+    if (idx < (i64)a.S * v_row) a.vcache[(i64)past * v_row + idx] = to_f32(((const X*)a.v)[idx]);
+}
+#define KILN_ROPE_KV_APPEND(XN, XT)                                                                     \
+    extern "C" __global__ void kiln_rope_kv_append_x##XN(const RopeAppendArgs a) { rope_kv_append<XT>(a); }
+KILN_FOR_FLOAT_TYPES(KILN_ROPE_KV_APPEND)
+
 struct AttentionArgs {
     const void* q;          // [S, heads, D]
     const float* kcache;    // [cap, kv_heads, D]
@@ -53,7 +87,6 @@ struct AttentionArgs {
 
 #define KILN_ATTENTION_THREADS 128
 #define KILN_ATTENTION_GROUP 8   // keys a warp scores at once (loads in flight)
-#define KILN_ATTENTION_DMAX 8    // head_dim / 32 at most: head_dim <= 256 (the plan checks)
 
 __device__ __forceinline__ bool key_visible(const AttentionArgs& a, int past, int i, i64 p, int t) {
     bool seen;
@@ -77,7 +110,7 @@ __device__ __forceinline__ bool key_visible(const AttentionArgs& a, int past, in
 // the split, eight at a time, with an online softmax; the four warps then merge in index order.
 // DR: registers per lane for a head (head_dim <= 32 * DR), so that short heads waste no loads.
 template <typename X, int DR>
-__device__ __forceinline__ void attention_split(const AttentionArgs& a, float (*merge)[2 + 32 * KILN_ATTENTION_DMAX]) {
+__device__ __forceinline__ void attention_split(const AttentionArgs& a, float (*merge)[2 + 32 * DR]) {
     const int past = a.step[0];
     const int total = past + a.S;
     const int i = blockIdx.x / a.heads, h = blockIdx.x % a.heads;
@@ -189,16 +222,186 @@ __device__ __forceinline__ void attention_split(const AttentionArgs& a, float (*
         }
     }
 }
-#define KILN_ATTENTION(XN, XT)                                                                         \
+// One entry point per head-size class (_d64, _d128, _d256: heads of at most 64, 128, 256 elements), so
+// that a kernel's registers are sized for its own heads: one function holding every class would be
+// allocated for the widest and run few blocks per multiprocessor.
+#define KILN_ATTENTION_D(XN, XT, DN, DR)                                                               \
     extern "C" __global__ void __launch_bounds__(KILN_ATTENTION_THREADS)                               \
-        kiln_attention_x##XN(const AttentionArgs a) {                                                 \
-        __shared__ float merge[4][2 + 32 * KILN_ATTENTION_DMAX];                                       \
-        const int nd = max((a.D + 31) / 32, (a.Dv + 31) / 32);                                         \
-        if (nd <= 2) attention_split<XT, 2>(a, merge);                                                 \
-        else if (nd <= 4) attention_split<XT, 4>(a, merge);                                            \
-        else attention_split<XT, 8>(a, merge);                                                         \
+        kiln_attention_x##XN##_d##DN(const AttentionArgs a) {                                          \
+        __shared__ float merge[4][2 + 32 * DR];                                                        \
+        attention_split<XT, DR>(a, merge);                                                             \
     }
+#define KILN_ATTENTION(XN, XT)                                                                         \
+    KILN_ATTENTION_D(XN, XT, 64, 2) KILN_ATTENTION_D(XN, XT, 128, 4) KILN_ATTENTION_D(XN, XT, 256, 8)
 KILN_FOR_FLOAT_TYPES(KILN_ATTENTION)
+
+// Prefill attention (steps longer than CUDA_EXACT_STEP_ROWS, whose rows need not match a decode step bit
+// for bit): one block of 256 threads computes a tile of 64 queries of one head, walking the keys 64 at a
+// time with the tiles in shared memory, so each key and value loaded serves 64 queries (the split kernel
+// loads them once per query). Thread (ty, tx) of a 16 x 16 grid holds the scores of queries 4ty + i and
+// keys 4tx + j (i, j < 4), and output columns 64g + 4tx + j of its four queries; the softmax is online over
+// the key tiles. Queries and keys are stored transposed (element-major, rows of KILN_TILE_PAD floats), so
+// that each step of a dot product is two 16-byte shared loads for 16 multiply-adds; the weights are stored
+// transposed in the key tile's space once the scores are taken. The visibility rules are the split kernel's
+// (key_visible). Head sizes must be multiples of 4 (the runtime checks). Shared memory, in floats:
+// qT [D][PAD], kT / pT [max(D, 64)][PAD], v [64][Dv] (tiled_attention_bytes() in the runtime).
+#define KILN_TILE 64
+#define KILN_TILE_PAD 68  // 16-byte aligned rows, four banks apart
+#define KILN_TILED_THREADS 256
+template <typename X, int NV>
+__device__ __forceinline__ void attention_tiled(const AttentionArgs& a) {
+    extern __shared__ float tile_smem[];
+    const int PAD = KILN_TILE_PAD;
+    float* qT = tile_smem;
+    float* kT = qT + a.D * PAD;
+    float* pT = kT;
+    float* vs = kT + max(a.D, KILN_TILE) * PAD;
+    const float NEG = -__int_as_float(0x7f800000);
+    const int past = a.step[0];
+    const int tiles = (a.S + KILN_TILE - 1) / KILN_TILE;
+    const int i0 = (tiles - 1 - (int)blockIdx.y) * KILN_TILE;  // the last tiles see the most keys: start them first
+    const int h = blockIdx.x;
+    const int kvh = h / (a.heads / a.kv_heads);
+    const int tid = threadIdx.x, tx = tid & 15, ty = tid >> 4;
+    const X* q = (const X*)a.q;
+    // Coalesced reads of the query rows (the transposed stores conflict a little, once per block).
+    for (int e = tid; e < KILN_TILE * a.D; e += KILN_TILED_THREADS) {
+        const int r = e / a.D, d = e - r * a.D, i = i0 + r;
+        qT[d * PAD + r] = i < a.S ? to_f32(q[((i64)i * a.heads + h) * a.D + d]) : 0.0f;
+    }
+    int qi[4];
+    i64 pos[4];
+    float m[4], l[4], acc[4][NV];
+#pragma unroll
+    for (int r = 0; r < 4; ++r) {
+        qi[r] = i0 + 4 * ty + r;
+        pos[r] = qi[r] < a.S ? a.positions[qi[r]] : 0;
+        m[r] = NEG;
+        l[r] = 0.0f;
+#pragma unroll
+        for (int c = 0; c < NV; ++c) acc[r][c] = 0.0f;
+    }
+    // Without a mask, causal keys after the tile's last query are invisible to all of it: stop there.
+    const int end = (a.causal && !a.mask) ? past + min(i0 + KILN_TILE, a.S) : past + a.S;
+    const i64 kstride = (i64)a.kv_heads * a.D, vstride = (i64)a.kv_heads * a.Dv;
+    const float* kbase = a.kcache + (i64)kvh * a.D;
+    const float* vbase = a.vcache + (i64)kvh * a.Dv;
+    const int d4s = a.D / 4, v4s = a.Dv / 4;
+    for (int t0 = 0; t0 < end; t0 += KILN_TILE) {
+        __syncthreads();  // the previous tile's weights and values are consumed
+        // Keys: consecutive threads take consecutive keys, so the transposed stores hit distinct banks.
+        for (int e = tid; e < KILN_TILE * d4s; e += KILN_TILED_THREADS) {
+            const int c = e & (KILN_TILE - 1), d = 4 * (e / KILN_TILE), t = t0 + c;
+            const float4 w = t < end ? *(const float4*)(kbase + (i64)t * kstride + d) : make_float4(0.f, 0.f, 0.f, 0.f);
+            kT[d * PAD + c] = w.x;
+            kT[(d + 1) * PAD + c] = w.y;
+            kT[(d + 2) * PAD + c] = w.z;
+            kT[(d + 3) * PAD + c] = w.w;
+        }
+        for (int e = tid; e < KILN_TILE * v4s; e += KILN_TILED_THREADS) {
+            const int c = e / v4s, d = 4 * (e - c * v4s), t = t0 + c;
+            *(float4*)(vs + c * a.Dv + d) =
+                t < end ? *(const float4*)(vbase + (i64)t * vstride + d) : make_float4(0.f, 0.f, 0.f, 0.f);
+        }
+        __syncthreads();
+        float s[4][4];
+#pragma unroll
+        for (int r = 0; r < 4; ++r)
+#pragma unroll
+            for (int j = 0; j < 4; ++j) s[r][j] = 0.0f;
+#pragma unroll 4
+        for (int d = 0; d < a.D; ++d) {
+            const float4 qv = *(const float4*)(qT + d * PAD + 4 * ty);
+            const float4 kv = *(const float4*)(kT + d * PAD + 4 * tx);
+            const float qr[4] = {qv.x, qv.y, qv.z, qv.w}, kc[4] = {kv.x, kv.y, kv.z, kv.w};
+#pragma unroll
+            for (int r = 0; r < 4; ++r)
+#pragma unroll
+                for (int j = 0; j < 4; ++j) s[r][j] = fmaf(qr[r], kc[j], s[r][j]);
+        }
+        __syncthreads();  // every score is taken: the key tile's space now holds the weights
+        float p[4][4];
+#pragma unroll
+        for (int r = 0; r < 4; ++r) {
+            float rowmax = NEG;
+#pragma unroll
+            for (int j = 0; j < 4; ++j) {
+                const int t = t0 + 4 * tx + j;
+                float x = NEG;
+                if (qi[r] < a.S && t < end && key_visible(a, past, qi[r], pos[r], t)) {
+                    x = s[r][j] * a.scale;
+                    if (a.softcap > 0.0f) x = a.softcap * tanhf(x / a.softcap);
+                }
+                s[r][j] = x;
+                rowmax = fmaxf(rowmax, x);
+            }
+            // The 16 threads of a query row are one half-warp: reduce within it.
+#pragma unroll
+            for (int o = 8; o > 0; o >>= 1) rowmax = fmaxf(rowmax, __shfl_xor_sync(0xffffffffu, rowmax, o));
+            if (rowmax == NEG) {  // nothing visible in this tile: weights 0, the state is unchanged
+#pragma unroll
+                for (int j = 0; j < 4; ++j) p[r][j] = 0.0f;
+                continue;
+            }
+            const float mn = fmaxf(m[r], rowmax);
+            const float corr = m[r] == NEG ? 0.0f : expf(m[r] - mn);
+            m[r] = mn;
+            l[r] *= corr;
+#pragma unroll
+            for (int c = 0; c < NV; ++c) acc[r][c] *= corr;
+#pragma unroll
+            for (int j = 0; j < 4; ++j) {
+                p[r][j] = s[r][j] == NEG ? 0.0f : expf(s[r][j] - mn);
+                l[r] += p[r][j];
+            }
+        }
+#pragma unroll
+        for (int j = 0; j < 4; ++j)
+            *(float4*)(pT + (4 * tx + j) * PAD + 4 * ty) = make_float4(p[0][j], p[1][j], p[2][j], p[3][j]);
+        __syncthreads();
+#pragma unroll 4
+        for (int c = 0; c < KILN_TILE; ++c) {
+            const float4 pv = *(const float4*)(pT + c * PAD + 4 * ty);
+            const float pr[4] = {pv.x, pv.y, pv.z, pv.w};
+#pragma unroll
+            for (int g = 0; g < NV / 4; ++g) {
+                const int col = 64 * g + 4 * tx;
+                const float4 vv = col < a.Dv ? *(const float4*)(vs + c * a.Dv + col) : make_float4(0.f, 0.f, 0.f, 0.f);
+                const float vc[4] = {vv.x, vv.y, vv.z, vv.w};
+#pragma unroll
+                for (int r = 0; r < 4; ++r)
+#pragma unroll
+                    for (int j = 0; j < 4; ++j) acc[r][4 * g + j] = fmaf(pr[r], vc[j], acc[r][4 * g + j]);
+            }
+        }
+    }
+    X* out = (X*)a.out;
+#pragma unroll
+    for (int r = 0; r < 4; ++r) {
+        float total = l[r];
+#pragma unroll
+        for (int o = 8; o > 0; o >>= 1) total += __shfl_xor_sync(0xffffffffu, total, o);
+        if (qi[r] >= a.S) continue;
+        X* orow = out + ((i64)qi[r] * a.heads + h) * a.Dv;
+#pragma unroll
+        for (int g = 0; g < NV / 4; ++g)
+#pragma unroll
+            for (int j = 0; j < 4; ++j) {
+                const int col = 64 * g + 4 * tx + j;
+                if (col < a.Dv) orow[col] = from_f32<X>(total > 0.0f ? acc[r][4 * g + j] / total : 0.0f);
+            }
+    }
+}
+// NV: output columns per thread, 4 per 64 columns of the head.
+#define KILN_ATTENTION_TILED_D(XN, XT, DN, NV)                                                         \
+    extern "C" __global__ void __launch_bounds__(KILN_TILED_THREADS)                                   \
+        kiln_attention_tiled_x##XN##_d##DN(const AttentionArgs a) {                                    \
+        attention_tiled<XT, NV>(a);                                                                    \
+    }
+#define KILN_ATTENTION_TILED(XN, XT)                                                                   \
+    KILN_ATTENTION_TILED_D(XN, XT, 64, 4) KILN_ATTENTION_TILED_D(XN, XT, 128, 8)                       \
+    KILN_ATTENTION_TILED_D(XN, XT, 256, 16)
+KILN_FOR_FLOAT_TYPES(KILN_ATTENTION_TILED)
 
 // Merges the splits of one (query, head) (block x) in split order: out = sum_s acc_s e^(m_s - M) /
 // sum_s l_s e^(m_s - M). Splits with no visible key are skipped; a query with none gets zeros.

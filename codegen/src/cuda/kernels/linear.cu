@@ -160,11 +160,98 @@ __device__ __forceinline__ void linear_column(const XS* __restrict__ x, const W*
     }
 }
 
+// The part (weight, bias, output) a column of the launch belongs to, and its index `n` within the part.
+__device__ __forceinline__ LinearPart column_part(const LinearArgs& a, int column, int& n) {
+    n = column;
+    // Constant indices only: indexing the parameter array with a variable would copy it to local memory.
+    LinearPart part = a.part[0];
+#pragma unroll
+    for (int p = 1; p < KILN_LINEAR_PARTS; ++p) {
+        if (p < a.parts && n >= part.n) {
+            n -= part.n;
+            part = a.part[p];
+        }
+    }
+    return part;
+}
+
+// Requests the weight chunks lane `vlane` of a column's S warps computes with (one round: the caller checked
+// that a column is at most KILN_LINEAR_UNROLL chunks per lane); zeros past the row or for no column.
+template <typename W>
+__device__ __forceinline__ void gemv_issue(const LinearArgs& a, int column, int vlane, int vwidth, uint4* raw) {
+    const int chunks = a.K / Pack<W>::N;
+    const uint4* wv = nullptr;
+    if (column < a.N) {
+        int n;
+        const LinearPart part = column_part(a, column, n);
+        wv = (const uint4*)((const W*)part.w + (i64)n * a.K);
+    }
+#pragma unroll
+    for (int u = 0; u < KILN_LINEAR_UNROLL; ++u) {
+        const int c = vlane + vwidth * u;
+        raw[u] = (wv && c < chunks) ? __ldg(wv + c) : make_uint4(0, 0, 0, 0);
+    }
+}
+
+// Decode (one row) where a column is one round of loads per lane: each warp requests the next column's
+// weights before it reduces the current one, so that its loads stay in flight across the reduction and the
+// barriers instead of the warp idling between columns. The arithmetic is linear_column's for one row (the
+// same fused multiply-adds in the same order, the same butterfly and slice sums), so a decode step still
+// equals a verification row bit for bit.
+template <typename W, typename XS>
+__device__ __forceinline__ void gemv_pipelined(const LinearArgs& a, const XS* __restrict__ x,
+                                               float (*red)[KILN_LINEAR_ROWS]) {
+    const int V = Pack<W>::N;
+    const int S = a.ksplit, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int per_block = (blockDim.x >> 5) / S, slice = warp % S;
+    const int vlane = slice * 32 + lane, vwidth = 32 * S;
+    const int chunks = a.K / V;
+    uint4 raw[KILN_LINEAR_UNROLL];
+    gemv_issue<W>(a, blockIdx.x * per_block + warp / S, vlane, vwidth, raw);
+    for (int group = blockIdx.x; group * per_block < a.N; group += gridDim.x) {
+        const int column = group * per_block + warp / S;
+        uint4 next[KILN_LINEAR_UNROLL];
+        gemv_issue<W>(a, (group + gridDim.x) * per_block + warp / S, vlane, vwidth, next);
+        float acc = 0.0f;
+#pragma unroll
+        for (int u = 0; u < KILN_LINEAR_UNROLL; ++u) {
+            const int c = vlane + vwidth * u;
+            if (c >= chunks) break;
+            float wf[Pack<W>::N], xf[Pack<W>::N];
+            Pack<W>::unpack(raw[u], wf);
+            XLoad<XS, Pack<W>::N>::load(x + (i64)c * V, xf);
+#pragma unroll
+            for (int e = 0; e < Pack<W>::N; ++e) acc = fmaf(wf[e], xf[e], acc);
+        }
+        acc = warp_sum(acc);
+        if (S > 1) {
+            if (lane == 0) red[warp][0] = acc;
+            __syncthreads();
+            if (slice == 0) {
+                float v = red[warp][0];
+                for (int s = 1; s < S; ++s) v += red[warp + s][0];
+                acc = v;
+            }
+            __syncthreads();
+        }
+        if (column < a.N && slice == 0 && lane == 0) {
+            int n;
+            const LinearPart part = column_part(a, column, n);
+            float v = acc;
+            if (part.bias) v += part.bias[n];
+            if (a.softcap > 0.0f) v = a.softcap * tanhf(v / a.softcap);
+            part.out[n] = v;
+        }
+#pragma unroll
+        for (int u = 0; u < KILN_LINEAR_UNROLL; ++u) raw[u] = next[u];
+    }
+}
+
 // Block: `per_block` columns of S warps each (blockDim.x == 32 * S * per_block); blocks stride over the
 // column groups (the grid is sized to the GPU, not to N). With `staged`, the block first copies x to
 // shared memory as floats: every warp then reads x from there, instead of each chunk waiting on its own
 // trip to L2.
-template <typename W, typename X, int ROWS>
+template <typename W, typename X, int ROWS, bool PIPELINED>
 __device__ __forceinline__ void linear_kernel(const LinearArgs& a) {
     extern __shared__ float xs[];
     __shared__ float red[8][KILN_LINEAR_ROWS];
@@ -196,19 +283,18 @@ __device__ __forceinline__ void linear_kernel(const LinearArgs& a) {
     }
     const int S = a.ksplit, warp = threadIdx.x >> 5;
     const int per_block = (blockDim.x >> 5) / S;
+    if constexpr (PIPELINED) {
+        if (a.K % Pack<W>::N == 0 && a.K / Pack<W>::N <= 32 * S * KILN_LINEAR_UNROLL) {
+            if (a.staged) gemv_pipelined<W, float>(a, xs, red);
+            else gemv_pipelined<W, X>(a, (const X*)a.x, red);
+            return;
+        }
+    }
     for (int group = blockIdx.x; group * per_block < a.N; group += gridDim.x) {
         const int column = group * per_block + warp / S;
         const bool valid = column < a.N;
-        int n = valid ? column : 0;
-        // Constant indices only: indexing the parameter array with a variable would copy it to local memory.
-        LinearPart part = a.part[0];
-#pragma unroll
-        for (int p = 1; p < KILN_LINEAR_PARTS; ++p) {
-            if (p < a.parts && n >= part.n) {
-                n -= part.n;
-                part = a.part[p];
-            }
-        }
+        int n;
+        const LinearPart part = column_part(a, valid ? column : 0, n);
         const W* wrow = (const W*)part.w + (i64)n * a.K;
         if (a.staged)
             linear_column<W, float, ROWS>(xs, wrow, part.bias, part.out, a.M, part.n, a.K, a.softcap, n,
@@ -219,14 +305,20 @@ __device__ __forceinline__ void linear_kernel(const LinearArgs& a) {
     }
 }
 
-// kiln_linear_*: any M. kiln_gemv_*: M == 1 only (a decode step), with a quarter of the registers, so
-// that twice the warps (and loads) are in flight.
+// kiln_linear_*: any M. kiln_gemv_*: M == 1 only (a decode step), one row in registers, with a quarter of
+// kiln_linear's registers so that four blocks fit on a multiprocessor. kiln_gemvp_*: M == 1, the pipelined
+// loop where a column is one round of loads (two rounds of weights in registers, two blocks per
+// multiprocessor); the runtime takes it for long rows (split over four or more warps), where the warps'
+// idle time between columns costs most. All three compute a column alike.
 #define KILN_LINEAR(WN, WT, XN, XT)                                                                       \
     extern "C" __global__ void __launch_bounds__(256, 2) kiln_linear_w##WN##_x##XN(const LinearArgs a) { \
-        linear_kernel<WT, XT, KILN_LINEAR_ROWS>(a);                                                       \
+        linear_kernel<WT, XT, KILN_LINEAR_ROWS, false>(a);                                                \
     }                                                                                                     \
     extern "C" __global__ void __launch_bounds__(256, 4) kiln_gemv_w##WN##_x##XN(const LinearArgs a) {   \
-        linear_kernel<WT, XT, 1>(a);                                                                      \
+        linear_kernel<WT, XT, 1, false>(a);                                                               \
+    }                                                                                                     \
+    extern "C" __global__ void __launch_bounds__(256, 2) kiln_gemvp_w##WN##_x##XN(const LinearArgs a) {  \
+        linear_kernel<WT, XT, 1, true>(a);                                                                \
     }
 #define KILN_LINEAR_FOR_X(XN, XT) KILN_LINEAR(f32, float, XN, XT) KILN_LINEAR(f16, f16_t, XN, XT) KILN_LINEAR(bf16, bf16_t, XN, XT)
 KILN_FOR_FLOAT_TYPES(KILN_LINEAR_FOR_X)

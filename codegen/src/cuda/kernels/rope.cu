@@ -3,20 +3,14 @@
 // frequencies (with their scaling already applied) come from the host in f64; the angle, its cosine and
 // sine are computed in f64 and rounded to f32 as the CPU reference does. One thread per element.
 
+// Element idx of x[tokens, heads, D] after the rotation (as X, rounded like a stored rope output).
 template <typename X>
-__device__ __forceinline__ void rope_element(const X* x, const i64* positions, const double* inv_freq,
-                                             double magnitude, X* out, int tokens, int heads, int D, int rdim,
-                                             int interleaved) {
-    const i64 idx = (i64)blockIdx.x * blockDim.x + threadIdx.x;
-    const i64 total = (i64)tokens * heads * D;
-    if (idx >= total) return;
+__device__ __forceinline__ X rope_value(const X* x, i64 idx, const i64* positions, const double* inv_freq,
+                                        double magnitude, int heads, int D, int rdim, int interleaved) {
     const int d = (int)(idx % D);
     const i64 token = idx / ((i64)heads * D);
     const i64 head_base = idx - d;
-    if (d >= rdim) {
-        out[idx] = x[idx];
-        return;
-    }
+    if (d >= rdim) return x[idx];
     const int half = rdim / 2;
     int i, ia, ib;
     bool first;
@@ -30,12 +24,15 @@ __device__ __forceinline__ void rope_element(const X* x, const i64* positions, c
     const float s = (float)(sin(angle) * magnitude);
     const float a = to_f32(x[head_base + ia]);
     const float b = to_f32(x[head_base + ib]);
-    out[idx] = from_f32<X>(first ? a * c - b * s : b * c + a * s);
+    return from_f32<X>(first ? a * c - b * s : b * c + a * s);
 }
+
 #define KILN_ROPE(XN, XT)                                                                                   \
     extern "C" __global__ void kiln_rope_x##XN(const XT* x, const i64* positions, const double* inv_freq,     \
                                                double magnitude, XT* out, int tokens, int heads, int D,      \
                                                int rdim, int interleaved) {                                  \
-        rope_element<XT>(x, positions, inv_freq, magnitude, out, tokens, heads, D, rdim, interleaved);       \
+        const i64 idx = (i64)blockIdx.x * blockDim.x + threadIdx.x;                                         \
+        if (idx >= (i64)tokens * heads * D) return;                                                         \
+        out[idx] = rope_value<XT>(x, idx, positions, inv_freq, magnitude, heads, D, rdim, interleaved);    \
     }
 KILN_FOR_FLOAT_TYPES(KILN_ROPE)
