@@ -936,17 +936,39 @@ impl CudaExecutor {
                     max_splits: max_splits as i32,
                 };
                 if let Some(tile_bytes) = tile_bytes {
-                    // A prefill: tiles of 64 queries of a head, each block walking the keys in tiles of 64.
+                    // A prefill: tiles of 64 queries of a head, each block walking the keys in tiles of 64. The
+                    // keys are cut into splits of at least two key tiles, as many as the partial buffer holds,
+                    // so that a long causal tile is several blocks (for a 512-token prompt this measured about
+                    // the same as one block per tile: bench/gpu-decode.md).
+                    let key_tiles = (self.kv_len + n).div_ceil(ATTENTION_TILE);
+                    let room = (self.plan.partial_rows / n).max(1);
+                    let split_tiles = key_tiles.div_ceil(room).max(2);
+                    let splits = key_tiles.div_ceil(split_tiles);
+                    let mut args = args;
+                    if splits > 1 {
+                        args.chunk = (split_tiles * ATTENTION_TILE) as i32;
+                        args.max_splits = room as i32;
+                    } else {
+                        args.max_splits = 1;
+                    }
                     let grid = LaunchConfig {
-                        grid_dim: (*heads as u32, n.div_ceil(ATTENTION_TILE) as u32, 1),
+                        grid_dim: (*heads as u32, n.div_ceil(ATTENTION_TILE) as u32, splits as u32),
                         block_dim: (256, 1, 1),
                         shared_mem_bytes: tile_bytes as u32,
                     };
                     let f = self.device.function(tiled)?;
                     let mut b = stream.launch_builder(&f);
                     b.arg(&args);
-                    // SAFETY: as above; the function's shared-memory limit was raised to tile_bytes at load.
+                    // SAFETY: as above; the function's shared-memory limit was raised to tile_bytes at load,
+                    // and the partial buffer holds n x heads x room splits.
                     unsafe { b.launch(grid) }.map_err(failed(tiled))?;
+                    if splits > 1 {
+                        let f = self.device.function(combine)?;
+                        let mut b = stream.launch_builder(&f);
+                        b.arg(&args);
+                        // SAFETY: as above.
+                        unsafe { b.launch(cfg(n * heads, 128, 0)) }.map_err(failed(combine))?;
+                    }
                     return Ok(());
                 }
                 // About one wave of blocks (two per multiprocessor); each strides over the splits the step
@@ -1137,7 +1159,7 @@ fn gemv_name(linear: &str, pipelined: bool) -> String {
 fn profile_label(launch: &Launch, n: usize) -> String {
     match launch {
         Launch::Attention { tiled, rope, .. } if n > CUDA_EXACT_STEP_ROWS => {
-            format!("{tiled} (+{})", if rope.is_some() { "rope, append" } else { "append" })
+            format!("{tiled} (+{}, combine)", if rope.is_some() { "rope, append" } else { "append" })
         }
         Launch::Attention { kernel, rope, .. } => {
             format!("{kernel} (+{}, combine)", if rope.is_some() { "rope, append" } else { "append" })

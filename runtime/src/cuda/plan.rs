@@ -205,8 +205,10 @@ pub(crate) struct Plan {
     /// What kernels read of the step from the device (an i32: the cached tokens before it), so that a
     /// captured graph serves every step of one shape.
     pub step_info: u64,
-    /// The attention kernel's per-split partial results.
+    /// The attention kernels' per-split partial results: room for `partial_rows` (query, split) pairs of
+    /// every head.
     pub attention_partial: u64,
+    pub partial_rows: usize,
     /// Scratch of the device sampler (`kiln_sample_f32`).
     pub sample_scratch: u64,
     pub keep_indices: u64,
@@ -699,6 +701,7 @@ pub(crate) fn build(
         error_flag,
         step_info,
         attention_partial,
+        partial_rows,
         sample_scratch,
         keep_indices,
         gemm_scratch,

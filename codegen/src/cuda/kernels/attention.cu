@@ -245,6 +245,10 @@ KILN_FOR_FLOAT_TYPES(KILN_ATTENTION)
 // transposed in the key tile's space once the scores are taken. The visibility rules are the split kernel's
 // (key_visible). Head sizes must be multiples of 4 (the runtime checks). Shared memory, in floats:
 // qT [D][PAD], kT / pT [max(D, 64)][PAD], v [64][Dv] (tiled_attention_bytes() in the runtime).
+//
+// Causal tiles see different numbers of keys (the last tile of a 512-token prompt eight times the first's),
+// so the keys are also cut into splits of `chunk` keys (blockIdx.z), several blocks per long tile, whose
+// partial results kiln_attention_combine merges; with max_splits == 1 the block writes the output itself.
 #define KILN_TILE 64
 #define KILN_TILE_PAD 68  // 16-byte aligned rows, four banks apart
 #define KILN_TILED_THREADS 256
@@ -263,6 +267,11 @@ __device__ __forceinline__ void attention_tiled(const AttentionArgs& a) {
     const int h = blockIdx.x;
     const int kvh = h / (a.heads / a.kv_heads);
     const int tid = threadIdx.x, tx = tid & 15, ty = tid >> 4;
+    // Without a mask, causal keys after the tile's last query are invisible to all of it: stop there.
+    const int end = (a.causal && !a.mask) ? past + min(i0 + KILN_TILE, a.S) : past + a.S;
+    const int split = blockIdx.z;
+    const int lo = split * a.chunk, hi = min(lo + a.chunk, end);
+    if (lo >= end) return;  // this tile has fewer splits
     const X* q = (const X*)a.q;
     // Coalesced reads of the query rows (the transposed stores conflict a little, once per block).
     for (int e = tid; e < KILN_TILE * a.D; e += KILN_TILED_THREADS) {
@@ -281,18 +290,16 @@ __device__ __forceinline__ void attention_tiled(const AttentionArgs& a) {
 #pragma unroll
         for (int c = 0; c < NV; ++c) acc[r][c] = 0.0f;
     }
-    // Without a mask, causal keys after the tile's last query are invisible to all of it: stop there.
-    const int end = (a.causal && !a.mask) ? past + min(i0 + KILN_TILE, a.S) : past + a.S;
     const i64 kstride = (i64)a.kv_heads * a.D, vstride = (i64)a.kv_heads * a.Dv;
     const float* kbase = a.kcache + (i64)kvh * a.D;
     const float* vbase = a.vcache + (i64)kvh * a.Dv;
     const int d4s = a.D / 4, v4s = a.Dv / 4;
-    for (int t0 = 0; t0 < end; t0 += KILN_TILE) {
+    for (int t0 = lo; t0 < hi; t0 += KILN_TILE) {
         __syncthreads();  // the previous tile's weights and values are consumed
         // Keys: consecutive threads take consecutive keys, so the transposed stores hit distinct banks.
         for (int e = tid; e < KILN_TILE * d4s; e += KILN_TILED_THREADS) {
             const int c = e & (KILN_TILE - 1), d = 4 * (e / KILN_TILE), t = t0 + c;
-            const float4 w = t < end ? *(const float4*)(kbase + (i64)t * kstride + d) : make_float4(0.f, 0.f, 0.f, 0.f);
+            const float4 w = t < hi ? *(const float4*)(kbase + (i64)t * kstride + d) : make_float4(0.f, 0.f, 0.f, 0.f);
             kT[d * PAD + c] = w.x;
             kT[(d + 1) * PAD + c] = w.y;
             kT[(d + 2) * PAD + c] = w.z;
@@ -301,7 +308,7 @@ __device__ __forceinline__ void attention_tiled(const AttentionArgs& a) {
         for (int e = tid; e < KILN_TILE * v4s; e += KILN_TILED_THREADS) {
             const int c = e / v4s, d = 4 * (e - c * v4s), t = t0 + c;
             *(float4*)(vs + c * a.Dv + d) =
-                t < end ? *(const float4*)(vbase + (i64)t * vstride + d) : make_float4(0.f, 0.f, 0.f, 0.f);
+                t < hi ? *(const float4*)(vbase + (i64)t * vstride + d) : make_float4(0.f, 0.f, 0.f, 0.f);
         }
         __syncthreads();
         float s[4][4];
@@ -328,7 +335,7 @@ __device__ __forceinline__ void attention_tiled(const AttentionArgs& a) {
             for (int j = 0; j < 4; ++j) {
                 const int t = t0 + 4 * tx + j;
                 float x = NEG;
-                if (qi[r] < a.S && t < end && key_visible(a, past, qi[r], pos[r], t)) {
+                if (qi[r] < a.S && t < hi && key_visible(a, past, qi[r], pos[r], t)) {
                     x = s[r][j] * a.scale;
                     if (a.softcap > 0.0f) x = a.softcap * tanhf(x / a.softcap);
                 }
@@ -382,6 +389,19 @@ __device__ __forceinline__ void attention_tiled(const AttentionArgs& a) {
 #pragma unroll
         for (int o = 8; o > 0; o >>= 1) total += __shfl_xor_sync(0xffffffffu, total, o);
         if (qi[r] >= a.S) continue;
+        if (a.max_splits > 1) {
+            // The split's running max, sum of weights and weighted values, for the merge.
+            float* part = a.partial + (((i64)qi[r] * a.heads + h) * a.max_splits + split) * (a.Dv + 2);
+            if (tx == 0) { part[0] = m[r]; part[1] = total; }
+#pragma unroll
+            for (int g = 0; g < NV / 4; ++g)
+#pragma unroll
+                for (int j = 0; j < 4; ++j) {
+                    const int col = 64 * g + 4 * tx + j;
+                    if (col < a.Dv) part[2 + col] = acc[r][4 * g + j];
+                }
+            continue;
+        }
         X* orow = out + ((i64)qi[r] * a.heads + h) * a.Dv;
 #pragma unroll
         for (int g = 0; g < NV / 4; ++g)
