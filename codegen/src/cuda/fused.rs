@@ -187,7 +187,7 @@ fn emit_group(g: &Graph, group: &ElementwiseGroup) -> Result<String, CodegenErro
     let out_dtype = out_ty.dtype;
     let _ = writeln!(body, "        {}", store(out_dtype, "a.out", "i", &names[&group.output]));
     Ok(format!(
-        "// {} node(s) -> %{}: {}\nextern \"C\" __global__ void {name}(const FusedArgs a) {{\n    for (i64 i = \
+        "// {} node(s) -> %{}: {}\nextern \"C\" __global__ void {name}(const FusedArgs a) {{\n    KILN_PDL_ENTRY();\n    for (i64 i = \
          (i64)blockIdx.x * blockDim.x + threadIdx.x; i < a.n; i += (i64)gridDim.x * blockDim.x) {{\n{body}    \
          }}\n}}\n",
         group.nodes.len(),

@@ -25,7 +25,7 @@ const TEMPLATES: [(&str, &str); 7] = [
 ];
 
 /// The marker kernel of the kernels' calling conventions; the runtime refuses modules without it.
-pub const KERNEL_ABI_MARKER: &str = "kiln_kernel_abi_v4";
+pub const KERNEL_ABI_MARKER: &str = "kiln_kernel_abi_v5";
 
 /// Why the CUDA code of a graph could not be produced.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +68,7 @@ pub fn template_kernel_names() -> Vec<String> {
         for w in floats {
             names.push(format!("kiln_linear_w{w}_x{x}"));
             names.push(format!("kiln_gemv_w{w}_x{x}"));
+            names.push(format!("kiln_gemvp_w{w}_x{x}"));
         }
     }
     for stem in [
@@ -78,11 +79,19 @@ pub fn template_kernel_names() -> Vec<String> {
         "softmax",
         "rope",
         "kv_append",
-        "attention",
+        "rope_kv_append",
         "attention_combine",
     ] {
         for x in floats {
             names.push(format!("kiln_{stem}_x{x}"));
+        }
+    }
+    // The attention kernels come in head-size classes.
+    for stem in ["attention", "attention_tiled"] {
+        for x in floats {
+            for class in [64, 128, 256] {
+                names.push(format!("kiln_{stem}_x{x}_d{class}"));
+            }
         }
     }
     names.push("kiln_kv_compact".to_string());

@@ -3,10 +3,10 @@
 //! [`DeviceSampler`] runs them on logits given by the caller, which lets tests hold them to the CPU
 //! sampler on exactly the same numbers.
 
-use cudarc::driver::{CudaSlice, PushKernelArg, result};
+use cudarc::driver::{CudaSlice, result};
 use kiln_ir::CompiledKernel;
 
-use super::device::{Device, cuda_error};
+use super::device::{Device, KernelArgs, cuda_error};
 use crate::RuntimeError;
 
 /// Threads of the token-choice blocks (one block per row).
@@ -37,13 +37,13 @@ pub(super) fn launch_argmax(
     flag: u64,
 ) -> Result<(), RuntimeError> {
     let f = device.function("kiln_argmax_f32")?;
-    let mut b = device.stream.launch_builder(&f);
+    let mut b = KernelArgs::default();
     let width = vocab as i32;
     b.arg(&logits).arg(&width).arg(&out).arg(&flag);
     let cfg =
         cudarc::driver::LaunchConfig { grid_dim: (rows as u32, 1, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 };
     // SAFETY: the caller owns `rows * vocab` f32 at `logits`, `rows` i32 at `out` and an i32 at `flag`.
-    unsafe { b.launch(cfg) }.map_err(cuda_error("launching kiln_argmax_f32"))?;
+    unsafe { device.launch(&f, cfg, &mut b) }.map_err(cuda_error("launching kiln_argmax_f32"))?;
     Ok(())
 }
 
@@ -63,13 +63,13 @@ pub(super) fn launch_sample(
     (out, flag, scratch): (u64, u64, u64),
 ) -> Result<(), RuntimeError> {
     let f = device.function("kiln_sample_f32")?;
-    let mut b = device.stream.launch_builder(&f);
+    let mut b = KernelArgs::default();
     let (width, k) = (vocab as i32, draw.top_k.min(i32::MAX as usize) as i32);
     b.arg(&row).arg(&width).arg(&draw.temperature).arg(&k).arg(&draw.top_p).arg(&draw.uniform);
     b.arg(&out).arg(&flag).arg(&scratch);
     let cfg = cudarc::driver::LaunchConfig { grid_dim: (1, 1, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 };
     // SAFETY: the caller owns `vocab` f32 at `row`, an i32 at `out` and an i32 at `flag`.
-    unsafe { b.launch(cfg) }.map_err(cuda_error("launching kiln_sample_f32"))?;
+    unsafe { device.launch(&f, cfg, &mut b) }.map_err(cuda_error("launching kiln_sample_f32"))?;
     Ok(())
 }
 

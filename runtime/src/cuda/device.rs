@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaStream, sys};
+use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaStream, DeviceRepr, DriverError, LaunchConfig, sys};
 use cudarc::nvrtc::Ptx;
 use kiln_ir::{CompiledKernel, KernelTarget};
 
@@ -24,6 +24,23 @@ pub(crate) struct Device {
     pub name: String,
     /// Which image was loaded.
     pub loaded: KernelTarget,
+    /// Kernels are launched as programmatic dependent launches (see [`Device::launch`]).
+    pub pdl: bool,
+}
+
+/// The arguments of one kernel launch: the addresses of values that live as long as the builder (the driver
+/// reads them during the launch call).
+#[derive(Default)]
+pub(crate) struct KernelArgs<'a> {
+    addresses: Vec<*mut std::ffi::c_void>,
+    _values: std::marker::PhantomData<&'a ()>,
+}
+
+impl<'a> KernelArgs<'a> {
+    pub fn arg<T: DeviceRepr>(&mut self, value: &'a T) -> &mut Self {
+        self.addresses.push(value as *const T as *mut std::ffi::c_void);
+        self
+    }
 }
 
 impl Device {
@@ -64,7 +81,55 @@ impl Device {
             .map_err(cuda_error(format!("{name} (sm_{sm}) cannot load the {} kernel image", image.target)))?;
         // A stream of its own: the legacy default stream cannot be captured into a CUDA graph.
         let stream = ctx.new_stream().map_err(cuda_error("creating a CUDA stream"))?;
-        Ok(Device { ctx, stream, module, functions: HashMap::new(), sm, name, loaded: image.target })
+        // Programmatic dependent launch needs sm_90 and kernels compiled for it (their KILN_PDL_ENTRY waits
+        // for the previous kernel; compiled for an older architecture it is empty).
+        let image_sm = match image.target {
+            KernelTarget::Cubin { sm } => Some(sm),
+            KernelTarget::Ptx => ptx_target_sm(&image.bytes),
+        };
+        let pdl = sm >= 90
+            && image_sm.is_some_and(|s| s >= 90)
+            && !matches!(std::env::var("KILN_CUDA_PDL").as_deref(), Ok("0"));
+        Ok(Device { ctx, stream, module, functions: HashMap::new(), sm, name, loaded: image.target, pdl })
+    }
+
+    /// Launches `f` on the stream. With [`Device::pdl`] the launch is a programmatic dependent one: the kernel
+    /// may start while the previous kernel on the stream finishes, and waits for it in its `KILN_PDL_ENTRY`
+    /// before touching what that kernel writes (common.cuh). Captured into a CUDA graph, the dependency
+    /// becomes a programmatic edge.
+    ///
+    /// # Safety
+    /// `args` must match the kernel's parameters, and every address the kernel dereferences must be valid
+    /// for the launch's extent.
+    pub unsafe fn launch(
+        &self,
+        f: &CudaFunction,
+        cfg: LaunchConfig,
+        args: &mut KernelArgs<'_>,
+    ) -> Result<(), DriverError> {
+        self.ctx.bind_to_thread()?;
+        let mut value: sys::CUlaunchAttributeValue = unsafe { std::mem::zeroed() };
+        value.programmaticStreamSerializationAllowed = 1;
+        let mut attribute = sys::CUlaunchAttribute {
+            id: sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION,
+            pad: [0; 4],
+            value,
+        };
+        let config = sys::CUlaunchConfig {
+            gridDimX: cfg.grid_dim.0,
+            gridDimY: cfg.grid_dim.1,
+            gridDimZ: cfg.grid_dim.2,
+            blockDimX: cfg.block_dim.0,
+            blockDimY: cfg.block_dim.1,
+            blockDimZ: cfg.block_dim.2,
+            sharedMemBytes: cfg.shared_mem_bytes,
+            hStream: self.stream.cu_stream(),
+            attrs: if self.pdl { &mut attribute } else { std::ptr::null_mut() },
+            numAttrs: u32::from(self.pdl),
+        };
+        // SAFETY: the configuration and attribute outlive the call; the caller vouches for the arguments.
+        unsafe { sys::cuLaunchKernelEx(&config, f.cu_function(), args.addresses.as_mut_ptr(), std::ptr::null_mut()) }
+            .result()
     }
 
     /// Copies `dst.len()` elements from device address `src` after the stream's work, and waits for it.
@@ -93,6 +158,13 @@ impl Device {
         self.functions.insert(name.to_string(), f.clone());
         Ok(f)
     }
+}
+
+/// The `sm_XX` a PTX image was generated for (its `.target` directive), if it says.
+fn ptx_target_sm(ptx: &[u8]) -> Option<u32> {
+    let text = std::str::from_utf8(ptx.get(..ptx.len().min(4096))?).ok()?;
+    let rest = text.split(".target sm_").nth(1)?;
+    rest.chars().take_while(char::is_ascii_digit).collect::<String>().parse().ok()
 }
 
 /// A context on GPU `ordinal`, or an error saying what is missing (the driver, the GPU) and the way out.

@@ -2,11 +2,11 @@
 
 use std::collections::HashMap;
 
-use cudarc::driver::{LaunchConfig, PushKernelArg, result, sys};
+use cudarc::driver::{LaunchConfig, result, sys};
 use kiln_ir::{CompiledKernel, Graph, KernelTarget, ValueId, WeightStore};
 
 use super::choose::{DeviceDraw, KILN_ERROR_LOGITS, launch_argmax, launch_sample, logits_error};
-use super::device::{Device, cuda_error};
+use super::device::{Device, KernelArgs, cuda_error};
 use super::plan::{self, ATTENTION_CHUNK, LINEAR_PARTS, Launch, Plan, RunShape};
 use crate::RuntimeError;
 use crate::decoding::{DecoderExecutor, Sampler, Sampling};
@@ -381,7 +381,7 @@ impl CudaExecutor {
         // Resolve every kernel now, so that a missing one is an error at load, not mid-generation. The marker
         // first: without it the module comes from a kiln whose kernels took other arguments
         // (`KERNEL_ABI_MARKER` in kiln-codegen).
-        device.function("kiln_kernel_abi_v4")?;
+        device.function("kiln_kernel_abi_v5")?;
         for launch in &plan.launches {
             for name in kernel_names(launch) {
                 device.function(&name)?;
@@ -673,7 +673,6 @@ impl CudaExecutor {
     fn launch(&mut self, launch: &Launch, n: usize, rows_from: usize) -> Result<(), RuntimeError> {
         let shapes = &self.plan.shapes;
         let rows = |v: ValueId, row: usize| shapes[v.index()].numel(n) / row.max(1);
-        let stream = self.device.stream.clone();
         let failed = |name: &str| cuda_error(format!("launching {name}"));
         match launch {
             Launch::Embedding { kernel, table, ids, out, vocab, hidden } => {
@@ -681,10 +680,11 @@ impl CudaExecutor {
                 let (t, i, o, e) =
                     (self.addr(*table), self.addr(*ids), self.addr(*out), self.base + self.plan.error_flag);
                 let (tokens, v, h) = (rows(*ids, 1) as i32, *vocab as i32, *hidden as i32);
-                let mut b = stream.launch_builder(&f);
+                let mut b = KernelArgs::default();
                 b.arg(&t).arg(&i).arg(&o).arg(&tokens).arg(&v).arg(&h).arg(&e);
                 // SAFETY: argument types match the kernel's signature; buffers are planned for n tokens.
-                unsafe { b.launch(cfg((tokens as usize * *hidden).div_ceil(256), 256, 0)) }.map_err(failed(kernel))?;
+                unsafe { self.device.launch(&f, cfg((tokens as usize * *hidden).div_ceil(256), 256, 0), &mut b) }
+                    .map_err(failed(kernel))?;
             }
             Launch::Linear { kernel, x, parts, k, softcap, logits } => {
                 let f = self.device.function(kernel)?;
@@ -731,10 +731,10 @@ impl CudaExecutor {
                         if slot.bias != 0 || *softcap > 0.0 {
                             let f = self.device.function("kiln_bias_softcap")?;
                             let (r, ni) = (m as i64, part.n as i32);
-                            let mut b = stream.launch_builder(&f);
+                            let mut b = KernelArgs::default();
                             b.arg(&slot.out).arg(&slot.bias).arg(&r).arg(&ni).arg(softcap);
                             // SAFETY: out holds m rows of n floats.
-                            unsafe { b.launch(cfg((m * part.n).div_ceil(256), 256, 0)) }
+                            unsafe { self.device.launch(&f, cfg((m * part.n).div_ceil(256), 256, 0), &mut b) }
                                 .map_err(failed("kiln_bias_softcap"))?;
                         }
                     }
@@ -769,18 +769,18 @@ impl CudaExecutor {
                     .map_err(cuda_error("reading the linear kernel's occupancy"))?
                     .max(1) as usize;
                 let blocks = (args.n as usize).div_ceil(per_block).min(per_sm * self.sms);
-                let mut b = stream.launch_builder(&f);
+                let mut b = KernelArgs::default();
                 b.arg(&args);
                 // SAFETY: as above; every part's weight, bias and output are planned for its n columns, and
                 // the kernel's shared-memory limit was raised to LINEAR_STAGE_BYTES at load.
-                unsafe { b.launch(cfg(blocks, threads, shared)) }.map_err(failed(kernel))?;
+                unsafe { self.device.launch(&f, cfg(blocks, threads, shared), &mut b) }.map_err(failed(kernel))?;
             }
             Launch::RmsNorm { kernel, x, residual, w, out, h, eps, offset } => {
                 let f = self.device.function(kernel)?;
                 let r = rows(*out, *h);
                 let (xa, wa, oa) = (self.addr(*x), self.base + self.plan.slot_offsets[w.0], self.addr(*out));
                 let hi = *h as i32;
-                let mut b = stream.launch_builder(&f);
+                let mut b = KernelArgs::default();
                 b.arg(&xa);
                 let (ra, sa);
                 if let Some((bv, sum)) = residual {
@@ -789,7 +789,7 @@ impl CudaExecutor {
                 }
                 b.arg(&wa).arg(&oa).arg(&hi).arg(eps).arg(offset);
                 // SAFETY: as above. 1024 threads: a decode step's row is one block, keep it short.
-                unsafe { b.launch(cfg(r, 1024, 0)) }.map_err(failed(kernel))?;
+                unsafe { self.device.launch(&f, cfg(r, 1024, 0), &mut b) }.map_err(failed(kernel))?;
             }
             Launch::LayerNorm { kernel, x, residual, w, b: bias, out, h, eps } => {
                 let f = self.device.function(kernel)?;
@@ -797,7 +797,7 @@ impl CudaExecutor {
                 let (xa, wa, oa) = (self.addr(*x), self.base + self.plan.slot_offsets[w.0], self.addr(*out));
                 let ba = bias.map_or(0u64, |s| self.base + self.plan.slot_offsets[s.0]);
                 let hi = *h as i32;
-                let mut b = stream.launch_builder(&f);
+                let mut b = KernelArgs::default();
                 b.arg(&xa);
                 let (ra, sa);
                 if let Some((bv, sum)) = residual {
@@ -806,7 +806,7 @@ impl CudaExecutor {
                 }
                 b.arg(&wa).arg(&ba).arg(&oa).arg(&hi).arg(eps);
                 // SAFETY: as above.
-                unsafe { b.launch(cfg(r, 256, 0)) }.map_err(failed(kernel))?;
+                unsafe { self.device.launch(&f, cfg(r, 256, 0), &mut b) }.map_err(failed(kernel))?;
             }
             Launch::Rope {
                 kernel,
@@ -830,10 +830,11 @@ impl CudaExecutor {
                 );
                 let (t, hh, d, rd, il) =
                     (tokens as i32, *heads as i32, *head_dim as i32, *rotary_dim as i32, i32::from(*interleaved));
-                let mut b = stream.launch_builder(&f);
+                let mut b = KernelArgs::default();
                 b.arg(&xa).arg(&pa).arg(&fa).arg(magnitude).arg(&oa).arg(&t).arg(&hh).arg(&d).arg(&rd).arg(&il);
                 // SAFETY: as above.
-                unsafe { b.launch(cfg((tokens * heads * head_dim).div_ceil(256), 256, 0)) }.map_err(failed(kernel))?;
+                unsafe { self.device.launch(&f, cfg((tokens * heads * head_dim).div_ceil(256), 256, 0), &mut b) }
+                    .map_err(failed(kernel))?;
             }
             Launch::Attention {
                 append,
@@ -884,18 +885,19 @@ impl CudaExecutor {
                         _pad: 0,
                     };
                     let elements = n * (heads * head_dim).max(kv.k_row).max(kv.v_row);
-                    let mut b = stream.launch_builder(&f);
+                    let mut b = KernelArgs::default();
                     b.arg(&args);
                     // SAFETY: as above; the caller checked past + n <= capacity.
-                    unsafe { b.launch(cfg(elements.div_ceil(256), 256, 0)) }.map_err(failed(&rope.kernel))?;
+                    unsafe { self.device.launch(&f, cfg(elements.div_ceil(256), 256, 0), &mut b) }
+                        .map_err(failed(&rope.kernel))?;
                 } else {
                     let f = self.device.function(append)?;
                     let (ka, va) = (self.addr(*k), self.addr(*v));
                     let (s, kr, vr) = (n as i32, kv.k_row as i32, kv.v_row as i32);
-                    let mut b = stream.launch_builder(&f);
+                    let mut b = KernelArgs::default();
                     b.arg(&ka).arg(&va).arg(&kc).arg(&vc).arg(&step).arg(&s).arg(&kr).arg(&vr);
                     // SAFETY: as above; the caller checked past + n <= capacity.
-                    unsafe { b.launch(cfg((n * kv.k_row.max(kv.v_row)).div_ceil(256), 256, 0)) }
+                    unsafe { self.device.launch(&f, cfg((n * kv.k_row.max(kv.v_row)).div_ceil(256), 256, 0), &mut b) }
                         .map_err(failed(append))?;
                 }
                 let tile_bytes = tiled_attention_bytes(*head_dim, *v_dim)
@@ -957,17 +959,17 @@ impl CudaExecutor {
                         shared_mem_bytes: tile_bytes as u32,
                     };
                     let f = self.device.function(tiled)?;
-                    let mut b = stream.launch_builder(&f);
+                    let mut b = KernelArgs::default();
                     b.arg(&args);
                     // SAFETY: as above; the function's shared-memory limit was raised to tile_bytes at load,
                     // and the partial buffer holds n x heads x room splits.
-                    unsafe { b.launch(grid) }.map_err(failed(tiled))?;
+                    unsafe { self.device.launch(&f, grid, &mut b) }.map_err(failed(tiled))?;
                     if splits > 1 {
                         let f = self.device.function(combine)?;
-                        let mut b = stream.launch_builder(&f);
+                        let mut b = KernelArgs::default();
                         b.arg(&args);
                         // SAFETY: as above.
-                        unsafe { b.launch(cfg(n * heads, 128, 0)) }.map_err(failed(combine))?;
+                        unsafe { self.device.launch(&f, cfg(n * heads, 128, 0), &mut b) }.map_err(failed(combine))?;
                     }
                     return Ok(());
                 }
@@ -980,23 +982,23 @@ impl CudaExecutor {
                     shared_mem_bytes: 0,
                 };
                 let f = self.device.function(kernel)?;
-                let mut b = stream.launch_builder(&f);
+                let mut b = KernelArgs::default();
                 b.arg(&args);
                 // SAFETY: as above; the partial region holds n x heads x max_splits splits.
-                unsafe { b.launch(grid) }.map_err(failed(kernel))?;
+                unsafe { self.device.launch(&f, grid, &mut b) }.map_err(failed(kernel))?;
                 let f = self.device.function(combine)?;
-                let mut b = stream.launch_builder(&f);
+                let mut b = KernelArgs::default();
                 b.arg(&args);
                 // SAFETY: as above.
-                unsafe { b.launch(cfg(n * heads, 128, 0)) }.map_err(failed(combine))?;
+                unsafe { self.device.launch(&f, cfg(n * heads, 128, 0), &mut b) }.map_err(failed(combine))?;
             }
             Launch::Softmax { kernel, x, out, n: cols } => {
                 let f = self.device.function(kernel)?;
                 let (xa, oa, c) = (self.addr(*x), self.addr(*out), *cols as i32);
-                let mut b = stream.launch_builder(&f);
+                let mut b = KernelArgs::default();
                 b.arg(&xa).arg(&oa).arg(&c);
                 // SAFETY: as above.
-                unsafe { b.launch(cfg(rows(*x, *cols), 256, 0)) }.map_err(failed(kernel))?;
+                unsafe { self.device.launch(&f, cfg(rows(*x, *cols), 256, 0), &mut b) }.map_err(failed(kernel))?;
             }
             Launch::Split { kernel, x, outs, width } => {
                 let f = self.device.function(kernel)?;
@@ -1004,10 +1006,11 @@ impl CudaExecutor {
                 for &(o, offset, cols) in outs {
                     let (xa, oa) = (self.addr(*x), self.addr(o));
                     let (w, off, c) = (*width as i32, offset as i32, cols as i32);
-                    let mut b = stream.launch_builder(&f);
+                    let mut b = KernelArgs::default();
                     b.arg(&xa).arg(&oa).arg(&r).arg(&w).arg(&off).arg(&c);
                     // SAFETY: as above.
-                    unsafe { b.launch(cfg((r as usize * cols).div_ceil(256), 256, 0)) }.map_err(failed(kernel))?;
+                    unsafe { self.device.launch(&f, cfg((r as usize * cols).div_ceil(256), 256, 0), &mut b) }
+                        .map_err(failed(kernel))?;
                 }
             }
             Launch::Fused { kernel, inputs, out } => {
@@ -1034,10 +1037,11 @@ impl CudaExecutor {
                         args.flat = 0;
                     }
                 }
-                let mut b = stream.launch_builder(&f);
+                let mut b = KernelArgs::default();
                 b.arg(&args);
                 // SAFETY: as above.
-                unsafe { b.launch(cfg(total.div_ceil(256).min(65536), 256, 0)) }.map_err(failed(kernel))?;
+                unsafe { self.device.launch(&f, cfg(total.div_ceil(256).min(65536), 256, 0), &mut b) }
+                    .map_err(failed(kernel))?;
             }
         }
         Ok(())
@@ -1078,11 +1082,10 @@ impl CudaExecutor {
                 if convert_x {
                     let f = self.device.function(kernel)?;
                     let total = (m * k) as i64;
-                    let stream = self.device.stream.clone();
-                    let mut b = stream.launch_builder(&f);
+                    let mut b = KernelArgs::default();
                     b.arg(&xa).arg(&scratch).arg(&total);
                     // SAFETY: the scratch region holds max_rows x widest K half-precision values.
-                    unsafe { b.launch(cfg((m * k).div_ceil(256), 256, 0)) }
+                    unsafe { self.device.launch(&f, cfg((m * k).div_ceil(256), 256, 0), &mut b) }
                         .map_err(cuda_error(format!("launching {kernel}")))?;
                 }
                 (t, scratch)
@@ -1269,17 +1272,17 @@ impl DecoderExecutor for CudaExecutor {
         let indices: Vec<i32> = keep.iter().map(|&k| k as i32).collect();
         self.upload(self.plan.keep_indices, &indices)?;
         let f = self.device.function("kiln_kv_compact")?;
-        let stream = self.device.stream.clone();
         let mut layers: Vec<_> = self.plan.layers.values().copied().collect();
         layers.sort_by_key(|l| l.keys);
         for layer in layers {
             for (region, row) in [(layer.keys, layer.k_row), (layer.values, layer.v_row)] {
                 let (base, keep_ptr) = (self.base + region, self.base + self.plan.keep_indices);
                 let (fi, ni, stride, r) = (first as i32, keep.len() as i32, 0i64, row as i32);
-                let mut b = stream.launch_builder(&f);
+                let mut b = KernelArgs::default();
                 b.arg(&base).arg(&keep_ptr).arg(&fi).arg(&ni).arg(&stride).arg(&r);
                 // SAFETY: the region holds `capacity` rows of `row` floats; every index is below kv_len.
-                unsafe { b.launch(cfg(1, 256, 0)) }.map_err(cuda_error("compacting the KV cache"))?;
+                unsafe { self.device.launch(&f, cfg(1, 256, 0), &mut b) }
+                    .map_err(cuda_error("compacting the KV cache"))?;
             }
         }
         self.device.stream.synchronize().map_err(cuda_error("compacting the KV cache"))?;

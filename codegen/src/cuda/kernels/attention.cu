@@ -31,7 +31,7 @@ __device__ __forceinline__ void kv_append(const X* k, const X* v, float* kcache,
 }
 #define KILN_KV_APPEND(XN, XT)                                                                          \
     extern "C" __global__ void kiln_kv_append_x##XN(const XT* k, const XT* v, float* kcache, float* vcache, \
-                                                    const int* step, int S, int kv_row, int v_row) {      \
+                                                    const int* step, int S, int kv_row, int v_row) { KILN_PDL_ENTRY(); \
         kv_append<XT>(k, v, kcache, vcache, step, S, kv_row, v_row);                                     \
     }
 KILN_FOR_FLOAT_TYPES(KILN_KV_APPEND)
@@ -67,7 +67,7 @@ __device__ __forceinline__ void rope_kv_append(const RopeAppendArgs& a) {
     if (idx < (i64)a.S * v_row) a.vcache[(i64)past * v_row + idx] = to_f32(((const X*)a.v)[idx]);
 }
 #define KILN_ROPE_KV_APPEND(XN, XT)                                                                     \
-    extern "C" __global__ void kiln_rope_kv_append_x##XN(const RopeAppendArgs a) { rope_kv_append<XT>(a); }
+    extern "C" __global__ void kiln_rope_kv_append_x##XN(const RopeAppendArgs a) { KILN_PDL_ENTRY(); rope_kv_append<XT>(a); }
 KILN_FOR_FLOAT_TYPES(KILN_ROPE_KV_APPEND)
 
 struct AttentionArgs {
@@ -227,7 +227,7 @@ __device__ __forceinline__ void attention_split(const AttentionArgs& a, float (*
 // allocated for the widest and run few blocks per multiprocessor.
 #define KILN_ATTENTION_D(XN, XT, DN, DR)                                                               \
     extern "C" __global__ void __launch_bounds__(KILN_ATTENTION_THREADS)                               \
-        kiln_attention_x##XN##_d##DN(const AttentionArgs a) {                                          \
+        kiln_attention_x##XN##_d##DN(const AttentionArgs a) { KILN_PDL_ENTRY();                        \
         __shared__ float merge[4][2 + 32 * DR];                                                        \
         attention_split<XT, DR>(a, merge);                                                             \
     }
@@ -415,7 +415,7 @@ __device__ __forceinline__ void attention_tiled(const AttentionArgs& a) {
 // NV: output columns per thread, 4 per 64 columns of the head.
 #define KILN_ATTENTION_TILED_D(XN, XT, DN, NV)                                                         \
     extern "C" __global__ void __launch_bounds__(KILN_TILED_THREADS)                                   \
-        kiln_attention_tiled_x##XN##_d##DN(const AttentionArgs a) {                                    \
+        kiln_attention_tiled_x##XN##_d##DN(const AttentionArgs a) { KILN_PDL_ENTRY();                  \
         attention_tiled<XT, NV>(a);                                                                    \
     }
 #define KILN_ATTENTION_TILED(XN, XT)                                                                   \
@@ -453,14 +453,14 @@ __device__ __forceinline__ void attention_combine(const AttentionArgs& a) {
     }
 }
 #define KILN_ATTENTION_COMBINE(XN, XT)                                                                 \
-    extern "C" __global__ void kiln_attention_combine_x##XN(const AttentionArgs a) { attention_combine<XT>(a); }
+    extern "C" __global__ void kiln_attention_combine_x##XN(const AttentionArgs a) { KILN_PDL_ENTRY(); attention_combine<XT>(a); }
 KILN_FOR_FLOAT_TYPES(KILN_ATTENTION_COMBINE)
 
 // Keeps cache slots keep[0..n) as slots 0..n of every layer's keys and values (tree speculation keeps the
 // accepted path). keep is increasing with keep[i] >= i, so copying slots in increasing order in place is
 // safe; one block per (layer, keys|values) walks the slots in order. `stride` is the elements between two
 // layers' caches, `row` the elements of one slot, `first` the first slot that can move.
-extern "C" __global__ void kiln_kv_compact(float* cache, const int* keep, int first, int n, i64 stride, int row) {
+extern "C" __global__ void kiln_kv_compact(float* cache, const int* keep, int first, int n, i64 stride, int row) { KILN_PDL_ENTRY();
     float* base = cache + (i64)blockIdx.x * stride;
     for (int s = first; s < n; ++s) {
         const int from = keep[s];

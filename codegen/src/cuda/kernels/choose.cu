@@ -39,7 +39,7 @@ __device__ __forceinline__ u64 block_max_u64(u64 v, u64* scratch) {
 
 // The greedy token of each row of logits [M, N] (one block per row): the largest logit, the lowest id on
 // ties. The largest order key is exactly that.
-extern "C" __global__ void __launch_bounds__(1024) kiln_argmax_f32(const float* logits, int N, int* out, int* error) {
+extern "C" __global__ void __launch_bounds__(1024) kiln_argmax_f32(const float* logits, int N, int* out, int* error) { KILN_PDL_ENTRY();
     __shared__ u64 scratch[32];
     const float* row = logits + (i64)blockIdx.x * N;
     u64 best = 0;
@@ -213,7 +213,7 @@ __device__ __forceinline__ u64 block_sum_u64(u64 v, u64* scratch) {
 // One block (1024 threads) for the row; `scratch` holds 3 * N u64 (weights, then the walk's list).
 extern "C" __global__ void __launch_bounds__(1024) kiln_sample_f32(const float* row, int N, float temperature,
                                                                    int top_k, float top_p, double u, int* out,
-                                                                   int* error, u64* scratch) {
+                                                                   int* error, u64* scratch) { KILN_PDL_ENTRY();
     __shared__ u64 scratch_u[32];
     __shared__ WalkState s;
     u64* weights = scratch;

@@ -109,11 +109,29 @@ __device__ __forceinline__ float block_max(float v, float* scratch) {
     return m;
 }
 
+// Programmatic dependent launch (sm_90 and newer): the runtime launches each kernel of a step so that it may
+// start while the previous one finishes. Every kernel therefore first waits for the previous kernel to
+// complete (and its writes to be visible) before it reads or writes anything a kernel writes, and then lets
+// the next kernel start early (its blocks take the multiprocessors this one frees, and wait there in turn).
+// Without PDL, or below sm_90, both are no-ops (the runtime launches PDL only for sm_90+ images).
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#define KILN_WAIT_PREVIOUS() asm volatile("griddepcontrol.wait;" ::: "memory")
+#define KILN_LAUNCH_NEXT() asm volatile("griddepcontrol.launch_dependents;" ::: "memory")
+#else
+#define KILN_WAIT_PREVIOUS() ((void)0)
+#define KILN_LAUNCH_NEXT() ((void)0)
+#endif
+#define KILN_PDL_ENTRY()     \
+    do {                     \
+        KILN_WAIT_PREVIOUS(); \
+        KILN_LAUNCH_NEXT();   \
+    } while (0)
+
 // Device-side errors (an id outside the embedding table, ...) are recorded here and checked by the host
 // after the step, since a kernel cannot return an error.
-// The kernels' calling conventions and names, version 4 (the runtime refuses modules without this marker, which
+// The kernels' calling conventions and names, version 5 (the runtime refuses modules without this marker, which
 // older kilns compiled with other argument lists).
-extern "C" __global__ void kiln_kernel_abi_v4() {}
+extern "C" __global__ void kiln_kernel_abi_v5() {}
 
 #define KILN_ERROR_EMBEDDING_ID 1
 #define KILN_ERROR_LOGITS 2

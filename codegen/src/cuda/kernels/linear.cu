@@ -255,6 +255,7 @@ template <typename W, typename X, int ROWS, bool PIPELINED>
 __device__ __forceinline__ void linear_kernel(const LinearArgs& a) {
     extern __shared__ float xs[];
     __shared__ float red[8][KILN_LINEAR_ROWS];
+    KILN_PDL_ENTRY();
     if (a.staged) {
         const i64 total = (i64)a.M * a.K;
         const X* x = (const X*)a.x;

@@ -17,7 +17,7 @@ __device__ __forceinline__ void embedding_rows(const T* table, const i64* ids, T
 }
 #define KILN_EMBEDDING(XN, XT)                                                                                 \
     extern "C" __global__ void kiln_embedding_x##XN(const XT* table, const i64* ids, XT* out, int tokens, int V, \
-                                                    int H, int* error) {                                       \
+                                                    int H, int* error) { KILN_PDL_ENTRY();                     \
         embedding_rows<XT>(table, ids, out, tokens, V, H, error);                                              \
     }
 KILN_FOR_FLOAT_TYPES(KILN_EMBEDDING)
@@ -30,29 +30,29 @@ __device__ __forceinline__ void slice_columns(const T* x, T* out, i64 rows, int 
     const i64 r = idx / cols, c = idx % cols;
     out[idx] = x[r * width + offset + c];
 }
-extern "C" __global__ void kiln_slice_columns_b2(const u16* x, u16* out, i64 rows, int width, int offset, int cols) {
+extern "C" __global__ void kiln_slice_columns_b2(const u16* x, u16* out, i64 rows, int width, int offset, int cols) { KILN_PDL_ENTRY();
     slice_columns<u16>(x, out, rows, width, offset, cols);
 }
-extern "C" __global__ void kiln_slice_columns_b4(const u32* x, u32* out, i64 rows, int width, int offset, int cols) {
+extern "C" __global__ void kiln_slice_columns_b4(const u32* x, u32* out, i64 rows, int width, int offset, int cols) { KILN_PDL_ENTRY();
     slice_columns<u32>(x, out, rows, width, offset, cols);
 }
-extern "C" __global__ void kiln_slice_columns_b8(const u64* x, u64* out, i64 rows, int width, int offset, int cols) {
+extern "C" __global__ void kiln_slice_columns_b8(const u64* x, u64* out, i64 rows, int width, int offset, int cols) { KILN_PDL_ENTRY();
     slice_columns<u64>(x, out, rows, width, offset, cols);
 }
 
 // Activations rounded to a weight's half-precision dtype, so that a prefill GEMM runs in cuBLAS with both
 // operands in that dtype (accumulating in f32).
-extern "C" __global__ void kiln_convert_f32_bf16(const float* x, bf16_t* y, i64 n) {
+extern "C" __global__ void kiln_convert_f32_bf16(const float* x, bf16_t* y, i64 n) { KILN_PDL_ENTRY();
     const i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) y[i] = from_f32<bf16_t>(x[i]);
 }
-extern "C" __global__ void kiln_convert_f32_f16(const float* x, f16_t* y, i64 n) {
+extern "C" __global__ void kiln_convert_f32_f16(const float* x, f16_t* y, i64 n) { KILN_PDL_ENTRY();
     const i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) y[i] = from_f32<f16_t>(x[i]);
 }
 
 // The epilogue of a cuBLAS linear: + bias[n], then the soft cap (0: none), over out[rows, N].
-extern "C" __global__ void kiln_bias_softcap(float* out, const float* bias, i64 rows, int N, float softcap) {
+extern "C" __global__ void kiln_bias_softcap(float* out, const float* bias, i64 rows, int N, float softcap) { KILN_PDL_ENTRY();
     const i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= rows * N) return;
     float v = out[i];

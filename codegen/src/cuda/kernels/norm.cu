@@ -81,19 +81,19 @@ __device__ __forceinline__ void layer_norm_row(const X* x, const X* residual, X*
 
 #define KILN_NORMS(XN, XT)                                                                                     \
     extern "C" __global__ void kiln_rms_norm_x##XN(const XT* x, const float* w, XT* out, int H, float eps,      \
-                                                   float offset) {                                             \
+                                                   float offset) { KILN_PDL_ENTRY();                           \
         rms_norm_row<XT, XT>(x, (const XT*)0, (XT*)0, w, out, H, eps, offset);                                 \
     }                                                                                                          \
     extern "C" __global__ void kiln_add_rms_norm_x##XN(const XT* a, const XT* b, XT* sum, const float* w,       \
-                                                       XT* out, int H, float eps, float offset) {              \
+                                                       XT* out, int H, float eps, float offset) { KILN_PDL_ENTRY(); \
         rms_norm_row<XT, XT>(a, b, sum, w, out, H, eps, offset);                                               \
     }                                                                                                          \
     extern "C" __global__ void kiln_layer_norm_x##XN(const XT* x, const float* w, const float* b, XT* out,     \
-                                                     int H, float eps) {                                       \
+                                                     int H, float eps) { KILN_PDL_ENTRY();                     \
         layer_norm_row<XT, XT>(x, (const XT*)0, (XT*)0, w, b, out, H, eps);                                    \
     }                                                                                                          \
     extern "C" __global__ void kiln_add_layer_norm_x##XN(const XT* a, const XT* bb, XT* sum, const float* w,    \
-                                                         const float* b, XT* out, int H, float eps) {          \
+                                                         const float* b, XT* out, int H, float eps) { KILN_PDL_ENTRY(); \
         layer_norm_row<XT, XT>(a, bb, sum, w, b, out, H, eps);                                                 \
     }
 KILN_FOR_FLOAT_TYPES(KILN_NORMS)
@@ -112,5 +112,5 @@ __device__ __forceinline__ void softmax_row(const X* x, X* out, int N) {
     for (int i = threadIdx.x; i < N; i += blockDim.x) out[base + i] = from_f32<X>(expf(to_f32(x[base + i]) - m) / s);
 }
 #define KILN_SOFTMAX(XN, XT)                                                                     \
-    extern "C" __global__ void kiln_softmax_x##XN(const XT* x, XT* out, int N) { softmax_row<XT>(x, out, N); }
+    extern "C" __global__ void kiln_softmax_x##XN(const XT* x, XT* out, int N) { KILN_PDL_ENTRY(); softmax_row<XT>(x, out, N); }
 KILN_FOR_FLOAT_TYPES(KILN_SOFTMAX)

@@ -30,7 +30,7 @@ __device__ __forceinline__ X rope_value(const X* x, i64 idx, const i64* position
 #define KILN_ROPE(XN, XT)                                                                                   \
     extern "C" __global__ void kiln_rope_x##XN(const XT* x, const i64* positions, const double* inv_freq,     \
                                                double magnitude, XT* out, int tokens, int heads, int D,      \
-                                               int rdim, int interleaved) {                                  \
+                                               int rdim, int interleaved) { KILN_PDL_ENTRY();                \
         const i64 idx = (i64)blockIdx.x * blockDim.x + threadIdx.x;                                         \
         if (idx >= (i64)tokens * heads * D) return;                                                         \
         out[idx] = rope_value<XT>(x, idx, positions, inv_freq, magnitude, heads, D, rdim, interleaved);    \
