@@ -266,7 +266,8 @@ def main():
         rows.append(row)
         # Per-kernel profile of a short decode (each launch timed with events: no graph, serialized).
         _, err = kiln_bench(args.kiln, art, ids, 16, 1, env={"KILN_CUDA_PROFILE": "1"})
-        profiles.append((label, err.strip()))
+        tables = ["kiln CUDA profile:" + t for t in err.split("kiln CUDA profile:")[1:]]
+        profiles.append((label, "".join(t for t in tables if "decode steps" in t).strip()))
         if "8B" in label or len(models) == 1 or args.prefill_all:
             pids = prompt_ids(PREFILL_TOKENS, shape["vocab_size"], seed=2)
             pb, _ = kiln_bench(args.kiln, art, pids, 2, args.repeats)

@@ -87,7 +87,12 @@ impl Device {
             KernelTarget::Cubin { sm } => Some(sm),
             KernelTarget::Ptx => ptx_target_sm(&image.bytes),
         };
+        // Graph capture of programmatic launches needs a CUDA 12.3 driver.
+        let mut driver = 0;
+        // SAFETY: writes one int.
+        let driver_ok = unsafe { sys::cuDriverGetVersion(&mut driver) }.result().is_ok() && driver >= 12030;
         let pdl = sm >= 90
+            && driver_ok
             && image_sm.is_some_and(|s| s >= 90)
             && !matches!(std::env::var("KILN_CUDA_PDL").as_deref(), Ok("0"));
         Ok(Device { ctx, stream, module, functions: HashMap::new(), sm, name, loaded: image.target, pdl })
@@ -108,6 +113,19 @@ impl Device {
         args: &mut KernelArgs<'_>,
     ) -> Result<(), DriverError> {
         self.ctx.bind_to_thread()?;
+        if !self.pdl {
+            // SAFETY: as for this function.
+            return unsafe {
+                cudarc::driver::result::launch_kernel(
+                    f.cu_function(),
+                    cfg.grid_dim,
+                    cfg.block_dim,
+                    cfg.shared_mem_bytes,
+                    self.stream.cu_stream(),
+                    &mut args.addresses,
+                )
+            };
+        }
         let mut value: sys::CUlaunchAttributeValue = unsafe { std::mem::zeroed() };
         value.programmaticStreamSerializationAllowed = 1;
         let mut attribute = sys::CUlaunchAttribute {
@@ -124,8 +142,8 @@ impl Device {
             blockDimZ: cfg.block_dim.2,
             sharedMemBytes: cfg.shared_mem_bytes,
             hStream: self.stream.cu_stream(),
-            attrs: if self.pdl { &mut attribute } else { std::ptr::null_mut() },
-            numAttrs: u32::from(self.pdl),
+            attrs: &mut attribute,
+            numAttrs: 1,
         };
         // SAFETY: the configuration and attribute outlive the call; the caller vouches for the arguments.
         unsafe { sys::cuLaunchKernelEx(&config, f.cu_function(), args.addresses.as_mut_ptr(), std::ptr::null_mut()) }

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use cudarc::driver::{LaunchConfig, result, sys};
+use cudarc::driver::{CudaFunction, LaunchConfig, result, sys};
 use kiln_ir::{CompiledKernel, Graph, KernelTarget, ValueId, WeightStore};
 
 use super::choose::{DeviceDraw, KILN_ERROR_LOGITS, launch_argmax, launch_sample, logits_error};
@@ -57,6 +57,8 @@ pub struct CudaExecutor {
     sms: usize,
     /// The most shared memory a linear launch may stage x in, on this GPU.
     linear_stage_bytes: usize,
+    /// Blocks per multiprocessor of a linear kernel by (function, threads, shared bytes).
+    occupancy: HashMap<(usize, u32, u32), usize>,
     /// The most dynamic shared memory one block may use on this GPU (the tiled attention kernel needs its
     /// tiles to fit, or the prefill runs through the split kernel).
     shared_optin: usize,
@@ -354,18 +356,24 @@ impl CudaExecutor {
             .ctx
             .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
             .map_err(cuda_error("reading the shared-memory limit"))? as usize;
+        // Layers of different head sizes can share a tiled attention kernel (one head-size class): its limit
+        // is the largest any of them needs.
+        let mut tiled_bytes: HashMap<&str, usize> = HashMap::new();
         for launch in &plan.launches {
             if let Launch::Attention { tiled, head_dim, v_dim, .. } = launch
                 && let Some(bytes) = tiled_attention_bytes(*head_dim, *v_dim).filter(|&b| b <= optin)
             {
-                device
-                    .function(tiled)?
-                    .set_attribute(
-                        sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                        bytes as i32,
-                    )
-                    .map_err(cuda_error("raising the tiled attention kernel's shared memory"))?;
+                let entry = tiled_bytes.entry(tiled.as_str()).or_default();
+                *entry = (*entry).max(bytes);
             }
+        }
+        for (tiled, bytes) in tiled_bytes {
+            device
+                .function(tiled)?
+                .set_attribute(sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, bytes as i32)
+                .map_err(cuda_error("raising the tiled attention kernel's shared memory"))?;
+        }
+        for launch in &plan.launches {
             if let Launch::Linear { kernel, .. } = launch {
                 for name in [kernel.clone(), gemv_name(kernel, false), gemv_name(kernel, true)] {
                     device
@@ -416,6 +424,7 @@ impl CudaExecutor {
             sms,
             linear_stage_bytes: LINEAR_STAGE_BYTES.min(optin),
             shared_optin: optin,
+            occupancy: HashMap::new(),
         })
     }
 
@@ -583,6 +592,21 @@ impl CudaExecutor {
         })();
         self.plan.launches = launches;
         result
+    }
+
+    /// Blocks of a linear kernel that fit on one multiprocessor with this block size and staged x (asked of
+    /// the driver once per shape: prefills launch directly, so this is on their path).
+    fn linear_blocks_per_sm(&mut self, f: &CudaFunction, threads: u32, shared: u32) -> Result<usize, RuntimeError> {
+        let key = (f.cu_function() as usize, threads, shared);
+        if let Some(&blocks) = self.occupancy.get(&key) {
+            return Ok(blocks);
+        }
+        let blocks = f
+            .occupancy_max_active_blocks_per_multiprocessor(threads, shared as usize, None)
+            .map_err(cuda_error("reading the linear kernel's occupancy"))?
+            .max(1) as usize;
+        self.occupancy.insert(key, blocks);
+        Ok(blocks)
     }
 
     /// A timing event on the stream when profiling.
@@ -764,10 +788,7 @@ impl CudaExecutor {
                 let threads = (32 * ksplit * per_block) as u32;
                 // As many blocks as fit on the GPU at once (registers and staged x permitting): blocks that
                 // waited for a second wave would start after the first had streamed its columns.
-                let per_sm = f
-                    .occupancy_max_active_blocks_per_multiprocessor(threads, shared as usize, None)
-                    .map_err(cuda_error("reading the linear kernel's occupancy"))?
-                    .max(1) as usize;
+                let per_sm = self.linear_blocks_per_sm(&f, threads, shared)?;
                 let blocks = (args.n as usize).div_ceil(per_block).min(per_sm * self.sms);
                 let mut b = KernelArgs::default();
                 b.arg(&args);
