@@ -48,6 +48,7 @@ pub fn nvrtc_available() -> bool {
 }
 
 /// What one compilation produces.
+#[derive(Clone, Copy)]
 enum Output {
     Ptx,
     Cubin,
@@ -61,19 +62,22 @@ pub fn compile_module(source: &CudaSource, sms: &[u32]) -> Result<Vec<CompiledKe
     if let Some(&sm) = sms.iter().find(|sm| !CUBIN_ARCHS.contains(sm)) {
         return Err(NvrtcError::UnknownTarget(sm));
     }
-    let mut images = vec![CompiledKernel {
-        module: source.module.clone(),
-        target: KernelTarget::Ptx,
-        bytes: compile(source, &format!("compute_{PTX_ARCH}"), Output::Ptx)?,
-    }];
-    for &sm in sms {
-        images.push(CompiledKernel {
-            module: source.module.clone(),
-            target: KernelTarget::Cubin { sm },
-            bytes: compile(source, &format!("sm_{sm}"), Output::Cubin)?,
-        });
-    }
-    Ok(images)
+    let targets: Vec<(KernelTarget, String, Output)> =
+        std::iter::once((KernelTarget::Ptx, format!("compute_{PTX_ARCH}"), Output::Ptx))
+            .chain(sms.iter().map(|&sm| (KernelTarget::Cubin { sm }, format!("sm_{sm}"), Output::Cubin)))
+            .collect();
+    // NVRTC programs are independent, and a whole module takes tens of seconds per target: each target
+    // compiles on a thread of its own.
+    let compiled: Vec<Result<Vec<u8>, NvrtcError>> = std::thread::scope(|scope| {
+        let threads: Vec<_> =
+            targets.iter().map(|(_, arch, output)| scope.spawn(move || compile(source, arch, *output))).collect();
+        threads.into_iter().map(|t| t.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect()
+    });
+    targets
+        .into_iter()
+        .zip(compiled)
+        .map(|((target, _, _), bytes)| Ok(CompiledKernel { module: source.module.clone(), target, bytes: bytes? }))
+        .collect()
 }
 
 fn compile(source: &CudaSource, arch: &str, output: Output) -> Result<Vec<u8>, NvrtcError> {
