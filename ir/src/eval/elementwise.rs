@@ -114,6 +114,9 @@ fn zip_with<T: Copy, U>(x: &[T], y: &[T], ia: &[usize], ib: &[usize], f: impl Fn
 }
 
 pub(super) fn binary(cx: Cx, op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor, EvalError> {
+    if let Some(result) = binary_f32_suffix(op, a, b) {
+        return Ok(result);
+    }
     let (shape, ia, ib) = broadcast_pair(cx, a, b)?;
     let dtype = a.dtype();
     let not_defined = || cx.err(format!("not defined on {} (inputs {} and {})", dtype_class(dtype), a.ty(), b.ty()));
@@ -145,6 +148,40 @@ pub(super) fn binary(cx: Cx, op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Ten
         _ => unreachable!("operands of one dtype widen to one compute kind"),
     };
     Ok(cx.tensor(shape, out.narrow(dtype)))
+}
+
+/// Float arithmetic on two f32 tensors where one operand's shape is a suffix of the other's (equal
+/// shapes included: a residual add, a scale by a per-channel vector), computed straight from the slices.
+/// The general path builds an index vector per operand and widens copies of both; this one gives the
+/// same values (the same `binary_float` on the same element pairs) without them, which is what the
+/// decoding hot path meets. `None` hands every other case to the general path.
+fn binary_f32_suffix(op: BinaryOp, a: &Tensor, b: &Tensor) -> Option<Tensor> {
+    let arithmetic =
+        matches!(op, BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul | BinaryOp::Div | BinaryOp::Max | BinaryOp::Min);
+    let (TensorData::F32(x), TensorData::F32(y)) = (a.data(), b.data()) else { return None };
+    if !arithmetic || x.is_empty() || y.is_empty() {
+        return None;
+    }
+    let is_suffix = |short: &[usize], long: &[usize]| short.len() <= long.len() && long.ends_with(short);
+    // One loop per op, so that each compiles to a vector loop.
+    fn apply(op: BinaryOp, x: &[f32], y: &[f32], out: &mut Vec<f32>) {
+        match op {
+            BinaryOp::Add => out.extend(x.iter().zip(y).map(|(p, q)| p + q)),
+            BinaryOp::Sub => out.extend(x.iter().zip(y).map(|(p, q)| p - q)),
+            BinaryOp::Mul => out.extend(x.iter().zip(y).map(|(p, q)| p * q)),
+            _ => out.extend(x.iter().zip(y).map(|(&p, &q)| binary_float(op, p, q))),
+        }
+    }
+    let mut values = Vec::with_capacity(x.len().max(y.len()));
+    if is_suffix(b.shape(), a.shape()) {
+        x.chunks_exact(y.len()).for_each(|xs| apply(op, xs, y, &mut values));
+    } else if is_suffix(a.shape(), b.shape()) {
+        y.chunks_exact(x.len()).for_each(|ys| apply(op, x, ys, &mut values));
+    } else {
+        return None;
+    }
+    let shape = if a.shape().len() >= b.shape().len() { a.shape() } else { b.shape() };
+    Tensor::new(shape.to_vec(), TensorData::F32(values)).ok()
 }
 
 fn binary_float<T: Real>(op: BinaryOp, a: T, b: T) -> T {

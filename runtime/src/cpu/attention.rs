@@ -16,6 +16,7 @@
 use rayon::prelude::*;
 
 use super::dot::{dot, dot_tile};
+use super::exp::exp_in_place;
 use super::kv_cache::KvCache;
 
 /// False for NaN too, unlike `x <= 0.0`.
@@ -197,15 +198,23 @@ fn attend(
         for (hg, o) in dst.chunks_mut(g.v_dim).enumerate() {
             let h = kvh * group + hg;
             let qv = &inputs.q.data[(token * g.heads + h) * g.head_dim..][..g.head_dim];
-            // Four keys per tile share the loads of q; each score is still exactly dot(q, k).
-            let mut chunks = visible.chunks_exact(4);
+            // Sixteen (then four) keys per tile share the loads of q; each score is still exactly
+            // dot(q, k), whichever tile it falls in.
+            let mut by_16 = visible.chunks_exact(16);
             let mut s = 0;
-            for ts in &mut chunks {
-                let [d] = dot_tile([qv], [key(ts[0]), key(ts[1]), key(ts[2]), key(ts[3])]);
-                scores[s..s + 4].copy_from_slice(&d);
+            for ts in &mut by_16 {
+                // Fixed-size copies (a slice copy of variable length is a memmove call).
+                let [d] = dot_tile::<1, 16>([qv], std::array::from_fn(|i| key(ts[i])));
+                *<&mut [f32; 16]>::try_from(&mut scores[s..s + 16]).expect("16 scores") = d;
+                s += 16;
+            }
+            let mut by_4 = by_16.remainder().chunks_exact(4);
+            for ts in &mut by_4 {
+                let [d] = dot_tile::<1, 4>([qv], std::array::from_fn(|i| key(ts[i])));
+                *<&mut [f32; 4]>::try_from(&mut scores[s..s + 4]).expect("4 scores") = d;
                 s += 4;
             }
-            for &t in chunks.remainder() {
+            for &t in by_4.remainder() {
                 scores[s] = dot(qv, key(t));
                 s += 1;
             }
@@ -216,22 +225,115 @@ fn attend(
                 }
             }
             let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let mut sum = 0.0f32;
             for s in &mut scores {
-                *s = (*s - max).exp();
-                sum += *s;
+                *s -= max;
             }
-            o.fill(0.0);
-            for (&w, &t) in scores.iter().zip(visible) {
-                let vv = &values[b][(t * g.kv_heads + kvh) * g.v_dim..][..g.v_dim];
-                for (oi, vi) in o.iter_mut().zip(vv) {
-                    *oi += w * vi;
-                }
-            }
+            exp_in_place(&mut scores);
+            let sum = scores.iter().fold(0.0f32, |sum, s| sum + s);
+            let value = |t: usize| &values[b][(t * g.kv_heads + kvh) * g.v_dim..][..g.v_dim];
+            weighted_sum(o, &scores, visible.iter().map(|&t| value(t)));
             for oi in o.iter_mut() {
                 *oi /= sum;
             }
         }
     });
     out
+}
+
+/// `out = Σ_j weights[j] · rows[j]`, each element accumulated in the order of `rows` as
+/// `acc = acc + w · v` (a product rounded, then a sum rounded: no fused multiply-add), starting from
+/// zero. Every path performs exactly these operations per element, so the bits do not depend on the
+/// CPU; the vector path only keeps sixteen columns' accumulators in one register across all rows.
+fn weighted_sum<'a>(out: &mut [f32], weights: &[f32], rows: impl Iterator<Item = &'a [f32]> + Clone) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU supports AVX-512F, checked just above.
+        unsafe { x86::weighted_sum_avx512(out, weights, rows) };
+        return;
+    }
+    weighted_sum_columns(out, 0, weights, rows);
+}
+
+/// The portable loop of [`weighted_sum`] for the columns from `first` on.
+fn weighted_sum_columns<'a>(out: &mut [f32], first: usize, weights: &[f32], rows: impl Iterator<Item = &'a [f32]>) {
+    out[first..].fill(0.0);
+    for (&w, row) in weights.iter().zip(rows) {
+        for (o, v) in out[first..].iter_mut().zip(&row[first..]) {
+            *o += w * v;
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::{
+        _mm512_add_ps, _mm512_loadu_ps, _mm512_mul_ps, _mm512_set1_ps, _mm512_setzero_ps, _mm512_storeu_ps,
+    };
+
+    /// [`super::weighted_sum`] with AVX-512: four registers (64 columns) of accumulators per pass over
+    /// the rows, then one register at a time, then the portable loop for the last columns.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn weighted_sum_avx512<'a>(
+        out: &mut [f32],
+        weights: &[f32],
+        rows: impl Iterator<Item = &'a [f32]> + Clone,
+    ) {
+        let n = out.len();
+        let mut col = 0;
+        while col + 64 <= n {
+            let mut acc = [_mm512_setzero_ps(); 4];
+            for (&w, row) in weights.iter().zip(rows.clone()) {
+                let wv = _mm512_set1_ps(w);
+                let p = row[col..col + 64].as_ptr();
+                for (i, a) in acc.iter_mut().enumerate() {
+                    // SAFETY: `p` points at 64 readable floats (the slice just taken).
+                    *a = _mm512_add_ps(*a, _mm512_mul_ps(wv, unsafe { _mm512_loadu_ps(p.add(16 * i)) }));
+                }
+            }
+            for (i, a) in acc.iter().enumerate() {
+                // SAFETY: `out[col..col + 64]` is in bounds (`col + 64 <= n`).
+                unsafe { _mm512_storeu_ps(out[col + 16 * i..].as_mut_ptr(), *a) };
+            }
+            col += 64;
+        }
+        while col + 16 <= n {
+            let mut acc = _mm512_setzero_ps();
+            for (&w, row) in weights.iter().zip(rows.clone()) {
+                // SAFETY: `row[col..col + 16]` is in bounds (rows are as long as `out`).
+                let v = unsafe { _mm512_loadu_ps(row[col..col + 16].as_ptr()) };
+                acc = _mm512_add_ps(acc, _mm512_mul_ps(_mm512_set1_ps(w), v));
+            }
+            // SAFETY: `out[col..col + 16]` is in bounds.
+            unsafe { _mm512_storeu_ps(out[col..].as_mut_ptr(), acc) };
+            col += 16;
+        }
+        if col < n {
+            super::weighted_sum_columns(out, col, weights, rows);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The vector path of the value accumulation gives the portable loop's exact bits, for widths that
+    /// use all three of its column loops.
+    #[test]
+    fn weighted_sum_is_the_same_on_every_path() {
+        for width in [1usize, 5, 16, 64, 80, 100, 128, 200] {
+            let rows: Vec<Vec<f32>> =
+                (0..37).map(|r| (0..width).map(|c| ((r * 131 + c * 17) % 97) as f32 / 13.0 - 3.0).collect()).collect();
+            let weights: Vec<f32> = (0..37).map(|r| ((r * 7919) % 101) as f32 / 101.0).collect();
+            let mut fast = vec![f32::NAN; width];
+            weighted_sum(&mut fast, &weights, rows.iter().map(Vec::as_slice));
+            let mut portable = vec![f32::NAN; width];
+            weighted_sum_columns(&mut portable, 0, &weights, rows.iter().map(Vec::as_slice));
+            for c in 0..width {
+                assert_eq!(fast[c].to_bits(), portable[c].to_bits(), "width {width}, column {c}");
+                let exact: f64 = weights.iter().zip(&rows).map(|(&w, r)| f64::from(w) * f64::from(r[c])).sum();
+                assert!((f64::from(fast[c]) - exact).abs() < 1e-3, "width {width}, column {c}");
+            }
+        }
+    }
 }

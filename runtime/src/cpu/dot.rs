@@ -84,8 +84,9 @@ mod x86 {
     use std::arch::x86_64::{
         __m128, __m256, __m512, _mm_add_ps, _mm_add_ss, _mm_cvtss_f32, _mm_movehl_ps, _mm_shuffle_ps, _mm256_add_ps,
         _mm256_castps256_ps128, _mm256_extractf128_ps, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_setzero_ps,
-        _mm256_storeu_ps, _mm512_add_ps, _mm512_castps512_ps256, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_setzero_ps,
-        _mm512_shuffle_f32x4, _mm512_storeu_ps,
+        _mm256_storeu_ps, _mm512_add_ps, _mm512_castpd_ps, _mm512_castps_pd, _mm512_castps512_ps256, _mm512_fmadd_ps,
+        _mm512_loadu_ps, _mm512_setzero_ps, _mm512_shuffle_f32x4, _mm512_shuffle_ps, _mm512_storeu_ps,
+        _mm512_unpackhi_pd, _mm512_unpacklo_pd,
     };
 
     use super::{LANES, finish};
@@ -142,6 +143,42 @@ mod x86 {
         out
     }
 
+    /// The pairwise reduction of [`finish`] (with no tail) of sixteen accumulators at once, each lane
+    /// sum computed with exactly the additions of the one-register reduction, but the sixteen reductions
+    /// interleaved so that every shuffle and add works on full registers: about 45 instructions for 16
+    /// sums instead of about 8 per sum.
+    ///
+    /// Level by level (widths 8, 4, 2, 1, as in [`finish`]), pairs of registers are shuffled so that
+    /// one register holds the lower halves of both and another the upper halves; adding them performs
+    /// the `lane l += lane l + width` step of both accumulators in one instruction. After the four
+    /// levels, 128-bit block `m` holds the sums of accumulators `m, m + 4, m + 8, m + 12`.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn reduce16(acc: [__m512; 16]) -> [f32; 16] {
+        // Width 8: accumulators 2i and 2i+1 -> blocks [2i: lanes 0-3, 4-7; 2i+1: lanes 0-3, 4-7].
+        let l8: [__m512; 8] = std::array::from_fn(|i| {
+            let (a, b) = (acc[2 * i], acc[2 * i + 1]);
+            _mm512_add_ps(_mm512_shuffle_f32x4::<0b01_00_01_00>(a, b), _mm512_shuffle_f32x4::<0b11_10_11_10>(a, b))
+        });
+        // Width 4: block m of register j holds accumulator 4j + m's four partial sums.
+        let l4: [__m512; 4] = std::array::from_fn(|j| {
+            let (u, v) = (l8[2 * j], l8[2 * j + 1]);
+            _mm512_add_ps(_mm512_shuffle_f32x4::<0b10_00_10_00>(u, v), _mm512_shuffle_f32x4::<0b11_01_11_01>(u, v))
+        });
+        // Width 2: block m of register p holds accumulators 8p + m and 8p + 4 + m, two sums each.
+        let l2: [__m512; 2] = std::array::from_fn(|p| {
+            let (u, v) = (_mm512_castps_pd(l4[2 * p]), _mm512_castps_pd(l4[2 * p + 1]));
+            _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(u, v)), _mm512_castpd_ps(_mm512_unpackhi_pd(u, v)))
+        });
+        // Width 1: block m holds the sums of accumulators m, m + 4, m + 8, m + 12.
+        let (u, v) = (l2[0], l2[1]);
+        let sums = _mm512_add_ps(_mm512_shuffle_ps::<0b10_00_10_00>(u, v), _mm512_shuffle_ps::<0b11_01_11_01>(u, v));
+        let mut lanes = [0.0f32; 16];
+        // SAFETY: `lanes` holds 16 floats.
+        unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), sums) };
+        std::array::from_fn(|k| lanes[4 * (k % 4) + k / 4])
+    }
+
     /// [`super::dot_tile`] with AVX-512: an accumulator is one 16-wide register, so a tile of `C × R`
     /// products (up to 24 of the 32 registers) loads `C + R` vectors per 16 elements.
     #[target_feature(enable = "avx512f")]
@@ -168,6 +205,16 @@ mod x86 {
             i += LANES;
         }
         let mut out = [[0.0f32; R]; C];
+        if C * R == 16 && full == n {
+            let flat: [__m512; 16] = std::array::from_fn(|i| acc[i / R][i % R]);
+            let sums = reduce16(flat);
+            for c in 0..C {
+                for r in 0..R {
+                    out[c][r] = sums[c * R + r];
+                }
+            }
+            return out;
+        }
         for c in 0..C {
             for r in 0..R {
                 let v = acc[c][r];
@@ -225,6 +272,11 @@ mod tests {
             let xs: [&[f32]; R] = std::array::from_fn(|r| x[r].as_slice());
             let mut tiles = vec![dot_tile(ws, xs)];
             #[cfg(target_arch = "x86_64")]
+            if std::is_x86_feature_detected!("avx512f") {
+                // SAFETY: AVX-512F is there, checked just above; the rows have one length.
+                tiles.push(unsafe { x86::tile_avx512(ws, xs) });
+            }
+            #[cfg(target_arch = "x86_64")]
             if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
                 // SAFETY: AVX2 and FMA are there, checked just above; the rows have one length.
                 tiles.push(unsafe { x86::tile_avx2(ws, xs) });
@@ -238,12 +290,16 @@ mod tests {
                 }
             }
         }
-        for n in [0usize, 5, 16, 48, 577, 1536] {
+        for n in [0usize, 5, 16, 48, 64, 577, 1536] {
             check::<1, 1>(n);
             check::<4, 1>(n);
             check::<4, 3>(n);
             check::<4, 4>(n);
             check::<3, 8>(n);
+            // Sixteen products: the interleaved reduction.
+            check::<1, 16>(n);
+            check::<2, 8>(n);
+            check::<16, 1>(n);
         }
     }
 }

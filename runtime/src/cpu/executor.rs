@@ -13,10 +13,11 @@ use kiln_ir::{DType, Graph, Node, Op, Tensor, ValueDef, WeightStore};
 
 use super::attention::{self, AttentionInputs, AttentionParams, View};
 use super::kv_cache::KvCache;
+use super::profile::{CpuProfile, StepKind};
 use super::rope::RopeParams;
 use super::shapes::{SymbolBindings, check_input, check_result};
 use super::value::{Value, f32_to_tensor};
-use super::{embedding, linear, norm, rope};
+use super::{activation, embedding, linear, norm, rope};
 use crate::RuntimeError;
 
 /// Executes one graph on the CPU, keeping a KV cache across runs.
@@ -27,6 +28,16 @@ pub struct CpuExecutor {
     kv: KvCache,
     /// For each value, how many operands and graph outputs use it.
     use_counts: Vec<usize>,
+    /// Wall time per op when `KILN_CPU_PROFILE=1`, printed when the executor is dropped.
+    profile: Option<CpuProfile>,
+}
+
+impl Drop for CpuExecutor {
+    fn drop(&mut self) {
+        if let Some(p) = &self.profile {
+            eprint!("{}", p.report());
+        }
+    }
 }
 
 impl CpuExecutor {
@@ -39,7 +50,7 @@ impl CpuExecutor {
         // so that a verifier gap can never become an out-of-bounds panic.
         check_structure(&graph, &weights)?;
         let use_counts = graph.use_counts();
-        Ok(CpuExecutor { graph, weights, kv: KvCache::default(), use_counts })
+        Ok(CpuExecutor { graph, weights, kv: KvCache::default(), use_counts, profile: CpuProfile::from_env() })
     }
 
     pub fn graph(&self) -> &Graph {
@@ -95,6 +106,10 @@ impl CpuExecutor {
         let mut bindings = SymbolBindings::default();
         let mut values: Vec<Option<Value>> = vec![None; graph.num_values()];
         let mut remaining = self.use_counts.clone();
+        let step_started = std::time::Instant::now();
+        // Tokens of the step: the ids' element count (the first input), for the profile's grouping.
+        let step_tokens = inputs.first().map_or(0, |t| t.shape().iter().product());
+        let step_kind = StepKind::of_tokens(step_tokens);
         for (index, (&id, t)) in graph.inputs().iter().zip(inputs).enumerate() {
             check_input(index, graph.value_type(id), t, &mut bindings)?;
             if remaining[id.index()] > 0 {
@@ -109,7 +124,12 @@ impl CpuExecutor {
                     .iter()
                     .map(|v| values[v.index()].as_ref().expect("operands are defined before use (checked in new)"))
                     .collect();
-                eval_node(graph, &self.weights, &mut self.kv, node, &args, &describe)?
+                let op_started = self.profile.is_some().then(std::time::Instant::now);
+                let results = eval_node(graph, &self.weights, &mut self.kv, node, &args, &describe)?;
+                if let (Some(profile), Some(started)) = (&mut self.profile, op_started) {
+                    profile.record_op(step_kind, node.op.name(), started.elapsed());
+                }
+                results
             };
             if results.len() != node.outputs.len() {
                 return Err(RuntimeError::Op {
@@ -129,6 +149,9 @@ impl CpuExecutor {
                     values[v.index()] = None;
                 }
             }
+        }
+        if let Some(profile) = &mut self.profile {
+            profile.record_step(step_kind, step_tokens, step_started.elapsed());
         }
         let mut outputs = Vec::with_capacity(graph.outputs().len());
         for v in graph.outputs() {
@@ -346,6 +369,12 @@ fn eval_node(
                 AttentionParams { scale: *scale, causal: *causal, window: *window, sinks: *sinks, softcap: *softcap };
             let (out, shape) = attention::attention(inputs, params, layer.map(|l| (l, &mut *kv))).map_err(&err)?;
             float_result(out, shape)
+        }
+        Op::Swiglu {}
+            if args.iter().all(|a| a.dtype() == DType::F32 && matches!(a, Value::Tensor(_)))
+                && args[0].shape() == args[1].shape() =>
+        {
+            float_result(activation::swiglu(&args[0].to_f32(), &args[1].to_f32()), args[0].shape().into_owned())
         }
         op => {
             let tensors: Vec<Cow<'_, Tensor>> = args.iter().map(|a| a.to_tensor()).collect();

@@ -123,33 +123,49 @@ pub fn matmul_weight_rows(x: &[f32], m: usize, k: usize, w: &MatrixRows<'_>, n: 
 /// loads, never how a product is summed.
 fn row_independent(x: &[f32], m: usize, k: usize, w: &MatrixRows<'_>, n: usize) -> Vec<f32> {
     let xs: Vec<&[f32]> = x.chunks_exact(k).collect();
-    // Channel-major, so that the parallel blocks own contiguous memory; transposed at the end.
-    let mut by_channel = vec![0.0f32; n * m];
-    by_channel.par_chunks_mut(GEMV_ROWS * m).enumerate().for_each(|(block, dst)| {
+    let mut out = vec![0.0f32; m * n];
+    let dst = DisjointColumns { ptr: out.as_mut_ptr(), rows: m, cols: n };
+    (0..n.div_ceil(GEMV_ROWS)).into_par_iter().for_each(|block| {
         let n0 = block * GEMV_ROWS;
         let mut scratch = vec![0.0f32; TILE_CHANNELS * k];
-        for (quad, dst) in dst.chunks_mut(TILE_CHANNELS * m).enumerate() {
-            let channels = dst.len() / m;
-            let ws = weight_rows(w, n0 + quad * TILE_CHANNELS, channels, k, &mut scratch);
+        for c0 in (n0..(n0 + GEMV_ROWS).min(n)).step_by(TILE_CHANNELS) {
+            let channels = TILE_CHANNELS.min(n - c0);
+            let ws = weight_rows(w, c0, channels, k, &mut scratch);
             for (group, rows) in xs.chunks(TILE_ROWS).enumerate() {
-                let r0 = group * TILE_ROWS;
                 let tile = tile(ws, rows);
-                for (c, dst) in dst.chunks_mut(m).enumerate() {
-                    dst[r0..r0 + rows.len()].copy_from_slice(&tile[c][..rows.len()]);
+                for (c, values) in tile.iter().enumerate().take(channels) {
+                    for (r, &v) in values.iter().enumerate().take(rows.len()) {
+                        // SAFETY: this task is the only writer of columns n0..n0 + GEMV_ROWS (see
+                        // `DisjointColumns`), and row/column are in bounds.
+                        unsafe { dst.write(group * TILE_ROWS + r, c0 + c, v) };
+                    }
                 }
             }
         }
     });
-    if m == 1 {
-        return by_channel;
-    }
-    let mut out = vec![0.0f32; m * n];
-    for (c, column) in by_channel.chunks_exact(m).enumerate() {
-        for (r, &v) in column.iter().enumerate() {
-            out[r * n + c] = v;
-        }
-    }
     out
+}
+
+/// The row-major `[rows, cols]` output of [`row_independent`], written in place by parallel tasks that
+/// each own a disjoint range of columns (so the product needs neither a channel-major buffer nor a
+/// transposition afterwards, which cost more than the arithmetic for a 49k-row `logits`).
+struct DisjointColumns {
+    ptr: *mut f32,
+    rows: usize,
+    cols: usize,
+}
+
+// SAFETY: tasks write disjoint elements (their own columns), and the buffer outlives the parallel loop.
+unsafe impl Sync for DisjointColumns {}
+
+impl DisjointColumns {
+    /// # Safety
+    /// `row < rows`, `col < cols`, and no other thread accesses element `(row, col)` meanwhile.
+    unsafe fn write(&self, row: usize, col: usize, value: f32) {
+        debug_assert!(row < self.rows && col < self.cols);
+        // SAFETY: in bounds by the caller's contract; exclusive by the caller's contract.
+        unsafe { *self.ptr.add(row * self.cols + col) = value };
+    }
 }
 
 /// [`dot_tile`] of the weight rows `ws` with up to [`TILE_ROWS`] rows of `x`; entries past `rows.len()`

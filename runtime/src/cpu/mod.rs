@@ -4,13 +4,16 @@
 //! then speed: f32 accumulation everywhere, weights dequantized on the fly, `gemm` for matrix products
 //! and `rayon` for parallelism.
 
+mod activation;
 mod attention;
 mod dot;
 mod embedding;
 mod executor;
+mod exp;
 mod kv_cache;
 mod linear;
 mod norm;
+mod profile;
 pub(crate) mod rope;
 mod shapes;
 mod value;
