@@ -16,6 +16,11 @@ the source tensor, whether it is transposed, its offset and its length. kiln's t
 from the safetensors file with that manifest (tests/src/onnx_exports.rs), so CI needs no torch. Initializers
 that match no source tensor (rotary inverse frequencies, shape constants) stay inline.
 
+--with-past exports the ONNX Runtime / Optimum decoder interface instead: inputs `input_ids`,
+`attention_mask`, `position_ids` and `past_key_values.{i}.key|value`, outputs `logits` and
+`present.{i}.key|value`. kiln binds that interface to its own KV cache on import
+(frontends/src/onnx/cache_interface.rs).
+
 --check runs the exported graph with onnx.reference on one prompt and compares its last-position logits
 with transformers (slow for large models: use it on the tiny ones).
 """
@@ -29,11 +34,13 @@ import onnx
 from onnx import numpy_helper
 
 
-def export(hf_dir: Path, out: Path):
+def export(hf_dir: Path, out: Path, with_past: bool = False):
     import torch
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32).eval()
+    if with_past:
+        return export_with_past(model, out)
 
     class LogitsOnly(torch.nn.Module):
         """`input_ids -> logits`, without the cache objects a CausalLM returns."""
@@ -53,6 +60,81 @@ def export(hf_dir: Path, out: Path):
     # One file with every initializer inline (detach_weights moves the large ones out afterwards).
     program.save(str(out), external_data=False)
     return model
+
+
+def cache_shape(config):
+    """(layers, kv_heads, head_dim) of a decoder config."""
+    heads = config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    return config.num_hidden_layers, kv_heads, head_dim
+
+
+def export_with_past(model, out: Path):
+    """The ONNX Runtime / Optimum decoder interface: inputs `input_ids`, `attention_mask` ([1, past + seq]),
+    `position_ids` and `past_key_values.{i}.key|value` ([1, kv_heads, past, head_dim]); outputs `logits` and
+    `present.{i}.key|value` (the past with this step appended)."""
+    import torch
+    from transformers import DynamicCache
+
+    layers, kv_heads, head_dim = cache_shape(model.config)
+
+    class WithPast(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, input_ids, attention_mask, position_ids, *past):
+            cache = DynamicCache()
+            for i in range(layers):
+                cache.update(past[2 * i], past[2 * i + 1], i)
+            o = self.m(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                       past_key_values=cache, use_cache=True)
+            presents = []
+            for layer in o.past_key_values.layers:
+                presents += [layer.keys, layer.values]
+            return (o.logits, *presents)
+
+    past_len, seq_len = 3, 2
+    example = (torch.tensor([[5, 6]]), torch.ones(1, past_len + seq_len, dtype=torch.long), torch.tensor([[3, 4]]),
+               *[torch.randn(1, kv_heads, past_len, head_dim) for _ in range(2 * layers)])
+    seq = torch.export.Dim("seq", min=1, max=4096)
+    past = torch.export.Dim("past", min=1, max=4096)
+    total = torch.export.Dim("total", min=2, max=8192)
+    past_names = [f"past_key_values.{i}.{kv}" for i in range(layers) for kv in ("key", "value")]
+    present_names = [f"present.{i}.{kv}" for i in range(layers) for kv in ("key", "value")]
+    dynamic = {"input_ids": {1: seq}, "attention_mask": {1: total}, "position_ids": {1: seq},
+               "past": tuple({2: past} for _ in range(2 * layers))}
+    program = torch.onnx.export(WithPast(model).eval(), example, dynamo=True,
+                                input_names=["input_ids", "attention_mask", "position_ids", *past_names],
+                                output_names=["logits", *present_names], dynamic_shapes=dynamic)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    program.save(str(out), external_data=False)
+    return model
+
+
+def check_with_past(out: Path, model):
+    """onnx.reference on 3 new tokens after a 5-token past computed by transformers, against transformers'
+    logits for all 8 tokens at the last 3 positions."""
+    import torch
+    from onnx.reference import ReferenceEvaluator
+
+    layers, _, _ = cache_shape(model.config)
+    ids = np.array([[3, 1, 4, 1, 5, 9, 2, 6]], dtype=np.int64) % model.config.vocab_size
+    with torch.no_grad():
+        want = model(torch.from_numpy(ids)).logits[0, 5:].numpy()
+        cache = model(torch.from_numpy(ids[:, :5]), use_cache=True).past_key_values
+    feeds = {"input_ids": ids[:, 5:], "attention_mask": np.ones((1, 8), dtype=np.int64),
+             "position_ids": np.array([[5, 6, 7]], dtype=np.int64)}
+    for i, layer in enumerate(cache.layers[:layers]):
+        feeds[f"past_key_values.{i}.key"] = layer.keys.numpy()
+        feeds[f"past_key_values.{i}.value"] = layer.values.numpy()
+    got = ReferenceEvaluator(str(out)).run(None, feeds)[0][0]
+    rel = float(np.abs(got - want).max() / np.abs(want).max())
+    print(f"export_onnx: onnx.reference with a past vs transformers, logits of the new tokens: max diff {rel:.2e} "
+          f"of max|logit|", file=sys.stderr)
+    if rel > 1e-4:
+        sys.exit(f"export_onnx: the exported graph disagrees with transformers ({rel:.2e})")
 
 
 def source_tensors(hf_dir: Path):
@@ -137,10 +219,12 @@ def main():
     ap.add_argument("out", type=Path)
     ap.add_argument("--detach-weights", action="store_true")
     ap.add_argument("--check", action="store_true")
+    ap.add_argument("--with-past", action="store_true",
+                    help="export the ONNX Runtime / Optimum cache interface (past_key_values inputs, present outputs)")
     args = ap.parse_args()
-    model = export(args.hf_dir, args.out)
+    model = export(args.hf_dir, args.out, args.with_past)
     if args.check:
-        check(args.out, model)
+        (check_with_past if args.with_past else check)(args.out, model)
     if args.detach_weights:
         detach_weights(args.out, args.hf_dir)
     print(f"export_onnx: wrote {args.out} ({args.out.stat().st_size} bytes)", file=sys.stderr)

@@ -287,3 +287,137 @@ fn unsupported_ops_and_dtypes_name_themselves() {
     let err = import(&model(linear_graph(w), 17)).unwrap_err();
     assert!(err.is_unsupported() && err.to_string().contains("FLOAT8E4M3FN"), "{err}");
 }
+
+// ---- the ONNX Runtime / Optimum cache interface ----
+
+const INT64: i32 = 7;
+
+fn typed_value_info(name: &str, elem_type: i32, dims: &[Result<i64, &str>]) -> ValueInfoProto {
+    let mut vi = value_info(name, dims);
+    if let Some(TypeProto { value: Some(type_proto::Value::TensorType(t)), .. }) = &mut vi.r#type {
+        t.elem_type = Some(elem_type);
+    }
+    vi
+}
+
+fn ints_attribute(name: &str, ints: &[i64]) -> AttributeProto {
+    AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(AttributeType::Ints as i32),
+        ints: ints.to_vec(),
+        ..Default::default()
+    }
+}
+
+fn int_attribute(name: &str, i: i64) -> AttributeProto {
+    AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(AttributeType::Int as i32),
+        i: Some(i),
+        ..Default::default()
+    }
+}
+
+fn i64_tensor(name: &str, values: &[i64]) -> TensorProto {
+    TensorProto {
+        name: Some(name.into()),
+        dims: vec![values.len() as i64],
+        data_type: Some(INT64),
+        int64_data: values.to_vec(),
+        ..Default::default()
+    }
+}
+
+/// A one-layer graph with the ONNX Runtime cache interface: `present.0.* = concat(past, k)` with `k` the
+/// embedded ids as `[1, 2 heads, seq, 3]`, and `logits = embedding + position + Σ attention_mask`, so the
+/// result shows what the import bound the mask and the positions to.
+fn cache_interface_graph() -> GraphProto {
+    let emb: Vec<f32> = (0..30).map(|i| i as f32 * 0.5).collect();
+    let mut transpose = node("Transpose", &["r"], &["k"]);
+    transpose.attribute = vec![ints_attribute("perm", &[0, 2, 1, 3])];
+    let concat = |past: &str, out: &str| {
+        let mut n = node("Concat", &[past, "k"], &[out]);
+        n.attribute = vec![int_attribute("axis", 2)];
+        n
+    };
+    let mut cast_positions = node("Cast", &["position_ids"], &["pos_f"]);
+    cast_positions.attribute = vec![int_attribute("to", i64::from(FLOAT))];
+    let mut cast_mask = node("Cast", &["attention_mask"], &["mask_f"]);
+    cast_mask.attribute = vec![int_attribute("to", i64::from(FLOAT))];
+    GraphProto {
+        name: Some("ort-cache".into()),
+        node: vec![
+            node("Gather", &["emb", "input_ids"], &["e"]),
+            node("Reshape", &["e", "kv_shape"], &["r"]),
+            transpose,
+            concat("past_key_values.0.key", "present.0.key"),
+            concat("past_key_values.0.value", "present.0.value"),
+            cast_positions,
+            node("Unsqueeze", &["pos_f", "last_axis"], &["pos_col"]),
+            cast_mask,
+            node("ReduceSum", &["mask_f"], &["mask_sum"]),
+            node("Add", &["e", "pos_col"], &["e_pos"]),
+            node("Add", &["e_pos", "mask_sum"], &["logits"]),
+        ],
+        input: vec![
+            typed_value_info("input_ids", INT64, &[Ok(1), Err("seq")]),
+            typed_value_info("attention_mask", INT64, &[Ok(1), Err("total")]),
+            typed_value_info("position_ids", INT64, &[Ok(1), Err("seq")]),
+            value_info("past_key_values.0.key", &[Ok(1), Ok(2), Err("past"), Ok(3)]),
+            value_info("past_key_values.0.value", &[Ok(1), Ok(2), Err("past"), Ok(3)]),
+        ],
+        output: vec![
+            value_info("logits", &[Ok(1), Err("seq"), Ok(6)]),
+            value_info("present.0.key", &[Ok(1), Ok(2), Err("total"), Ok(3)]),
+            value_info("present.0.value", &[Ok(1), Ok(2), Err("total"), Ok(3)]),
+        ],
+        initializer: vec![
+            f32_raw("emb", &[5, 6], &emb),
+            i64_tensor("kv_shape", &[1, -1, 2, 3]),
+            i64_tensor("last_axis", &[2]),
+        ],
+        ..Default::default()
+    }
+}
+
+#[test]
+fn the_onnx_runtime_cache_interface_is_bound_to_a_first_step_from_an_empty_cache() {
+    let imported = import(&model(cache_interface_graph(), 17)).unwrap();
+    assert_eq!(imported.cache_interface_layers, Some(1));
+    assert_eq!(imported.input_names, ["input_ids"], "mask, positions and pasts are bound, not inputs");
+    assert_eq!(imported.output_names, ["logits"], "the presents are dropped");
+    // The concats of an empty past with k are gone from the path to anything live.
+    let g = &imported.model.graph;
+    let uses = g.use_counts();
+    assert!(
+        g.nodes().all(|(_, n)| !matches!(n.op, Op::Concat { .. }) || uses[n.outputs[0].index()] == 0),
+        "a concat with an empty past is still used"
+    );
+    let ids = [4i64, 0, 2];
+    let out = evaluate(&imported.model, &[Tensor::i64(vec![1, 3], ids.to_vec()).unwrap()]);
+    // embedding + position (0, 1, 2) + Σ mask (ones over the 3 ids).
+    let want: Vec<f32> = ids
+        .iter()
+        .enumerate()
+        .flat_map(|(p, &id)| (0..6).map(move |j| (id * 6 + j) as f32 * 0.5 + p as f32 + 3.0))
+        .collect();
+    assert_eq!(out[0].to_f32_vec(), want);
+}
+
+#[test]
+fn an_incomplete_cache_interface_is_refused_with_what_is_missing() {
+    let mut g = cache_interface_graph();
+    g.input.retain(|i| i.name() != "past_key_values.0.value");
+    let err = import(&model(g, 17)).unwrap_err().to_string();
+    assert!(err.contains("past_key_values.0.value") && err.contains("missing"), "{err}");
+
+    let mut g = cache_interface_graph();
+    g.output.retain(|o| o.name() != "present.0.value");
+    let err = import(&model(g, 17)).unwrap_err().to_string();
+    assert!(err.contains("present") && err.contains("1 layers"), "{err}");
+
+    let mut g = cache_interface_graph();
+    g.input[3] = value_info("past_key_values.0.key", &[Ok(1), Err("heads"), Err("past"), Ok(3)]);
+    let err = import(&model(g, 17)).unwrap_err().to_string();
+    assert!(err.contains("past_key_values.0.key") && err.contains("static"), "{err}");
+}

@@ -20,8 +20,10 @@
 //! attention, and the runtime recomputes (`kiln_runtime::decoding::RecomputingExecutor`).
 //!
 //! Assumes a verified graph whose input 0 is the token ids `i64[1, seq]` and whose output 0 is the
-//! logits; leaves alone graphs with other inputs (an attention mask, past key/values), and graphs that
-//! already have the decoder signature (so running it twice changes nothing).
+//! logits; leaves alone graphs with other inputs, and graphs that already have the decoder signature (so
+//! running it twice changes nothing). Exports with the ONNX Runtime / Optimum cache interface
+//! (`attention_mask`, `past_key_values.*` in, `present.*` out) reach it in the logits-only form: the ONNX
+//! importer binds that interface to an empty past first (`kiln_frontends`' `onnx/cache_interface.rs`).
 
 use std::collections::HashMap;
 

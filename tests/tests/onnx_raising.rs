@@ -3,6 +3,8 @@
 //! after raising the graph has one cached `attention` per layer and decodes, with the KV cache and with
 //! speculative decoding, the greedy tokens of transformers and of kiln's Hugging Face import. A graph whose
 //! attention cannot be raised (a sliding window) still decodes, by recomputing, with a note saying why.
+//! An export with the ONNX Runtime / Optimum cache interface (past_key_values in, presents out) is bound to
+//! kiln's own cache on import and then decodes the same way.
 
 use std::path::{Path, PathBuf};
 
@@ -225,6 +227,19 @@ fn check_real(name: &str, hf_dir: &Path, golden_dir: &Path) {
 #[test]
 fn default_model_export_is_raised_and_decodes_like_the_hf_import() {
     check_real("default", &repo().join("models/default"), &repo().join("tests/fixtures/default_model"));
+}
+
+/// The default model exported with the ONNX Runtime / Optimum cache interface (`tools/export_onnx.py
+/// --with-past`: past_key_values inputs, present outputs): the import binds that interface to kiln's own
+/// KV cache, and the graph is raised and decodes exactly like the logits-only export.
+#[test]
+fn default_model_export_with_the_onnx_runtime_cache_interface_decodes_with_kilns_cache() {
+    let path = export("default-past", &repo().join("models/default"));
+    let imported = kiln_frontends::onnx::load_onnx_with(&path, &Default::default()).unwrap();
+    assert_eq!(imported.cache_interface_layers, Some(4));
+    assert_eq!(imported.input_names, ["input_ids"]);
+    assert_eq!(imported.output_names, ["logits"]);
+    check_real("default-past", &repo().join("models/default"), &repo().join("tests/fixtures/default_model"));
 }
 
 #[test]

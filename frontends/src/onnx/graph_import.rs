@@ -12,7 +12,7 @@ use super::dtype::dtype_of;
 use super::ops::{self, NodeFail};
 use super::proto::{GraphProto, ModelProto, NodeProto, ValueInfoProto, type_proto};
 use super::tensor_data::{RawTensor, decode_tensor};
-use super::{ImportOptions, OnnxError, OnnxImport};
+use super::{ImportOptions, OnnxError, OnnxImport, cache_interface};
 
 /// Initializers and `Constant` values up to this many elements become inline `constant` ops (shape
 /// arithmetic, scalars); larger ones become named weights.
@@ -165,11 +165,16 @@ pub fn import_model(
         specialized: BTreeSet::new(),
     };
     let initializer_names: HashSet<&str> = graph.initializer.iter().map(|t| t.name()).collect();
+    let mut cache = cache_interface::detect(graph)?;
     let mut input_names = Vec::new();
     for vi in &graph.input {
         // An input with an initializer of the same name is a constant with an overridable default;
         // kiln uses the default.
         if initializer_names.contains(vi.name()) {
+            continue;
+        }
+        // The ONNX Runtime cache interface is bound below, not a run-time input.
+        if cache.as_ref().is_some_and(|c| c.binds_input(vi.name())) {
             continue;
         }
         let ty = value_info_type(vi, "graph input")?;
@@ -178,8 +183,10 @@ pub fn import_model(
         b.bind(vi.name(), v);
         input_names.push(vi.name().to_string());
     }
+    if let Some(cache) = &mut cache {
+        cache.bind_inputs(&mut b, &graph.input)?;
+    }
     let outputs = import_body(&mut b, graph)?;
-    let output_names: Vec<String> = graph.output.iter().map(|o| o.name().to_string()).collect();
     for (vi, &v) in graph.output.iter().zip(&outputs) {
         let declared = value_info_type(vi, "graph output");
         // Element types must agree; declared shapes may be less precise than inferred ones.
@@ -196,7 +203,17 @@ pub fn import_model(
             });
         }
     }
+    let (output_names, outputs): (Vec<String>, Vec<ValueId>) = graph
+        .output
+        .iter()
+        .zip(outputs)
+        .filter(|(vi, _)| !cache.as_ref().is_some_and(|c| c.drops_output(vi.name())))
+        .map(|(vi, v)| (vi.name().to_string(), v))
+        .unzip();
     b.graph.set_outputs(outputs);
+    if let Some(cache) = &cache {
+        cache.drop_empty_concats(&mut b);
+    }
     let mut meta = ModelMeta { source: source.to_string(), architecture: "onnx".into(), ..ModelMeta::default() };
     if let Some(&logits) = b.graph.outputs().first()
         && let Some(Dim::Static(vocab)) = b.ty(logits).shape.dims().last()
@@ -210,6 +227,7 @@ pub fn import_model(
         input_names,
         output_names,
         specialized_inputs,
+        cache_interface_layers: cache.map(|c| c.layers),
     })
 }
 

@@ -12,6 +12,7 @@
 //! conformance runner does so, since the node suite feeds such values as graph inputs); the import is
 //! then specialised to them and [`OnnxImport::specialized_inputs`] lists which ones were used.
 
+mod cache_interface;
 mod control_flow;
 pub mod dtype;
 mod error;
@@ -48,6 +49,10 @@ pub struct OnnxImport {
     pub output_names: Vec<String>,
     /// Graph inputs whose values from [`ImportOptions::input_values`] the import was specialised to.
     pub specialized_inputs: Vec<String>,
+    /// `Some(layers)` when the model had the ONNX Runtime / Optimum cache interface (`past_key_values.*`
+    /// inputs, `present.*` outputs), which the import bound to kiln's own KV cache (see
+    /// `cache_interface`): those inputs and outputs are not in the IR graph.
+    pub cache_interface_layers: Option<usize>,
 }
 
 /// Imports the ONNX model at `path` (external data files are read from its directory).
