@@ -252,6 +252,15 @@ fn smollm2_export_is_raised_and_decodes_like_the_hf_import() {
 }
 
 #[test]
+fn smollm2_export_with_the_onnx_runtime_cache_interface_decodes_with_kilns_cache() {
+    let Some(hf) = real_model(model_cache().join("smollm2/hf"), "run tools/fetch_smollm2.sh and tools/gguf_to_hf.py")
+    else {
+        return;
+    };
+    check_real("smollm2-past", &hf, &repo().join("tests/fixtures/smollm2"));
+}
+
+#[test]
 fn raised_tiny_qwen2_graph_snapshot() {
     // The whole `onnx` pipeline with the weights: what `kiln ir model.onnx --pipeline onnx` prints. One
     // `attention` per layer reading the KV cache, `rope` on q and k, `rms_norm`, `linear` with the q/k/v
