@@ -16,8 +16,9 @@ pub use nvrtc::{CUBIN_ARCHS, CUBIN_ARCHS_CHECKED_IN_CI, NvrtcError, PTX_ARCH, co
 /// The hand-written kernel templates, in the order they are concatenated.
 const TEMPLATES: [(&str, &str); 7] = [
     ("common.cuh", include_str!("kernels/common.cuh")),
-    ("linear.cu", include_str!("kernels/linear.cu")),
+    // norm.cu first: the linear kernels' fused-norm prologue calls its row function.
     ("norm.cu", include_str!("kernels/norm.cu")),
+    ("linear.cu", include_str!("kernels/linear.cu")),
     ("rope.cu", include_str!("kernels/rope.cu")),
     ("attention.cu", include_str!("kernels/attention.cu")),
     ("movement.cu", include_str!("kernels/movement.cu")),
@@ -25,7 +26,7 @@ const TEMPLATES: [(&str, &str); 7] = [
 ];
 
 /// The marker kernel of the kernels' calling conventions; the runtime refuses modules without it.
-pub const KERNEL_ABI_MARKER: &str = "kiln_kernel_abi_v5";
+pub const KERNEL_ABI_MARKER: &str = "kiln_kernel_abi_v6";
 
 /// Why the CUDA code of a graph could not be produced.
 #[derive(Debug, thiserror::Error)]

@@ -7,7 +7,9 @@ use kiln_ir::{CompiledKernel, Graph, KernelTarget, ValueId, WeightStore};
 
 use super::choose::{DeviceDraw, KILN_ERROR_LOGITS, launch_argmax, launch_sample, logits_error};
 use super::device::{Device, KernelArgs, cuda_error};
-use super::plan::{self, ATTENTION_CHUNK, LINEAR_PARTS, Launch, Plan, RunShape};
+use super::plan::{
+    self, ATTENTION_CHUNK, LINEAR_PARTS, Launch, NORM_THREADS, Plan, RunShape, linear_ksplit, linear_threads,
+};
 use crate::RuntimeError;
 use crate::decoding::{DecoderExecutor, Sampler, Sampling};
 
@@ -81,9 +83,6 @@ fn tiled_attention_bytes(head_dim: usize, v_dim: usize) -> Option<usize> {
 /// Warps per column from which a decode step takes the pipelined one-row kernel (`kiln_gemvp_*`): it
 /// measured faster for the 8B shape's down projection (7 warps a column) and slower for rows of two warps.
 const GEMV_PIPELINE_SPLIT: usize = 4;
-
-/// Weight chunks of 16 bytes a lane loads at once (`KILN_LINEAR_UNROLL` in linear.cu).
-const LINEAR_UNROLL: usize = 8;
 
 /// The most shared memory a linear launch stages x in (M x K floats).
 const LINEAR_STAGE_BYTES: usize = 96 * 1024;
@@ -251,6 +250,12 @@ struct LinearArgs {
     part: [LinearPartArgs; LINEAR_PARTS],
     staged: i32,
     _pad2: i32,
+    norm_x: u64,
+    norm_residual: u64,
+    norm_sum: u64,
+    norm_w: u64,
+    norm_eps: f32,
+    norm_offset: f32,
 }
 // SAFETY: plain old data with the C layout the kernel declares.
 unsafe impl cudarc::driver::DeviceRepr for LinearArgs {}
@@ -389,7 +394,7 @@ impl CudaExecutor {
         // Resolve every kernel now, so that a missing one is an error at load, not mid-generation. The marker
         // first: without it the module comes from a kiln whose kernels took other arguments
         // (`KERNEL_ABI_MARKER` in kiln-codegen).
-        device.function("kiln_kernel_abi_v5")?;
+        device.function("kiln_kernel_abi_v6")?;
         for launch in &plan.launches {
             for name in kernel_names(launch) {
                 device.function(&name)?;
@@ -710,7 +715,7 @@ impl CudaExecutor {
                 unsafe { self.device.launch(&f, cfg((tokens as usize * *hidden).div_ceil(256), 256, 0), &mut b) }
                     .map_err(failed(kernel))?;
             }
-            Launch::Linear { kernel, x, parts, k, softcap, logits } => {
+            Launch::Linear { kernel, x, parts, k, softcap, logits, norm } => {
                 let f = self.device.function(kernel)?;
                 let mut m = rows(*x, *k);
                 let mut xa = self.addr(*x);
@@ -733,7 +738,35 @@ impl CudaExecutor {
                     part: [LinearPartArgs::default(); LINEAR_PARTS],
                     staged: 0,
                     _pad2: 0,
+                    norm_x: 0,
+                    norm_residual: 0,
+                    norm_sum: 0,
+                    norm_w: 0,
+                    norm_eps: 0.0,
+                    norm_offset: 0.0,
                 };
+                // A folded norm runs inside this launch where the kernel stages all of x (every row, so not
+                // the last-row logits of a prefill) and no GEMM takes the step; otherwise as its own launch
+                // first. Both compute the same bits (see plan::fuse_norm_into_linear).
+                let staged_bytes = m * k * 4;
+                let gemm_step = m > CUDA_EXACT_STEP_ROWS && self.blas.is_some();
+                if let Some(norm) = norm.as_deref() {
+                    match norm {
+                        Launch::RmsNorm { x: nx, residual, w, eps, offset, .. }
+                            if !gemm_step && staged_bytes <= self.linear_stage_bytes && skip_out == 0 =>
+                        {
+                            args.norm_x = self.addr(*nx);
+                            if let Some((b, sum)) = residual {
+                                args.norm_residual = self.addr(*b);
+                                args.norm_sum = self.addr(*sum);
+                            }
+                            args.norm_w = self.base + self.plan.slot_offsets[w.0];
+                            args.norm_eps = *eps;
+                            args.norm_offset = *offset;
+                        }
+                        separate => self.launch(separate, n, 0)?,
+                    }
+                }
                 for (slot, part) in args.part.iter_mut().zip(parts) {
                     *slot = LinearPartArgs {
                         w: self.addr(part.w),
@@ -744,7 +777,7 @@ impl CudaExecutor {
                     };
                     args.n += part.n as i32;
                 }
-                if m > CUDA_EXACT_STEP_ROWS && self.blas.is_some() {
+                if gemm_step {
                     let mut all = true;
                     for (i, (slot, part)) in args.part.iter().zip(parts).enumerate() {
                         // The parts share x and the weight dtype: x is converted for cuBLAS once.
@@ -768,7 +801,6 @@ impl CudaExecutor {
                 }
                 // x goes to shared memory when it fits (always for a decode step); one wave of blocks, each
                 // warp striding over the columns.
-                let staged_bytes = m * k * 4;
                 let shared = if staged_bytes <= self.linear_stage_bytes {
                     args.staged = 1;
                     staged_bytes as u32
@@ -778,14 +810,19 @@ impl CudaExecutor {
                 // Long rows are shared by several warps (each then streams at most one round of loads); the
                 // split depends on K and the weight dtype only, so every launch computes a column alike.
                 let wbytes = self.graph.value_type(parts[0].w).dtype.size_of().unwrap_or(4);
-                let chunks = (k * wbytes).div_ceil(16);
-                let ksplit = chunks.div_ceil(32 * LINEAR_UNROLL).clamp(1, 8);
+                let ksplit = linear_ksplit(*k, wbytes);
                 // One row (a decode step): a one-row kernel, pipelined across columns for long rows.
-                let f =
-                    if m == 1 { self.device.function(&gemv_name(kernel, ksplit >= GEMV_PIPELINE_SPLIT))? } else { f };
+                // A fused norm delays the first column by the norm's reduction: the pipelined kernel's weights,
+                // requested before that, cover it.
+                let pipelined = ksplit >= GEMV_PIPELINE_SPLIT || args.norm_w != 0;
+                let f = if m == 1 { self.device.function(&gemv_name(kernel, pipelined))? } else { f };
                 let per_block = (8 / ksplit).max(1);
                 args.ksplit = ksplit as i32;
-                let threads = (32 * ksplit * per_block) as u32;
+                let threads = linear_threads(ksplit) as u32;
+                debug_assert!(
+                    args.norm_w == 0 || threads as usize == NORM_THREADS,
+                    "fused norms run with NORM_THREADS"
+                );
                 // As many blocks as fit on the GPU at once (registers and staged x permitting): blocks that
                 // waited for a second wave would start after the first had streamed its columns.
                 let per_sm = self.linear_blocks_per_sm(&f, threads, shared)?;
@@ -809,8 +846,9 @@ impl CudaExecutor {
                     b.arg(&ra).arg(&sa);
                 }
                 b.arg(&wa).arg(&oa).arg(&hi).arg(eps).arg(offset);
-                // SAFETY: as above. 1024 threads: a decode step's row is one block, keep it short.
-                unsafe { self.device.launch(&f, cfg(r, 1024, 0), &mut b) }.map_err(failed(kernel))?;
+                // SAFETY: as above. NORM_THREADS threads: the linear kernels' fused norm normalises a row
+                // with as many, and the two must give the same bits.
+                unsafe { self.device.launch(&f, cfg(r, NORM_THREADS as u32, 0), &mut b) }.map_err(failed(kernel))?;
             }
             Launch::LayerNorm { kernel, x, residual, w, b: bias, out, h, eps } => {
                 let f = self.device.function(kernel)?;
@@ -1188,11 +1226,16 @@ fn profile_label(launch: &Launch, n: usize) -> String {
         Launch::Attention { kernel, rope, .. } => {
             format!("{kernel} (+{}, combine)", if rope.is_some() { "rope, append" } else { "append" })
         }
-        Launch::Linear { kernel, parts, k, .. } => {
+        Launch::Linear { kernel, parts, k, norm, .. } => {
             let cols: Vec<String> = parts.iter().map(|p| p.n.to_string()).collect();
             // Prefill projections go through cuBLAS where it is installed and takes the operands.
             let kernel = if n > CUDA_EXACT_STEP_ROWS { "linear (cuBLAS or kiln)" } else { kernel.as_str() };
-            format!("{kernel} {k}->{}", cols.join("+"))
+            let norm = match norm.as_deref() {
+                Some(Launch::RmsNorm { residual: Some(_), .. }) => " (+add_rms_norm)",
+                Some(_) => " (+rms_norm)",
+                None => "",
+            };
+            format!("{kernel} {k}->{}{norm}", cols.join("+"))
         }
         other => kernel_names(other).swap_remove(0),
     }
@@ -1204,7 +1247,11 @@ fn kernel_names(launch: &Launch) -> Vec<String> {
             let first = rope.as_ref().map_or(append, |r| &r.kernel);
             vec![first.clone(), kernel.clone(), combine.clone(), tiled.clone()]
         }
-        Launch::Linear { kernel, .. } => vec![kernel.clone(), gemv_name(kernel, false), gemv_name(kernel, true)],
+        Launch::Linear { kernel, norm, .. } => {
+            let mut names = vec![kernel.clone(), gemv_name(kernel, false), gemv_name(kernel, true)];
+            names.extend(norm.as_deref().map(kernel_names).into_iter().flatten());
+            names
+        }
         Launch::Embedding { kernel, .. }
         | Launch::RmsNorm { kernel, .. }
         | Launch::LayerNorm { kernel, .. }

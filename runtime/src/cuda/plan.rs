@@ -64,6 +64,10 @@ pub(crate) enum Launch {
         k: usize,
         softcap: f32,
         logits: bool,
+        /// The `RmsNorm` launch that computes `x`, folded in (see [`fuse_norm_into_linear`]): the linear
+        /// kernel normalises x itself where it stages x in shared memory, and the norm launch runs first
+        /// otherwise (prefill GEMMs, steps whose x does not fit).
+        norm: Option<Box<Launch>>,
     },
     RmsNorm {
         kernel: String,
@@ -380,8 +384,15 @@ pub(crate) fn build(
                 let part = LinearPart { w, bias, out: o, n };
                 // A linear right after another over the same x joins its launch (q/k/v, gate/up): adjacent
                 // in program order, so nothing in between can read the earlier outputs or write x.
-                if let Some(Launch::Linear { kernel: prev, x: px, parts, k: pk, softcap: psc, logits: false }) =
-                    launches.last_mut()
+                if let Some(Launch::Linear {
+                    kernel: prev,
+                    x: px,
+                    parts,
+                    k: pk,
+                    softcap: psc,
+                    logits: false,
+                    norm: None,
+                }) = launches.last_mut()
                     && *psc == 0.0
                     && *prev == kernel
                     && *px == x
@@ -393,7 +404,15 @@ pub(crate) fn build(
                     parts.push(part);
                     continue;
                 }
-                launches.push(Launch::Linear { kernel, x, parts: vec![part], k, softcap, logits: o == logits });
+                launches.push(Launch::Linear {
+                    kernel,
+                    x,
+                    parts: vec![part],
+                    k,
+                    softcap,
+                    logits: o == logits,
+                    norm: None,
+                });
             }
             Op::RmsNorm { eps, offset } => {
                 let (x, o) = (inp(0), out.expect("one result"));
@@ -572,6 +591,7 @@ pub(crate) fn build(
     }
 
     fuse_rope_into_append(&mut launches, g.outputs(), &alias, &params);
+    fuse_norm_into_linear(&mut launches, g, &alias);
 
     // ---- arena layout ----
     let mut bump = Bump(0);
@@ -747,10 +767,17 @@ fn float_suffix(dtype: DType) -> Option<&'static str> {
 pub(crate) fn operands(launch: &Launch) -> (Vec<ValueId>, Vec<ValueId>) {
     match launch {
         Launch::Embedding { table, ids, out, .. } => (vec![*table, *ids], vec![*out]),
-        Launch::Linear { x, parts, .. } => {
+        Launch::Linear { x, parts, norm: None, .. } => {
             let mut reads = vec![*x];
             reads.extend(parts.iter().map(|p| p.w));
             (reads, parts.iter().map(|p| p.out).collect())
+        }
+        // The norm's operands, then the linear's weights; x is the norm's output (written, then read).
+        Launch::Linear { parts, norm: Some(norm), .. } => {
+            let (mut reads, mut writes) = operands(norm);
+            reads.extend(parts.iter().map(|p| p.w));
+            writes.extend(parts.iter().map(|p| p.out));
+            (reads, writes)
         }
         Launch::RmsNorm { x, residual, out, .. } | Launch::LayerNorm { x, residual, out, .. } => match residual {
             Some((b, sum)) => (vec![*x, *b], vec![*sum, *out]),
@@ -845,6 +872,67 @@ fn fuse_rope_into_append(launches: &mut Vec<Launch>, outputs: &[ValueId], alias:
         }
         folded[qi] = true;
         folded[ki] = true;
+    }
+    let mut index = 0;
+    launches.retain(|_| {
+        index += 1;
+        !folded[index - 1]
+    });
+}
+
+/// Weight chunks of 16 bytes a lane of the linear kernels loads at once (`KILN_LINEAR_UNROLL` in linear.cu).
+pub(crate) const LINEAR_UNROLL: usize = 8;
+
+/// Threads the norm kernels and a linear's fused-norm prologue normalise a row with (`KILN_NORM_THREADS`
+/// in norm.cu): their reductions give the same bits only with the same block size.
+pub(crate) const NORM_THREADS: usize = 256;
+
+/// Warps that share one output column of a linear over rows of `k` elements of `weight_bytes` each: one
+/// round of loads per lane, at most 8. A function of K and the weight dtype only, so every launch computes
+/// a column alike.
+pub(crate) fn linear_ksplit(k: usize, weight_bytes: usize) -> usize {
+    (k * weight_bytes).div_ceil(16).div_ceil(32 * LINEAR_UNROLL).clamp(1, 8)
+}
+
+/// Threads per block of a linear launch: 8 warps, or one column's warps when a column needs more.
+pub(crate) fn linear_threads(ksplit: usize) -> usize {
+    32 * ksplit * (8 / ksplit).max(1)
+}
+
+/// Folds an `RmsNorm` launch into the linear launch right after it when that linear is its output's only
+/// reader: the linear kernel then normalises its x while staging it (one launch and one round trip of x
+/// fewer per norm, two per decoder layer). The row function is the norm kernel's (norm.cu), run with the
+/// same block size, so the staged x has the bits the norm kernel would have written, and a step that falls
+/// back to the separate norm launch (see [`Launch::Linear::norm`]) computes the same values. The residual
+/// sum the norm writes is written by the linear launch instead, which comes right after it.
+fn fuse_norm_into_linear(launches: &mut Vec<Launch>, g: &Graph, alias: &[ValueId]) {
+    let root = |v: ValueId| alias[v.index()];
+    let mut readers: HashMap<ValueId, usize> = HashMap::new();
+    for launch in launches.iter() {
+        for v in operands(launch).0 {
+            *readers.entry(root(v)).or_default() += 1;
+        }
+    }
+    for &o in g.outputs() {
+        *readers.entry(root(o)).or_default() += 1;
+    }
+    let mut folded = vec![false; launches.len()];
+    for li in 1..launches.len() {
+        let (before, rest) = launches.split_at_mut(li);
+        let (Launch::RmsNorm { out, h, .. }, Launch::Linear { x, k, parts, norm: slot @ None, .. }) =
+            (&before[li - 1], &mut rest[0])
+        else {
+            continue;
+        };
+        let weight_bytes = g.value_type(parts[0].w).dtype.size_of().unwrap_or(4);
+        let fits = root(*x) == root(*out)
+            && h == k
+            && readers.get(&root(*out)) == Some(&1)
+            && linear_threads(linear_ksplit(*k, weight_bytes)) == NORM_THREADS;
+        if fits {
+            *slot = Some(Box::new(before[li - 1].clone()));
+            folded[li - 1] = true;
+        }
     }
     let mut index = 0;
     launches.retain(|_| {

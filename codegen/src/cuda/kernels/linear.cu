@@ -34,6 +34,14 @@ struct LinearArgs {
     int ksplit;     // warps per column (1..8), a function of K and the weight dtype
     LinearPart part[KILN_LINEAR_PARTS];
     int staged;     // 1: the block first copies x (M * K floats) to shared memory
+    // An rms_norm fused in front (norm_w not null; staged only, and KILN_NORM_THREADS threads): the block
+    // stages x = rms_norm(norm_x (+ norm_residual)) instead of reading x, computed by norm.cu's row function
+    // exactly as the norm kernel would; block 0 writes the residual sum to norm_sum (when not null).
+    const void* norm_x;
+    const void* norm_residual;
+    void* norm_sum;
+    const float* norm_w;
+    float norm_eps, norm_offset;
 };
 
 // Loads V consecutive activations as floats with vector loads (the caller guarantees the alignment: rows
@@ -198,16 +206,24 @@ __device__ __forceinline__ void gemv_issue(const LinearArgs& a, int column, int 
 // barriers instead of the warp idling between columns. The arithmetic is linear_column's for one row (the
 // same fused multiply-adds in the same order, the same butterfly and slice sums), so a decode step still
 // equals a verification row bit for bit.
+template <typename W>
+__device__ __forceinline__ void gemv_issue_first(const LinearArgs& a, uint4* raw) {
+    const int S = a.ksplit, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int per_block = (blockDim.x >> 5) / S, slice = warp % S;
+    gemv_issue<W>(a, blockIdx.x * per_block + warp / S, slice * 32 + lane, 32 * S, raw);
+}
+
+// `raw` holds the block's first round of weights (gemv_issue_first), requested before the kernel waited for
+// its predecessor: weights are never written by a step, and their loads then overlap the previous kernel's
+// tail and the staging of x.
 template <typename W, typename XS>
 __device__ __forceinline__ void gemv_pipelined(const LinearArgs& a, const XS* __restrict__ x,
-                                               float (*red)[KILN_LINEAR_ROWS]) {
+                                               float (*red)[KILN_LINEAR_ROWS], uint4* raw) {
     const int V = Pack<W>::N;
     const int S = a.ksplit, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int per_block = (blockDim.x >> 5) / S, slice = warp % S;
     const int vlane = slice * 32 + lane, vwidth = 32 * S;
     const int chunks = a.K / V;
-    uint4 raw[KILN_LINEAR_UNROLL];
-    gemv_issue<W>(a, blockIdx.x * per_block + warp / S, vlane, vwidth, raw);
     for (int group = blockIdx.x; group * per_block < a.N; group += gridDim.x) {
         const int column = group * per_block + warp / S;
         uint4 next[KILN_LINEAR_UNROLL];
@@ -255,8 +271,26 @@ template <typename W, typename X, int ROWS, bool PIPELINED>
 __device__ __forceinline__ void linear_kernel(const LinearArgs& a) {
     extern __shared__ float xs[];
     __shared__ float red[8][KILN_LINEAR_ROWS];
+    const bool one_round = a.K % Pack<W>::N == 0 && a.K / Pack<W>::N <= 32 * a.ksplit * KILN_LINEAR_UNROLL;
+    uint4 first[KILN_LINEAR_UNROLL];
+    if constexpr (PIPELINED) {
+        if (one_round) gemv_issue_first<W>(a, first);
+    }
     KILN_PDL_ENTRY();
-    if (a.staged) {
+    // The one-row kernel kiln_gemv_* never gets a fused norm (the runtime takes kiln_gemvp_* for those), and
+    // leaving the prologue out keeps it within its 64 registers.
+    constexpr bool can_norm = ROWS != 1 || PIPELINED;
+    if (can_norm && a.norm_w) {
+        __shared__ float scratch[32];
+        for (int m = 0; m < a.M; ++m) {
+            const i64 row = (i64)m * a.K;
+            const X* residual = a.norm_residual ? (const X*)a.norm_residual + row : (const X*)0;
+            X* sum = (a.norm_sum && blockIdx.x == 0) ? (X*)a.norm_sum + row : (X*)0;
+            rms_norm_row_with<X>((const X*)a.norm_x + row, residual, sum, a.norm_w, a.K, a.norm_eps, a.norm_offset,
+                                 scratch, [&](int i, float y) { xs[row + i] = to_f32(from_f32<X>(y)); });
+        }
+        __syncthreads();
+    } else if (a.staged) {
         const i64 total = (i64)a.M * a.K;
         const X* x = (const X*)a.x;
         if (sizeof(X) == 4 && total % 4 == 0 && (((u64)x) & 15) == 0) {
@@ -284,10 +318,11 @@ __device__ __forceinline__ void linear_kernel(const LinearArgs& a) {
     }
     const int S = a.ksplit, warp = threadIdx.x >> 5;
     const int per_block = (blockDim.x >> 5) / S;
+    const bool from_shared = a.staged || (can_norm && a.norm_w);
     if constexpr (PIPELINED) {
-        if (a.K % Pack<W>::N == 0 && a.K / Pack<W>::N <= 32 * S * KILN_LINEAR_UNROLL) {
-            if (a.staged) gemv_pipelined<W, float>(a, xs, red);
-            else gemv_pipelined<W, X>(a, (const X*)a.x, red);
+        if (one_round) {
+            if (from_shared) gemv_pipelined<W, float>(a, xs, red, first);
+            else gemv_pipelined<W, X>(a, (const X*)a.x, red, first);
             return;
         }
     }
@@ -297,7 +332,7 @@ __device__ __forceinline__ void linear_kernel(const LinearArgs& a) {
         int n;
         const LinearPart part = column_part(a, valid ? column : 0, n);
         const W* wrow = (const W*)part.w + (i64)n * a.K;
-        if (a.staged)
+        if (from_shared)
             linear_column<W, float, ROWS>(xs, wrow, part.bias, part.out, a.M, part.n, a.K, a.softcap, n,
                                           threadIdx.x & 31, warp % S, S, valid, red);
         else

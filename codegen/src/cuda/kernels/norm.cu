@@ -4,35 +4,57 @@
 // row's result does not depend on how many rows the launch has. Scales and biases are f32 (the runtime
 // widens these small vectors when it uploads them).
 
-#define KILN_NORM_KEEP 8  // values a thread keeps in registers between the two passes
+// Values a thread keeps in registers between the two passes: 16 x KILN_NORM_THREADS covers rows of up to
+// 4096 elements, so that a row's loads are all in flight at once (a fused norm's latency delays its linear).
+#define KILN_NORM_KEEP 16
 
-template <typename X, typename Y>
-__device__ __forceinline__ void rms_norm_row(const X* x, const X* residual, X* sum_out, const float* w, Y* out,
-                                             int H, float eps, float offset) {
-    __shared__ float scratch[32];
-    const i64 base = (i64)blockIdx.x * H;
+// The rms_norm of one row, as every kernel that computes one does it (the norm kernels below, and the linear
+// kernels' prologue when the norm is fused in front of them, linear.cu): the element order of each thread's
+// sum of squares and the block reduction depend on blockDim.x, so callers run it with KILN_NORM_THREADS
+// threads, and a row then gives the same bits whichever kernel normalises it. With a residual,
+// `sum = a + b` is rounded to X first (the residual stream), written to `sum_out` when that is not null, and
+// normalised; `emit(i, y)` receives the normalised value of element i in f32, before rounding to the output.
+#define KILN_NORM_THREADS 256
+template <typename X, typename Emit>
+__device__ __forceinline__ void rms_norm_row_with(const X* x, const X* residual, X* sum_out, const float* w, int H,
+                                                  float eps, float offset, float* scratch, Emit emit) {
     const int step = blockDim.x;
     float kept[KILN_NORM_KEEP];
     float ss = 0.0f;
-    // The first KILN_NORM_KEEP * blockDim.x elements stay in registers (constant indices); a longer row
-    // reads the rest again.
-    auto load = [&](int i) {
-        float v = to_f32(x[base + i]);
+    // Element i of the row: x + residual rounded to X (written out once), or x.
+    auto value = [&](int i, bool write) {
+        float v = to_f32(x[i]);
         if (residual) {
-            const X rounded = from_f32<X>(v + to_f32(residual[base + i]));
-            sum_out[base + i] = rounded;
+            const X rounded = from_f32<X>(v + to_f32(residual[i]));
+            if (write && sum_out) sum_out[i] = rounded;
             v = to_f32(rounded);
         }
         return v;
     };
+    // The first KILN_NORM_KEEP * blockDim.x elements stay in registers (constant indices); a longer row
+    // computes the rest again. Every load of the kept part is issued before any store of the sum: the
+    // compiler cannot tell that sum_out does not alias x, so a store in between would make each later load
+    // wait for it, one round trip to L2 per element (the same values either way).
+    float other[KILN_NORM_KEEP];
 #pragma unroll
     for (int c = 0; c < KILN_NORM_KEEP; ++c) {
         const int i = threadIdx.x + c * step;
-        kept[c] = i < H ? load(i) : 0.0f;
+        kept[c] = i < H ? to_f32(x[i]) : 0.0f;
+        other[c] = (residual && i < H) ? to_f32(residual[i]) : 0.0f;
+    }
+#pragma unroll
+    for (int c = 0; c < KILN_NORM_KEEP; ++c) {
+        const int i = threadIdx.x + c * step;
+        if (residual && i < H) {
+            const X rounded = from_f32<X>(kept[c] + other[c]);
+            if (sum_out) sum_out[i] = rounded;
+            kept[c] = to_f32(rounded);
+        }
         if (i < H) ss = fmaf(kept[c], kept[c], ss);
     }
+#pragma unroll 4
     for (int i = threadIdx.x + KILN_NORM_KEEP * step; i < H; i += step) {
-        const float v = load(i);
+        const float v = value(i, true);
         ss = fmaf(v, v, ss);
     }
     const float mean_sq = block_sum(ss, scratch) / (float)H;
@@ -40,12 +62,19 @@ __device__ __forceinline__ void rms_norm_row(const X* x, const X* residual, X* s
 #pragma unroll
     for (int c = 0; c < KILN_NORM_KEEP; ++c) {
         const int i = threadIdx.x + c * step;
-        if (i < H) out[base + i] = from_f32<Y>(kept[c] * r * (w[i] + offset));
+        if (i < H) emit(i, kept[c] * r * (w[i] + offset));
     }
-    for (int i = threadIdx.x + KILN_NORM_KEEP * step; i < H; i += step) {
-        const float v = residual ? to_f32(sum_out[base + i]) : to_f32(x[base + i]);
-        out[base + i] = from_f32<Y>(v * r * (w[i] + offset));
-    }
+#pragma unroll 4
+    for (int i = threadIdx.x + KILN_NORM_KEEP * step; i < H; i += step) emit(i, value(i, false) * r * (w[i] + offset));
+}
+
+template <typename X, typename Y>
+__device__ __forceinline__ void rms_norm_row(const X* x, const X* residual, X* sum_out, const float* w, Y* out,
+                                             int H, float eps, float offset) {
+    __shared__ float scratch[32];
+    const i64 base = (i64)blockIdx.x * H;
+    rms_norm_row_with<X>(x + base, residual ? residual + base : residual, sum_out ? sum_out + base : sum_out, w, H,
+                         eps, offset, scratch, [&](int i, float y) { out[base + i] = from_f32<Y>(y); });
 }
 
 template <typename X, typename Y>
