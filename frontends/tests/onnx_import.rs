@@ -421,3 +421,41 @@ fn an_incomplete_cache_interface_is_refused_with_what_is_missing() {
     let err = import(&model(g, 17)).unwrap_err().to_string();
     assert!(err.contains("past_key_values.0.key") && err.contains("static"), "{err}");
 }
+
+/// Inputs the `onnx_reader` fuzz target (fuzz/) found to panic the importer, kept as regressions: each
+/// must import or fail with an error, never panic.
+#[test]
+fn inputs_the_fuzzer_found_are_refused_without_a_panic() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/onnx_fuzz_crashes");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let bytes = std::fs::read(&path).unwrap();
+        let result = std::panic::catch_unwind(|| import_bytes(&bytes, None, "fuzz", &ImportOptions::default()));
+        assert!(result.is_ok(), "{} panicked the importer", path.display());
+        seen += 1;
+    }
+    assert!(seen > 0, "no regression inputs in {}", dir.display());
+}
+
+#[test]
+fn a_same_padded_conv_whose_kernel_rank_disagrees_with_its_input_is_refused() {
+    let mut conv = node("Conv", &["x", "w"], &["y"]);
+    conv.attribute = vec![
+        ints_attribute("kernel_shape", &[1, 1, 1]),
+        AttributeProto {
+            name: Some("auto_pad".into()),
+            r#type: Some(AttributeType::String as i32),
+            s: Some(b"SAME_UPPER".to_vec()),
+            ..Default::default()
+        },
+    ];
+    let g = GraphProto {
+        node: vec![conv],
+        input: vec![value_info("x", &[Ok(1), Ok(1), Ok(4), Ok(4)]), value_info("w", &[Ok(1), Ok(1), Ok(1), Ok(1)])],
+        output: vec![value_info("y", &[Ok(1), Ok(1), Ok(4), Ok(4)])],
+        ..Default::default()
+    };
+    let err = import(&model(g, 17)).unwrap_err().to_string();
+    assert!(err.contains("kernel has 3 spatial dims") && err.contains("has 2"), "{err}");
+}

@@ -30,6 +30,13 @@ fn resolve_pads(cx: &NodeCx, x: ValueId, kernel: &[i64], strides: &[i64], dilati
             let Some(dims) = cx.ty(x).shape.as_static() else {
                 return unsupported("auto_pad SAME with spatial dims only known at run time");
             };
+            if dims.len() != r + 2 {
+                return bad(format!(
+                    "the kernel has {r} spatial dims but the input {} has {}; the input must be [N, C, D1, ..., D{r}]",
+                    cx.ty(x),
+                    dims.len().saturating_sub(2)
+                ));
+            }
             let mut pads = vec![0; 2 * r];
             for i in 0..r {
                 let n = dims[i + 2] as i64;
