@@ -242,22 +242,23 @@ fn default_model_export_with_the_onnx_runtime_cache_interface_decodes_with_kilns
     check_real("default-past", &repo().join("models/default"), &repo().join("tests/fixtures/default_model"));
 }
 
-#[test]
-fn smollm2_export_is_raised_and_decodes_like_the_hf_import() {
+/// [`check_real`] on the SmolLM2 export `name`, when the model cache has SmolLM2.
+fn check_smollm2(name: &str) {
     let Some(hf) = real_model(model_cache().join("smollm2/hf"), "run tools/fetch_smollm2.sh and tools/gguf_to_hf.py")
     else {
         return;
     };
-    check_real("smollm2", &hf, &repo().join("tests/fixtures/smollm2"));
+    check_real(name, &hf, &repo().join("tests/fixtures/smollm2"));
+}
+
+#[test]
+fn smollm2_export_is_raised_and_decodes_like_the_hf_import() {
+    check_smollm2("smollm2");
 }
 
 #[test]
 fn smollm2_export_with_the_onnx_runtime_cache_interface_decodes_with_kilns_cache() {
-    let Some(hf) = real_model(model_cache().join("smollm2/hf"), "run tools/fetch_smollm2.sh and tools/gguf_to_hf.py")
-    else {
-        return;
-    };
-    check_real("smollm2-past", &hf, &repo().join("tests/fixtures/smollm2"));
+    check_smollm2("smollm2-past");
 }
 
 #[test]

@@ -4,7 +4,7 @@
 
 use super::compute::{Real, Values, sigmoid};
 use super::{Cx, EvalError, outer_axis_inner};
-use crate::{GeluApprox, Tensor, TensorData};
+use crate::{GeluApprox, Tensor};
 
 /// Applies `f` to every element of a float tensor.
 fn map_float(
@@ -87,11 +87,6 @@ pub(super) fn gelu(cx: Cx, x: &Tensor, approximate: GeluApprox) -> Result<Tensor
 pub(super) fn swiglu(cx: Cx, gate: &Tensor, up: &Tensor) -> Result<Tensor, EvalError> {
     if gate.dtype() != up.dtype() || gate.shape() != up.shape() {
         return Err(cx.err(format!("gate {} and up {} must have the same dtype and shape", gate.ty(), up.ty())));
-    }
-    // f32, the decoding hot path: straight from the slices, without widened copies.
-    if let (TensorData::F32(g), TensorData::F32(u)) = (gate.data(), up.data()) {
-        let values = g.iter().zip(u).map(|(&g, &u)| silu_of(g) * u).collect();
-        return Ok(cx.tensor(gate.shape().to_vec(), TensorData::F32(values)));
     }
     let out = match (Values::widen(gate.data()), Values::widen(up.data())) {
         (Values::F32(g), Values::F32(u)) => Values::F32(g.into_iter().zip(u).map(|(g, u)| silu_of(g) * u).collect()),

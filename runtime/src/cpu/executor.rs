@@ -106,10 +106,10 @@ impl CpuExecutor {
         let mut bindings = SymbolBindings::default();
         let mut values: Vec<Option<Value>> = vec![None; graph.num_values()];
         let mut remaining = self.use_counts.clone();
-        let step_started = std::time::Instant::now();
-        // Tokens of the step: the ids' element count (the first input), for the profile's grouping.
-        let step_tokens = inputs.first().map_or(0, |t| t.shape().iter().product());
+        // Tokens of the step (the ids' element count, the first input), for the profile's grouping.
+        let step_tokens: usize = inputs.first().map_or(0, |t| t.shape().iter().product());
         let step_kind = StepKind::of_tokens(step_tokens);
+        let step_started = self.profile.is_some().then(std::time::Instant::now);
         for (index, (&id, t)) in graph.inputs().iter().zip(inputs).enumerate() {
             check_input(index, graph.value_type(id), t, &mut bindings)?;
             if remaining[id.index()] > 0 {
@@ -150,8 +150,8 @@ impl CpuExecutor {
                 }
             }
         }
-        if let Some(profile) = &mut self.profile {
-            profile.record_step(step_kind, step_tokens, step_started.elapsed());
+        if let (Some(profile), Some(started)) = (&mut self.profile, step_started) {
+            profile.record_step(step_kind, step_tokens, started.elapsed());
         }
         let mut outputs = Vec::with_capacity(graph.outputs().len());
         for v in graph.outputs() {
@@ -370,10 +370,7 @@ fn eval_node(
             let (out, shape) = attention::attention(inputs, params, layer.map(|l| (l, &mut *kv))).map_err(&err)?;
             float_result(out, shape)
         }
-        Op::Swiglu {}
-            if args.iter().all(|a| a.dtype() == DType::F32 && matches!(a, Value::Tensor(_)))
-                && args[0].shape() == args[1].shape() =>
-        {
+        Op::Swiglu {} if args.iter().all(|a| a.dtype() == DType::F32) && args[0].shape() == args[1].shape() => {
             float_result(activation::swiglu(&args[0].to_f32(), &args[1].to_f32()), args[0].shape().into_owned())
         }
         op => {

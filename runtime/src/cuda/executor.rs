@@ -8,7 +8,8 @@ use kiln_ir::{CompiledKernel, Graph, KernelTarget, ValueId, WeightStore};
 use super::choose::{DeviceDraw, KILN_ERROR_LOGITS, launch_argmax, launch_sample, logits_error};
 use super::device::{Device, KernelArgs, cuda_error};
 use super::plan::{
-    self, ATTENTION_CHUNK, LINEAR_PARTS, Launch, NORM_THREADS, Plan, RunShape, linear_ksplit, linear_threads,
+    self, ATTENTION_CHUNK, LINEAR_PARTS, Launch, NORM_THREADS, Plan, RunShape, linear_columns_per_block, linear_ksplit,
+    linear_threads,
 };
 use crate::RuntimeError;
 use crate::decoding::{DecoderExecutor, Sampler, Sampling};
@@ -816,7 +817,7 @@ impl CudaExecutor {
                 // requested before that, cover it.
                 let pipelined = ksplit >= GEMV_PIPELINE_SPLIT || args.norm_w != 0;
                 let f = if m == 1 { self.device.function(&gemv_name(kernel, pipelined))? } else { f };
-                let per_block = (8 / ksplit).max(1);
+                let per_block = linear_columns_per_block(ksplit);
                 args.ksplit = ksplit as i32;
                 let threads = linear_threads(ksplit) as u32;
                 debug_assert!(

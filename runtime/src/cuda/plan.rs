@@ -800,21 +800,32 @@ pub(crate) fn operands(launch: &Launch) -> (Vec<ValueId>, Vec<ValueId>) {
     }
 }
 
+/// How many launch operands and graph outputs read each value (by alias root): the fusions below fold a
+/// producer into its consumer only where that consumer is the value's one reader.
+fn reader_counts(launches: &[Launch], outputs: &[ValueId], alias: &[ValueId]) -> HashMap<ValueId, usize> {
+    let mut readers: HashMap<ValueId, usize> = HashMap::new();
+    for v in launches.iter().flat_map(|l| operands(l).0).chain(outputs.iter().copied()) {
+        *readers.entry(alias[v.index()]).or_default() += 1;
+    }
+    readers
+}
+
+/// Drops the launches marked `folded` (moved into another launch by a fusion).
+fn remove_folded(launches: &mut Vec<Launch>, folded: &[bool]) {
+    let mut index = 0;
+    launches.retain(|_| {
+        index += 1;
+        !folded[index - 1]
+    });
+}
+
 /// Folds the rope launches of an attention's q and k into its append launch, where both rotated values are
 /// read by that attention alone and the two ropes are the same rotation: two launches fewer per layer. The
 /// rotation moves from the ropes' place in the sequence to the attention's; the launches between read
 /// neither rotated value, and the unrotated q and k stay live until the attention (its operands say so).
 fn fuse_rope_into_append(launches: &mut Vec<Launch>, outputs: &[ValueId], alias: &[ValueId], params: &Params) {
     let root = |v: ValueId| alias[v.index()];
-    let mut readers: HashMap<ValueId, usize> = HashMap::new();
-    for launch in launches.iter() {
-        for v in operands(launch).0 {
-            *readers.entry(root(v)).or_default() += 1;
-        }
-    }
-    for &o in outputs {
-        *readers.entry(root(o)).or_default() += 1;
-    }
+    let readers = reader_counts(launches, outputs, alias);
     let mut folded = vec![false; launches.len()];
     for ai in 0..launches.len() {
         let Launch::Attention { q, k, head_dim, rope: None, .. } = &launches[ai] else { continue };
@@ -873,11 +884,7 @@ fn fuse_rope_into_append(launches: &mut Vec<Launch>, outputs: &[ValueId], alias:
         folded[qi] = true;
         folded[ki] = true;
     }
-    let mut index = 0;
-    launches.retain(|_| {
-        index += 1;
-        !folded[index - 1]
-    });
+    remove_folded(launches, &folded);
 }
 
 /// Weight chunks of 16 bytes a lane of the linear kernels loads at once (`KILN_LINEAR_UNROLL` in linear.cu).
@@ -894,9 +901,14 @@ pub(crate) fn linear_ksplit(k: usize, weight_bytes: usize) -> usize {
     (k * weight_bytes).div_ceil(16).div_ceil(32 * LINEAR_UNROLL).clamp(1, 8)
 }
 
+/// Columns a block of a linear launch computes at once: 8 warps' worth, at least one column.
+pub(crate) fn linear_columns_per_block(ksplit: usize) -> usize {
+    (8 / ksplit).max(1)
+}
+
 /// Threads per block of a linear launch: 8 warps, or one column's warps when a column needs more.
 pub(crate) fn linear_threads(ksplit: usize) -> usize {
-    32 * ksplit * (8 / ksplit).max(1)
+    32 * ksplit * linear_columns_per_block(ksplit)
 }
 
 /// Folds an `RmsNorm` launch into the linear launch right after it when that linear is its output's only
@@ -907,15 +919,7 @@ pub(crate) fn linear_threads(ksplit: usize) -> usize {
 /// sum the norm writes is written by the linear launch instead, which comes right after it.
 fn fuse_norm_into_linear(launches: &mut Vec<Launch>, g: &Graph, alias: &[ValueId]) {
     let root = |v: ValueId| alias[v.index()];
-    let mut readers: HashMap<ValueId, usize> = HashMap::new();
-    for launch in launches.iter() {
-        for v in operands(launch).0 {
-            *readers.entry(root(v)).or_default() += 1;
-        }
-    }
-    for &o in g.outputs() {
-        *readers.entry(root(o)).or_default() += 1;
-    }
+    let readers = reader_counts(launches, g.outputs(), alias);
     let mut folded = vec![false; launches.len()];
     for li in 1..launches.len() {
         let (before, rest) = launches.split_at_mut(li);
@@ -934,11 +938,7 @@ fn fuse_norm_into_linear(launches: &mut Vec<Launch>, g: &Graph, alias: &[ValueId
             folded[li - 1] = true;
         }
     }
-    let mut index = 0;
-    launches.retain(|_| {
-        index += 1;
-        !folded[index - 1]
-    });
+    remove_folded(launches, &folded);
 }
 
 /// A weight or constant as f32 values on the host (for scales and biases, which the kernels read in f32).
