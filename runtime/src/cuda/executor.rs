@@ -257,6 +257,7 @@ struct LinearArgs {
     norm_w: u64,
     norm_eps: f32,
     norm_offset: f32,
+    swiglu_out: u64,
 }
 // SAFETY: plain old data with the C layout the kernel declares.
 unsafe impl cudarc::driver::DeviceRepr for LinearArgs {}
@@ -395,7 +396,7 @@ impl CudaExecutor {
         // Resolve every kernel now, so that a missing one is an error at load, not mid-generation. The marker
         // first: without it the module comes from a kiln whose kernels took other arguments
         // (`KERNEL_ABI_MARKER` in kiln-codegen).
-        device.function("kiln_kernel_abi_v6")?;
+        device.function("kiln_kernel_abi_v7")?;
         for launch in &plan.launches {
             for name in kernel_names(launch) {
                 device.function(&name)?;
@@ -716,7 +717,7 @@ impl CudaExecutor {
                 unsafe { self.device.launch(&f, cfg((tokens as usize * *hidden).div_ceil(256), 256, 0), &mut b) }
                     .map_err(failed(kernel))?;
             }
-            Launch::Linear { kernel, x, parts, k, softcap, logits, norm } => {
+            Launch::Linear { kernel, x, parts, k, softcap, logits, norm, swiglu } => {
                 let f = self.device.function(kernel)?;
                 let mut m = rows(*x, *k);
                 let mut xa = self.addr(*x);
@@ -745,6 +746,7 @@ impl CudaExecutor {
                     norm_w: 0,
                     norm_eps: 0.0,
                     norm_offset: 0.0,
+                    swiglu_out: 0,
                 };
                 // A folded norm runs inside this launch where the kernel stages all of x (every row, so not
                 // the last-row logits of a prefill) and no GEMM takes the step; otherwise as its own launch
@@ -797,8 +799,15 @@ impl CudaExecutor {
                         }
                     }
                     if all {
+                        if let Some(swiglu) = swiglu.as_deref() {
+                            self.launch(swiglu, n, 0)?;
+                        }
                         return Ok(());
                     }
+                }
+                // A folded SwiGLU: the kernel writes silu(gate) * up (plan::fuse_swiglu_into_linear).
+                if let Some(Launch::Fused { out, .. }) = swiglu.as_deref() {
+                    args.swiglu_out = self.addr(*out);
                 }
                 // x goes to shared memory when it fits (always for a decode step); one wave of blocks, each
                 // warp striding over the columns.
@@ -814,8 +823,8 @@ impl CudaExecutor {
                 let ksplit = linear_ksplit(*k, wbytes);
                 // One row (a decode step): a one-row kernel, pipelined across columns for long rows.
                 // A fused norm delays the first column by the norm's reduction: the pipelined kernel's weights,
-                // requested before that, cover it.
-                let pipelined = ksplit >= GEMV_PIPELINE_SPLIT || args.norm_w != 0;
+                // requested before that, cover it. The lean kernel has neither a fused norm nor a SwiGLU.
+                let pipelined = ksplit >= GEMV_PIPELINE_SPLIT || args.norm_w != 0 || args.swiglu_out != 0;
                 let f = if m == 1 { self.device.function(&gemv_name(kernel, pipelined))? } else { f };
                 let per_block = linear_columns_per_block(ksplit);
                 args.ksplit = ksplit as i32;
@@ -1227,7 +1236,7 @@ fn profile_label(launch: &Launch, n: usize) -> String {
         Launch::Attention { kernel, rope, .. } => {
             format!("{kernel} (+{}, combine)", if rope.is_some() { "rope, append" } else { "append" })
         }
-        Launch::Linear { kernel, parts, k, norm, .. } => {
+        Launch::Linear { kernel, parts, k, norm, swiglu, .. } => {
             let cols: Vec<String> = parts.iter().map(|p| p.n.to_string()).collect();
             // Prefill projections go through cuBLAS where it is installed and takes the operands.
             let kernel = if n > CUDA_EXACT_STEP_ROWS { "linear (cuBLAS or kiln)" } else { kernel.as_str() };
@@ -1236,7 +1245,8 @@ fn profile_label(launch: &Launch, n: usize) -> String {
                 Some(_) => " (+rms_norm)",
                 None => "",
             };
-            format!("{kernel} {k}->{}{norm}", cols.join("+"))
+            let swiglu = if swiglu.is_some() { " (+swiglu)" } else { "" };
+            format!("{kernel} {k}->{}{norm}{swiglu}", cols.join("+"))
         }
         other => kernel_names(other).swap_remove(0),
     }
@@ -1248,9 +1258,9 @@ fn kernel_names(launch: &Launch) -> Vec<String> {
             let first = rope.as_ref().map_or(append, |r| &r.kernel);
             vec![first.clone(), kernel.clone(), combine.clone(), tiled.clone()]
         }
-        Launch::Linear { kernel, norm, .. } => {
+        Launch::Linear { kernel, norm, swiglu, .. } => {
             let mut names = vec![kernel.clone(), gemv_name(kernel, false), gemv_name(kernel, true)];
-            names.extend(norm.as_deref().map(kernel_names).into_iter().flatten());
+            names.extend([norm, swiglu].into_iter().filter_map(|l| l.as_deref()).flat_map(kernel_names));
             names
         }
         Launch::Embedding { kernel, .. }

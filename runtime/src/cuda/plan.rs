@@ -68,6 +68,10 @@ pub(crate) enum Launch {
         /// kernel normalises x itself where it stages x in shared memory, and the norm launch runs first
         /// otherwise (prefill GEMMs, steps whose x does not fit).
         norm: Option<Box<Launch>>,
+        /// The `Fused` launch of a lone `swiglu` over this launch's two parts (gate, up), folded in (see
+        /// [`fuse_swiglu_into_linear`]): the kernel writes `silu(gate) * up` instead of either product, and
+        /// steps it cannot serve (cuBLAS prefill) run the linear and then this launch.
+        swiglu: Option<Box<Launch>>,
     },
     RmsNorm {
         kernel: String,
@@ -392,6 +396,7 @@ pub(crate) fn build(
                     softcap: psc,
                     logits: false,
                     norm: None,
+                    swiglu: None,
                 }) = launches.last_mut()
                     && *psc == 0.0
                     && *prev == kernel
@@ -412,6 +417,7 @@ pub(crate) fn build(
                     softcap,
                     logits: o == logits,
                     norm: None,
+                    swiglu: None,
                 });
             }
             Op::RmsNorm { eps, offset } => {
@@ -592,6 +598,7 @@ pub(crate) fn build(
 
     fuse_rope_into_append(&mut launches, g.outputs(), &alias, &params);
     fuse_norm_into_linear(&mut launches, g, &alias);
+    fuse_swiglu_into_linear(&mut launches, g, &alias);
 
     // ---- arena layout ----
     let mut bump = Bump(0);
@@ -767,16 +774,21 @@ fn float_suffix(dtype: DType) -> Option<&'static str> {
 pub(crate) fn operands(launch: &Launch) -> (Vec<ValueId>, Vec<ValueId>) {
     match launch {
         Launch::Embedding { table, ids, out, .. } => (vec![*table, *ids], vec![*out]),
-        Launch::Linear { x, parts, norm: None, .. } => {
-            let mut reads = vec![*x];
-            reads.extend(parts.iter().map(|p| p.w));
-            (reads, parts.iter().map(|p| p.out).collect())
-        }
-        // The norm's operands, then the linear's weights; x is the norm's output (written, then read).
-        Launch::Linear { parts, norm: Some(norm), .. } => {
-            let (mut reads, mut writes) = operands(norm);
+        // With a folded norm, its operands come first: x is the norm's output (written, then read). A folded
+        // SwiGLU adds its own (it reads the parts' outputs, which keep their buffers for the steps that run
+        // it as a launch of its own).
+        Launch::Linear { x, parts, norm, swiglu, .. } => {
+            let (mut reads, mut writes) = match norm.as_deref() {
+                Some(norm) => operands(norm),
+                None => (vec![*x], Vec::new()),
+            };
             reads.extend(parts.iter().map(|p| p.w));
             writes.extend(parts.iter().map(|p| p.out));
+            if let Some(swiglu) = swiglu.as_deref() {
+                let (r, w) = operands(swiglu);
+                reads.extend(r);
+                writes.extend(w);
+            }
             (reads, writes)
         }
         Launch::RmsNorm { x, residual, out, .. } | Launch::LayerNorm { x, residual, out, .. } => match residual {
@@ -937,6 +949,52 @@ fn fuse_norm_into_linear(launches: &mut Vec<Launch>, g: &Graph, alias: &[ValueId
             *slot = Some(Box::new(before[li - 1].clone()));
             folded[li - 1] = true;
         }
+    }
+    remove_folded(launches, &folded);
+}
+
+/// Folds the `Fused` launch of a lone f32 `swiglu(gate, up)` into the linear launch that computes gate and up
+/// as its two parts, where the swiglu is their one reader: the launch then writes `silu(gate) * up` alone
+/// (one launch and a write and read of both products fewer per decoder layer). The kernel pairs the gate
+/// and up columns of each n in one block, so it needs an even number of columns per block. The product is
+/// the fused elementwise kernel's expression in f32 on the same f32 values, so the bits do not change.
+fn fuse_swiglu_into_linear(launches: &mut Vec<Launch>, g: &Graph, alias: &[ValueId]) {
+    let root = |v: ValueId| alias[v.index()];
+    let readers = reader_counts(launches, g.outputs(), alias);
+    let mut folded = vec![false; launches.len()];
+    for fi in 0..launches.len() {
+        let Launch::Fused { inputs, out, .. } = &launches[fi] else { continue };
+        let Some(node) = g.producer(*out).map(|n| g.node(n)) else { continue };
+        let (Op::Swiglu {}, [gate, up]) = (&node.op, &node.inputs[..]) else { continue };
+        let (gate, up) = (*gate, *up);
+        let all_f32 = [gate, up, *out].iter().all(|&v| g.value_type(v).dtype == DType::F32);
+        let read_once = |v: ValueId| readers.get(&root(v)) == Some(&1);
+        if inputs[..] != [gate, up] || !all_f32 || !read_once(gate) || !read_once(up) {
+            continue;
+        }
+        let Some(li) = launches[..fi].iter().rposition(
+            |l| matches!(l, Launch::Linear { parts, .. } if parts.iter().any(|p| root(p.out) == root(gate))),
+        ) else {
+            continue;
+        };
+        let fused = launches[fi].clone();
+        let Launch::Linear { parts, k, softcap, logits, swiglu: slot @ None, .. } = &mut launches[li] else {
+            continue;
+        };
+        let weight_bytes = g.value_type(parts[0].w).dtype.size_of().unwrap_or(4);
+        let pairs = linear_columns_per_block(linear_ksplit(*k, weight_bytes)) % 2 == 0;
+        if parts.len() != 2 || parts[0].n != parts[1].n || *softcap != 0.0 || *logits || !pairs {
+            continue;
+        }
+        // The kernel takes part 0 as the gate.
+        if root(parts[1].out) == root(gate) {
+            parts.swap(0, 1);
+        }
+        if root(parts[0].out) != root(gate) || root(parts[1].out) != root(up) {
+            continue;
+        }
+        *slot = Some(Box::new(fused));
+        folded[fi] = true;
     }
     remove_folded(launches, &folded);
 }

@@ -131,7 +131,7 @@ __device__ __forceinline__ float block_max(float v, float* scratch) {
 // after the step, since a kernel cannot return an error.
 // The kernels' calling conventions and names, version 6 (the runtime refuses modules without this marker, which
 // older kilns compiled with other argument lists).
-extern "C" __global__ void kiln_kernel_abi_v6() {}
+extern "C" __global__ void kiln_kernel_abi_v7() {}
 
 #define KILN_ERROR_EMBEDDING_ID 1
 #define KILN_ERROR_LOGITS 2

@@ -3,7 +3,9 @@
 //
 // One launch may compute up to KILN_LINEAR_PARTS linears that read the same x (q, k and v; gate and up):
 // their columns are numbered one after another, and a column's part says which weight, bias and output it
-// uses. A decode step then streams all of them in one grid instead of three or two.
+// uses. A decode step then streams all of them in one grid instead of three or two. A SwiGLU over gate and
+// up can be folded behind them (LinearArgs.swiglu_out): then their columns alternate and the launch writes
+// silu(gate) * up alone.
 //
 // One warp computes one output column `n` for every row. Lane l reads the 16-byte chunks l, l+32, l+64, ...
 // of weight row n (so the warp streams the row with coalesced 16-byte loads, KILN_LINEAR_UNROLL chunks in
@@ -42,7 +44,15 @@ struct LinearArgs {
     void* norm_sum;
     const float* norm_w;
     float norm_eps, norm_offset;
+    // A SwiGLU folded behind (not null: parts 0 and 1 are gate and up of equal n): columns alternate gate n,
+    // up n, so both land in one block, and the block writes swiglu_out[m, n] = silu(gate) * up instead of
+    // either product, with the fused elementwise kernel's expression (see swiglu_pair).
+    float* swiglu_out;
 };
+
+// The columns per block of a launch with a folded SwiGLU are even (the runtime checks), so gate column n
+// (even) and up column n (odd) are computed by neighbouring warps of one block, which meet in `pair`.
+__device__ __forceinline__ float swiglu_value(float gate, float up) { return gate / (1.0f + expf(-gate)) * up; }
 
 // Loads V consecutive activations as floats with vector loads (the caller guarantees the alignment: rows
 // start at multiples of V elements and buffers at 256 bytes).
@@ -91,7 +101,8 @@ template <typename W, typename XS, int ROWS>
 __device__ __forceinline__ void linear_column(const XS* __restrict__ x, const W* __restrict__ wrow,
                                               const float* __restrict__ bias, float* __restrict__ out, int M,
                                               int ldo, int K, float softcap, int n, int lane, int slice, int S,
-                                              bool valid, float (*red)[KILN_LINEAR_ROWS]) {
+                                              bool valid, float (*red)[KILN_LINEAR_ROWS], float* swiglu_out,
+                                              float (*pair)[KILN_LINEAR_ROWS]) {
     const int V = Pack<W>::N;
     const bool vectorized = (K % V) == 0;
     const int vlane = slice * 32 + lane, vwidth = 32 * S;
@@ -157,7 +168,16 @@ __device__ __forceinline__ void linear_column(const XS* __restrict__ x, const W*
             }
             __syncthreads();  // `red` is reused by the next row group or column
         }
-        if (valid && slice == 0 && lane == 0) {
+        if (swiglu_out) {
+            // Gate and up of column n meet in `pair` (softcap is 0 here: the runtime folds no logits).
+            const int at = warp / S;
+            if (valid && slice == 0 && lane == 0)
+                for (int r = 0; r < rows; ++r) pair[at][r] = bias ? acc[r] + bias[n] : acc[r];
+            __syncthreads();
+            if (valid && slice == 0 && lane == 0 && (at & 1) == 0)
+                for (int r = 0; r < rows; ++r) swiglu_out[(i64)(m0 + r) * ldo + n] = swiglu_value(pair[at][r], pair[at + 1][r]);
+            __syncthreads();  // `pair` is reused by the next row group or column
+        } else if (valid && slice == 0 && lane == 0) {
             for (int r = 0; r < rows; ++r) {
                 float v = acc[r];
                 if (bias) v += bias[n];
@@ -170,7 +190,8 @@ __device__ __forceinline__ void linear_column(const XS* __restrict__ x, const W*
 
 // The part (weight, bias, output) a column of the launch belongs to, and its index `n` within the part.
 __device__ __forceinline__ LinearPart column_part(const LinearArgs& a, int column, int& n) {
-    n = column;
+    // With a folded SwiGLU, launch column c is gate (c even) or up (c odd) column c / 2.
+    n = a.swiglu_out ? (column & 1) * a.part[0].n + (column >> 1) : column;
     // Constant indices only: indexing the parameter array with a variable would copy it to local memory.
     LinearPart part = a.part[0];
 #pragma unroll
@@ -218,7 +239,8 @@ __device__ __forceinline__ void gemv_issue_first(const LinearArgs& a, uint4* raw
 // tail and the staging of x.
 template <typename W, typename XS>
 __device__ __forceinline__ void gemv_pipelined(const LinearArgs& a, const XS* __restrict__ x,
-                                               float (*red)[KILN_LINEAR_ROWS], uint4* raw) {
+                                               float (*red)[KILN_LINEAR_ROWS], float (*pair)[KILN_LINEAR_ROWS],
+                                               uint4* raw) {
     const int V = Pack<W>::N;
     const int S = a.ksplit, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int per_block = (blockDim.x >> 5) / S, slice = warp % S;
@@ -250,7 +272,18 @@ __device__ __forceinline__ void gemv_pipelined(const LinearArgs& a, const XS* __
             }
             __syncthreads();
         }
-        if (column < a.N && slice == 0 && lane == 0) {
+        if (a.swiglu_out) {
+            const int at = warp / S;
+            if (column < a.N && slice == 0 && lane == 0) {
+                int n;
+                const LinearPart part = column_part(a, column, n);
+                pair[at][0] = part.bias ? acc + part.bias[n] : acc;
+            }
+            __syncthreads();
+            if (column < a.N && slice == 0 && lane == 0 && (at & 1) == 0)
+                a.swiglu_out[column >> 1] = swiglu_value(pair[at][0], pair[at + 1][0]);
+            __syncthreads();
+        } else if (column < a.N && slice == 0 && lane == 0) {
             int n;
             const LinearPart part = column_part(a, column, n);
             float v = acc;
@@ -271,6 +304,7 @@ template <typename W, typename X, int ROWS, bool PIPELINED>
 __device__ __forceinline__ void linear_kernel(const LinearArgs& a) {
     extern __shared__ float xs[];
     __shared__ float red[8][KILN_LINEAR_ROWS];
+    __shared__ float pair[8][KILN_LINEAR_ROWS];
     const bool one_round = a.K % Pack<W>::N == 0 && a.K / Pack<W>::N <= 32 * a.ksplit * KILN_LINEAR_UNROLL;
     uint4 first[KILN_LINEAR_UNROLL];
     if constexpr (PIPELINED) {
@@ -319,10 +353,12 @@ __device__ __forceinline__ void linear_kernel(const LinearArgs& a) {
     const int S = a.ksplit, warp = threadIdx.x >> 5;
     const int per_block = (blockDim.x >> 5) / S;
     const bool from_shared = a.staged || (can_norm && a.norm_w);
+    // Nor a folded SwiGLU (the runtime takes kiln_gemvp_* for those too).
+    float* const swiglu_out = can_norm ? a.swiglu_out : nullptr;
     if constexpr (PIPELINED) {
         if (one_round) {
-            if (from_shared) gemv_pipelined<W, float>(a, xs, red, first);
-            else gemv_pipelined<W, X>(a, (const X*)a.x, red, first);
+            if (from_shared) gemv_pipelined<W, float>(a, xs, red, pair, first);
+            else gemv_pipelined<W, X>(a, (const X*)a.x, red, pair, first);
             return;
         }
     }
@@ -334,10 +370,10 @@ __device__ __forceinline__ void linear_kernel(const LinearArgs& a) {
         const W* wrow = (const W*)part.w + (i64)n * a.K;
         if (from_shared)
             linear_column<W, float, ROWS>(xs, wrow, part.bias, part.out, a.M, part.n, a.K, a.softcap, n,
-                                          threadIdx.x & 31, warp % S, S, valid, red);
+                                          threadIdx.x & 31, warp % S, S, valid, red, swiglu_out, pair);
         else
             linear_column<W, X, ROWS>((const X*)a.x, wrow, part.bias, part.out, a.M, part.n, a.K, a.softcap, n,
-                                      threadIdx.x & 31, warp % S, S, valid, red);
+                                      threadIdx.x & 31, warp % S, S, valid, red, swiglu_out, pair);
     }
 }
 
