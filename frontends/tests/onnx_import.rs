@@ -1,5 +1,5 @@
 //! The ONNX importer on hand-built models: what it accepts (initializers in raw, typed and external
-//! form, symbolic dims, opset-dependent semantics, If) and a clear error for each kind of malformed
+//! form, unsigned element types, symbolic dims, opset-dependent semantics, If) and a clear error for each kind of malformed
 //! input (not a protobuf, an input nothing produces, a cycle, an initializer whose size disagrees with
 //! its shape, external data outside the model directory).
 
@@ -286,6 +286,63 @@ fn unsupported_ops_and_dtypes_name_themselves() {
     w.data_type = Some(17);
     let err = import(&model(linear_graph(w), 17)).unwrap_err();
     assert!(err.is_unsupported() && err.to_string().contains("FLOAT8E4M3FN"), "{err}");
+}
+
+/// `a + b` with `a` from the dtype's typed field and `b` from `raw_data`, both of ONNX type `elem_type`.
+fn unsigned_sum_model(elem_type: i32, a: TensorProto, b_raw: Vec<u8>) -> ModelProto {
+    let b = TensorProto {
+        name: Some("b".into()),
+        dims: a.dims.clone(),
+        data_type: Some(elem_type),
+        raw_data: Some(b_raw),
+        ..Default::default()
+    };
+    let n = a.dims[0];
+    model(
+        GraphProto {
+            node: vec![node("Add", &["a", "b"], &["y"])],
+            output: vec![typed_value_info("y", elem_type, &[Ok(n)])],
+            initializer: vec![a, b],
+            ..Default::default()
+        },
+        17,
+    )
+}
+
+#[test]
+fn unsigned_initializers_decode_from_their_typed_fields_and_raw_data() {
+    use kiln_ir::TensorData;
+    const UINT16: i32 = 4;
+    const UINT32: i32 = 12;
+    const UINT64: i32 = 13;
+    let typed = |elem_type: i32| TensorProto {
+        name: Some("a".into()),
+        dims: vec![2],
+        data_type: Some(elem_type),
+        ..Default::default()
+    };
+    // uint16 lives in int32_data; uint32 and uint64 in uint64_data (onnx.proto).
+    let a = TensorProto { int32_data: vec![65535, 7], ..typed(UINT16) };
+    let raw = [1u16, 3].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let out = evaluate(&import(&unsigned_sum_model(UINT16, a, raw)).unwrap().model, &[]);
+    assert_eq!(out[0].data(), &TensorData::U16(vec![0, 10]));
+
+    let a = TensorProto { uint64_data: vec![u64::from(u32::MAX), 7], ..typed(UINT32) };
+    let raw = [2u32, 3].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let out = evaluate(&import(&unsigned_sum_model(UINT32, a, raw)).unwrap().model, &[]);
+    assert_eq!(out[0].data(), &TensorData::U32(vec![1, 10]));
+
+    let big = (1u64 << 63) + 5;
+    let a = TensorProto { uint64_data: vec![big, u64::MAX], ..typed(UINT64) };
+    let raw = [1u64, 1].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let out = evaluate(&import(&unsigned_sum_model(UINT64, a, raw)).unwrap().model, &[]);
+    assert_eq!(out[0].data(), &TensorData::U64(vec![big + 1, 0]));
+
+    // The values in a field the type does not use are a size error naming the field.
+    let a = TensorProto { int64_data: vec![1, 2], ..typed(UINT64) };
+    let raw = [0u64, 0].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let err = import(&unsigned_sum_model(UINT64, a, raw)).unwrap_err().to_string();
+    assert!(err.contains("uint64_data holds 0 values"), "{err}");
 }
 
 // ---- the ONNX Runtime / Optimum cache interface ----
