@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Writes bench/onnx-conformance.md: a per-op table of `kiln onnx-conformance DIR --json` results.
 
-Usage: python3 tools/onnx_conformance_summary.py SUITE_DIR RESULTS.json COMMAND > bench/onnx-conformance.md
+Usage: python3 tools/onnx_conformance_summary.py SUITE_DIR RESULTS.json COMMAND [NOTE.md] > bench/onnx-conformance.md
+NOTE.md, when given, is a paragraph printed after the counts (what changed since the previous run).
 Each case is attributed to the operator it tests: the last op of its (non-expanded) model, read with
 the pinned onnx package; `_expanded` cases belong to the op whose function body they spell out.
 """
@@ -28,6 +29,7 @@ def case_ops(suite):
 
 def main():
     suite, results_path, command = sys.argv[1], sys.argv[2], sys.argv[3]
+    note = open(sys.argv[4]).read().strip() if len(sys.argv) > 4 else None
     results = json.load(open(results_path))
     ops = case_ops(suite)
     table = collections.defaultdict(collections.Counter)
@@ -44,9 +46,12 @@ def main():
           f"{results['unsupported']} are unsupported (the op, an opset feature or a dtype kiln lacks; "
           "each case's `detail` names it). Floats compare with rtol 1e-3, atol 1e-4; integers and "
           "bools exactly. `.ci/run` fails when fewer cases pass than `bench/onnx-conformance.count`.\n")
+    if note:
+        print(note + "\n")
     print("Where an op needs an input's value when the graph is imported (Squeeze's `axes`, Split's "
-          "sizes, Resize's scales... given as graph inputs in the suite), the runner supplies the "
-          "case's value and the import is specialised to it.\n")
+          "sizes, Resize's scales, a Loop's trip count... given as graph inputs in the suite, or "
+          "computed from them), the runner supplies the case's value and the import is specialised "
+          "to it.\n")
     print("| op | cases | passed | failed | unsupported |")
     print("|---|---:|---:|---:|---:|")
     for op in sorted(table, key=lambda o: (-table[o]["cases"], o)):

@@ -24,6 +24,9 @@ fn kiln_dtype(dtype: StDtype) -> Option<DType> {
         StDtype::I16 => DType::I16,
         StDtype::I8 => DType::I8,
         StDtype::U8 => DType::U8,
+        StDtype::U16 => DType::U16,
+        StDtype::U32 => DType::U32,
+        StDtype::U64 => DType::U64,
         StDtype::BOOL => DType::Bool,
         _ => return None,
     })

@@ -1,7 +1,8 @@
 //! The ONNX importer on hand-built models: what it accepts (initializers in raw, typed and external
-//! form, symbolic dims, opset-dependent semantics, If) and a clear error for each kind of malformed
-//! input (not a protobuf, an input nothing produces, a cycle, an initializer whose size disagrees with
-//! its shape, external data outside the model directory).
+//! form, unsigned element types, symbolic dims, opset-dependent semantics, If, Loop unrolled at
+//! import) and a clear error for each kind of malformed input (not a protobuf, an input nothing
+//! produces, a cycle, an initializer whose size disagrees with its shape, external data outside the
+//! model directory, a Loop that cannot be unrolled).
 
 use std::path::Path;
 
@@ -288,6 +289,63 @@ fn unsupported_ops_and_dtypes_name_themselves() {
     assert!(err.is_unsupported() && err.to_string().contains("FLOAT8E4M3FN"), "{err}");
 }
 
+/// `a + b` with `a` from the dtype's typed field and `b` from `raw_data`, both of ONNX type `elem_type`.
+fn unsigned_sum_model(elem_type: i32, a: TensorProto, b_raw: Vec<u8>) -> ModelProto {
+    let b = TensorProto {
+        name: Some("b".into()),
+        dims: a.dims.clone(),
+        data_type: Some(elem_type),
+        raw_data: Some(b_raw),
+        ..Default::default()
+    };
+    let n = a.dims[0];
+    model(
+        GraphProto {
+            node: vec![node("Add", &["a", "b"], &["y"])],
+            output: vec![typed_value_info("y", elem_type, &[Ok(n)])],
+            initializer: vec![a, b],
+            ..Default::default()
+        },
+        17,
+    )
+}
+
+#[test]
+fn unsigned_initializers_decode_from_their_typed_fields_and_raw_data() {
+    use kiln_ir::TensorData;
+    const UINT16: i32 = 4;
+    const UINT32: i32 = 12;
+    const UINT64: i32 = 13;
+    let typed = |elem_type: i32| TensorProto {
+        name: Some("a".into()),
+        dims: vec![2],
+        data_type: Some(elem_type),
+        ..Default::default()
+    };
+    // uint16 lives in int32_data; uint32 and uint64 in uint64_data (onnx.proto).
+    let a = TensorProto { int32_data: vec![65535, 7], ..typed(UINT16) };
+    let raw = [1u16, 3].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let out = evaluate(&import(&unsigned_sum_model(UINT16, a, raw)).unwrap().model, &[]);
+    assert_eq!(out[0].data(), &TensorData::U16(vec![0, 10]));
+
+    let a = TensorProto { uint64_data: vec![u64::from(u32::MAX), 7], ..typed(UINT32) };
+    let raw = [2u32, 3].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let out = evaluate(&import(&unsigned_sum_model(UINT32, a, raw)).unwrap().model, &[]);
+    assert_eq!(out[0].data(), &TensorData::U32(vec![1, 10]));
+
+    let big = (1u64 << 63) + 5;
+    let a = TensorProto { uint64_data: vec![big, u64::MAX], ..typed(UINT64) };
+    let raw = [1u64, 1].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let out = evaluate(&import(&unsigned_sum_model(UINT64, a, raw)).unwrap().model, &[]);
+    assert_eq!(out[0].data(), &TensorData::U64(vec![big + 1, 0]));
+
+    // The values in a field the type does not use are a size error naming the field.
+    let a = TensorProto { int64_data: vec![1, 2], ..typed(UINT64) };
+    let raw = [0u64, 0].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let err = import(&unsigned_sum_model(UINT64, a, raw)).unwrap_err().to_string();
+    assert!(err.contains("uint64_data holds 0 values"), "{err}");
+}
+
 // ---- the ONNX Runtime / Optimum cache interface ----
 
 const INT64: i32 = 7;
@@ -458,4 +516,240 @@ fn a_same_padded_conv_whose_kernel_rank_disagrees_with_its_input_is_refused() {
     };
     let err = import(&model(g, 17)).unwrap_err().to_string();
     assert!(err.contains("kernel has 3 spatial dims") && err.contains("has 2"), "{err}");
+}
+
+// ---- Loop, unrolled at import ----
+
+const BOOL: i32 = 9;
+
+fn name_only(name: &str) -> ValueInfoProto {
+    ValueInfoProto { name: Some(name.into()), ..Default::default() }
+}
+
+fn graph_attribute(name: &str, g: GraphProto) -> AttributeProto {
+    AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(AttributeType::Graph as i32),
+        g: Some(g),
+        ..Default::default()
+    }
+}
+
+fn loop_node(inputs: &[&str], outputs: &[&str], body: GraphProto) -> NodeProto {
+    let mut n = node("Loop", inputs, outputs);
+    n.attribute = vec![graph_attribute("body", body)];
+    n
+}
+
+fn scalar_tensor(name: &str, elem_type: i32, value: i64) -> TensorProto {
+    TensorProto {
+        name: Some(name.into()),
+        data_type: Some(elem_type),
+        int64_data: if elem_type == INT64 { vec![value] } else { vec![] },
+        int32_data: if elem_type == BOOL { vec![value as i32] } else { vec![] },
+        ..Default::default()
+    }
+}
+
+/// Body `(i, c, acc) -> (c, acc + float(i) * step, acc + float(i) * step)`: it reads `step` from the
+/// enclosing graph and gives the new accumulator both as the loop-carried value and as a scan output.
+fn accumulating_body() -> GraphProto {
+    let mut cast = node("Cast", &["i"], &["i_f"]);
+    cast.attribute = vec![int_attribute("to", i64::from(FLOAT))];
+    GraphProto {
+        name: Some("body".into()),
+        node: vec![
+            node("Identity", &["c"], &["c_out"]),
+            cast,
+            node("Mul", &["i_f", "step"], &["inc"]),
+            node("Add", &["acc", "inc"], &["acc_out"]),
+            node("Identity", &["acc_out"], &["scan"]),
+        ],
+        input: vec![name_only("i"), name_only("c"), name_only("acc")],
+        output: vec![name_only("c_out"), name_only("acc_out"), value_info("scan", &[Ok(2)])],
+        ..Default::default()
+    }
+}
+
+/// `final, scans = Loop(M, cond, x)` over [`accumulating_body`], with `M` and `cond` named by the
+/// caller: initializers in `init`, graph inputs in `extra_inputs`, or "" for absent.
+fn accumulating_loop(m: &str, cond: &str, extra_inputs: Vec<ValueInfoProto>, init: Vec<TensorProto>) -> ModelProto {
+    let mut input = vec![value_info("x", &[Ok(2)]), value_info("step", &[])];
+    input.extend(extra_inputs);
+    model(
+        GraphProto {
+            node: vec![loop_node(&[m, cond, "x"], &["final", "scans"], accumulating_body())],
+            input,
+            output: vec![value_info("final", &[Ok(2)]), value_info("scans", &[Err("n"), Ok(2)])],
+            initializer: init,
+            ..Default::default()
+        },
+        16,
+    )
+}
+
+fn run_accumulating(imported: &kiln_frontends::onnx::OnnxImport) -> Vec<Tensor> {
+    let x = Tensor::f32(vec![2], vec![10.0, 20.0]).unwrap();
+    let step = Tensor::scalar_f32(2.0);
+    let mut feed = vec![x, step];
+    // Specialised inputs stay graph inputs; the runner feeds them too.
+    for name in &imported.input_names[2..] {
+        feed.push(specialised_value(name));
+    }
+    evaluate(&imported.model, &feed)
+}
+
+fn specialised_value(name: &str) -> Tensor {
+    match name {
+        "n" => Tensor::scalar_i64(3),
+        "go" => Tensor::new(vec![], kiln_ir::TensorData::Bool(vec![true])).unwrap(),
+        other => panic!("no value for input `{other}`"),
+    }
+}
+
+#[test]
+fn a_loop_with_a_constant_trip_count_is_unrolled_with_carried_values_and_scan_outputs() {
+    let init = vec![scalar_tensor("M", INT64, 3), scalar_tensor("cond", BOOL, 1)];
+    let imported = import(&model_with_opset(accumulating_loop("M", "cond", vec![], init), 11)).unwrap();
+    let out = run_accumulating(&imported);
+    // acc: x, then + 0*2, + 1*2, + 2*2.
+    assert_eq!(out[0].to_f32_vec(), [16.0, 26.0]);
+    assert_eq!(out[1].shape(), [3, 2]);
+    assert_eq!(out[1].to_f32_vec(), [10.0, 20.0, 12.0, 22.0, 16.0, 26.0]);
+    // One Add per iteration: the body was imported three times.
+    let adds = imported.model.graph.nodes().filter(|(_, n)| n.op == Op::Binary(kiln_ir::BinaryOp::Add)).count();
+    assert_eq!(adds, 3);
+}
+
+fn model_with_opset(mut m: ModelProto, opset: i64) -> ModelProto {
+    m.opset_import[0].version = Some(opset);
+    m
+}
+
+#[test]
+fn without_cond_the_body_condition_is_ignored() {
+    // A for loop: no `cond` input, and the body's condition output (here always false) does not stop it.
+    let mut m = accumulating_loop("M", "", vec![], vec![scalar_tensor("M", INT64, 3), scalar_tensor("no", BOOL, 0)]);
+    let body = &mut m.graph.as_mut().unwrap().node[0].attribute[0];
+    body.g.as_mut().unwrap().node[0] = node("Identity", &["no"], &["c_out"]);
+    let out = run_accumulating(&import(&m).unwrap());
+    assert_eq!(out[1].to_f32_vec(), [10.0, 20.0, 12.0, 22.0, 16.0, 26.0]);
+}
+
+#[test]
+fn a_while_loop_stops_when_the_body_computes_false() {
+    // k = 0; while k < 5: k = k + 1 (no M): five iterations, the scan output holds each new k.
+    let body = GraphProto {
+        node: vec![
+            node("Add", &["k", "one"], &["k_out"]),
+            node("Less", &["k_out", "five"], &["c_out"]),
+            node("Identity", &["k_out"], &["k_scan"]),
+        ],
+        input: vec![name_only("i"), name_only("c"), name_only("k")],
+        output: vec![name_only("c_out"), name_only("k_out"), name_only("k_scan")],
+        initializer: vec![scalar_tensor("one", INT64, 1), scalar_tensor("five", INT64, 5)],
+        ..Default::default()
+    };
+    let g = GraphProto {
+        node: vec![loop_node(&["", "go", "k0"], &["k_final", "ks"], body)],
+        output: vec![typed_value_info("k_final", INT64, &[]), typed_value_info("ks", INT64, &[Ok(5)])],
+        initializer: vec![scalar_tensor("go", BOOL, 1), scalar_tensor("k0", INT64, 0)],
+        ..Default::default()
+    };
+    let out = evaluate(&import(&model(g, 13)).unwrap().model, &[]);
+    assert_eq!(out[0].to_i64_vec(), [5]);
+    assert_eq!(out[1].to_i64_vec(), [1, 2, 3, 4, 5]);
+}
+
+#[test]
+fn a_trip_count_known_only_at_run_time_is_unsupported_and_a_supplied_one_specialises() {
+    let n = typed_value_info("n", INT64, &[]);
+    let m = accumulating_loop("n", "", vec![n.clone()], vec![]);
+    let err = import(&m).unwrap_err();
+    assert!(err.is_unsupported(), "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains("Loop") && msg.contains("trip count `M` computed at run time"), "{msg}");
+
+    // With the input's value supplied (as the conformance runner does), the import is specialised to it.
+    let options = ImportOptions { input_values: [("n".to_string(), specialised_value("n"))].into_iter().collect() };
+    let imported = import_bytes(&m.encode_to_vec(), None, "test", &options).unwrap();
+    assert_eq!(imported.specialized_inputs, ["n"]);
+    assert_eq!(run_accumulating(&imported)[1].shape(), [3, 2]);
+
+    // Also when M is computed from the input: Loop(n + 1, ...) evaluates the Add at import.
+    let mut m = accumulating_loop("n_plus_one", "", vec![n], vec![scalar_tensor("one", INT64, 1)]);
+    m.graph.as_mut().unwrap().node.insert(0, node("Add", &["n", "one"], &["n_plus_one"]));
+    let imported = import_bytes(&m.encode_to_vec(), None, "test", &options).unwrap();
+    assert_eq!(imported.specialized_inputs, ["n"]);
+    let out = run_accumulating(&imported);
+    assert_eq!(out[1].shape(), [4, 2]);
+    assert_eq!(out[0].to_f32_vec(), [22.0, 32.0]);
+}
+
+#[test]
+fn a_condition_known_only_at_run_time_is_unsupported() {
+    let go = typed_value_info("go", BOOL, &[]);
+    let err = import(&accumulating_loop("M", "go", vec![go], vec![scalar_tensor("M", INT64, 3)])).unwrap_err();
+    assert!(err.is_unsupported(), "{err}");
+    assert!(err.to_string().contains("the condition input `cond` computed at run time"), "{err}");
+
+    // A condition the body computes from a run-time value stops the unrolling the same way.
+    let mut m =
+        accumulating_loop("M", "cond", vec![], vec![scalar_tensor("M", INT64, 3), scalar_tensor("cond", BOOL, 1)]);
+    let body = m.graph.as_mut().unwrap().node[0].attribute[0].g.as_mut().unwrap();
+    body.node[0] = node("Less", &["step", "step"], &["c_out"]);
+    let err = import(&m).unwrap_err();
+    assert!(err.is_unsupported(), "{err}");
+    assert!(err.to_string().contains("the condition computed by iteration 0 computed at run time"), "{err}");
+}
+
+#[test]
+fn unrolling_stops_at_its_cap_with_an_error() {
+    let err = import(&accumulating_loop("M", "", vec![], vec![scalar_tensor("M", INT64, 5000)])).unwrap_err();
+    assert!(err.is_unsupported(), "{err}");
+    assert!(err.to_string().contains("a trip count of 5000") && err.to_string().contains("4096"), "{err}");
+
+    // A while loop whose condition never turns false stops after 4096 iterations.
+    let m = accumulating_loop("", "cond", vec![], vec![scalar_tensor("cond", BOOL, 1)]);
+    let err = import(&m).unwrap_err();
+    assert!(err.is_unsupported(), "{err}");
+    assert!(err.to_string().contains("more than 4096 iterations"), "{err}");
+}
+
+#[test]
+fn a_loop_that_runs_no_iterations_gives_its_initial_values_and_empty_scans() {
+    let imported = import(&accumulating_loop("M", "", vec![], vec![scalar_tensor("M", INT64, 0)])).unwrap();
+    let out = run_accumulating(&imported);
+    assert_eq!(out[0].to_f32_vec(), [10.0, 20.0]);
+    assert_eq!(out[1].shape(), [0, 2], "the empty scan has the body's declared element shape");
+
+    // Without a declared type for the scan output there is no shape to give it.
+    let mut m = accumulating_loop("M", "", vec![], vec![scalar_tensor("M", INT64, -1)]);
+    let body = m.graph.as_mut().unwrap().node[0].attribute[0].g.as_mut().unwrap();
+    body.output[2] = name_only("scan");
+    let err = import(&m).unwrap_err();
+    assert!(err.is_unsupported() && err.to_string().contains("runs no iterations"), "{err}");
+}
+
+#[test]
+fn malformed_loops_are_refused() {
+    let mut m = accumulating_loop("", "", vec![], vec![]);
+    let err = import(&m).unwrap_err();
+    assert!(!err.is_unsupported() && err.to_string().contains("would never end"), "{err}");
+
+    m.graph.as_mut().unwrap().initializer.push(scalar_tensor("M", INT64, 2));
+    let n = &mut m.graph.as_mut().unwrap().node[0];
+    n.input[0] = "M".into();
+    n.attribute[0].g.as_mut().unwrap().input.push(name_only("extra"));
+    let err = import(&m).unwrap_err().to_string();
+    assert!(err.contains("the body takes 4 inputs, but the Loop gives it 3"), "{err}");
+
+    let mut m = accumulating_loop("M", "", vec![], vec![scalar_tensor("M", INT64, 2)]);
+    let body = m.graph.as_mut().unwrap().node[0].attribute[0].g.as_mut().unwrap();
+    let mut cast = node("Cast", &["acc"], &["acc_i"]);
+    cast.attribute = vec![int_attribute("to", INT64.into())];
+    body.node.push(cast);
+    body.output[1] = name_only("acc_i");
+    let err = import(&m).unwrap_err().to_string();
+    assert!(err.contains("loop-carried value 0 (`acc_i`) changes type from f32[2] to i64[2]"), "{err}");
 }

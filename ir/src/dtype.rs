@@ -19,6 +19,9 @@ pub enum DType {
     I16,
     I8,
     U8,
+    U16,
+    U32,
+    U64,
     Bool,
     /// 8-bit signed weights with one f32 scale per output channel (row): `w[n,k] = q[n,k] * scale[n]`.
     Q8C,
@@ -36,8 +39,16 @@ impl DType {
         matches!(self, DType::F32 | DType::F16 | DType::BF16 | DType::F64)
     }
 
+    /// Integers of any width, signed or unsigned (not bool).
     pub fn is_int(self) -> bool {
-        matches!(self, DType::I64 | DType::I32 | DType::I16 | DType::I8 | DType::U8)
+        matches!(
+            self,
+            DType::I64 | DType::I32 | DType::I16 | DType::I8 | DType::U8 | DType::U16 | DType::U32 | DType::U64
+        )
+    }
+
+    pub fn is_unsigned(self) -> bool {
+        matches!(self, DType::U8 | DType::U16 | DType::U32 | DType::U64)
     }
 
     pub fn is_quantized(self) -> bool {
@@ -52,16 +63,16 @@ impl DType {
     /// Bytes per element for plain (non-quantized) dtypes.
     pub fn size_of(self) -> Option<usize> {
         Some(match self {
-            DType::F64 | DType::I64 => 8,
-            DType::F32 | DType::I32 => 4,
-            DType::F16 | DType::BF16 | DType::I16 => 2,
+            DType::F64 | DType::I64 | DType::U64 => 8,
+            DType::F32 | DType::I32 | DType::U32 => 4,
+            DType::F16 | DType::BF16 | DType::I16 | DType::U16 => 2,
             DType::I8 | DType::U8 | DType::Bool => 1,
             DType::Q8C | DType::Q4G { .. } => return None,
         })
     }
 
     /// Every plain (non-quantized) dtype, for tables and property tests.
-    pub const PLAIN: [DType; 10] = [
+    pub const PLAIN: [DType; 13] = [
         DType::F32,
         DType::F16,
         DType::BF16,
@@ -71,6 +82,9 @@ impl DType {
         DType::I16,
         DType::I8,
         DType::U8,
+        DType::U16,
+        DType::U32,
+        DType::U64,
         DType::Bool,
     ];
 }
@@ -87,6 +101,9 @@ impl fmt::Display for DType {
             DType::I16 => f.write_str("i16"),
             DType::I8 => f.write_str("i8"),
             DType::U8 => f.write_str("u8"),
+            DType::U16 => f.write_str("u16"),
+            DType::U32 => f.write_str("u32"),
+            DType::U64 => f.write_str("u64"),
             DType::Bool => f.write_str("bool"),
             DType::Q8C => f.write_str("q8c"),
             DType::Q4G { group_size, zero_points } => {
@@ -99,7 +116,7 @@ impl fmt::Display for DType {
 /// Error for a dtype name that is not one of kiln's.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown dtype `{0}` (expected one of f32, f16, bf16, f64, i64, i32, i16, i8, u8, bool, q8c, q4g<group>, q4g<group>z)"
+    "unknown dtype `{0}` (expected one of f32, f16, bf16, f64, i64, i32, i16, i8, u8, u16, u32, u64, bool, q8c, q4g<group>, q4g<group>z)"
 )]
 pub struct UnknownDType(pub String);
 
@@ -117,6 +134,9 @@ impl FromStr for DType {
             "i16" => DType::I16,
             "i8" => DType::I8,
             "u8" => DType::U8,
+            "u16" => DType::U16,
+            "u32" => DType::U32,
+            "u64" => DType::U64,
             "bool" => DType::Bool,
             "q8c" => DType::Q8C,
             _ => {

@@ -409,7 +409,11 @@ impl Op {
             DType::Bool => {
                 crate::TensorData::Bool(items.iter().map(bool::from_attr).collect::<Result<_, _>>().map_err(err)?)
             }
-            DType::I64 | DType::I32 | DType::I16 | DType::I8 | DType::U8 => {
+            // u64 literals above i64::MAX do not parse as i64, so u64 has its own parse.
+            DType::U64 => {
+                crate::TensorData::U64(items.iter().map(u64::from_attr).collect::<Result<_, _>>().map_err(err)?)
+            }
+            DType::I64 | DType::I32 | DType::I16 | DType::I8 | DType::U8 | DType::U16 | DType::U32 => {
                 let v: Vec<i64> = items.iter().map(i64::from_attr).collect::<Result<_, _>>().map_err(err)?;
                 // `from_i64` wraps like `as`; a literal the dtype cannot hold is a mistake in the text.
                 let (lo, hi) = match ty.dtype {
@@ -417,6 +421,8 @@ impl Op {
                     DType::I16 => (i16::MIN.into(), i16::MAX.into()),
                     DType::I8 => (i8::MIN.into(), i8::MAX.into()),
                     DType::U8 => (0, u8::MAX.into()),
+                    DType::U16 => (0, u16::MAX.into()),
+                    DType::U32 => (0, u32::MAX.into()),
                     _ => (i64::MIN, i64::MAX),
                 };
                 if let Some(x) = v.iter().find(|x| !(lo..=hi).contains(*x)) {
@@ -451,6 +457,7 @@ impl Op {
             D::BF16(v) => v.iter().map(|x| x.to_f32().to_attr()).collect(),
             D::F64(v) => v.iter().map(|x| x.to_attr()).collect(),
             D::Bool(v) => v.iter().map(|x| x.to_attr()).collect(),
+            D::U64(v) => v.iter().map(|x| x.to_attr()).collect(),
             d => (0..d.len()).map(|i| d.get_i64(i).to_attr()).collect(),
         };
         if value.shape().is_empty() {

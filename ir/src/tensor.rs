@@ -19,6 +19,9 @@ pub enum TensorData {
     I16(Vec<i16>),
     I8(Vec<i8>),
     U8(Vec<u8>),
+    U16(Vec<u16>),
+    U32(Vec<u32>),
+    U64(Vec<u64>),
     Bool(Vec<bool>),
 }
 
@@ -50,6 +53,9 @@ macro_rules! for_each_data {
             TensorData::I16($v) => $body,
             TensorData::I8($v) => $body,
             TensorData::U8($v) => $body,
+            TensorData::U16($v) => $body,
+            TensorData::U32($v) => $body,
+            TensorData::U64($v) => $body,
             TensorData::Bool($v) => $body,
         }
     };
@@ -67,6 +73,9 @@ impl TensorData {
             TensorData::I16(_) => DType::I16,
             TensorData::I8(_) => DType::I8,
             TensorData::U8(_) => DType::U8,
+            TensorData::U16(_) => DType::U16,
+            TensorData::U32(_) => DType::U32,
+            TensorData::U64(_) => DType::U64,
             TensorData::Bool(_) => DType::Bool,
         }
     }
@@ -79,7 +88,7 @@ impl TensorData {
         self.len() == 0
     }
 
-    /// Element `i` widened to f64 (bool as 0/1). i64 values beyond 2^53 lose precision.
+    /// Element `i` widened to f64 (bool as 0/1). i64 and u64 values beyond 2^53 are rounded.
     pub fn get_f64(&self, i: usize) -> f64 {
         match self {
             TensorData::F32(v) => v[i] as f64,
@@ -91,11 +100,16 @@ impl TensorData {
             TensorData::I16(v) => v[i] as f64,
             TensorData::I8(v) => v[i] as f64,
             TensorData::U8(v) => v[i] as f64,
+            TensorData::U16(v) => v[i] as f64,
+            TensorData::U32(v) => v[i] as f64,
+            TensorData::U64(v) => v[i] as f64,
             TensorData::Bool(v) => v[i] as u8 as f64,
         }
     }
 
-    /// Element `i` as i64 for integer and bool data; floats truncate toward zero.
+    /// Element `i` as i64 for integer and bool data; floats truncate toward zero. A u64 above
+    /// `i64::MAX` wraps to a negative number (its bit pattern), like a C cast; code that must tell it
+    /// from a negative value reads [`TensorData::U64`] itself.
     pub fn get_i64(&self, i: usize) -> i64 {
         match self {
             TensorData::I64(v) => v[i],
@@ -103,6 +117,9 @@ impl TensorData {
             TensorData::I16(v) => v[i] as i64,
             TensorData::I8(v) => v[i] as i64,
             TensorData::U8(v) => v[i] as i64,
+            TensorData::U16(v) => v[i] as i64,
+            TensorData::U32(v) => v[i] as i64,
+            TensorData::U64(v) => v[i] as i64,
             TensorData::Bool(v) => v[i] as i64,
             _ => self.get_f64(i) as i64,
         }
@@ -121,12 +138,16 @@ impl TensorData {
             DType::I16 => TensorData::I16(it.map(|x| x as i16).collect()),
             DType::I8 => TensorData::I8(it.map(|x| x as i8).collect()),
             DType::U8 => TensorData::U8(it.map(|x| x as u8).collect()),
+            DType::U16 => TensorData::U16(it.map(|x| x as u16).collect()),
+            DType::U32 => TensorData::U32(it.map(|x| x as u32).collect()),
+            DType::U64 => TensorData::U64(it.map(|x| x as u64).collect()),
             DType::Bool => TensorData::Bool(it.map(|x| x != 0.0).collect()),
             q => return Err(TensorError::NotDense(q)),
         })
     }
 
-    /// Builds data of `dtype` from i64 values (exact for every integer dtype that holds them).
+    /// Builds data of `dtype` from i64 values (exact for every integer dtype that holds them; narrower
+    /// integers keep the low bits, so a negative value becomes its two's-complement pattern in u64).
     pub fn from_i64(dtype: DType, values: impl IntoIterator<Item = i64>) -> Result<TensorData, TensorError> {
         let it = values.into_iter();
         Ok(match dtype {
@@ -135,6 +156,9 @@ impl TensorData {
             DType::I16 => TensorData::I16(it.map(|x| x as i16).collect()),
             DType::I8 => TensorData::I8(it.map(|x| x as i8).collect()),
             DType::U8 => TensorData::U8(it.map(|x| x as u8).collect()),
+            DType::U16 => TensorData::U16(it.map(|x| x as u16).collect()),
+            DType::U32 => TensorData::U32(it.map(|x| x as u32).collect()),
+            DType::U64 => TensorData::U64(it.map(|x| x as u64).collect()),
             DType::Bool => TensorData::Bool(it.map(|x| x != 0).collect()),
             other => return TensorData::from_f64(other, it.map(|x| x as f64)),
         })
@@ -155,6 +179,9 @@ impl TensorData {
             TensorData::I16(v) => TensorData::I16(pick(v, indices)),
             TensorData::I8(v) => TensorData::I8(pick(v, indices)),
             TensorData::U8(v) => TensorData::U8(pick(v, indices)),
+            TensorData::U16(v) => TensorData::U16(pick(v, indices)),
+            TensorData::U32(v) => TensorData::U32(pick(v, indices)),
+            TensorData::U64(v) => TensorData::U64(pick(v, indices)),
             TensorData::Bool(v) => TensorData::Bool(pick(v, indices)),
         }
     }

@@ -256,6 +256,9 @@ pub fn tensor_to_le_bytes(t: &Tensor) -> Vec<u8> {
         TensorData::I16(v) => cat(v, i16::to_le_bytes),
         TensorData::I8(v) => cat(v, i8::to_le_bytes),
         TensorData::U8(v) => v.clone(),
+        TensorData::U16(v) => cat(v, u16::to_le_bytes),
+        TensorData::U32(v) => cat(v, u32::to_le_bytes),
+        TensorData::U64(v) => cat(v, u64::to_le_bytes),
         TensorData::Bool(v) => v.iter().map(|&b| b as u8).collect(),
     }
 }
@@ -275,6 +278,9 @@ pub fn decode_le(dtype: DType, bytes: &[u8]) -> TensorData {
         DType::I16 => TensorData::I16(split(bytes, i16::from_le_bytes)),
         DType::I8 => TensorData::I8(split(bytes, i8::from_le_bytes)),
         DType::U8 => TensorData::U8(bytes.to_vec()),
+        DType::U16 => TensorData::U16(split(bytes, u16::from_le_bytes)),
+        DType::U32 => TensorData::U32(split(bytes, u32::from_le_bytes)),
+        DType::U64 => TensorData::U64(split(bytes, u64::from_le_bytes)),
         DType::Bool => TensorData::Bool(bytes.iter().map(|&b| b != 0).collect()),
         q => unreachable!("decode_le of quantized dtype {q}"),
     }

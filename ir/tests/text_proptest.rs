@@ -91,6 +91,9 @@ fn arb_constant() -> impl Strategy<Value = Tensor> {
             DType::I16 => prop::collection::vec(any::<i16>(), n).prop_map(TensorData::I16).boxed(),
             DType::I8 => prop::collection::vec(any::<i8>(), n).prop_map(TensorData::I8).boxed(),
             DType::U8 => prop::collection::vec(any::<u8>(), n).prop_map(TensorData::U8).boxed(),
+            DType::U16 => prop::collection::vec(any::<u16>(), n).prop_map(TensorData::U16).boxed(),
+            DType::U32 => prop::collection::vec(any::<u32>(), n).prop_map(TensorData::U32).boxed(),
+            DType::U64 => prop::collection::vec(any::<u64>(), n).prop_map(TensorData::U64).boxed(),
             _ => prop::collection::vec(any::<bool>(), n).prop_map(TensorData::Bool).boxed(),
         };
         data.prop_map(move |d| Tensor::new(shape.clone(), d).expect("data generated for the shape"))

@@ -85,6 +85,9 @@ pub fn safetensors_dtype(dtype: DType) -> Option<StDtype> {
         DType::I16 => StDtype::I16,
         DType::I8 => StDtype::I8,
         DType::U8 => StDtype::U8,
+        DType::U16 => StDtype::U16,
+        DType::U32 => StDtype::U32,
+        DType::U64 => StDtype::U64,
         DType::Bool => StDtype::BOOL,
         DType::Q8C | DType::Q4G { .. } => return None,
     })
@@ -102,6 +105,9 @@ pub fn kiln_dtype(dtype: StDtype) -> Option<DType> {
         StDtype::I16 => DType::I16,
         StDtype::I8 => DType::I8,
         StDtype::U8 => DType::U8,
+        StDtype::U16 => DType::U16,
+        StDtype::U32 => DType::U32,
+        StDtype::U64 => DType::U64,
         StDtype::BOOL => DType::Bool,
         _ => return None,
     })

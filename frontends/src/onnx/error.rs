@@ -19,7 +19,7 @@ pub enum OnnxError {
     UnsupportedFeature { node: String, op: String, opset: i64, what: String },
     #[error(
         "{what}: ONNX element type {dtype} is not supported; kiln supports float, float16, bfloat16, double, int8, \
-         int16, int32, int64, uint8 and bool"
+         int16, int32, int64, uint8, uint16, uint32, uint64 and bool"
     )]
     UnsupportedDType { what: String, dtype: String },
     #[error("{what}: {kind} values are not supported; kiln imports tensors only")]

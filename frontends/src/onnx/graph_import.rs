@@ -1,7 +1,8 @@
 //! Graph-level import: opsets, scopes of names, initializers, graph inputs (dynamic dims become
 //! symbolic dims), nodes in dependency order (with missing inputs and cycles reported), outputs, and
 //! the [`Builder`] every op importer emits IR through (it folds small all-constant nodes, so shape
-//! arithmetic is known where ops need it).
+//! arithmetic is known where ops need it, and can evaluate what a value is computed from when the
+//! graph's structure depends on it, as a Loop's trip count does).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::Path;
@@ -63,6 +64,63 @@ impl<'a> Builder<'a> {
             return Some(t);
         }
         None
+    }
+
+    /// The value of `v` when it can be computed at import time: [`Builder::known_value`], or the result
+    /// of evaluating the generic nodes `v` is computed from, when every value they start from is known
+    /// (constants, and graph inputs whose values the options supply; the import is then specialised to
+    /// those inputs). `None` when some value on the way is not known, an op is not evaluable (a weight,
+    /// a model-level op), evaluation fails, or a tensor on the way exceeds the folding size.
+    ///
+    /// Nodes folded at push time cover all-constant inputs; this reaches further, through values that
+    /// stay run-time values in the graph, because a Loop's trip count decides how many times its body
+    /// is imported: the graph then holds the unrolled body, specialised to the inputs recorded here.
+    pub fn value_at_import(&mut self, v: ValueId) -> Option<Tensor> {
+        let mut memo: HashMap<ValueId, Tensor> = HashMap::new();
+        let mut used_inputs: BTreeSet<String> = BTreeSet::new();
+        // Depth-first with an explicit stack (a long chain of nodes must not overflow the call stack); a
+        // value is evaluated once all the inputs of its producer are in `memo`.
+        let mut stack = vec![v];
+        while let Some(&top) = stack.last() {
+            if memo.contains_key(&top) {
+                stack.pop();
+                continue;
+            }
+            if let Some(t) = self.graph.constant_value(top) {
+                memo.insert(top, t.clone());
+                stack.pop();
+                continue;
+            }
+            let node = match self.graph.value(top).def {
+                ValueDef::Input(_) => {
+                    let name = self.input_names.get(&top)?;
+                    let t = self.options.input_values.get(name)?;
+                    used_inputs.insert(name.clone());
+                    memo.insert(top, t.clone());
+                    stack.pop();
+                    continue;
+                }
+                ValueDef::Node { node, .. } => self.graph.node(node),
+            };
+            let pending: Vec<ValueId> = node.inputs.iter().copied().filter(|i| !memo.contains_key(i)).collect();
+            if !pending.is_empty() {
+                stack.extend(pending);
+                continue;
+            }
+            let args: Vec<&Tensor> = node.inputs.iter().map(|i| &memo[i]).collect();
+            if args.iter().any(|t| t.len() > MAX_FOLDED_ELEMENTS) {
+                return None;
+            }
+            let results = kiln_ir::eval::eval_generic(&node.op, &args).ok()??;
+            if results.iter().any(|t| t.len() > MAX_FOLDED_ELEMENTS) || results.len() != node.outputs.len() {
+                return None;
+            }
+            let outputs = node.outputs.clone();
+            memo.extend(outputs.into_iter().zip(results));
+            stack.pop();
+        }
+        self.specialized.extend(used_inputs);
+        memo.remove(&v)
     }
 
     pub fn constant(&mut self, t: Tensor) -> ValueId {

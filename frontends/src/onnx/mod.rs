@@ -4,11 +4,13 @@
 //! One file per concern: [`proto`] (generated messages), [`dtype`] (element types), [`tensor_data`]
 //! (initializers, typed fields and external data), [`graph_import`] (scopes, topological order, graph
 //! inputs with symbolic dims, constant folding of shape arithmetic), `ops/` (the per-op import table
-//! with opset-versioned semantics) and [`control_flow`] (`If`).
+//! with opset-versioned semantics), [`control_flow`] (`If`) and [`loop_unroll`] (`Loop`, unrolled when
+//! the graph is imported).
 //!
 //! Some ONNX ops take as *inputs* what kiln ops carry as attributes (`axes`, split sizes, pads, ...).
 //! Those inputs must be known when the graph is imported: constants, initializers, or values folded
-//! from them. [`ImportOptions::input_values`] may supply graph-input values for this purpose (the
+//! from them; so must a `Loop`'s trip count and condition, which decide how often its body is
+//! unrolled. [`ImportOptions::input_values`] may supply graph-input values for this purpose (the
 //! conformance runner does so, since the node suite feeds such values as graph inputs); the import is
 //! then specialised to them and [`OnnxImport::specialized_inputs`] lists which ones were used.
 
@@ -17,6 +19,7 @@ mod control_flow;
 pub mod dtype;
 mod error;
 mod graph_import;
+mod loop_unroll;
 mod ops;
 pub mod proto;
 pub mod tensor_data;

@@ -82,13 +82,15 @@ pub fn decode_tensor(tp: &TensorProto, model_dir: Option<&Path>) -> Result<RawTe
     Ok(RawTensor { name, dtype, shape, bytes })
 }
 
-/// Element bytes from the typed repeated field that holds `dtype` (ONNX's layout: small ints and
-/// 16-bit floats widened into `int32_data`), or the field name and its length when it disagrees.
+/// Element bytes from the typed repeated field that holds `dtype` (ONNX's layout: small ints, uint16
+/// and 16-bit floats widened into `int32_data`; uint32 and uint64 in `uint64_data`), or the field name
+/// and its length when it disagrees.
 fn typed_bytes(tp: &TensorProto, dtype: DType, count: usize) -> Result<Vec<u8>, (&'static str, usize)> {
     fn check<T>(field: &'static str, v: &[T], count: usize) -> Result<(), (&'static str, usize)> {
         if v.len() == count { Ok(()) } else { Err((field, v.len())) }
     }
     let ints = || check("int32_data", &tp.int32_data, count).map(|()| tp.int32_data.iter());
+    let uints = || check("uint64_data", &tp.uint64_data, count).map(|()| tp.uint64_data.iter());
     Ok(match dtype {
         DType::F32 => {
             check("float_data", &tp.float_data, count)?;
@@ -106,6 +108,9 @@ fn typed_bytes(tp: &TensorProto, dtype: DType, count: usize) -> Result<Vec<u8>, 
         DType::I16 => ints()?.flat_map(|&x| (x as i16).to_le_bytes()).collect(),
         DType::I8 => ints()?.map(|&x| x as i8 as u8).collect(),
         DType::U8 => ints()?.map(|&x| x as u8).collect(),
+        DType::U16 => ints()?.flat_map(|&x| (x as u16).to_le_bytes()).collect(),
+        DType::U32 => uints()?.flat_map(|&x| (x as u32).to_le_bytes()).collect(),
+        DType::U64 => uints()?.flat_map(|x| x.to_le_bytes()).collect(),
         DType::Bool => ints()?.map(|&x| u8::from(x != 0)).collect(),
         // 16-bit floats are stored as their bit patterns.
         DType::F16 => ints()?.flat_map(|&x| f16::from_bits(x as u16).to_le_bytes()).collect(),

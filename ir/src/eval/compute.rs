@@ -1,8 +1,10 @@
 //! Element values widened to their compute type, and narrowed back to a storage dtype.
 //!
-//! Every numeric op widens its inputs with [`Values::widen`], computes on one of four vectors, and
-//! narrows with [`Values::narrow`]: f32/f16/bf16 compute in f32, f64 in f64, integers in i64 (narrowed
-//! back with wrapping, like C and ONNX), bools stay bools.
+//! Every numeric op widens its inputs with [`Values::widen`], computes on one of five vectors, and
+//! narrows with [`Values::narrow`]: f32/f16/bf16 compute in f32, f64 in f64, the signed integers and
+//! u8/u16/u32 in i64 (which holds all their values; narrowed back with wrapping, like C and ONNX), u64
+//! in u64 (i64 cannot hold its upper half, and its division, comparison and right shift differ from
+//! i64's), bools stay bools.
 
 use half::{bf16, f16};
 
@@ -14,6 +16,7 @@ pub(crate) enum Values {
     F32(Vec<f32>),
     F64(Vec<f64>),
     I64(Vec<i64>),
+    U64(Vec<u64>),
     Bool(Vec<bool>),
 }
 
@@ -25,6 +28,7 @@ impl Values {
             TensorData::BF16(v) => Values::F32(v.iter().map(|x| x.to_f32()).collect()),
             TensorData::F64(v) => Values::F64(v.clone()),
             TensorData::Bool(v) => Values::Bool(v.clone()),
+            TensorData::U64(v) => Values::U64(v.clone()),
             d => Values::I64((0..d.len()).map(|i| d.get_i64(i)).collect()),
         }
     }
@@ -42,6 +46,9 @@ impl Values {
             (Values::I64(v), DType::I16) => TensorData::I16(v.into_iter().map(|x| x as i16).collect()),
             (Values::I64(v), DType::I8) => TensorData::I8(v.into_iter().map(|x| x as i8).collect()),
             (Values::I64(v), DType::U8) => TensorData::U8(v.into_iter().map(|x| x as u8).collect()),
+            (Values::I64(v), DType::U16) => TensorData::U16(v.into_iter().map(|x| x as u16).collect()),
+            (Values::I64(v), DType::U32) => TensorData::U32(v.into_iter().map(|x| x as u32).collect()),
+            (Values::U64(v), DType::U64) => TensorData::U64(v),
             (v, d) => unreachable!("values of compute kind {} cannot narrow to {d}", v.kind()),
         }
     }
@@ -51,6 +58,7 @@ impl Values {
             Values::F32(_) => "f32",
             Values::F64(_) => "f64",
             Values::I64(_) => "i64",
+            Values::U64(_) => "u64",
             Values::Bool(_) => "bool",
         }
     }
@@ -60,6 +68,7 @@ impl Values {
             Values::F32(v) => v.len(),
             Values::F64(v) => v.len(),
             Values::I64(v) => v.len(),
+            Values::U64(v) => v.len(),
             Values::Bool(v) => v.len(),
         }
     }
@@ -73,6 +82,7 @@ impl Values {
             Values::F32(v) => Values::F32(zero(v, 0.0, keep)),
             Values::F64(v) => Values::F64(zero(v, 0.0, keep)),
             Values::I64(v) => Values::I64(zero(v, 0, keep)),
+            Values::U64(v) => Values::U64(zero(v, 0, keep)),
             Values::Bool(v) => Values::Bool(zero(v, false, keep)),
         }
     }
@@ -259,6 +269,9 @@ pub(crate) fn concat_data(parts: &[&TensorData]) -> TensorData {
         Some(DType::I16) => cat_as!(I16),
         Some(DType::I8) => cat_as!(I8),
         Some(DType::U8) => cat_as!(U8),
+        Some(DType::U16) => cat_as!(U16),
+        Some(DType::U32) => cat_as!(U32),
+        Some(DType::U64) => cat_as!(U64),
         Some(DType::Bool) => cat_as!(Bool),
         Some(q) => unreachable!("tensor data cannot have quantized dtype {q}"),
         None => unreachable!("concat_data needs at least one part"),

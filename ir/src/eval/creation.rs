@@ -38,6 +38,18 @@ pub(super) fn range(cx: Cx, start: &Tensor, limit: &Tensor, delta: &Tensor) -> R
             }
             Values::I64((0..count as i64).map(|i| s.wrapping_add(i.wrapping_mul(d))).collect())
         }
+        (Values::U64(s), Values::U64(l), Values::U64(d)) => {
+            // An unsigned delta is never negative: the range only counts up.
+            let (s, l, d) = (s[0], l[0], d[0]);
+            if d == 0 {
+                return Err(cx.err("delta is 0"));
+            }
+            let count = l.saturating_sub(s).div_ceil(d);
+            if count > MAX_ELEMENTS as u64 {
+                return Err(too_many(count as f64));
+            }
+            Values::U64((0..count).map(|i| s + i * d).collect())
+        }
         _ => return Err(cx.err(format!("not defined on bool tensors (inputs {})", start.ty()))),
     };
     Ok(cx.tensor(vec![out.len()], out.narrow(dtype)))
@@ -106,9 +118,11 @@ pub(super) fn cumulative(
         Values::F32(v) if product => Values::F32(scan(&v, dims, flags, 1.0, |a, b| a * b)),
         Values::F64(v) if product => Values::F64(scan(&v, dims, flags, 1.0, |a, b| a * b)),
         Values::I64(v) if product => Values::I64(scan(&v, dims, flags, 1, i64::wrapping_mul)),
+        Values::U64(v) if product => Values::U64(scan(&v, dims, flags, 1, u64::wrapping_mul)),
         Values::F32(v) => Values::F32(scan(&v, dims, flags, 0.0, |a, b| a + b)),
         Values::F64(v) => Values::F64(scan(&v, dims, flags, 0.0, |a, b| a + b)),
         Values::I64(v) => Values::I64(scan(&v, dims, flags, 0, i64::wrapping_add)),
+        Values::U64(v) => Values::U64(scan(&v, dims, flags, 0, u64::wrapping_add)),
         Values::Bool(_) => return Err(cx.err(format!("not defined on bool tensors (input {})", x.ty()))),
     };
     Ok(cx.tensor(x.shape().to_vec(), out.narrow(x.dtype())))

@@ -1,8 +1,8 @@
 //! Elementwise ops: unary functions, binary arithmetic and logic, comparisons, `where` and `cast`.
 //!
-//! Binary ops, comparisons and `where` broadcast numpy-style. Integer arithmetic wraps in i64 and is
-//! narrowed to the storage type; integer division truncates toward zero and division (or `mod`) by zero
-//! is an error. Float `max`/`min` propagate NaN.
+//! Binary ops, comparisons and `where` broadcast numpy-style. Integer arithmetic wraps in i64 (u64 in
+//! u64) and is narrowed to the storage type; integer division truncates toward zero and division (or
+//! `mod`) by zero is an error. Float `max`/`min` propagate NaN.
 
 use super::compute::{Real, Values, concat_data, max_nan, min_nan, sigmoid};
 use super::{Cx, EvalError, broadcast_indices, broadcast_shapes};
@@ -19,6 +19,7 @@ pub(super) fn unary(cx: Cx, u: UnaryOp, x: &Tensor) -> Result<Tensor, EvalError>
         (UnaryOp::IsInf, Values::F64(v)) => (Values::Bool(v.into_iter().map(f64::is_infinite).collect()), DType::Bool),
         (UnaryOp::Not | UnaryOp::IsNan | UnaryOp::IsInf, _) => return Err(not_defined()),
         (UnaryOp::BitNot, Values::I64(v)) => (Values::I64(v.into_iter().map(|a| !a).collect()), dtype),
+        (UnaryOp::BitNot, Values::U64(v)) => (Values::U64(v.into_iter().map(|a| !a).collect()), dtype),
         (UnaryOp::BitNot, _) => return Err(not_defined()),
         (_, Values::F32(v)) => (Values::F32(v.into_iter().map(|a| unary_float(u, a)).collect()), dtype),
         (_, Values::F64(v)) => (Values::F64(v.into_iter().map(|a| unary_float(u, a)).collect()), dtype),
@@ -31,6 +32,14 @@ pub(super) fn unary(cx: Cx, u: UnaryOp, x: &Tensor) -> Result<Tensor, EvalError>
                 _ => return Err(not_defined()),
             };
             (Values::I64(v.into_iter().map(f).collect()), dtype)
+        }
+        (_, Values::U64(v)) => {
+            let f: fn(u64) -> u64 = match u {
+                UnaryOp::Abs | UnaryOp::Relu => |a| a,
+                UnaryOp::Sign => |a| u64::from(a != 0),
+                _ => return Err(not_defined()),
+            };
+            (Values::U64(v.into_iter().map(f).collect()), dtype)
         }
         (_, Values::Bool(_)) => return Err(not_defined()),
     };
@@ -138,6 +147,10 @@ pub(super) fn binary(cx: Cx, op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Ten
             let width = 8 * dtype.size_of().expect("integer dtypes are plain") as i64;
             let results = zip_with(&x, &y, &ia, &ib, |p, q| binary_int(op, p, q, width));
             Values::I64(results.into_iter().collect::<Result<_, _>>().map_err(|m| cx.err(m))?)
+        }
+        (Values::U64(x), Values::U64(y)) => {
+            let results = zip_with(&x, &y, &ia, &ib, |p, q| binary_u64(op, p, q));
+            Values::U64(results.into_iter().collect::<Result<_, _>>().map_err(|m| cx.err(m))?)
         }
         (Values::Bool(x), Values::Bool(y)) => Values::Bool(zip_with(&x, &y, &ia, &ib, |p, q| match op {
             BinaryOp::And => p && q,
@@ -247,6 +260,37 @@ fn binary_int(op: BinaryOp, a: i64, b: i64, width: i64) -> Result<i64, String> {
     })
 }
 
+/// `op` on u64, which has no wider type here: arithmetic wraps modulo 2^64, division truncates, and
+/// shifts by 64 bits or more give 0 (every bit shifted out).
+fn binary_u64(op: BinaryOp, a: u64, b: u64) -> Result<u64, String> {
+    Ok(match op {
+        BinaryOp::Add => a.wrapping_add(b),
+        BinaryOp::Sub => a.wrapping_sub(b),
+        BinaryOp::Mul => a.wrapping_mul(b),
+        BinaryOp::Div => a.checked_div(b).ok_or_else(|| format!("integer division by zero ({a} / 0)"))?,
+        BinaryOp::Mod => a.checked_rem(b).ok_or_else(|| format!("integer mod by zero ({a} mod 0)"))?,
+        BinaryOp::Pow => {
+            let (mut result, mut square, mut e) = (1u64, a, b);
+            while e > 0 {
+                if e & 1 == 1 {
+                    result = result.wrapping_mul(square);
+                }
+                square = square.wrapping_mul(square);
+                e >>= 1;
+            }
+            result
+        }
+        BinaryOp::Max => a.max(b),
+        BinaryOp::Min => a.min(b),
+        BinaryOp::BitAnd => a & b,
+        BinaryOp::BitOr => a | b,
+        BinaryOp::BitXor => a ^ b,
+        BinaryOp::ShiftLeft => a.checked_shl(u32::try_from(b).unwrap_or(u32::MAX)).unwrap_or(0),
+        BinaryOp::ShiftRight => a.checked_shr(u32::try_from(b).unwrap_or(u32::MAX)).unwrap_or(0),
+        BinaryOp::And | BinaryOp::Or | BinaryOp::Xor => unreachable!("logical ops are rejected before"),
+    })
+}
+
 /// `base^exp` by repeated squaring, wrapping on overflow. A negative exponent gives `1 / base^-exp`
 /// truncated toward zero, like integer division: 0 unless `base` is 1 or -1.
 fn int_pow(base: i64, exp: i64) -> Result<i64, String> {
@@ -284,6 +328,7 @@ pub(super) fn compare(cx: Cx, op: CompareOp, a: &Tensor, b: &Tensor) -> Result<T
         (Values::F32(x), Values::F32(y)) => zip_with(&x, &y, &ia, &ib, |p, q| cmp(op, p, q)),
         (Values::F64(x), Values::F64(y)) => zip_with(&x, &y, &ia, &ib, |p, q| cmp(op, p, q)),
         (Values::I64(x), Values::I64(y)) => zip_with(&x, &y, &ia, &ib, |p, q| cmp(op, p, q)),
+        (Values::U64(x), Values::U64(y)) => zip_with(&x, &y, &ia, &ib, |p, q| cmp(op, p, q)),
         (Values::Bool(x), Values::Bool(y)) if op == CompareOp::Equal => zip_with(&x, &y, &ia, &ib, |p, q| p == q),
         (Values::Bool(_), Values::Bool(_)) => {
             return Err(cx.err(format!(
@@ -326,8 +371,8 @@ pub(super) fn where_(cx: Cx, cond: &Tensor, a: &Tensor, b: &Tensor) -> Result<Te
 }
 
 /// Casts between plain dtypes. Float to integer truncates toward zero and saturates at the target's
-/// range, NaN giving 0; integer to integer wraps (keeps the low bits); anything to bool is `!= 0` (NaN
-/// is true); bool is 0/1.
+/// range, NaN giving 0; integer to integer wraps (keeps the low bits: -1 becomes u64::MAX, as in
+/// numpy); anything to bool is `!= 0` (NaN is true); bool is 0/1.
 pub(super) fn cast(cx: Cx, x: &Tensor, to: DType) -> Result<Tensor, EvalError> {
     if to.is_quantized() {
         return Err(cx.err(format!("cannot cast to quantized dtype {to}; quantization is a weight-packing step")));
@@ -337,6 +382,15 @@ pub(super) fn cast(cx: Cx, x: &Tensor, to: DType) -> Result<Tensor, EvalError> {
         // f64 holds every f32/f16/bf16 value exactly, so going through it rounds only once. Rust's
         // float-to-int `as` truncates, saturates and maps NaN to 0.
         TensorData::from_f64(to, x.to_f64_vec())
+    } else if let TensorData::U64(v) = x.data() {
+        match to {
+            // From the unsigned value: through i64 the upper half would turn negative.
+            DType::F32 => Ok(TensorData::F32(v.iter().map(|&i| i as f32).collect())),
+            DType::F64 => Ok(TensorData::F64(v.iter().map(|&i| i as f64).collect())),
+            DType::F16 | DType::BF16 => TensorData::from_f64(to, v.iter().map(|&i| i as f64)),
+            // The bit pattern as i64; narrowing to the target keeps its low bits.
+            _ => TensorData::from_i64(to, v.iter().map(|&i| i as i64)),
+        }
     } else {
         let ints = x.to_i64_vec();
         match to {

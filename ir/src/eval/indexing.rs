@@ -115,6 +115,16 @@ fn scatter(
             });
             Values::I64(o)
         }
+        (Values::U64(mut o), Values::U64(u)) => {
+            run(&mut o, &u, starts, slice, |a, b| match reduction {
+                S::None => b,
+                S::Add => a.wrapping_add(b),
+                S::Mul => a.wrapping_mul(b),
+                S::Max => a.max(b),
+                S::Min => a.min(b),
+            });
+            Values::U64(o)
+        }
         (Values::Bool(mut o), Values::Bool(u)) => {
             run(&mut o, &u, starts, slice, |a, b| match reduction {
                 S::None => b,

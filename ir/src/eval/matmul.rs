@@ -60,6 +60,9 @@ pub(super) fn matmul(cx: Cx, a: &Tensor, b: &Tensor) -> Result<Tensor, EvalError
         (Values::I64(x), Values::I64(y)) => {
             Values::I64(product(&x, &y, mats, (m, k, n), 0, |s, p, q| s.wrapping_add(p.wrapping_mul(q))))
         }
+        (Values::U64(x), Values::U64(y)) => {
+            Values::U64(product(&x, &y, mats, (m, k, n), 0, |s, p, q| s.wrapping_add(p.wrapping_mul(q))))
+        }
         (Values::Bool(_), Values::Bool(_)) => {
             return Err(cx.err(format!("not defined on bool tensors (inputs {} and {})", a.ty(), b.ty())));
         }

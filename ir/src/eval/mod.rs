@@ -5,8 +5,8 @@
 //!
 //! Numeric rules shared by all ops (see [`compute`]): f32 computes in f32; f16 and bf16 compute in f32
 //! and round to their storage type; f64 computes in f64; integer ops compute in i64 with wrapping and
-//! narrow (wrapping) to the storage type. Every input is validated; bad input is an [`EvalError`], never
-//! a panic.
+//! narrow (wrapping) to the storage type, except u64, which computes in u64 (wrapping too). Every
+//! input is validated; bad input is an [`EvalError`], never a panic.
 
 mod activation;
 mod compute;

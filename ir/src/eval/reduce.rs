@@ -2,7 +2,7 @@
 //! `topk`.
 //!
 //! Floats accumulate in their compute type (f32 for f32/f16/bf16, f64 for f64); integers in i64 with
-//! wrapping. `reduce_max`/`reduce_min` propagate NaN; an empty reduction is 0 for sum, 1 for prod, NaN
+//! wrapping (u64 in u64). `reduce_max`/`reduce_min` propagate NaN; an empty reduction is 0 for sum, 1 for prod, NaN
 //! for a float mean, and an error for max, min and an integer mean (there is no value to give).
 
 use super::compute::{Real, Values, max_nan, min_nan};
@@ -78,6 +78,18 @@ pub(super) fn reduce(cx: Cx, kind: ReduceKind, axes: &[i64], keepdims: bool, x: 
                 ReduceKind::Min => it.min().expect("empty groups rejected above"),
             }))
         }
+        Values::U64(v) => {
+            if empty_groups && kind == ReduceKind::Mean {
+                return Err(cx.err(format!("integer mean over axes {axes:?} of {}, which hold no elements", x.ty())));
+            }
+            Values::U64(g.map(&v, |it| match kind {
+                ReduceKind::Sum => it.fold(0u64, u64::wrapping_add),
+                ReduceKind::Prod => it.fold(1u64, u64::wrapping_mul),
+                ReduceKind::Mean => it.fold(0u64, u64::wrapping_add) / g.group_len as u64,
+                ReduceKind::Max => it.max().expect("empty groups rejected above"),
+                ReduceKind::Min => it.min().expect("empty groups rejected above"),
+            }))
+        }
         Values::Bool(_) => return Err(cx.err(format!("not defined on bool tensors (input {})", x.ty()))),
     };
     Ok(cx.tensor(g.out_shape, out.narrow(x.dtype())))
@@ -121,22 +133,26 @@ pub(super) fn argmax(cx: Cx, axis: i64, keepdims: bool, x: &Tensor) -> Result<Te
         Values::F32(v) => g.map(&v.iter().map(|&a| a as f64).collect::<Vec<_>>(), first_max),
         Values::F64(v) => g.map(&v, first_max),
         // Integers compare exactly, not through f64.
-        Values::I64(v) => g.map(&v, |it| {
-            let mut best: Option<(usize, i64)> = None;
-            for (i, a) in it.enumerate() {
-                if best.is_none_or(|(_, b)| a > b) {
-                    best = Some((i, a));
-                }
-            }
-            best.map_or(0, |(i, _)| i as i64)
-        }),
+        Values::I64(v) => g.map(&v, first_int_max),
+        Values::U64(v) => g.map(&v, first_int_max),
         Values::Bool(_) => unreachable!("bool rejected above"),
     };
     Ok(cx.tensor(g.out_shape, TensorData::I64(out)))
 }
 
+/// The index of the first largest of integers.
+fn first_int_max<T: Ord + Copy>(it: &mut dyn Iterator<Item = T>) -> i64 {
+    let mut best: Option<(usize, T)> = None;
+    for (i, a) in it.enumerate() {
+        if best.is_none_or(|(_, b)| a > b) {
+            best = Some((i, a));
+        }
+    }
+    best.map_or(0, |(i, _)| i as i64)
+}
+
 /// The `k` largest (or smallest) elements along `axis` and their indices, sorted, equal values in
-/// index order. Compared in f64 (exact for every float and for integers up to 2^53).
+/// index order. Floats compare in f64 (exact for every float), integers exactly.
 pub(super) fn topk(cx: Cx, x: &Tensor, k: &Tensor, axis: i64, largest: bool) -> Result<Vec<Tensor>, EvalError> {
     let k = match cx.int_list(k, "k")?.as_slice() {
         [k] => *k,
@@ -152,7 +168,7 @@ pub(super) fn topk(cx: Cx, x: &Tensor, k: &Tensor, axis: i64, largest: bool) -> 
         .filter(|&k| k <= n)
         .ok_or_else(|| cx.err(format!("k = {k} is not between 0 and the {n} elements of axis {axis} of {}", x.ty())))?;
     let (outer, _, inner) = super::outer_axis_inner(x.shape(), axis);
-    let v = x.to_f64_vec();
+    let v = SortKeys::of(x);
     let mut picks = Vec::with_capacity(outer * k * inner);
     let mut order: Vec<usize> = Vec::with_capacity(n);
     let mut chosen = vec![0usize; outer * k * inner];
@@ -163,8 +179,8 @@ pub(super) fn topk(cx: Cx, x: &Tensor, k: &Tensor, axis: i64, largest: bool) -> 
             order.extend(0..n);
             // A stable sort keeps equal values in index order.
             order.sort_by(|&a, &b| {
-                let (va, vb) = (v[at(a)], v[at(b)]);
-                if largest { vb.total_cmp(&va) } else { va.total_cmp(&vb) }
+                let (a, b) = (at(a), at(b));
+                if largest { v.cmp(b, a) } else { v.cmp(a, b) }
             });
             for (r, &j) in order[..k].iter().enumerate() {
                 chosen[(o * k + r) * inner + i] = j;
@@ -180,4 +196,28 @@ pub(super) fn topk(cx: Cx, x: &Tensor, k: &Tensor, axis: i64, largest: bool) -> 
     let values = cx.tensor(shape.clone(), x.data().gather_flat(&picks));
     let indices = cx.tensor(shape, TensorData::I64(chosen.iter().map(|&j| j as i64).collect()));
     Ok(vec![values, indices])
+}
+
+/// Elements as keys that order exactly: floats as f64 (with `total_cmp`), integers as i128, which
+/// holds every i64 and u64.
+enum SortKeys {
+    Float(Vec<f64>),
+    Int(Vec<i128>),
+}
+
+impl SortKeys {
+    fn of(x: &Tensor) -> SortKeys {
+        match x.data() {
+            TensorData::U64(v) => SortKeys::Int(v.iter().map(|&a| i128::from(a)).collect()),
+            d if x.dtype().is_int() => SortKeys::Int((0..d.len()).map(|i| i128::from(d.get_i64(i))).collect()),
+            _ => SortKeys::Float(x.to_f64_vec()),
+        }
+    }
+
+    fn cmp(&self, a: usize, b: usize) -> std::cmp::Ordering {
+        match self {
+            SortKeys::Float(v) => v[a].total_cmp(&v[b]),
+            SortKeys::Int(v) => v[a].cmp(&v[b]),
+        }
+    }
 }

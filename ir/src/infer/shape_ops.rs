@@ -270,6 +270,9 @@ pub(super) fn constant_of_shape(value: f64, dtype: DType, a: &Args) -> Result<Te
         DType::I16 => value.fract() == 0.0 && (f64::from(i16::MIN)..=f64::from(i16::MAX)).contains(&value),
         DType::I8 => value.fract() == 0.0 && (f64::from(i8::MIN)..=f64::from(i8::MAX)).contains(&value),
         DType::U8 => value.fract() == 0.0 && (0.0..=255.0).contains(&value),
+        DType::U16 => value.fract() == 0.0 && (0.0..=f64::from(u16::MAX)).contains(&value),
+        DType::U32 => value.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(&value),
+        DType::U64 => value.fract() == 0.0 && (0.0..2f64.powi(64)).contains(&value),
         _ => true,
     };
     if !fits {

@@ -308,5 +308,8 @@ fn dispatch(cx: &mut NodeCx, op_type: &str) -> R<Vec<ValueId>> {
     if op_type == "If" {
         return super::control_flow::import_if(cx);
     }
+    if op_type == "Loop" {
+        return super::loop_unroll::import_loop(cx);
+    }
     Err(NodeFail::UnknownOp)
 }
