@@ -46,7 +46,7 @@ struct LinearArgs {
     float norm_eps, norm_offset;
     // A SwiGLU folded behind (not null: parts 0 and 1 are gate and up of equal n): columns alternate gate n,
     // up n, so both land in one block, and the block writes swiglu_out[m, n] = silu(gate) * up instead of
-    // either product, with the fused elementwise kernel's expression (see swiglu_pair).
+    // either product, with the fused elementwise kernel's expression (see swiglu_value).
     float* swiglu_out;
 };
 
@@ -190,7 +190,8 @@ __device__ __forceinline__ void linear_column(const XS* __restrict__ x, const W*
 
 // The part (weight, bias, output) a column of the launch belongs to, and its index `n` within the part.
 __device__ __forceinline__ LinearPart column_part(const LinearArgs& a, int column, int& n) {
-    // With a folded SwiGLU, launch column c is gate (c even) or up (c odd) column c / 2.
+    // With a folded SwiGLU, launch column c is gate (c even) or up (c odd) column c / 2. Only the kernels that
+    // write the product may be given one: the runtime never passes swiglu_out to kiln_gemv_* (see linear_kernel).
     n = a.swiglu_out ? (column & 1) * a.part[0].n + (column >> 1) : column;
     // Constant indices only: indexing the parameter array with a variable would copy it to local memory.
     LinearPart part = a.part[0];
