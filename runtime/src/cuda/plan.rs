@@ -982,7 +982,7 @@ fn fuse_swiglu_into_linear(launches: &mut Vec<Launch>, g: &Graph, alias: &[Value
             continue;
         };
         let weight_bytes = g.value_type(parts[0].w).dtype.size_of().unwrap_or(4);
-        let pairs = linear_columns_per_block(linear_ksplit(*k, weight_bytes)) % 2 == 0;
+        let pairs = linear_columns_per_block(linear_ksplit(*k, weight_bytes)).is_multiple_of(2);
         if parts.len() != 2 || parts[0].n != parts[1].n || *softcap != 0.0 || *logits || !pairs {
             continue;
         }
