@@ -230,15 +230,23 @@ fn a_plain_safetensors_file_is_not_an_artifact() {
 
 #[test]
 fn tensors_that_do_not_fit_the_manifests_are_refused() {
-    // A tensor with a dtype kiln cannot hold.
+    // A tensor with a dtype kiln cannot hold (8-bit floats: one byte per element).
     let (mut header, data) = split(artifact_bytes());
     let name = header.as_object().unwrap().keys().find(|k| *k != "__metadata__").unwrap().clone();
     let shape = header[&name]["shape"].as_array().unwrap().clone();
     let elements: u64 = shape.iter().map(|d| d.as_u64().unwrap()).product();
+    let bytes = elements * 4; // the f32 weight's bytes
+    header[&name]["dtype"] = "F8_E4M3".into();
+    header[&name]["shape"] = serde_json::json!([bytes]);
+    let e = err(resign(header, &data));
+    assert!(e.contains("weights") && e.contains("F8_E4M3"), "{e}");
+
+    // A dtype kiln holds, but not the one the graph declares for that weight.
+    let (mut header, data) = split(artifact_bytes());
     header[&name]["dtype"] = "U32".into();
     header[&name]["shape"] = serde_json::json!([elements]);
     let e = err(resign(header, &data));
-    assert!(e.contains("weights") && e.contains("U32"), "{e}");
+    assert!(e.contains("declared as") && e.contains("u32"), "{e}");
 
     // A kernel tensor the manifest does not list.
     let (mut header, mut data) = split(artifact_bytes());
