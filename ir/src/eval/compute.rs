@@ -212,6 +212,38 @@ macro_rules! impl_real {
 impl_real!(f32, libm::erff);
 impl_real!(f64, libm::erf);
 
+/// The integer operations the ops need, for the evaluator's two integer lanes (i64 for the signed types
+/// and the narrow unsigned ones, u64 for u64), so that an op on integers is written once.
+pub(crate) trait Int: Copy + Ord + std::ops::Div<Output = Self> {
+    const ZERO: Self;
+    const ONE: Self;
+    fn wrapping_add(self, other: Self) -> Self;
+    fn wrapping_mul(self, other: Self) -> Self;
+    /// A count of elements as this type (group sizes: far below either type's range).
+    fn of_len(n: usize) -> Self;
+}
+
+macro_rules! impl_int {
+    ($t:ty) => {
+        impl Int for $t {
+            const ZERO: Self = 0;
+            const ONE: Self = 1;
+            fn wrapping_add(self, other: Self) -> Self {
+                <$t>::wrapping_add(self, other)
+            }
+            fn wrapping_mul(self, other: Self) -> Self {
+                <$t>::wrapping_mul(self, other)
+            }
+            fn of_len(n: usize) -> Self {
+                n as $t
+            }
+        }
+    };
+}
+
+impl_int!(i64);
+impl_int!(u64);
+
 /// The logistic function, written so that `exp` never overflows: for negative `x`, `e^x / (1 + e^x)`.
 pub(crate) fn sigmoid<T: Real>(x: T) -> T {
     if x >= T::ZERO {

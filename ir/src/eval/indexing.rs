@@ -4,7 +4,7 @@
 //! `x` and apply the updates in index order (so with repeated indices and no reduction the last wins,
 //! as in the ONNX reference), combining in the compute type.
 
-use super::compute::{Values, max_nan, min_nan};
+use super::compute::{Int, Values, max_nan, min_nan};
 use super::{Cx, EvalError};
 use crate::tensor::contiguous_strides;
 use crate::{DType, ScatterReduction, Tensor};
@@ -106,23 +106,11 @@ fn scatter(
             Values::F64(o)
         }
         (Values::I64(mut o), Values::I64(u)) => {
-            run(&mut o, &u, starts, slice, |a, b| match reduction {
-                S::None => b,
-                S::Add => a.wrapping_add(b),
-                S::Mul => a.wrapping_mul(b),
-                S::Max => a.max(b),
-                S::Min => a.min(b),
-            });
+            run(&mut o, &u, starts, slice, |a, b| scatter_int(reduction, a, b));
             Values::I64(o)
         }
         (Values::U64(mut o), Values::U64(u)) => {
-            run(&mut o, &u, starts, slice, |a, b| match reduction {
-                S::None => b,
-                S::Add => a.wrapping_add(b),
-                S::Mul => a.wrapping_mul(b),
-                S::Max => a.max(b),
-                S::Min => a.min(b),
-            });
+            run(&mut o, &u, starts, slice, |a, b| scatter_int(reduction, a, b));
             Values::U64(o)
         }
         (Values::Bool(mut o), Values::Bool(u)) => {
@@ -136,6 +124,17 @@ fn scatter(
         _ => unreachable!("x and updates share one dtype, checked above"),
     };
     Ok(cx.tensor(x.shape().to_vec(), out.narrow(x.dtype())))
+}
+
+/// An integer scatter's combination of the present value `a` with the update `b`.
+fn scatter_int<T: Int>(reduction: ScatterReduction, a: T, b: T) -> T {
+    match reduction {
+        ScatterReduction::None => b,
+        ScatterReduction::Add => a.wrapping_add(b),
+        ScatterReduction::Mul => a.wrapping_mul(b),
+        ScatterReduction::Max => a.max(b),
+        ScatterReduction::Min => a.min(b),
+    }
 }
 
 pub(super) fn scatter_elements(

@@ -5,7 +5,7 @@
 //! wrapping (u64 in u64). `reduce_max`/`reduce_min` propagate NaN; an empty reduction is 0 for sum, 1 for prod, NaN
 //! for a float mean, and an error for max, min and an integer mean (there is no value to give).
 
-use super::compute::{Real, Values, max_nan, min_nan};
+use super::compute::{Int, Real, Values, max_nan, min_nan};
 use super::{Cx, EvalError, strided_indices};
 use crate::tensor::contiguous_strides;
 use crate::{DType, ReduceKind, Tensor, TensorData};
@@ -62,34 +62,14 @@ pub(super) fn reduce(cx: Cx, kind: ReduceKind, axes: &[i64], keepdims: bool, x: 
     if empty_groups && matches!(kind, ReduceKind::Max | ReduceKind::Min) {
         return Err(cx.err(format!("reducing over axes {axes:?} of {}, which hold no elements", x.ty())));
     }
+    if empty_groups && kind == ReduceKind::Mean && x.dtype().is_int() {
+        return Err(cx.err(format!("integer mean over axes {axes:?} of {}, which hold no elements", x.ty())));
+    }
     let out = match Values::widen(x.data()) {
         Values::F32(v) => Values::F32(g.map(&v, |it| reduce_float(kind, it, g.group_len))),
         Values::F64(v) => Values::F64(g.map(&v, |it| reduce_float(kind, it, g.group_len))),
-        Values::I64(v) => {
-            if empty_groups && kind == ReduceKind::Mean {
-                return Err(cx.err(format!("integer mean over axes {axes:?} of {}, which hold no elements", x.ty())));
-            }
-            Values::I64(g.map(&v, |it| match kind {
-                ReduceKind::Sum => it.fold(0i64, i64::wrapping_add),
-                ReduceKind::Prod => it.fold(1i64, i64::wrapping_mul),
-                // Integer mean truncates toward zero, like integer division.
-                ReduceKind::Mean => it.fold(0i64, i64::wrapping_add) / g.group_len as i64,
-                ReduceKind::Max => it.max().expect("empty groups rejected above"),
-                ReduceKind::Min => it.min().expect("empty groups rejected above"),
-            }))
-        }
-        Values::U64(v) => {
-            if empty_groups && kind == ReduceKind::Mean {
-                return Err(cx.err(format!("integer mean over axes {axes:?} of {}, which hold no elements", x.ty())));
-            }
-            Values::U64(g.map(&v, |it| match kind {
-                ReduceKind::Sum => it.fold(0u64, u64::wrapping_add),
-                ReduceKind::Prod => it.fold(1u64, u64::wrapping_mul),
-                ReduceKind::Mean => it.fold(0u64, u64::wrapping_add) / g.group_len as u64,
-                ReduceKind::Max => it.max().expect("empty groups rejected above"),
-                ReduceKind::Min => it.min().expect("empty groups rejected above"),
-            }))
-        }
+        Values::I64(v) => Values::I64(g.map(&v, |it| reduce_int(kind, it, g.group_len))),
+        Values::U64(v) => Values::U64(g.map(&v, |it| reduce_int(kind, it, g.group_len))),
         Values::Bool(_) => return Err(cx.err(format!("not defined on bool tensors (input {})", x.ty()))),
     };
     Ok(cx.tensor(g.out_shape, out.narrow(x.dtype())))
@@ -102,6 +82,17 @@ fn reduce_float<T: Real>(kind: ReduceKind, it: &mut dyn Iterator<Item = T>, n: u
         ReduceKind::Mean => it.fold(T::ZERO, |a, b| a + b) / T::of(n as f64),
         ReduceKind::Max => it.reduce(max_nan).expect("empty groups rejected before"),
         ReduceKind::Min => it.reduce(min_nan).expect("empty groups rejected before"),
+    }
+}
+
+fn reduce_int<T: Int>(kind: ReduceKind, it: &mut dyn Iterator<Item = T>, n: usize) -> T {
+    match kind {
+        ReduceKind::Sum => it.fold(T::ZERO, T::wrapping_add),
+        ReduceKind::Prod => it.fold(T::ONE, T::wrapping_mul),
+        // Integer mean truncates toward zero, like integer division.
+        ReduceKind::Mean => it.fold(T::ZERO, T::wrapping_add) / T::of_len(n),
+        ReduceKind::Max => it.max().expect("empty groups rejected before"),
+        ReduceKind::Min => it.min().expect("empty groups rejected before"),
     }
 }
 

@@ -986,11 +986,10 @@ fn fuse_swiglu_into_linear(launches: &mut Vec<Launch>, g: &Graph, alias: &[Value
         if parts.len() != 2 || parts[0].n != parts[1].n || *softcap != 0.0 || *logits || !pairs {
             continue;
         }
-        // The kernel takes part 0 as the gate.
-        if root(parts[1].out) == root(gate) {
-            parts.swap(0, 1);
-        }
-        if root(parts[0].out) != root(gate) || root(parts[1].out) != root(up) {
+        let outs = (root(parts[0].out), root(parts[1].out));
+        if outs == (root(up), root(gate)) {
+            parts.swap(0, 1); // the kernel takes part 0 as the gate
+        } else if outs != (root(gate), root(up)) {
             continue;
         }
         *slot = Some(Box::new(fused));
