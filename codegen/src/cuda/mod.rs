@@ -26,7 +26,7 @@ const TEMPLATES: [(&str, &str); 7] = [
 ];
 
 /// The marker kernel of the kernels' calling conventions; the runtime refuses modules without it.
-pub const KERNEL_ABI_MARKER: &str = "kiln_kernel_abi_v7";
+pub const KERNEL_ABI_MARKER: &str = "kiln_kernel_abi_v8";
 
 /// Why the CUDA code of a graph could not be produced.
 #[derive(Debug, thiserror::Error)]
@@ -96,6 +96,7 @@ pub fn template_kernel_names() -> Vec<String> {
         }
     }
     names.push("kiln_kv_compact".to_string());
+    names.push("kiln_rope_table".to_string());
     for x in floats {
         names.push(format!("kiln_embedding_x{x}"));
     }

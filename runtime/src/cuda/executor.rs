@@ -8,8 +8,8 @@ use kiln_ir::{CompiledKernel, Graph, KernelTarget, ValueId, WeightStore};
 use super::choose::{DeviceDraw, KILN_ERROR_LOGITS, launch_argmax, launch_sample, logits_error};
 use super::device::{Device, KernelArgs, cuda_error};
 use super::plan::{
-    self, ATTENTION_CHUNK, LINEAR_PARTS, Launch, NORM_THREADS, Plan, RunShape, linear_columns_per_block, linear_ksplit,
-    linear_threads,
+    self, ATTENTION_CHUNK, ATTENTION_FOLD_ROWS, LINEAR_PARTS, Launch, NORM_THREADS, Plan, RunShape,
+    linear_columns_per_block, linear_ksplit, linear_threads,
 };
 use crate::RuntimeError;
 use crate::decoding::{DecoderExecutor, Sampler, Sampling};
@@ -224,6 +224,12 @@ struct AttentionArgs {
     sinks: i32,
     chunk: i32,
     max_splits: i32,
+    q_in: u64,
+    k_in: u64,
+    v_in: u64,
+    rope_table: u64,
+    rope_dim: i32,
+    rope_interleaved: i32,
 }
 
 /// One part of `struct LinearArgs` (linear.cu).
@@ -396,7 +402,7 @@ impl CudaExecutor {
         // Resolve every kernel now, so that a missing one is an error at load, not mid-generation. The marker
         // first: without it the module comes from a kiln whose kernels took other arguments
         // (`KERNEL_ABI_MARKER` in kiln-codegen).
-        device.function("kiln_kernel_abi_v7")?;
+        device.function("kiln_kernel_abi_v8")?;
         for launch in &plan.launches {
             for name in kernel_names(launch) {
                 device.function(&name)?;
@@ -928,49 +934,70 @@ impl CudaExecutor {
                 window,
                 sinks,
             } => {
+                let tile_bytes = tiled_attention_bytes(*head_dim, *v_dim)
+                    .filter(|&b| b <= self.shared_optin && n > CUDA_EXACT_STEP_ROWS);
                 let kv = self.plan.layers[&(*layer as u32)];
                 let (kc, vc) = (self.base + kv.keys, self.base + kv.values);
                 let step = self.base + self.plan.step_info;
-                if let Some(rope) = rope {
-                    let f = self.device.function(&rope.kernel)?;
-                    let args = RopeAppendArgs {
-                        q: self.addr(rope.q_in),
-                        k: self.addr(rope.k_in),
-                        v: self.addr(*v),
-                        q_out: self.addr(*q),
-                        kcache: kc,
-                        vcache: vc,
-                        step,
-                        positions: self.addr(rope.positions),
-                        inv_freq: self.base + self.plan.slot_offsets[rope.inv_freq.0],
-                        magnitude: rope.magnitude,
-                        s: n as i32,
-                        heads: *heads as i32,
-                        kv_heads: *kv_heads as i32,
-                        d: *head_dim as i32,
-                        dv: *v_dim as i32,
-                        rdim: rope.rotary_dim as i32,
-                        interleaved: i32::from(rope.interleaved),
-                        _pad: 0,
-                    };
-                    let elements = n * (heads * head_dim).max(kv.k_row).max(kv.v_row);
-                    let mut b = KernelArgs::default();
-                    b.arg(&args);
-                    // SAFETY: as above; the caller checked past + n <= capacity.
-                    unsafe { self.device.launch(&f, cfg(elements.div_ceil(256), 256, 0), &mut b) }
-                        .map_err(failed(&rope.kernel))?;
-                } else {
-                    let f = self.device.function(append)?;
-                    let (ka, va) = (self.addr(*k), self.addr(*v));
-                    let (s, kr, vr) = (n as i32, kv.k_row as i32, kv.v_row as i32);
-                    let mut b = KernelArgs::default();
-                    b.arg(&ka).arg(&va).arg(&kc).arg(&vc).arg(&step).arg(&s).arg(&kr).arg(&vr);
-                    // SAFETY: as above; the caller checked past + n <= capacity.
-                    unsafe { self.device.launch(&f, cfg((n * kv.k_row.max(kv.v_row)).div_ceil(256), 256, 0), &mut b) }
+                // Short steps on the split kernel append the step's keys and values in that kernel
+                // (AttentionArgs.k_in), rotating them and the queries with the step's table: no append launch
+                // before it. Longer ones, and the tiled prefill kernel, append first. Both put the same bits in
+                // the cache and the queries, so a step computes the same either way.
+                let folded = tile_bytes.is_none() && n <= ATTENTION_FOLD_ROWS;
+                let (q_in, k_in, v_in, rope_table, rope_dim, rope_interleaved) = match (folded, rope) {
+                    (false, _) => (0, 0, 0, 0, 0, 0),
+                    (true, Some(r)) => (
+                        self.addr(r.q_in),
+                        self.addr(r.k_in),
+                        self.addr(*v),
+                        self.base + self.plan.rope_tables[r.table],
+                        r.rotary_dim as i32,
+                        i32::from(r.interleaved),
+                    ),
+                    (true, None) => (self.addr(*q), self.addr(*k), self.addr(*v), 0, 0, 0),
+                };
+                if !folded {
+                    if let Some(rope) = rope {
+                        let f = self.device.function(&rope.kernel)?;
+                        let args = RopeAppendArgs {
+                            q: self.addr(rope.q_in),
+                            k: self.addr(rope.k_in),
+                            v: self.addr(*v),
+                            q_out: self.addr(*q),
+                            kcache: kc,
+                            vcache: vc,
+                            step,
+                            positions: self.addr(rope.positions),
+                            inv_freq: self.base + self.plan.slot_offsets[rope.inv_freq.0],
+                            magnitude: rope.magnitude,
+                            s: n as i32,
+                            heads: *heads as i32,
+                            kv_heads: *kv_heads as i32,
+                            d: *head_dim as i32,
+                            dv: *v_dim as i32,
+                            rdim: rope.rotary_dim as i32,
+                            interleaved: i32::from(rope.interleaved),
+                            _pad: 0,
+                        };
+                        let elements = n * (heads * head_dim).max(kv.k_row).max(kv.v_row);
+                        let mut b = KernelArgs::default();
+                        b.arg(&args);
+                        // SAFETY: as above; the caller checked past + n <= capacity.
+                        unsafe { self.device.launch(&f, cfg(elements.div_ceil(256), 256, 0), &mut b) }
+                            .map_err(failed(&rope.kernel))?;
+                    } else {
+                        let f = self.device.function(append)?;
+                        let (ka, va) = (self.addr(*k), self.addr(*v));
+                        let (s, kr, vr) = (n as i32, kv.k_row as i32, kv.v_row as i32);
+                        let mut b = KernelArgs::default();
+                        b.arg(&ka).arg(&va).arg(&kc).arg(&vc).arg(&step).arg(&s).arg(&kr).arg(&vr);
+                        // SAFETY: as above; the caller checked past + n <= capacity.
+                        unsafe {
+                            self.device.launch(&f, cfg((n * kv.k_row.max(kv.v_row)).div_ceil(256), 256, 0), &mut b)
+                        }
                         .map_err(failed(append))?;
+                    }
                 }
-                let tile_bytes = tiled_attention_bytes(*head_dim, *v_dim)
-                    .filter(|&b| b <= self.shared_optin && n > CUDA_EXACT_STEP_ROWS);
                 // Exact steps split the keys into ATTENTION_CHUNK slots; a long prefill (which need not match a
                 // decode step bit for bit, and has parallelism enough in its queries) gives each query one split.
                 let (chunk, max_splits) = if n <= CUDA_EXACT_STEP_ROWS {
@@ -1005,6 +1032,12 @@ impl CudaExecutor {
                     sinks: *sinks as i32,
                     chunk: chunk as i32,
                     max_splits: max_splits as i32,
+                    q_in,
+                    k_in,
+                    v_in,
+                    rope_table,
+                    rope_dim,
+                    rope_interleaved,
                 };
                 if let Some(tile_bytes) = tile_bytes {
                     // A prefill: tiles of 64 queries of a head, each block walking the keys in tiles of 64. The
@@ -1060,6 +1093,20 @@ impl CudaExecutor {
                 b.arg(&args);
                 // SAFETY: as above.
                 unsafe { self.device.launch(&f, cfg(n * heads, 128, 0), &mut b) }.map_err(failed(combine))?;
+            }
+            Launch::RopeTable { positions, inv_freq, magnitude, rotary_dim, table } => {
+                let f = self.device.function("kiln_rope_table")?;
+                let (pa, fa, ta) = (
+                    self.addr(*positions),
+                    self.base + self.plan.slot_offsets[inv_freq.0],
+                    self.base + self.plan.rope_tables[*table],
+                );
+                let (r, half) = (n as i32, (*rotary_dim / 2) as i32);
+                let mut b = KernelArgs::default();
+                b.arg(&pa).arg(&fa).arg(magnitude).arg(&ta).arg(&r).arg(&half);
+                // SAFETY: as above; the table holds max_rows rows.
+                unsafe { self.device.launch(&f, cfg((n * rotary_dim / 2).div_ceil(256), 256, 0), &mut b) }
+                    .map_err(failed("kiln_rope_table"))?;
             }
             Launch::Softmax { kernel, x, out, n: cols } => {
                 let f = self.device.function(kernel)?;
@@ -1263,6 +1310,7 @@ fn kernel_names(launch: &Launch) -> Vec<String> {
             names.extend([norm, swiglu].into_iter().filter_map(|l| l.as_deref()).flat_map(kernel_names));
             names
         }
+        Launch::RopeTable { .. } => vec!["kiln_rope_table".to_string()],
         Launch::Embedding { kernel, .. }
         | Launch::RmsNorm { kernel, .. }
         | Launch::LayerNorm { kernel, .. }

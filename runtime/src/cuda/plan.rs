@@ -133,6 +133,16 @@ pub(crate) enum Launch {
         window: u32,
         sinks: u32,
     },
+    /// The cos and sin of every (row, pair) of the step for one rotation (`kiln_rope_table`), into
+    /// `Plan::rope_tables[table]`, for the attention launches that rotate q and k themselves (see
+    /// [`fuse_rope_into_append`]).
+    RopeTable {
+        positions: ValueId,
+        inv_freq: Slot,
+        magnitude: f64,
+        rotary_dim: usize,
+        table: usize,
+    },
     Softmax {
         kernel: String,
         x: ValueId,
@@ -173,6 +183,8 @@ pub(crate) struct AttentionRope {
     pub magnitude: f64,
     pub rotary_dim: usize,
     pub interleaved: bool,
+    /// The step's cos/sin table of this rotation (`Plan::rope_tables`, written by a [`Launch::RopeTable`]).
+    pub table: usize,
 }
 
 /// Linears one launch computes at most (`KILN_LINEAR_PARTS` in linear.cu).
@@ -180,6 +192,10 @@ pub(crate) const LINEAR_PARTS: usize = 3;
 
 /// Keys per attention split for steps that must be exact (`chunk` in attention.cu; a multiple of 64).
 pub(crate) const ATTENTION_CHUNK: usize = 64;
+
+/// The longest step whose split attention kernel appends its keys and values itself (every block that reads
+/// them stores all of them, so the stores grow with the step's rows squared).
+pub(crate) const ATTENTION_FOLD_ROWS: usize = 4;
 
 /// The widest head the attention kernels take (their widest head-size class, `_d256`).
 const ATTENTION_MAX_HEAD_DIM: usize = 256;
@@ -217,6 +233,8 @@ pub(crate) struct Plan {
     /// every head.
     pub attention_partial: u64,
     pub partial_rows: usize,
+    /// The cos/sin tables of the step's rotations ([`Launch::RopeTable`]): `max_rows` rows each.
+    pub rope_tables: Vec<u64>,
     /// Scratch of the device sampler (`kiln_sample_f32`).
     pub sample_scratch: u64,
     pub keep_indices: u64,
@@ -661,6 +679,13 @@ pub(crate) fn build(
     let partial_rows =
         (max_rows.min(super::executor::CUDA_EXACT_STEP_ROWS) * attention_splits(kv_capacity)).max(max_rows);
     let attention_partial = bump.take((partial_rows * widest_attention * 4) as u64);
+    let mut rope_tables = Vec::new();
+    for launch in &launches {
+        if let Launch::RopeTable { rotary_dim, table, .. } = launch {
+            debug_assert_eq!(*table, rope_tables.len(), "tables are numbered in launch order");
+            rope_tables.push(bump.take((max_rows * rotary_dim / 2 * 8) as u64));
+        }
+    }
     let sample_scratch = bump.take(super::choose::sample_scratch_bytes(vocab) as u64);
     let keep_indices = bump.take(((kv_capacity + max_rows) * 4) as u64);
     let widest_k = launches.iter().map(|l| if let Launch::Linear { k, .. } = l { *k } else { 0 }).max().unwrap_or(0);
@@ -729,6 +754,7 @@ pub(crate) fn build(
         step_info,
         attention_partial,
         partial_rows,
+        rope_tables,
         sample_scratch,
         keep_indices,
         gemm_scratch,
@@ -806,6 +832,7 @@ pub(crate) fn operands(launch: &Launch) -> (Vec<ValueId>, Vec<ValueId>) {
             r.extend(mask);
             (r, vec![*q, *out])
         }
+        Launch::RopeTable { positions, .. } => (vec![*positions], Vec::new()),
         Launch::Softmax { x, out, .. } => (vec![*x], vec![*out]),
         Launch::Split { x, outs, .. } => (vec![*x], outs.iter().map(|o| o.0).collect()),
         Launch::Fused { inputs, out, .. } => (inputs.clone(), vec![*out]),
@@ -835,10 +862,13 @@ fn remove_folded(launches: &mut Vec<Launch>, folded: &[bool]) {
 /// read by that attention alone and the two ropes are the same rotation: two launches fewer per layer. The
 /// rotation moves from the ropes' place in the sequence to the attention's; the launches between read
 /// neither rotated value, and the unrotated q and k stay live until the attention (its operands say so).
+/// Each distinct rotation gets a [`Launch::RopeTable`] at the start of the step: the split attention kernel
+/// rotates with its cos and sin, so that exact steps need no append launch at all (see the executor).
 fn fuse_rope_into_append(launches: &mut Vec<Launch>, outputs: &[ValueId], alias: &[ValueId], params: &Params) {
     let root = |v: ValueId| alias[v.index()];
     let readers = reader_counts(launches, outputs, alias);
     let mut folded = vec![false; launches.len()];
+    let mut tables: Vec<Launch> = Vec::new();
     for ai in 0..launches.len() {
         let Launch::Attention { q, k, head_dim, rope: None, .. } = &launches[ai] else { continue };
         let producer = |v: ValueId| {
@@ -889,6 +919,24 @@ fn fuse_rope_into_append(launches: &mut Vec<Launch>, outputs: &[ValueId], alias:
             magnitude: *magnitude,
             rotary_dim: *rotary_dim,
             interleaved: *interleaved,
+            table: 0,
+        };
+        let same_table = |t: &Launch| {
+            matches!(t, Launch::RopeTable { positions: p, inv_freq: f, magnitude: m, rotary_dim: r, .. }
+                if p == positions && params.slots[f.0] == params.slots[inv_freq.0] && m == magnitude && r == rotary_dim)
+        };
+        let rope = AttentionRope {
+            table: tables.iter().position(same_table).unwrap_or_else(|| {
+                tables.push(Launch::RopeTable {
+                    positions: *positions,
+                    inv_freq: *inv_freq,
+                    magnitude: *magnitude,
+                    rotary_dim: *rotary_dim,
+                    table: tables.len(),
+                });
+                tables.len() - 1
+            }),
+            ..rope
         };
         if let Launch::Attention { rope: slot, .. } = &mut launches[ai] {
             *slot = Some(rope);
@@ -897,6 +945,8 @@ fn fuse_rope_into_append(launches: &mut Vec<Launch>, outputs: &[ValueId], alias:
         folded[ki] = true;
     }
     remove_folded(launches, &folded);
+    // The tables read only the step's positions: they go first.
+    launches.splice(0..0, tables);
 }
 
 /// Weight chunks of 16 bytes a lane of the linear kernels loads at once (`KILN_LINEAR_UNROLL` in linear.cu).

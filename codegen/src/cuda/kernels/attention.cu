@@ -2,7 +2,8 @@
 //
 // The cache of a layer holds `cap` slots of [kv_heads, head_dim] keys and [kv_heads, v_dim] values in f32;
 // slot t is the token at position t. A step first appends its new keys and values at slots past..past+S
-// (kiln_kv_append), then attends over slots 0..past+S with the rules of the `attention` op: a past key t is
+// (kiln_kv_append, or kiln_rope_kv_append with the rope of q and k; the split kernel does it itself for short
+// steps, see AttentionArgs.k_in), then attends over slots 0..past+S with the rules of the `attention` op: a past key t is
 // visible when t <= p (or always without `causal`), new key j when tree_mask[i][j] (or j <= i when causal),
 // and a window hides keys at distance >= window except the first `sinks` positions. A query that sees no
 // key gets zeros. `past` is read from the device (step[0]), so that one captured CUDA graph serves every
@@ -72,8 +73,8 @@ KILN_FOR_FLOAT_TYPES(KILN_ROPE_KV_APPEND)
 
 struct AttentionArgs {
     const void* q;          // [S, heads, D]
-    const float* kcache;    // [cap, kv_heads, D]
-    const float* vcache;    // [cap, kv_heads, Dv]
+    float* kcache;          // [cap, kv_heads, D] (written by the split kernel with a folded append only)
+    float* vcache;          // [cap, kv_heads, Dv]
     void* out;              // [S, heads, Dv]
     float* partial;         // [S, heads, max_splits, Dv + 2]: max, sum, weighted values
     const i64* positions;   // [S]
@@ -83,7 +84,33 @@ struct AttentionArgs {
     float scale, softcap;   // softcap 0: none
     int causal, window, sinks;  // window 0: none
     int chunk, max_splits;  // keys per split (a multiple of 64); partial's split capacity
+    // The append folded in (split kernel only; k_in not null): the queries come from q_in and the step's own
+    // keys and values from k_in and v_in, q and k rotated first where rope_dim > 0 (see folded_element), and
+    // the blocks store the new keys and values in the cache themselves, so that no append launch runs before
+    // the attention (the runtime folds only short steps: each such block stores all S of them).
+    const void* q_in;         // [S, heads, D]
+    const void* k_in;         // [S, kv_heads, D]
+    const void* v_in;         // [S, kv_heads, Dv]
+    const float* rope_table;  // [S, rope_dim / 2] (cos, sin): kiln_rope_table's
+    int rope_dim, rope_interleaved;
 };
+
+// Element d of a head row (of q_in or k_in, row i of the step) as a folded append hands it to the attention:
+// rotated with the step table's cos and sin when d < rope_dim, and rounded to X, exactly what rope_kv_append
+// stores (rope_value's rotation) and the split kernel then reads.
+template <typename X>
+__device__ __forceinline__ float folded_element(const AttentionArgs& a, const X* row, int d, int i) {
+    const float x = to_f32(row[d]);
+    if (d >= a.rope_dim) return x;
+    int pair;
+    bool first;
+    rope_pair_of(d, a.rope_dim, a.rope_interleaved, pair, first);
+    const int half = a.rope_dim / 2;
+    const int partner = a.rope_interleaved ? (d ^ 1) : (first ? d + half : d - half);
+    const float2 cs = ((const float2*)a.rope_table)[(i64)i * half + pair];
+    const float y = to_f32(row[partner]);
+    return to_f32(from_f32<X>(first ? rope_rotate(x, y, cs.x, cs.y, true) : rope_rotate(y, x, cs.x, cs.y, false)));
+}
 
 #define KILN_ATTENTION_THREADS 128
 // Keys a warp scores at once (their loads in flight together). Heads of up to 64 elements take 16, so that
@@ -126,13 +153,35 @@ __device__ __forceinline__ void attention_split(const AttentionArgs& a, float (*
     const int splits = (end + a.chunk - 1) / a.chunk;
     const int nd = (a.D + 31) / 32, nv = (a.Dv + 31) / 32;
     float q[DR];
-    const X* qrow = (const X*)a.q + ((i64)i * a.heads + h) * a.D;
+    const bool fold = a.k_in != nullptr;
+    const X* qrow = (const X*)(fold ? a.q_in : a.q) + ((i64)i * a.heads + h) * a.D;
 #pragma unroll
     for (int r = 0; r < DR; ++r) {
         const int d = lane + 32 * r;
-        q[r] = (r < nd && d < a.D) ? to_f32(qrow[d]) : 0.0f;
+        q[r] = (r < nd && d < a.D) ? (fold ? folded_element<X>(a, qrow, d, i) : to_f32(qrow[d])) : 0.0f;
     }
     const i64 kstride = (i64)a.kv_heads * a.D, vstride = (i64)a.kv_heads * a.Dv;
+    // A folded append: the step's own keys and values (slots past and on) are not in the cache yet. Every
+    // block whose splits reach them first stores all of them for its KV head, rotated; blocks of other query
+    // heads store the same bits at the same places, and a block reads only slots it has stored itself (or
+    // that an earlier step stored), so the key loop below is the same with or without the fold.
+    if (fold) {
+        const int first_own_split = past / a.chunk;
+        const int my_last_split = blockIdx.y < splits ? blockIdx.y + ((splits - 1 - blockIdx.y) / gridDim.y) * gridDim.y : -1;
+        if (my_last_split >= first_own_split) {
+            for (int e = threadIdx.x; e < a.S * a.D; e += blockDim.x) {
+                const int j = e / a.D, d = e - j * a.D;
+                a.kcache[(i64)(past + j) * kstride + (i64)kvh * a.D + d] =
+                    folded_element<X>(a, (const X*)a.k_in + ((i64)j * a.kv_heads + kvh) * a.D, d, j);
+            }
+            for (int e = threadIdx.x; e < a.S * a.Dv; e += blockDim.x) {
+                const int j = e / a.Dv, d = e - j * a.Dv;
+                a.vcache[(i64)(past + j) * vstride + (i64)kvh * a.Dv + d] =
+                    to_f32(((const X*)a.v_in)[((i64)j * a.kv_heads + kvh) * a.Dv + d]);
+            }
+            __syncthreads();
+        }
+    }
     const float* kbase = a.kcache + (i64)kvh * a.D;
     const float* vbase = a.vcache + (i64)kvh * a.Dv;
     const float NEG = -__int_as_float(0x7f800000);
