@@ -78,7 +78,7 @@ fn variants(name: &str) -> Vec<Op> {
         "logits" => vec![Op::Logits { softcap: None }, Op::Logits { softcap: Some(30.0) }],
         "cast" => [DType::BF16, DType::Bool, DType::Q8C, DType::Q4G { group_size: 128, zero_points: true }]
             .into_iter()
-            .map(|to| Op::Cast { to })
+            .map(Op::cast)
             .collect(),
         "argmax" => vec![Op::ArgMax { axis: -1, keepdims: false }],
         "reshape" => vec![Op::Reshape { allowzero: true }],
