@@ -65,10 +65,8 @@ fn string_tensors_decode_from_string_data() {
 }
 
 fn value_info(name: &str, elem_type: i32, dims: &[i64]) -> ValueInfoProto {
-    let dim = dims
-        .iter()
-        .map(|&n| Dimension { value: Some(dimension::Value::DimValue(n)), ..Default::default() })
-        .collect();
+    let dim =
+        dims.iter().map(|&n| Dimension { value: Some(dimension::Value::DimValue(n)), ..Default::default() }).collect();
     ValueInfoProto {
         name: Some(name.into()),
         r#type: Some(TypeProto {
@@ -92,7 +90,12 @@ fn one_node_model(node: NodeProto, inputs: Vec<ValueInfoProto>, output: ValueInf
 }
 
 fn attr_int(name: &str, i: i64) -> AttributeProto {
-    AttributeProto { name: Some(name.into()), r#type: Some(AttributeType::Int as i32), i: Some(i), ..Default::default() }
+    AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(AttributeType::Int as i32),
+        i: Some(i),
+        ..Default::default()
+    }
 }
 
 fn attr_str(name: &str, s: &str) -> AttributeProto {

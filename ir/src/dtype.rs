@@ -174,10 +174,10 @@ impl FromStr for DType {
             "bool" => DType::Bool,
             "q8c" => DType::Q8C,
             "str" => DType::Str,
-            _ if LowBitType::from_name(s).is_some() => {
-                DType::LowBit(LowBitType::from_name(s).expect("checked by the guard"))
-            }
             _ => {
+                if let Some(t) = LowBitType::from_name(s) {
+                    return Ok(DType::LowBit(t));
+                }
                 let rest = s.strip_prefix("q4g").ok_or_else(|| UnknownDType(s.to_string()))?;
                 let (digits, zero_points) = match rest.strip_suffix('z') {
                     Some(d) => (d, true),

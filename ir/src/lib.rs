@@ -24,8 +24,8 @@ pub mod weights;
 pub use artifact::{CompiledKernel, KernelTarget};
 pub use attr::{Attr, GeluApprox, RopeScaling, RopeStyle};
 pub use dtype::DType;
-pub use lowbit::{E8m0Rounding, LowBitCast, LowBitType};
 pub use graph::{Graph, Node, NodeId, ValueData, ValueDef, ValueId};
+pub use lowbit::{E8m0Rounding, LowBitCast, LowBitType};
 pub use model::{Model, ModelMeta};
 pub use op::{
     BinaryOp, CompareOp, NearestRounding, Op, PadMode, PoolKind, ReduceKind, ResizeCoord, ResizeMode, ScatterReduction,

@@ -510,9 +510,11 @@ impl Op {
             }
             DType::LowBit(t) => {
                 // Values print exactly (every low-bit float is an f64), so a printed value reads back to
-                // its code; a value the format cannot hold is a mistake in the text.
+                // its code (without saturation, so that infinities stay infinities); a value the format
+                // cannot hold is a mistake in the text.
                 let v: Vec<f64> = items.iter().map(f64::from_attr).collect::<Result<_, _>>().map_err(err)?;
-                let codes: Vec<u8> = v.iter().map(|&x| t.from_f64(x, LowBitCast::default())).collect();
+                let exact = LowBitCast { saturate: false, round_mode: E8m0Rounding::Nearest };
+                let codes: Vec<u8> = v.iter().map(|&x| t.from_f64(x, exact)).collect();
                 if let Some((x, _)) = v.iter().zip(&codes).find(|&(&x, &c)| {
                     let back = t.to_f64(c);
                     !(back == x || back.is_nan() && x.is_nan())

@@ -4,7 +4,7 @@
 //! appear here: they exist only as stored weights (see [`crate::weights`]). Low-bit types are one
 //! variant carrying the format, one code a byte (see [`crate::lowbit`] for why); strings are owned
 //! `String`s. Neither has arithmetic: code that reads elements as numbers ([`TensorData::get_f64`]) gets
-//! low-bit values decoded exactly and must not be handed strings (every op checks dtypes first).
+//! low-bit values decoded exactly, and strings as NaN (every op checks dtypes before reading).
 
 use half::{bf16, f16};
 
@@ -102,7 +102,7 @@ impl TensorData {
     }
 
     /// Element `i` widened to f64 (bool as 0/1, low-bit codes decoded exactly). i64 and u64 values
-    /// beyond 2^53 are rounded. Strings hold no numbers: callers check the dtype first.
+    /// beyond 2^53 are rounded. Strings hold no numbers and read as NaN: callers check the dtype first.
     pub fn get_f64(&self, i: usize) -> f64 {
         match self {
             TensorData::F32(v) => v[i] as f64,
@@ -119,7 +119,9 @@ impl TensorData {
             TensorData::U64(v) => v[i] as f64,
             TensorData::Bool(v) => v[i] as u8 as f64,
             TensorData::LowBit(t, v) => t.to_f64(v[i]),
-            TensorData::Str(_) => unreachable!("get_f64 on a string tensor: callers must check the dtype first"),
+            // Not a number. Callers check the dtype first (every op does); NaN rather than a panic keeps a
+            // missed check in a pass's pattern probe from aborting the process on a string constant.
+            TensorData::Str(_) => f64::NAN,
         }
     }
 

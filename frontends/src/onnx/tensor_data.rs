@@ -67,7 +67,9 @@ pub fn decode_tensor(tp: &TensorProto, model_dir: Option<&Path>) -> Result<RawTe
         })?;
     if dtype == DType::Str {
         if tp.data_location() == DataLocation::External || tp.raw_data.is_some() {
-            return Err(bad("a string tensor must hold its elements in string_data (ONNX stores no raw strings)".into()));
+            return Err(bad(
+                "a string tensor must hold its elements in string_data (ONNX stores no raw strings)".into()
+            ));
         }
         if tp.string_data.len() != count {
             return Err(bad(format!(
@@ -174,7 +176,9 @@ fn typed_bytes(tp: &TensorProto, dtype: DType, count: usize) -> Result<Vec<u8>, 
         DType::F16 => ints()?.flat_map(|&x| f16::from_bits(x as u16).to_le_bytes()).collect(),
         DType::BF16 => ints()?.flat_map(|&x| bf16::from_bits(x as u16).to_le_bytes()).collect(),
         DType::LowBit(t) => packed_ints(t)?,
-        DType::Q8C | DType::Q4G { .. } | DType::Str => unreachable!("ONNX dtypes map to plain kiln dtypes; strings are decoded before"),
+        DType::Q8C | DType::Q4G { .. } | DType::Str => {
+            unreachable!("ONNX dtypes map to plain kiln dtypes; strings are decoded before")
+        }
     })
 }
 
