@@ -287,3 +287,20 @@ fn string_equality_broadcasts() {
     assert_eq!(z.shape(), &[2, 2]);
     assert_eq!(z.data(), &TensorData::Bool(vec![true, false, false, true]));
 }
+
+#[test]
+fn constant_of_shape_fills_exact_low_bit_values_only() {
+    let shape = Tensor::i64(vec![1], vec![2]).unwrap();
+    let f4 = DType::LowBit(LowBitType::F4E2M1);
+    let fill = |value, dtype| {
+        let op = Op::ConstantOfShape { value, dtype };
+        let types = kiln_ir::infer::infer_types(&op, &[&shape.ty()], &[Some(&shape)]).map_err(|e| e.to_string());
+        types.and_then(|_| run(&op, &[&shape]))
+    };
+    let t = &fill(1.5, f4).unwrap()[0];
+    assert_eq!(t.data(), &TensorData::LowBit(LowBitType::F4E2M1, vec![3, 3]));
+    let e = fill(2.5, f4).unwrap_err();
+    assert!(e.contains("value 2.5 is not representable in f4e2m1"), "{e}");
+    let e = fill(0.0, DType::Str).unwrap_err();
+    assert!(e.contains("cannot make a string tensor"), "{e}");
+}
