@@ -44,8 +44,8 @@ def main():
     print(f"Command: `{command}`\n")
     print(f"**{results['passed']} of {total} cases pass**, {results['failed']} fail, "
           f"{results['unsupported']} are unsupported (the op, an opset feature or a dtype kiln lacks; "
-          "each case's `detail` names it). Floats compare with rtol 1e-3, atol 1e-4; integers and "
-          "bools exactly. `.ci/run` fails when fewer cases pass than `bench/onnx-conformance.count`.\n")
+          "each case's `detail` names it). Floats compare with rtol 1e-3, atol 1e-4; the 8- and "
+          "4-bit floats exactly by value (NaN equal to NaN); integers, bools and strings exactly. `.ci/run` fails when fewer cases pass than `bench/onnx-conformance.count`.\n")
     if note:
         print(note + "\n")
     print("Where an op needs an input's value when the graph is imported (Squeeze's `axes`, Split's "

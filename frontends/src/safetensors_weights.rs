@@ -12,7 +12,10 @@ use safetensors::{Dtype as StDtype, SafeTensorError, SafeTensors};
 
 use crate::FrontendError;
 
-/// Maps a safetensors dtype onto kiln's; `None` for dtypes kiln cannot hold (fp8, u16/u32/u64, ...).
+/// Maps a safetensors dtype onto kiln's; `None` for the ones kiln does not import. The 8-bit float
+/// dtypes (F8_E4M3, F8_E5M2, F8_E8M0) have kiln dtypes, but kiln computes nothing on them (they are
+/// storage-only), so a checkpoint holding them is refused here, where the message can name the tensor,
+/// rather than deep inside a `linear` that cannot take them.
 fn kiln_dtype(dtype: StDtype) -> Option<DType> {
     Some(match dtype {
         StDtype::F32 => DType::F32,
@@ -52,7 +55,7 @@ pub fn load_safetensors_into(path: &Path, store: &mut WeightStore) -> Result<(),
     for name in names {
         let view = parsed.tensor(&name).map_err(|e| bad(e.to_string()))?;
         let dtype = kiln_dtype(view.dtype()).ok_or_else(|| {
-            bad(format!("tensor `{name}` has dtype {:?}, which kiln cannot import (supported: F32, F16, BF16, F64, I64, I32, I16, I8, U8, BOOL)", view.dtype()))
+            bad(format!("tensor `{name}` has dtype {:?}, which kiln cannot import (supported: F32, F16, BF16, F64, I64, I32, I16, I8, U8, U16, U32, U64, BOOL)", view.dtype()))
         })?;
         let data = view.data();
         let start = data.as_ptr() as usize - mmap.as_ptr() as usize;
@@ -180,6 +183,12 @@ mod tests {
         write_file(&bad, r#"{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}"#, &[0u8; 8]);
         let e = load_safetensors(&bad).unwrap_err().to_string();
         assert!(e.contains("bad.safetensors"), "{e}");
+
+        // An 8-bit float tensor is refused naming the tensor and its dtype.
+        let fp8 = dir.join("fp8.safetensors");
+        write_file(&fp8, r#"{"q":{"dtype":"F8_E4M3","shape":[2],"data_offsets":[0,2]}}"#, &[0x38, 0x7e]);
+        let e = load_safetensors(&fp8).unwrap_err().to_string();
+        assert!(e.contains("tensor `q` has dtype F8_E4M3, which kiln cannot import"), "{e}");
 
         // A truncated header is an error, not a panic.
         std::fs::write(&bad, [3u8, 0, 0]).unwrap();

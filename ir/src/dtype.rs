@@ -3,9 +3,15 @@
 //! Quantized formats are dtypes so that a `linear` whose weight is quantized is still one `linear`, and
 //! every pass and backend sees the storage format in the type. Their memory layout is defined in
 //! [`crate::quant`].
+//!
+//! The low-bit types ([`LowBitType`]: 8- and 4-bit floats, E8M0, 4- and 2-bit integers) and strings are
+//! storage-only: values of these types can be held, moved, compared for equality and cast, but no
+//! arithmetic is defined on them (see [`DType::is_storage_only`]).
 
 use std::fmt;
 use std::str::FromStr;
+
+use crate::lowbit::LowBitType;
 
 /// The element type of a tensor value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -32,6 +38,10 @@ pub enum DType {
         group_size: u32,
         zero_points: bool,
     },
+    /// A low-bit float or integer, one code a byte in memory (see [`crate::lowbit`]).
+    LowBit(LowBitType),
+    /// UTF-8 strings (ONNX `STRING`): held, moved and compared for equality only.
+    Str,
 }
 
 impl DType {
@@ -51,6 +61,12 @@ impl DType {
         matches!(self, DType::U8 | DType::U16 | DType::U32 | DType::U64)
     }
 
+    /// Types kiln holds, moves, compares for equality and casts but computes nothing on: the low-bit
+    /// formats and strings. Every op but those refuses them with an error naming the op and the dtype.
+    pub fn is_storage_only(self) -> bool {
+        matches!(self, DType::LowBit(_) | DType::Str)
+    }
+
     pub fn is_quantized(self) -> bool {
         matches!(self, DType::Q8C | DType::Q4G { .. })
     }
@@ -60,14 +76,15 @@ impl DType {
         self.is_float() || self.is_quantized()
     }
 
-    /// Bytes per element for plain (non-quantized) dtypes.
+    /// Bytes per element in memory for plain (non-quantized) dtypes; low-bit types take one byte (their
+    /// code, unpacked); strings have no fixed size.
     pub fn size_of(self) -> Option<usize> {
         Some(match self {
             DType::F64 | DType::I64 | DType::U64 => 8,
             DType::F32 | DType::I32 | DType::U32 => 4,
             DType::F16 | DType::BF16 | DType::I16 | DType::U16 => 2,
-            DType::I8 | DType::U8 | DType::Bool => 1,
-            DType::Q8C | DType::Q4G { .. } => return None,
+            DType::I8 | DType::U8 | DType::Bool | DType::LowBit(_) => 1,
+            DType::Q8C | DType::Q4G { .. } | DType::Str => return None,
         })
     }
 
@@ -86,6 +103,21 @@ impl DType {
         DType::U32,
         DType::U64,
         DType::Bool,
+    ];
+
+    /// Every storage-only dtype (see [`DType::is_storage_only`]).
+    pub const STORAGE_ONLY: [DType; 11] = [
+        DType::LowBit(LowBitType::F8E4M3FN),
+        DType::LowBit(LowBitType::F8E4M3FNUZ),
+        DType::LowBit(LowBitType::F8E5M2),
+        DType::LowBit(LowBitType::F8E5M2FNUZ),
+        DType::LowBit(LowBitType::F8E8M0),
+        DType::LowBit(LowBitType::F4E2M1),
+        DType::LowBit(LowBitType::I4),
+        DType::LowBit(LowBitType::U4),
+        DType::LowBit(LowBitType::I2),
+        DType::LowBit(LowBitType::U2),
+        DType::Str,
     ];
 }
 
@@ -109,6 +141,8 @@ impl fmt::Display for DType {
             DType::Q4G { group_size, zero_points } => {
                 write!(f, "q4g{group_size}{}", if *zero_points { "z" } else { "" })
             }
+            DType::LowBit(t) => f.write_str(t.name()),
+            DType::Str => f.write_str("str"),
         }
     }
 }
@@ -116,7 +150,7 @@ impl fmt::Display for DType {
 /// Error for a dtype name that is not one of kiln's.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown dtype `{0}` (expected one of f32, f16, bf16, f64, i64, i32, i16, i8, u8, u16, u32, u64, bool, q8c, q4g<group>, q4g<group>z)"
+    "unknown dtype `{0}` (expected one of f32, f16, bf16, f64, i64, i32, i16, i8, u8, u16, u32, u64, bool, q8c, q4g<group>, q4g<group>z, f8e4m3fn, f8e4m3fnuz, f8e5m2, f8e5m2fnuz, f8e8m0, f4e2m1, i4, u4, i2, u2, str)"
 )]
 pub struct UnknownDType(pub String);
 
@@ -139,7 +173,11 @@ impl FromStr for DType {
             "u64" => DType::U64,
             "bool" => DType::Bool,
             "q8c" => DType::Q8C,
+            "str" => DType::Str,
             _ => {
+                if let Some(t) = LowBitType::from_name(s) {
+                    return Ok(DType::LowBit(t));
+                }
                 let rest = s.strip_prefix("q4g").ok_or_else(|| UnknownDType(s.to_string()))?;
                 let (digits, zero_points) = match rest.strip_suffix('z') {
                     Some(d) => (d, true),
@@ -168,6 +206,7 @@ mod tests {
             DType::Q4G { group_size: 128, zero_points: false },
             DType::Q4G { group_size: 32, zero_points: true },
         ]);
+        all.extend(DType::STORAGE_ONLY);
         for d in all {
             assert_eq!(d.to_string().parse::<DType>().unwrap(), d);
         }
@@ -175,7 +214,7 @@ mod tests {
 
     #[test]
     fn bad_names_are_rejected() {
-        for s in ["f8", "q4g", "q4g0", "q4g3", "q4g+8", "q4gz", "Q8C"] {
+        for s in ["f8", "q4g", "q4g0", "q4g3", "q4g+8", "q4gz", "Q8C", "f8e4m3", "i3", "string"] {
             assert!(s.parse::<DType>().is_err(), "{s}");
         }
     }

@@ -11,6 +11,7 @@ pub mod eval;
 pub mod fusion;
 pub mod graph;
 pub mod infer;
+pub mod lowbit;
 pub mod model;
 pub mod op;
 pub mod quant;
@@ -24,6 +25,7 @@ pub use artifact::{CompiledKernel, KernelTarget};
 pub use attr::{Attr, GeluApprox, RopeScaling, RopeStyle};
 pub use dtype::DType;
 pub use graph::{Graph, Node, NodeId, ValueData, ValueDef, ValueId};
+pub use lowbit::{E8m0Rounding, LowBitCast, LowBitType};
 pub use model::{Model, ModelMeta};
 pub use op::{
     BinaryOp, CompareOp, NearestRounding, Op, PadMode, PoolKind, ReduceKind, ResizeCoord, ResizeMode, ScatterReduction,

@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 
 use crate::attr::{Attr, AttrType, GeluApprox, RopeScaling, RopeStyle};
+use crate::lowbit::{E8m0Rounding, LowBitCast};
 use crate::{DType, Tensor, ident_attr_enum};
 
 ident_attr_enum! {
@@ -313,7 +314,10 @@ define_ops! {
     MatMul = "matmul" {} inputs 2..=2;
     /// `(cond bool, a, b)` with broadcasting.
     Where = "where" {} inputs 3..=3;
-    Cast = "cast" { to: DType } inputs 1..=1;
+    /// Converts every element to `to`. `saturate` (ONNX's, default true) and `round_mode` (default up)
+    /// matter only for low-bit float targets (see [`crate::lowbit`]); absent means the default, and the
+    /// importer records them only when they differ from it, so the text of ordinary casts is unchanged.
+    Cast = "cast" { to: DType, saturate: Option<bool>, round_mode: Option<E8m0Rounding> } inputs 1..=1;
     ArgMax = "argmax" { axis: i64 = -1, keepdims: bool = true } inputs 1..=1;
     /// `(x, shape i64[r])`: ONNX Reshape (0 copies the input dim unless `allowzero`, -1 is inferred).
     Reshape = "reshape" { allowzero: bool = false } inputs 2..=2;
@@ -382,6 +386,61 @@ define_ops! {
 }
 
 impl Op {
+    /// A cast to `to` with the default attributes.
+    pub fn cast(to: DType) -> Op {
+        Op::Cast { to, saturate: None, round_mode: None }
+    }
+
+    /// The low-bit cast attributes of a `cast` (the defaults for any other op).
+    pub fn low_bit_cast(&self) -> LowBitCast {
+        let default = LowBitCast::default();
+        match self {
+            Op::Cast { saturate, round_mode, .. } => LowBitCast {
+                saturate: saturate.unwrap_or(default.saturate),
+                round_mode: round_mode.unwrap_or(default.round_mode),
+            },
+            _ => default,
+        }
+    }
+
+    /// Whether the op is defined on values of the storage-only `dtype` ([`DType::is_storage_only`]): data
+    /// movement, `where`, `shape`, casts of low-bit values, and equality of strings.
+    pub fn accepts_storage_only(&self, dtype: DType) -> bool {
+        match self {
+            Op::Reshape { .. }
+            | Op::Transpose { .. }
+            | Op::Squeeze { .. }
+            | Op::Unsqueeze { .. }
+            | Op::Concat { .. }
+            | Op::Split { .. }
+            | Op::Slice {}
+            | Op::Gather { .. }
+            | Op::Expand {}
+            | Op::Tile {}
+            | Op::Where {}
+            | Op::Shape { .. }
+            | Op::Constant { .. } => true,
+            Op::Cast { .. } => dtype != DType::Str,
+            Op::Compare(CompareOp::Equal) => dtype == DType::Str,
+            _ => false,
+        }
+    }
+
+    /// The error for input `index` of type `ty` when the op refuses its storage-only dtype, else `None`.
+    pub fn storage_only_refusal(&self, index: usize, ty: &crate::TensorType) -> Option<String> {
+        let d = ty.dtype;
+        if !d.is_storage_only() || self.accepts_storage_only(d) {
+            return None;
+        }
+        let what = if d == DType::Str {
+            "kiln holds and moves strings and compares them for equality, but computes nothing else on them              (casts from and to strings included)"
+                .to_string()
+        } else {
+            format!("kiln holds, moves and casts {d} values but computes nothing on them; cast them to f32 first")
+        };
+        Some(format!("`{}` is not defined on {d} tensors (input {index} is {ty}): {what}", self.name()))
+    }
+
     /// How many results the node produces.
     pub fn num_outputs(&self) -> usize {
         match self {
@@ -442,6 +501,31 @@ impl Op {
                     _ => crate::TensorData::BF16(v.into_iter().map(half::bf16::from_f32).collect()),
                 }
             }
+            DType::LowBit(t) if t.is_int() => {
+                let v: Vec<i64> = items.iter().map(i64::from_attr).collect::<Result<_, _>>().map_err(err)?;
+                if let Some(x) = v.iter().find(|&&x| t.int_value(t.from_i64(x)) != Some(x)) {
+                    return Err(err(format!("{x} is out of range for {t}")));
+                }
+                crate::TensorData::LowBit(t, v.into_iter().map(|x| t.from_i64(x)).collect())
+            }
+            DType::LowBit(t) => {
+                // Values print exactly (every low-bit float is an f64), so a printed value reads back to
+                // its code (without saturation, so that infinities stay infinities); a value the format
+                // cannot hold is a mistake in the text.
+                let v: Vec<f64> = items.iter().map(f64::from_attr).collect::<Result<_, _>>().map_err(err)?;
+                let exact = LowBitCast { saturate: false, round_mode: E8m0Rounding::Nearest };
+                let codes: Vec<u8> = v.iter().map(|&x| t.from_f64(x, exact)).collect();
+                if let Some((x, _)) = v.iter().zip(&codes).find(|&(&x, &c)| {
+                    let back = t.to_f64(c);
+                    !(back == x || back.is_nan() && x.is_nan())
+                }) {
+                    return Err(err(format!("{x} is not a value of {t}")));
+                }
+                crate::TensorData::LowBit(t, codes)
+            }
+            DType::Str => {
+                crate::TensorData::Str(items.iter().map(String::from_attr).collect::<Result<_, _>>().map_err(err)?)
+            }
             q => return Err(err(format!("constants cannot have quantized type {q}"))),
         };
         let value = Tensor::new(shape, data).map_err(|e| err(e.to_string()))?;
@@ -458,6 +542,8 @@ impl Op {
             D::F64(v) => v.iter().map(|x| x.to_attr()).collect(),
             D::Bool(v) => v.iter().map(|x| x.to_attr()).collect(),
             D::U64(v) => v.iter().map(|x| x.to_attr()).collect(),
+            D::Str(v) => v.iter().map(|x| x.to_attr()).collect(),
+            D::LowBit(t, v) if !t.is_int() => v.iter().map(|&c| t.to_f64(c).to_attr()).collect(),
             d => (0..d.len()).map(|i| d.get_i64(i).to_attr()).collect(),
         };
         if value.shape().is_empty() {
@@ -500,7 +586,12 @@ mod tests {
             },
             Op::Reduce { kind: ReduceKind::Mean, axes: vec![-1], keepdims: true },
             Op::Unary(UnaryOp::Rsqrt),
-            Op::Cast { to: DType::BF16 },
+            Op::cast(DType::BF16),
+            Op::Cast {
+                to: DType::LowBit(crate::LowBitType::F8E8M0),
+                saturate: Some(false),
+                round_mode: Some(E8m0Rounding::Nearest),
+            },
             Op::Split { axis: -1, sizes: vec![2, 3] },
         ];
         for op in ops {

@@ -1,11 +1,15 @@
 //! Dense tensors with concrete data: constants in graphs, and values during reference evaluation.
 //!
 //! The dtype is derived from the data variant, so the two can never disagree. Quantized formats never
-//! appear here: they exist only as stored weights (see [`crate::weights`]).
+//! appear here: they exist only as stored weights (see [`crate::weights`]). Low-bit types are one
+//! variant carrying the format, one code a byte (see [`crate::lowbit`] for why); strings are owned
+//! `String`s. Neither has arithmetic: code that reads elements as numbers ([`TensorData::get_f64`]) gets
+//! low-bit values decoded exactly, and strings as NaN (every op checks dtypes before reading).
 
 use half::{bf16, f16};
 
 use crate::DType;
+use crate::lowbit::{LowBitCast, LowBitType};
 
 /// Element storage of a [`Tensor`], row-major.
 #[derive(Clone, Debug, PartialEq)]
@@ -23,6 +27,9 @@ pub enum TensorData {
     U32(Vec<u32>),
     U64(Vec<u64>),
     Bool(Vec<bool>),
+    /// Codes of a low-bit format, one a byte in the low bits.
+    LowBit(LowBitType, Vec<u8>),
+    Str(Vec<String>),
 }
 
 /// A dense row-major tensor with a fully static shape.
@@ -39,6 +46,8 @@ pub enum TensorError {
     ElementCount { shape: Vec<usize>, expected: usize, actual: usize },
     #[error("dtype {0} has no dense representation (quantized formats exist only as stored weights)")]
     NotDense(DType),
+    #[error("dtype {0} holds no numbers, so it cannot be built from numeric values")]
+    NotNumeric(DType),
 }
 
 macro_rules! for_each_data {
@@ -57,6 +66,8 @@ macro_rules! for_each_data {
             TensorData::U32($v) => $body,
             TensorData::U64($v) => $body,
             TensorData::Bool($v) => $body,
+            TensorData::LowBit(_, $v) => $body,
+            TensorData::Str($v) => $body,
         }
     };
 }
@@ -77,6 +88,8 @@ impl TensorData {
             TensorData::U32(_) => DType::U32,
             TensorData::U64(_) => DType::U64,
             TensorData::Bool(_) => DType::Bool,
+            TensorData::LowBit(t, _) => DType::LowBit(*t),
+            TensorData::Str(_) => DType::Str,
         }
     }
 
@@ -88,7 +101,8 @@ impl TensorData {
         self.len() == 0
     }
 
-    /// Element `i` widened to f64 (bool as 0/1). i64 and u64 values beyond 2^53 are rounded.
+    /// Element `i` widened to f64 (bool as 0/1, low-bit codes decoded exactly). i64 and u64 values
+    /// beyond 2^53 are rounded. Strings hold no numbers and read as NaN: callers check the dtype first.
     pub fn get_f64(&self, i: usize) -> f64 {
         match self {
             TensorData::F32(v) => v[i] as f64,
@@ -104,6 +118,10 @@ impl TensorData {
             TensorData::U32(v) => v[i] as f64,
             TensorData::U64(v) => v[i] as f64,
             TensorData::Bool(v) => v[i] as u8 as f64,
+            TensorData::LowBit(t, v) => t.to_f64(v[i]),
+            // Not a number. Callers check the dtype first (every op does); NaN rather than a panic keeps a
+            // missed check in a pass's pattern probe from aborting the process on a string constant.
+            TensorData::Str(_) => f64::NAN,
         }
     }
 
@@ -121,12 +139,23 @@ impl TensorData {
             TensorData::U32(v) => v[i] as i64,
             TensorData::U64(v) => v[i] as i64,
             TensorData::Bool(v) => v[i] as i64,
+            TensorData::LowBit(t, v) if t.is_int() => t.int_value(v[i]).expect("integer format"),
             _ => self.get_f64(i) as i64,
         }
     }
 
-    /// Builds data of `dtype` from f64 values (rounding to the target type, saturating for ints).
+    /// Builds data of `dtype` from f64 values (rounding to the target type, saturating for ints; low-bit
+    /// types under the default cast attributes, see [`TensorData::from_f64_with`]).
     pub fn from_f64(dtype: DType, values: impl IntoIterator<Item = f64>) -> Result<TensorData, TensorError> {
+        TensorData::from_f64_with(dtype, values, LowBitCast::default())
+    }
+
+    /// [`TensorData::from_f64`] with the cast attributes `how` for low-bit targets.
+    pub fn from_f64_with(
+        dtype: DType,
+        values: impl IntoIterator<Item = f64>,
+        how: LowBitCast,
+    ) -> Result<TensorData, TensorError> {
         let it = values.into_iter();
         Ok(match dtype {
             DType::F32 => TensorData::F32(it.map(|x| x as f32).collect()),
@@ -142,6 +171,8 @@ impl TensorData {
             DType::U32 => TensorData::U32(it.map(|x| x as u32).collect()),
             DType::U64 => TensorData::U64(it.map(|x| x as u64).collect()),
             DType::Bool => TensorData::Bool(it.map(|x| x != 0.0).collect()),
+            DType::LowBit(t) => TensorData::LowBit(t, it.map(|x| t.from_f64(x, how)).collect()),
+            DType::Str => return Err(TensorError::NotNumeric(DType::Str)),
             q => return Err(TensorError::NotDense(q)),
         })
     }
@@ -160,14 +191,15 @@ impl TensorData {
             DType::U32 => TensorData::U32(it.map(|x| x as u32).collect()),
             DType::U64 => TensorData::U64(it.map(|x| x as u64).collect()),
             DType::Bool => TensorData::Bool(it.map(|x| x != 0).collect()),
+            DType::LowBit(t) if t.is_int() => TensorData::LowBit(t, it.map(|x| t.from_i64(x)).collect()),
             other => return TensorData::from_f64(other, it.map(|x| x as f64)),
         })
     }
 
     /// A copy with elements picked by `indices` (used by every data-movement op).
     pub fn gather_flat(&self, indices: &[usize]) -> TensorData {
-        fn pick<T: Copy>(v: &[T], idx: &[usize]) -> Vec<T> {
-            idx.iter().map(|&i| v[i]).collect()
+        fn pick<T: Clone>(v: &[T], idx: &[usize]) -> Vec<T> {
+            idx.iter().map(|&i| v[i].clone()).collect()
         }
         match self {
             TensorData::F32(v) => TensorData::F32(pick(v, indices)),
@@ -183,6 +215,8 @@ impl TensorData {
             TensorData::U32(v) => TensorData::U32(pick(v, indices)),
             TensorData::U64(v) => TensorData::U64(pick(v, indices)),
             TensorData::Bool(v) => TensorData::Bool(pick(v, indices)),
+            TensorData::LowBit(t, v) => TensorData::LowBit(*t, pick(v, indices)),
+            TensorData::Str(v) => TensorData::Str(pick(v, indices)),
         }
     }
 }

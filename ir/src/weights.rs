@@ -105,6 +105,9 @@ impl WeightStore {
         let bad_type =
             |reason: &str| WeightError::BadType { name: name.clone(), ty: ty.to_string(), reason: reason.into() };
         let dims = ty.shape.as_static().ok_or_else(|| bad_type("its shape must be static"))?;
+        if ty.dtype == DType::Str {
+            return Err(bad_type("strings have no byte layout; string tensors are graph constants"));
+        }
         let size_err = |part: &'static str, expected: usize, actual: usize| {
             if expected == actual {
                 Ok(())
@@ -141,6 +144,10 @@ impl WeightStore {
 
     /// Adds a dense tensor (copied into an owned buffer); for tests and small packed weights.
     pub fn insert_tensor(&mut self, name: impl Into<String>, t: &Tensor) -> Result<(), WeightError> {
+        if t.dtype() == DType::Str {
+            // Refused before the bytes are built, since strings have none.
+            return self.insert(name, t.ty(), WeightPayload::Dense(WeightBytes::from_vec(Vec::new())));
+        }
         self.insert(name, t.ty(), WeightPayload::Dense(WeightBytes::from_vec(tensor_to_le_bytes(t))))
     }
 
@@ -241,7 +248,8 @@ impl StoredWeight {
     }
 }
 
-/// Little-endian bytes of a tensor's elements (bool as one byte 0/1).
+/// Little-endian bytes of a tensor's elements (bool as one byte 0/1, low-bit types one code a byte).
+/// Strings have no byte layout: callers refuse string tensors first ([`WeightStore::insert`] does).
 pub fn tensor_to_le_bytes(t: &Tensor) -> Vec<u8> {
     fn cat<const N: usize, T: Copy>(v: &[T], f: impl Fn(T) -> [u8; N]) -> Vec<u8> {
         v.iter().flat_map(|&x| f(x)).collect()
@@ -260,6 +268,8 @@ pub fn tensor_to_le_bytes(t: &Tensor) -> Vec<u8> {
         TensorData::U32(v) => cat(v, u32::to_le_bytes),
         TensorData::U64(v) => cat(v, u64::to_le_bytes),
         TensorData::Bool(v) => v.iter().map(|&b| b as u8).collect(),
+        TensorData::LowBit(_, v) => v.clone(),
+        TensorData::Str(_) => unreachable!("tensor_to_le_bytes of a string tensor: callers refuse strings first"),
     }
 }
 
@@ -282,7 +292,8 @@ pub fn decode_le(dtype: DType, bytes: &[u8]) -> TensorData {
         DType::U32 => TensorData::U32(split(bytes, u32::from_le_bytes)),
         DType::U64 => TensorData::U64(split(bytes, u64::from_le_bytes)),
         DType::Bool => TensorData::Bool(bytes.iter().map(|&b| b != 0).collect()),
-        q => unreachable!("decode_le of quantized dtype {q}"),
+        DType::LowBit(t) => TensorData::LowBit(t, bytes.to_vec()),
+        q => unreachable!("decode_le of dtype {q}, which has no dense byte layout"),
     }
 }
 

@@ -415,7 +415,7 @@ fn where_broadcasts_three_ways() {
 
 #[test]
 fn cast_between_plain_dtypes() {
-    let cast = |x: &Tensor, to| run1(&Op::Cast { to }, &[x]).into_data();
+    let cast = |x: &Tensor, to| run1(&Op::cast(to), &[x]).into_data();
     let f = f32t(&[6], &[1.7, -1.7, f32::NAN, 1e10, -0.5, 0.0]);
     assert_eq!(cast(&f, DType::I32), TensorData::I32(vec![1, -1, 0, i32::MAX, 0, 0]));
     assert_eq!(cast(&f, DType::I64), TensorData::I64(vec![1, -1, 0, 10_000_000_000, 0, 0]));
@@ -449,9 +449,9 @@ fn cast_between_plain_dtypes() {
     // Every plain pair is accepted and keeps the shape.
     let sample = i64t(&[2, 1], &[1, 0]);
     for from in DType::PLAIN {
-        let x = run1(&Op::Cast { to: from }, &[&sample]);
+        let x = run1(&Op::cast(from), &[&sample]);
         for to in DType::PLAIN {
-            let y = run1(&Op::Cast { to }, &[&x]);
+            let y = run1(&Op::cast(to), &[&x]);
             assert_eq!(
                 (y.dtype(), y.shape(), y.to_f64_vec()),
                 (to, &[2usize, 1][..], vec![1.0, 0.0]),
@@ -459,7 +459,7 @@ fn cast_between_plain_dtypes() {
             );
         }
     }
-    assert_fails(&Op::Cast { to: DType::Q8C }, &[&f], "cast: cannot cast to quantized dtype q8c");
+    assert_fails(&Op::cast(DType::Q8C), &[&f], "cast: cannot cast to quantized dtype q8c");
 }
 
 #[test]

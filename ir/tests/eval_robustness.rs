@@ -48,7 +48,7 @@ fn ops() -> Vec<Op> {
         ops.push(Op::Unsqueeze { axes: vec![axis, 0] });
     }
     for to in DType::PLAIN {
-        ops.push(Op::Cast { to });
+        ops.push(Op::cast(to));
         ops.push(Op::ConstantOfShape { value: 2.0, dtype: to });
     }
     ops.push(Op::ConstantOfShape { value: f64::NAN, dtype: DType::I64 });

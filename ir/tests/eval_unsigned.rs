@@ -123,7 +123,7 @@ fn unsigned_unary_functions() {
 
 #[test]
 fn casts_to_and_from_unsigned() {
-    let cast = |x: &Tensor, to| run1(&Op::Cast { to }, &[x]).into_data();
+    let cast = |x: &Tensor, to| run1(&Op::cast(to), &[x]).into_data();
     let x = u64t(&[BIG, u64::MAX, 300]);
     // To floats from the unsigned value, not from the negative i64 of the same bits.
     assert_eq!(cast(&x, DType::F64), TensorData::F64(vec![BIG as f64, u64::MAX as f64, 300.0]));
@@ -155,7 +155,7 @@ fn casts_to_and_from_unsigned() {
 #[test]
 fn float_pow_with_an_unsigned_exponent_after_a_cast() {
     // The ONNX importer casts the exponent to the base's type; the cast must read u64 as unsigned.
-    let e = run1(&Op::Cast { to: DType::F32 }, &[&u64t(&[3, 0])]);
+    let e = run1(&Op::cast(DType::F32), &[&u64t(&[3, 0])]);
     let got = run1(&Op::Binary(BinaryOp::Pow), &[&f32t(&[2], &[2.0, 5.0]), &e]);
     assert_eq!(got.into_data(), TensorData::F32(vec![8.0, 1.0]));
 }

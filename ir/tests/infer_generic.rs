@@ -84,10 +84,10 @@ fn matmul_numpy_rules() {
 
 #[test]
 fn cast() {
-    assert_eq!(ok(&Op::Cast { to: DType::BF16 }, &["f32[b, 3]"]), "bf16[b, 3]");
-    assert_eq!(ok(&Op::Cast { to: DType::Bool }, &["i64[]"]), "bool[]");
+    assert_eq!(ok(&Op::cast(DType::BF16), &["f32[b, 3]"]), "bf16[b, 3]");
+    assert_eq!(ok(&Op::cast(DType::Bool), &["i64[]"]), "bool[]");
     fails(
-        &Op::Cast { to: DType::Q4G { group_size: 32, zero_points: false } },
+        &Op::cast(DType::Q4G { group_size: 32, zero_points: false }),
         &["f32[4]"],
         "cast: cannot cast to quantized dtype q4g32",
     );

@@ -295,5 +295,5 @@ fn quantized_values_only_feed_weight_inputs() {
         "silu: input 0 has quantized type q8c[4, 32]; quantized values may only be the weight",
     );
     fails(&Op::Embedding {}, &["f32[4, 32]", "q8c[4, 32]"], "input 1 has quantized type");
-    fails(&Op::Cast { to: DType::Q8C }, &["f32[4, 32]"], "cannot cast to quantized dtype q8c");
+    fails(&Op::cast(DType::Q8C), &["f32[4, 32]"], "cannot cast to quantized dtype q8c");
 }

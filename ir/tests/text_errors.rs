@@ -163,7 +163,7 @@ fn op_and_attribute_errors() {
     );
     fails_at(
         "graph @g(%0: ^f8[4]) {\n  return\n}",
-        "unknown dtype `f8` (expected one of f32, f16, bf16, f64, i64, i32, i16, i8, u8, u16, u32, u64, bool, q8c, q4g<group>, q4g<group>z)",
+        "unknown dtype `f8` (expected one of f32, f16, bf16, f64, i64, i32, i16, i8, u8, u16, u32, u64, bool, q8c, q4g<group>, q4g<group>z, f8e4m3fn, f8e4m3fnuz, f8e5m2, f8e5m2fnuz, f8e8m0, f4e2m1, i4, u4, i2, u2, str)",
     );
     fails_at("graph @g(%0: ^q4g3[4]) {\n  return\n}", "unknown dtype `q4g3`");
 }

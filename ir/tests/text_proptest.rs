@@ -129,7 +129,7 @@ fn arb_op() -> impl Strategy<Value = Op> {
         prop::option::of(arb_f32()).prop_map(|softcap| Op::Logits { softcap }).boxed(),
         Just(Op::MatMul {}).boxed(),
         Just(Op::Where {}).boxed(),
-        arb_dtype().prop_map(|to| Op::Cast { to }).boxed(),
+        arb_dtype().prop_map(Op::cast).boxed(),
         (any::<i64>(), any::<bool>()).prop_map(|(axis, keepdims)| Op::ArgMax { axis, keepdims }).boxed(),
         any::<bool>().prop_map(|allowzero| Op::Reshape { allowzero }).boxed(),
         arb_axes().prop_map(|perm| Op::Transpose { perm }).boxed(),

@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use half::{bf16, f16};
 use kiln_ir::text::{Numbering, parse, print, print_node};
 use kiln_ir::{
-    BinaryOp, DType, Dim, GeluApprox, Graph, Op, ReduceKind, RopeScaling, RopeStyle, Shape, Tensor, TensorData,
-    TensorType, UnaryOp, ValueId,
+    BinaryOp, DType, Dim, E8m0Rounding, GeluApprox, Graph, LowBitType, Op, ReduceKind, RopeScaling, RopeStyle, Shape,
+    Tensor, TensorData, TensorType, UnaryOp, ValueId,
 };
 
 fn ty(s: &str) -> TensorType {
@@ -78,7 +78,16 @@ fn variants(name: &str) -> Vec<Op> {
         "logits" => vec![Op::Logits { softcap: None }, Op::Logits { softcap: Some(30.0) }],
         "cast" => [DType::BF16, DType::Bool, DType::Q8C, DType::Q4G { group_size: 128, zero_points: true }]
             .into_iter()
-            .map(|to| Op::Cast { to })
+            .chain(DType::STORAGE_ONLY)
+            .map(Op::cast)
+            .chain([
+                Op::Cast { to: DType::LowBit(LowBitType::F8E5M2), saturate: Some(false), round_mode: None },
+                Op::Cast {
+                    to: DType::LowBit(LowBitType::F8E8M0),
+                    saturate: Some(true),
+                    round_mode: Some(E8m0Rounding::Down),
+                },
+            ])
             .collect(),
         "argmax" => vec![Op::ArgMax { axis: -1, keepdims: false }],
         "reshape" => vec![Op::Reshape { allowzero: true }],
@@ -150,6 +159,13 @@ fn constants() -> Vec<Op> {
         t(vec![1], TensorData::I16(vec![-300])),
         t(vec![2, 1], TensorData::Bool(vec![true, false])),
         t(vec![], TensorData::Bool(vec![true])),
+        t(vec![4], TensorData::LowBit(LowBitType::F8E4M3FN, vec![0x7e, 0x80, 0x01, 0xaa])),
+        t(vec![2], TensorData::LowBit(LowBitType::F8E5M2, vec![0x7c, 0xfb])),
+        t(vec![2], TensorData::LowBit(LowBitType::F8E8M0, vec![0, 254])),
+        t(vec![3], TensorData::LowBit(LowBitType::F4E2M1, vec![0x7, 0x9, 0x8])),
+        t(vec![3], TensorData::LowBit(LowBitType::I4, vec![0x8, 0x7, 0xf])),
+        t(vec![2], TensorData::LowBit(LowBitType::U2, vec![0, 3])),
+        t(vec![3], TensorData::Str(vec![String::new(), "a \"quoted\" word".into(), "π\n".into()])),
     ]
 }
 
@@ -338,6 +354,12 @@ fn literals_print_exactly() {
         (Tensor::new(vec![0], TensorData::F32(vec![])).unwrap(), "[]"),
         (Tensor::scalar_i64(-3), "-3"),
         (Tensor::new(vec![2], TensorData::Bool(vec![false, true])).unwrap(), "[false, true]"),
+        (
+            Tensor::new(vec![3], TensorData::LowBit(LowBitType::F8E4M3FN, vec![0x7e, 0xaa, 0x80])).unwrap(),
+            "[448.0, -0.3125, -0.0]",
+        ),
+        (Tensor::new(vec![2], TensorData::LowBit(LowBitType::I4, vec![0x8, 0x7])).unwrap(), "[-8, 7]"),
+        (Tensor::new(vec![2], TensorData::Str(vec!["x".into(), "y z".into()])).unwrap(), "[\"x\", \"y z\"]"),
     ];
     for (t, _) in &consts {
         g.add_node(Op::Constant { value: t.clone() }, vec![], vec![t.ty()]);

@@ -28,7 +28,7 @@ enum WeightOperand {
 fn stored_weight(r: &Raiser, v: ValueId) -> Option<WeightOperand> {
     match r.def(v)? {
         (Op::Weight { name }, _) => Some(WeightOperand::Stored(name.clone())),
-        (Op::Cast { to: DType::F32 }, &[w]) => match r.def(w)? {
+        (Op::Cast { to: DType::F32, .. }, &[w]) => match r.def(w)? {
             (Op::Weight { name }, _) => Some(WeightOperand::Stored(name.clone())),
             _ => None,
         },

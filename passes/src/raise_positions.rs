@@ -45,7 +45,7 @@ pub(crate) fn raise(r: &mut Raiser) -> Result<bool, String> {
         let dtype = r.g.value_type(v).dtype;
         let mut p = r.emit(Op::Squeeze { axes: vec![0] }, &[positions], v)?;
         if dtype != kiln_ir::DType::I64 {
-            p = r.emit(Op::Cast { to: dtype }, &[p], v)?;
+            p = r.emit(Op::cast(dtype), &[p], v)?;
         }
         r.g.replace_all_uses(v, p);
     }

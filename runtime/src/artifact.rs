@@ -73,7 +73,9 @@ impl ArtifactError {
     }
 }
 
-/// The safetensors dtype that stores a plain kiln dtype (`None` for quantized formats).
+/// The safetensors dtype that stores a plain kiln dtype (`None` for quantized formats, which are stored as
+/// packed buffers, and for the storage-only dtypes — low-bit formats and strings — which the artifact does
+/// not store: safetensors has no FNUZ, E2M1-unpacked or sub-byte integer dtype, and no strings).
 pub fn safetensors_dtype(dtype: DType) -> Option<StDtype> {
     Some(match dtype {
         DType::F32 => StDtype::F32,
@@ -89,7 +91,7 @@ pub fn safetensors_dtype(dtype: DType) -> Option<StDtype> {
         DType::U32 => StDtype::U32,
         DType::U64 => StDtype::U64,
         DType::Bool => StDtype::BOOL,
-        DType::Q8C | DType::Q4G { .. } => return None,
+        DType::Q8C | DType::Q4G { .. } | DType::LowBit(_) | DType::Str => return None,
     })
 }
 

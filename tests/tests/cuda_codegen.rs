@@ -91,3 +91,13 @@ fn an_op_without_a_kernel_is_named_in_the_error() {
     let err = cuda::cuda_source(&g).expect_err("transpose has no CUDA kernel").to_string();
     assert!(err.contains("transpose") && err.contains("--device cpu"), "{err}");
 }
+
+#[test]
+fn a_low_bit_dtype_is_refused_naming_it() {
+    // A cast to an 8-bit float is elementwise, so it reaches the fused-kernel emitter, which has no C type
+    // for the storage-only dtypes and says so (the CPU executor runs such casts).
+    let text = "graph @g(%0: f32[4]) {\n  %1 = cast(%0) {to = f8e4m3fn} : f8e4m3fn[4]\n  return %1\n}\n";
+    let g = kiln_ir::text::parse(text).expect("valid IR");
+    let err = cuda::cuda_source(&g).expect_err("no CUDA kernel stores f8e4m3fn").to_string();
+    assert!(err.contains("f8e4m3fn") && err.contains("--device cpu"), "{err}");
+}

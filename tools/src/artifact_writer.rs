@@ -96,8 +96,17 @@ pub fn write_artifact(
         let dims = w.ty.shape.as_static().ok_or_else(|| bad(format!("weight `{name}` has a non-static shape")))?;
         match &w.payload {
             WeightPayload::Dense(b) => {
-                let dtype = kiln_runtime::artifact::safetensors_dtype(w.ty.dtype)
-                    .ok_or_else(|| bad(format!("weight `{name}` has dtype {} but dense bytes", w.ty.dtype)))?;
+                let dtype = kiln_runtime::artifact::safetensors_dtype(w.ty.dtype).ok_or_else(|| {
+                    if w.ty.dtype.is_storage_only() {
+                        bad(format!(
+                            "weight `{name}` has dtype {}, which a .kiln artifact does not store (safetensors has \
+                             no such dtype); keep it a graph constant or cast it to a plain dtype first",
+                            w.ty.dtype
+                        ))
+                    } else {
+                        bad(format!("weight `{name}` has dtype {} but dense bytes", w.ty.dtype))
+                    }
+                })?;
                 tensors.push(OutTensor { name: name.to_string(), dtype, shape: dims, bytes: b.as_slice() });
             }
             WeightPayload::Quantized { data, scales, zeros } => {
@@ -273,4 +282,55 @@ fn temp_path(path: &Path) -> PathBuf {
 /// Compact JSON of a metadata record.
 fn json<T: serde::Serialize>(record: &T) -> String {
     serde_json::to_string(record).expect("metadata records are plain data and always serialize")
+}
+
+#[cfg(test)]
+mod tests {
+    use kiln_ir::{DType, LowBitType, Tensor, TensorData, TensorType, WeightBytes};
+
+    use super::*;
+
+    fn contents<'a>(graph: &'a Graph, weights: &'a WeightStore, meta: &'a ModelMeta) -> ArtifactContents<'a> {
+        ArtifactContents {
+            graph,
+            weights,
+            meta,
+            pipeline: PipelineRecord { name: "O0".into(), passes: vec![], disabled: vec![] },
+            targets: vec![Target::Cpu],
+            kernels: vec![],
+            kernel_plan: serde_json::Value::Null,
+            content_hash: format!("blake3:{}", "cd".repeat(32)),
+        }
+    }
+
+    #[test]
+    fn low_bit_weights_are_refused_naming_the_dtype_and_low_bit_constants_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = ModelMeta::default();
+        let f8 = DType::LowBit(LowBitType::F8E4M3FN);
+
+        // A weight of a low-bit dtype: refused, naming the weight and its dtype.
+        let mut weights = WeightStore::new();
+        let ty = TensorType::of(f8, &[2]);
+        weights.insert("w", ty.clone(), WeightPayload::Dense(WeightBytes::from_vec(vec![0x38, 0x7e]))).unwrap();
+        let mut g = Graph::new("w");
+        let w = g.add_node(Op::Weight { name: "w".into() }, vec![], vec![ty])[0];
+        let y = g.add_node(Op::cast(DType::F32), vec![w], vec![TensorType::of(DType::F32, &[2])])[0];
+        g.set_outputs(vec![y]);
+        let e = write_artifact(&dir.path().join("w.kiln"), &contents(&g, &weights, &meta), &Progress::hidden())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("weight `w` has dtype f8e4m3fn, which a .kiln artifact does not store"), "{e}");
+
+        // The same values as a constant live in the IR text and come back exactly.
+        let value = Tensor::new(vec![2], TensorData::LowBit(LowBitType::F8E4M3FN, vec![0x38, 0x7e])).unwrap();
+        let mut g = Graph::new("c");
+        let c = g.add_node(Op::Constant { value: value.clone() }, vec![], vec![value.ty()])[0];
+        let y = g.add_node(Op::cast(DType::F32), vec![c], vec![TensorType::of(DType::F32, &[2])])[0];
+        g.set_outputs(vec![y]);
+        let path = dir.path().join("c.kiln");
+        write_artifact(&path, &contents(&g, &WeightStore::new(), &meta), &Progress::hidden()).unwrap();
+        let loaded = kiln_runtime::Artifact::load(&path).unwrap();
+        assert_eq!(loaded.graph().constant_value(kiln_ir::ValueId(0)), Some(&value));
+    }
 }

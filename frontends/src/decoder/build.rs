@@ -173,7 +173,7 @@ impl Builder<'_> {
     }
 
     fn cast_to_f32(&mut self, x: ValueId) -> Result<ValueId, DecoderError> {
-        if self.g.value_type(x).dtype == DType::F32 { Ok(x) } else { self.push(Op::Cast { to: DType::F32 }, &[x]) }
+        if self.g.value_type(x).dtype == DType::F32 { Ok(x) } else { self.push(Op::cast(DType::F32), &[x]) }
     }
 
     fn emit(&mut self) -> Result<ValueId, DecoderError> {

@@ -142,7 +142,7 @@ impl CacheInterface {
                 let range = b.graph.push(Op::Range {}, &[zero, seq, one]).map_err(build)?;
                 let mut p = b.graph.push(Op::Unsqueeze { axes: vec![0] }, &[range]).map_err(build)?;
                 if ty.dtype != DType::I64 {
-                    p = b.graph.push(Op::Cast { to: ty.dtype }, &[p]).map_err(build)?;
+                    p = b.graph.push(Op::cast(ty.dtype), &[p]).map_err(build)?;
                 }
                 p
             };

@@ -1,6 +1,6 @@
 //! ONNX element types (`TensorProto.DataType`) and their kiln dtypes.
 
-use kiln_ir::DType;
+use kiln_ir::{DType, LowBitType};
 
 use super::OnnxError;
 use super::proto::tensor_proto::DataType;
@@ -25,6 +25,17 @@ pub fn dtype_of(code: i32, what: &str) -> Result<DType, OnnxError> {
         DataType::Uint32 => DType::U32,
         DataType::Uint64 => DType::U64,
         DataType::Bool => DType::Bool,
+        DataType::String => DType::Str,
+        DataType::Float8e4m3fn => DType::LowBit(LowBitType::F8E4M3FN),
+        DataType::Float8e4m3fnuz => DType::LowBit(LowBitType::F8E4M3FNUZ),
+        DataType::Float8e5m2 => DType::LowBit(LowBitType::F8E5M2),
+        DataType::Float8e5m2fnuz => DType::LowBit(LowBitType::F8E5M2FNUZ),
+        DataType::Float8e8m0 => DType::LowBit(LowBitType::F8E8M0),
+        DataType::Float4e2m1 => DType::LowBit(LowBitType::F4E2M1),
+        DataType::Int4 => DType::LowBit(LowBitType::I4),
+        DataType::Uint4 => DType::LowBit(LowBitType::U4),
+        DataType::Int2 => DType::LowBit(LowBitType::I2),
+        DataType::Uint2 => DType::LowBit(LowBitType::U2),
         DataType::Undefined => return Err(unsupported("UNDEFINED (0)")),
         other => return Err(unsupported(other.as_str_name())),
     })
@@ -46,6 +57,19 @@ pub fn code_of(dtype: DType) -> i32 {
         DType::U32 => DataType::Uint32,
         DType::U64 => DataType::Uint64,
         DType::Bool => DataType::Bool,
+        DType::Str => DataType::String,
+        DType::LowBit(t) => match t {
+            LowBitType::F8E4M3FN => DataType::Float8e4m3fn,
+            LowBitType::F8E4M3FNUZ => DataType::Float8e4m3fnuz,
+            LowBitType::F8E5M2 => DataType::Float8e5m2,
+            LowBitType::F8E5M2FNUZ => DataType::Float8e5m2fnuz,
+            LowBitType::F8E8M0 => DataType::Float8e8m0,
+            LowBitType::F4E2M1 => DataType::Float4e2m1,
+            LowBitType::I4 => DataType::Int4,
+            LowBitType::U4 => DataType::Uint4,
+            LowBitType::I2 => DataType::Int2,
+            LowBitType::U2 => DataType::Uint2,
+        },
         DType::Q8C | DType::Q4G { .. } => DataType::Undefined,
     }) as i32
 }

@@ -19,7 +19,8 @@ pub enum OnnxError {
     UnsupportedFeature { node: String, op: String, opset: i64, what: String },
     #[error(
         "{what}: ONNX element type {dtype} is not supported; kiln supports float, float16, bfloat16, double, int8, \
-         int16, int32, int64, uint8, uint16, uint32, uint64 and bool"
+         int16, int32, int64, uint8, uint16, uint32, uint64, bool, string, the float8 types (e4m3fn, e4m3fnuz, \
+         e5m2, e5m2fnuz, e8m0), float4e2m1, int4, uint4, int2 and uint2"
     )]
     UnsupportedDType { what: String, dtype: String },
     #[error("{what}: {kind} values are not supported; kiln imports tensors only")]

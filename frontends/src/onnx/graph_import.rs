@@ -130,7 +130,8 @@ impl<'a> Builder<'a> {
 
     /// A decoded tensor as an inline constant (small) or a named weight (large).
     pub fn tensor_value(&mut self, raw: &RawTensor, fallback_name: &str) -> Result<ValueId, OnnxError> {
-        if raw.num_elements() <= MAX_INLINE_ELEMENTS {
+        // Strings have no byte layout a weight could hold, so they are constants at any size.
+        if raw.num_elements() <= MAX_INLINE_ELEMENTS || raw.strings.is_some() {
             return Ok(self.constant(raw.to_tensor()));
         }
         let mut name = if raw.name.is_empty() { fallback_name.to_string() } else { raw.name.clone() };

@@ -3,24 +3,32 @@
 //!
 //! Every size is checked against the declared shape before anything is indexed, and external data
 //! paths must stay inside the model's directory (no absolute paths, no `..`, no symlink leading out).
+//!
+//! Low-bit types arrive packed — 4-bit types two to a byte, 2-bit types four, the first element in the
+//! lowest bits, an incomplete last byte padded — in `raw_data` and external data, and in `int32_data` one
+//! packed byte per entry (8-bit types one code per entry); they are unpacked here to kiln's one code a
+//! byte. Strings come from `string_data` and must be UTF-8.
 
 use std::path::{Component, Path};
 use std::sync::Arc;
 
 use half::{bf16, f16};
-use kiln_ir::{DType, Tensor, WeightBytes};
+use kiln_ir::{DType, LowBitType, Tensor, TensorData, WeightBytes};
 
 use super::OnnxError;
 use super::dtype::dtype_of;
 use super::proto::{TensorProto, tensor_proto::DataLocation};
 
-/// A decoded tensor: dtype, static shape, and little-endian element bytes (bool as one byte).
+/// A decoded tensor: dtype, static shape, and little-endian element bytes (bool and low-bit codes as one
+/// byte each); string tensors have no bytes and carry their elements in `strings`.
 #[derive(Debug, Clone)]
 pub struct RawTensor {
     pub name: String,
     pub dtype: DType,
     pub shape: Vec<usize>,
     pub bytes: WeightBytes,
+    /// The elements of a `str` tensor (`None` for every other dtype).
+    pub strings: Option<Vec<String>>,
 }
 
 impl RawTensor {
@@ -29,6 +37,10 @@ impl RawTensor {
     }
 
     pub fn to_tensor(&self) -> Tensor {
+        if let Some(strings) = &self.strings {
+            return Tensor::new(self.shape.clone(), TensorData::Str(strings.clone()))
+                .expect("string count checked against the shape when decoded");
+        }
         let data = kiln_ir::weights::decode_le(self.dtype, self.bytes.as_slice());
         Tensor::new(self.shape.clone(), data).expect("byte length checked against the shape when decoded")
     }
@@ -53,8 +65,37 @@ pub fn decode_tensor(tp: &TensorProto, model_dir: Option<&Path>) -> Result<RawTe
         .ok_or_else(|| {
             bad(format!("dims {:?} describe more than {} elements", tp.dims, kiln_ir::eval::MAX_ELEMENTS))
         })?;
+    if dtype == DType::Str {
+        if tp.data_location() == DataLocation::External || tp.raw_data.is_some() {
+            return Err(bad(
+                "a string tensor must hold its elements in string_data (ONNX stores no raw strings)".into()
+            ));
+        }
+        if tp.string_data.len() != count {
+            return Err(bad(format!(
+                "its shape {shape:?} holds {count} elements but string_data holds {}",
+                tp.string_data.len()
+            )));
+        }
+        let strings = tp
+            .string_data
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                String::from_utf8(b.clone()).map_err(|_| OnnxError::UnsupportedType {
+                    what: format!("tensor `{name}`"),
+                    kind: format!("non-UTF-8 string (element {i})"),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        return Ok(RawTensor { name, dtype, shape, bytes: WeightBytes::from_vec(Vec::new()), strings: Some(strings) });
+    }
     let elem = dtype.size_of().expect("ONNX dtypes map to plain kiln dtypes");
-    let expected_bytes = count * elem;
+    // Bytes in the file: low-bit types are packed there.
+    let expected_bytes = match dtype {
+        DType::LowBit(t) => (count * t.bits() as usize).div_ceil(8),
+        _ => count * elem,
+    };
     let size_error = |what: &str, actual: usize, unit: &str| {
         bad(format!(
             "its shape {shape:?} holds {count} elements ({expected_bytes} bytes of {dtype}) but {what} holds {actual} {unit}"
@@ -79,7 +120,21 @@ pub fn decode_tensor(tp: &TensorProto, model_dir: Option<&Path>) -> Result<RawTe
         let typed = typed_bytes(tp, dtype, count).map_err(|(field, n)| size_error(field, n, "values"))?;
         WeightBytes::from_vec(typed)
     };
-    Ok(RawTensor { name, dtype, shape, bytes })
+    let bytes = match dtype {
+        DType::LowBit(t) if t.bits() < 8 => WeightBytes::from_vec(unpack_codes(t, bytes.as_slice(), count)),
+        _ => bytes,
+    };
+    Ok(RawTensor { name, dtype, shape, bytes, strings: None })
+}
+
+/// The `count` codes of a packed sub-byte buffer, one a byte: element `i` sits in byte `i * bits / 8` at
+/// bit `(i * bits) % 8`, the first element in the lowest bits. `packed` holds enough bytes (checked by
+/// the caller); padding bits of the last byte are ignored.
+pub fn unpack_codes(t: LowBitType, packed: &[u8], count: usize) -> Vec<u8> {
+    let bits = t.bits() as usize;
+    let per_byte = 8 / bits;
+    let mask = ((1u32 << bits) - 1) as u8;
+    (0..count).map(|i| (packed[i / per_byte] >> ((i % per_byte) * bits)) & mask).collect()
 }
 
 /// Element bytes from the typed repeated field that holds `dtype` (ONNX's layout: small ints, uint16
@@ -90,6 +145,11 @@ fn typed_bytes(tp: &TensorProto, dtype: DType, count: usize) -> Result<Vec<u8>, 
         if v.len() == count { Ok(()) } else { Err((field, v.len())) }
     }
     let ints = || check("int32_data", &tp.int32_data, count).map(|()| tp.int32_data.iter());
+    // Low-bit types: one int32 per packed byte (so one per element for the 8-bit types).
+    let packed_ints = |t: LowBitType| {
+        let entries = (count * t.bits() as usize).div_ceil(8);
+        check("int32_data", &tp.int32_data, entries).map(|()| tp.int32_data.iter().map(|&x| x as u8).collect())
+    };
     let uints = || check("uint64_data", &tp.uint64_data, count).map(|()| tp.uint64_data.iter());
     Ok(match dtype {
         DType::F32 => {
@@ -115,7 +175,10 @@ fn typed_bytes(tp: &TensorProto, dtype: DType, count: usize) -> Result<Vec<u8>, 
         // 16-bit floats are stored as their bit patterns.
         DType::F16 => ints()?.flat_map(|&x| f16::from_bits(x as u16).to_le_bytes()).collect(),
         DType::BF16 => ints()?.flat_map(|&x| bf16::from_bits(x as u16).to_le_bytes()).collect(),
-        DType::Q8C | DType::Q4G { .. } => unreachable!("ONNX dtypes map to plain kiln dtypes"),
+        DType::LowBit(t) => packed_ints(t)?,
+        DType::Q8C | DType::Q4G { .. } | DType::Str => {
+            unreachable!("ONNX dtypes map to plain kiln dtypes; strings are decoded before")
+        }
     })
 }
 

@@ -29,6 +29,9 @@ impl Values {
             TensorData::F64(v) => Values::F64(v.clone()),
             TensorData::Bool(v) => Values::Bool(v.clone()),
             TensorData::U64(v) => Values::U64(v.clone()),
+            TensorData::LowBit(..) | TensorData::Str(_) => {
+                unreachable!("{} values have no compute type; eval_generic refuses them before any op", data.dtype())
+            }
             d => Values::I64((0..d.len()).map(|i| d.get_i64(i)).collect()),
         }
     }
@@ -278,8 +281,8 @@ pub(crate) fn min_nan<T: Real>(a: T, b: T) -> T {
 
 /// The elements of all `parts` one after another; every part must have the same dtype.
 pub(crate) fn concat_data(parts: &[&TensorData]) -> TensorData {
-    fn cat<T: Copy>(parts: &[&TensorData], get: impl Fn(&TensorData) -> &[T]) -> Vec<T> {
-        parts.iter().flat_map(|p| get(p).iter().copied()).collect()
+    fn cat<T: Clone>(parts: &[&TensorData], get: impl Fn(&TensorData) -> &[T]) -> Vec<T> {
+        parts.iter().flat_map(|p| get(p).iter().cloned()).collect()
     }
     macro_rules! cat_as {
         ($variant:ident) => {
@@ -305,6 +308,14 @@ pub(crate) fn concat_data(parts: &[&TensorData]) -> TensorData {
         Some(DType::U32) => cat_as!(U32),
         Some(DType::U64) => cat_as!(U64),
         Some(DType::Bool) => cat_as!(Bool),
+        Some(DType::Str) => cat_as!(Str),
+        Some(DType::LowBit(format)) => TensorData::LowBit(
+            format,
+            cat(parts, |p| match p {
+                TensorData::LowBit(f, v) if *f == format => v.as_slice(),
+                other => unreachable!("concat_data needs one dtype, got {} among {format}", other.dtype()),
+            }),
+        ),
         Some(q) => unreachable!("tensor data cannot have quantized dtype {q}"),
         None => unreachable!("concat_data needs at least one part"),
     }

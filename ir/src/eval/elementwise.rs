@@ -6,7 +6,7 @@
 
 use super::compute::{Real, Values, concat_data, max_nan, min_nan, sigmoid};
 use super::{Cx, EvalError, broadcast_indices, broadcast_shapes};
-use crate::{BinaryOp, CompareOp, DType, Tensor, TensorData, UnaryOp};
+use crate::{BinaryOp, CompareOp, DType, LowBitCast, Tensor, TensorData, UnaryOp};
 
 pub(super) fn unary(cx: Cx, u: UnaryOp, x: &Tensor) -> Result<Tensor, EvalError> {
     let dtype = x.dtype();
@@ -315,6 +315,11 @@ fn int_pow(base: i64, exp: i64) -> Result<i64, String> {
 
 pub(super) fn compare(cx: Cx, op: CompareOp, a: &Tensor, b: &Tensor) -> Result<Tensor, EvalError> {
     let (shape, ia, ib) = broadcast_pair(cx, a, b)?;
+    if let (TensorData::Str(x), TensorData::Str(y)) = (a.data(), b.data()) {
+        // Only equality reaches here (eval_generic refuses the orderings on strings): byte-wise, as ONNX.
+        let equal = ia.iter().zip(&ib).map(|(&i, &j)| x[i] == y[j]).collect();
+        return Ok(cx.tensor(shape, TensorData::Bool(equal)));
+    }
     fn cmp<T: PartialOrd>(op: CompareOp, p: T, q: T) -> bool {
         match op {
             CompareOp::Equal => p == q,
@@ -372,22 +377,29 @@ pub(super) fn where_(cx: Cx, cond: &Tensor, a: &Tensor, b: &Tensor) -> Result<Te
 
 /// Casts between plain dtypes. Float to integer truncates toward zero and saturates at the target's
 /// range, NaN giving 0; integer to integer wraps (keeps the low bits: -1 becomes u64::MAX, as in
-/// numpy); anything to bool is `!= 0` (NaN is true); bool is 0/1.
-pub(super) fn cast(cx: Cx, x: &Tensor, to: DType) -> Result<Tensor, EvalError> {
+/// numpy); anything to bool is `!= 0` (NaN is true); bool is 0/1. Low-bit values read as their exact
+/// value (floats through f64, integers through i64) and low-bit targets convert as [`crate::lowbit`]
+/// says, under the cast attributes `how`.
+pub(super) fn cast(cx: Cx, x: &Tensor, to: DType, how: LowBitCast) -> Result<Tensor, EvalError> {
     if to.is_quantized() {
         return Err(cx.err(format!("cannot cast to quantized dtype {to}; quantization is a weight-packing step")));
     }
+    if to == DType::Str || x.dtype() == DType::Str {
+        return Err(cx.err(format!("casting {} to {to} is not supported (kiln does not convert strings)", x.ty())));
+    }
     let from = x.dtype();
-    let data = if from.is_float() {
-        // f64 holds every f32/f16/bf16 value exactly, so going through it rounds only once. Rust's
-        // float-to-int `as` truncates, saturates and maps NaN to 0.
-        TensorData::from_f64(to, x.to_f64_vec())
+    let from_float = from.is_float() || matches!(from, DType::LowBit(t) if !t.is_int());
+    let data = if from_float {
+        // f64 holds every f32/f16/bf16 and low-bit float value exactly, so going through it rounds only
+        // once. Rust's float-to-int `as` truncates, saturates and maps NaN to 0.
+        TensorData::from_f64_with(to, x.to_f64_vec(), how)
     } else if let TensorData::U64(v) = x.data() {
         match to {
             // From the unsigned value: through i64 the upper half would turn negative.
             DType::F32 => Ok(TensorData::F32(v.iter().map(|&i| i as f32).collect())),
             DType::F64 => Ok(TensorData::F64(v.iter().map(|&i| i as f64).collect())),
             DType::F16 | DType::BF16 => TensorData::from_f64(to, v.iter().map(|&i| i as f64)),
+            DType::LowBit(t) if !t.is_int() => TensorData::from_f64_with(to, v.iter().map(|&i| i as f64), how),
             // The bit pattern as i64; narrowing to the target keeps its low bits.
             _ => TensorData::from_i64(to, v.iter().map(|&i| i as i64)),
         }
@@ -397,6 +409,7 @@ pub(super) fn cast(cx: Cx, x: &Tensor, to: DType) -> Result<Tensor, EvalError> {
             // Directly from the integer, so the value is rounded once even beyond 2^53.
             DType::F32 => Ok(TensorData::F32(ints.into_iter().map(|i| i as f32).collect())),
             DType::F64 => Ok(TensorData::F64(ints.into_iter().map(|i| i as f64).collect())),
+            DType::LowBit(t) if !t.is_int() => TensorData::from_f64_with(to, ints.into_iter().map(|i| i as f64), how),
             _ => TensorData::from_i64(to, ints),
         }
     }

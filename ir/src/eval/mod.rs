@@ -66,6 +66,15 @@ pub fn eval_generic(op: &Op, inputs: &[&Tensor]) -> Result<Option<Vec<Tensor>>, 
         return Err(EvalError::new(op, format!("expected {expected} inputs, got {}", inputs.len())));
     }
     let cx = Cx { op };
+    // Storage-only dtypes reach only the ops that merely move, cast or compare them (one list, shared
+    // with type inference), so no op below ever widens them to a compute type.
+    for (i, t) in inputs.iter().enumerate() {
+        if t.dtype().is_storage_only()
+            && let Some(m) = op.storage_only_refusal(i, &t.ty())
+        {
+            return Err(EvalError { op: op.name().to_string(), message: m });
+        }
+    }
     let one = |t: Tensor| Ok(Some(vec![t]));
     match op {
         Op::Constant { value } => one(value.clone()),
@@ -73,7 +82,7 @@ pub fn eval_generic(op: &Op, inputs: &[&Tensor]) -> Result<Option<Vec<Tensor>>, 
         Op::Binary(b) => one(elementwise::binary(cx, *b, inputs[0], inputs[1])?),
         Op::Compare(c) => one(elementwise::compare(cx, *c, inputs[0], inputs[1])?),
         Op::Where {} => one(elementwise::where_(cx, inputs[0], inputs[1], inputs[2])?),
-        Op::Cast { to } => one(elementwise::cast(cx, inputs[0], *to)?),
+        Op::Cast { to, .. } => one(elementwise::cast(cx, inputs[0], *to, op.low_bit_cast())?),
         Op::Reduce { kind, axes, keepdims } => one(reduce::reduce(cx, *kind, axes, *keepdims, inputs[0])?),
         Op::ArgMax { axis, keepdims } => one(reduce::argmax(cx, *axis, *keepdims, inputs[0])?),
         Op::MatMul {} => one(matmul::matmul(cx, inputs[0], inputs[1])?),

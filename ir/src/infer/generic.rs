@@ -51,6 +51,9 @@ pub(super) fn cast(to: DType, a: &Args) -> Result<TensorType, String> {
     if to.is_quantized() {
         return Err(format!("cannot cast to quantized dtype {to}; quantized values exist only as stored weights"));
     }
+    if to == DType::Str {
+        return Err(format!("casting {} to strings is not supported", a.ty(0)));
+    }
     Ok(TensorType::new(to, a.ty(0).shape.clone()))
 }
 

@@ -139,6 +139,9 @@ pub fn infer_types(
                  embedding or logits"
             )));
         }
+        if let Some(m) = op.storage_only_refusal(i, ty) {
+            return Err(InferError::new(m));
+        }
     }
     let args = Args { types: input_types, consts: const_inputs };
     let one = |r: Result<TensorType, String>| r.map(|t| vec![t]);
@@ -162,7 +165,7 @@ pub fn infer_types(
         Op::Logits { softcap } => one(model::logits(*softcap, &args)),
         Op::MatMul {} => one(generic::matmul(&args)),
         Op::Where {} => one(generic::where_(&args)),
-        Op::Cast { to } => one(generic::cast(*to, &args)),
+        Op::Cast { to, .. } => one(generic::cast(*to, &args)),
         Op::ArgMax { axis, keepdims } => one(generic::argmax(*axis, *keepdims, &args)),
         Op::Reshape { allowzero } => one(shape_ops::reshape(*allowzero, &args)),
         Op::Transpose { perm } => one(generic::transpose(perm, &args)),

@@ -273,6 +273,12 @@ pub(super) fn constant_of_shape(value: f64, dtype: DType, a: &Args) -> Result<Te
         DType::U16 => value.fract() == 0.0 && (0.0..=f64::from(u16::MAX)).contains(&value),
         DType::U32 => value.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(&value),
         DType::U64 => value.fract() == 0.0 && (0.0..2f64.powi(64)).contains(&value),
+        // Exactly one of the format's values (as for the integers above: a fill value is not rounded).
+        DType::LowBit(t) => {
+            let exact = crate::LowBitCast { saturate: false, round_mode: crate::E8m0Rounding::Nearest };
+            t.to_f64(t.from_f64(value, exact)) == value
+        }
+        DType::Str => return Err("constant_of_shape fills numbers; it cannot make a string tensor".to_string()),
         _ => true,
     };
     if !fits {

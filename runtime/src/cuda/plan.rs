@@ -643,6 +643,12 @@ pub(crate) fn build(
                 }
             }
             Some(Op::Constant { value }) => {
+                if value.dtype() == kiln_ir::DType::Str {
+                    return Err(invalid(format!(
+                        "a constant holds strings ({}); the CUDA executor holds no string tensors",
+                        value.ty()
+                    )));
+                }
                 let bytes = kiln_ir::weights::tensor_to_le_bytes(value);
                 (bytes.len() as u64, Upload::Bytes(bytes))
             }

@@ -4,7 +4,8 @@
 //! error while importing or running) or unsupported (an op, opset feature or dtype kiln lacks).
 //!
 //! Floats compare with `|got - want| <= atol + rtol * |want|` (rtol 1e-3, atol 1e-4, NaN equal to
-//! NaN); integers and bools exactly. Graph inputs that an op needs at import time (Squeeze's `axes`
+//! NaN); low-bit floats (float8, e8m0, float4) exactly by value, NaN equal to NaN whatever its code;
+//! integers (low-bit ones included), bools and strings exactly. Graph inputs that an op needs at import time (Squeeze's `axes`
 //! given as an input, ...) are specialised to the case's values (see `kiln_frontends::onnx`).
 
 use std::collections::HashMap;
@@ -228,8 +229,20 @@ fn compare(got: &Tensor, want: &Tensor) -> std::result::Result<(), String> {
         }
         return Ok(());
     }
+    if let (TensorData::Str(a), TensorData::Str(b)) = (got.data(), want.data()) {
+        return match a.iter().zip(b).position(|(x, y)| x != y) {
+            Some(i) => Err(format!("element {i} is {:?} but expected {:?}", a[i], b[i])),
+            None => Ok(()),
+        };
+    }
     let exact = match (got.data(), want.data()) {
         (TensorData::Bool(a), TensorData::Bool(b)) => a.iter().zip(b).position(|(x, y)| x != y),
+        // Two codes are the same value when they decode to equal numbers (+0 and -0 included) or both
+        // decode to NaN (E4M3FN and E5M2 have several NaN codes).
+        (TensorData::LowBit(t, a), TensorData::LowBit(_, b)) if !t.is_int() => a.iter().zip(b).position(|(&x, &y)| {
+            let (x, y) = (t.to_f64(x), t.to_f64(y));
+            !(x == y || x.is_nan() && y.is_nan())
+        }),
         _ => got.to_i64_vec().iter().zip(want.to_i64_vec()).position(|(x, y)| *x != y),
     };
     match exact {

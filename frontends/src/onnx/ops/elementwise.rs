@@ -2,7 +2,7 @@
 //! logic, bitwise ops and shifts, the variadic `Sum`/`Mean`/`Max`/`Min`, `Where`, `Cast`/`CastLike`, `Clip`, `Mod`, `Pow`,
 //! `IsInf`, and the identities (`Identity`, inference-mode `Dropout`).
 
-use kiln_ir::{BinaryOp, CompareOp, DType, Op, UnaryOp, ValueId};
+use kiln_ir::{BinaryOp, CompareOp, DType, E8m0Rounding, Op, UnaryOp, ValueId};
 
 use super::{NodeCx, R, bad, unsupported};
 use crate::onnx::dtype::dtype_of;
@@ -90,7 +90,7 @@ pub fn import(cx: &mut NodeCx, op: &str) -> Option<R<Vec<ValueId>>> {
         "CastLike" => (|| {
             let (x, like) = (cx.input(0)?, cx.input(1)?);
             let to = cx.dtype(like);
-            cx.cast(x, to).map(|v| vec![v])
+            cast_to(cx, x, to)
         })(),
         "Clip" => clip(cx),
         "Mod" => modulo(cx),
@@ -139,7 +139,24 @@ fn mean(cx: &mut NodeCx) -> R<Vec<ValueId>> {
 fn cast(cx: &mut NodeCx) -> R<Vec<ValueId>> {
     let x = cx.input(0)?;
     let to = dtype_of(cx.attr_i("to", 0) as i32, "Cast's `to`")?;
-    Ok(vec![cx.cast(x, to)?])
+    cast_to(cx, x, to)
+}
+
+/// `Cast`/`CastLike` of `x` to `to` with the node's `saturate` and `round_mode` (opset 19 and 24 on),
+/// recorded on the IR cast only when they differ from the defaults, so ordinary casts print as before.
+fn cast_to(cx: &mut NodeCx, x: ValueId, to: DType) -> R<Vec<ValueId>> {
+    let saturate = (cx.attr_i("saturate", 1) == 0).then_some(false);
+    let round_mode = match cx.attr_s("round_mode", "up").as_str() {
+        "up" => None,
+        other => Some(
+            E8m0Rounding::from_name(other)
+                .map_or_else(|| bad(format!("round_mode `{other}` is not one of up, down, nearest")), Ok)?,
+        ),
+    };
+    if cx.dtype(x) == to {
+        return Ok(vec![x]);
+    }
+    Ok(vec![cx.push(Op::Cast { to, saturate, round_mode }, &[x])?])
 }
 
 fn clip(cx: &mut NodeCx) -> R<Vec<ValueId>> {

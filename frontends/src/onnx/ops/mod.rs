@@ -206,7 +206,7 @@ impl NodeCx<'_, '_> {
 
     /// Casts `v` to `dtype` unless it already has it.
     pub fn cast(&mut self, v: ValueId, dtype: DType) -> R<ValueId> {
-        if self.dtype(v) == dtype { Ok(v) } else { self.push(Op::Cast { to: dtype }, &[v]) }
+        if self.dtype(v) == dtype { Ok(v) } else { self.push(Op::cast(dtype), &[v]) }
     }
 
     /// `Shape(v)` as a 1-D i64 value.
