@@ -433,7 +433,7 @@ impl Op {
             return None;
         }
         let what = if d == DType::Str {
-            "kiln holds and moves strings and compares them for equality, but computes nothing else on them              (casts from and to strings included)"
+            "kiln holds and moves strings and compares them for equality, but computes nothing else on them (casts from and to strings included)"
                 .to_string()
         } else {
             format!("kiln holds, moves and casts {d} values but computes nothing on them; cast them to f32 first")

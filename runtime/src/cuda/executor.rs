@@ -707,6 +707,57 @@ impl CudaExecutor {
             .find_map(|l| if let Launch::Embedding { vocab, .. } = l { Some(*vocab) } else { None })
     }
 
+    /// The KV-cache append launch of an `Attention` launch (with its rope, when it has one) for steps whose
+    /// attention kernel does not append itself.
+    fn append_kv(&mut self, attention: &Launch, n: usize) -> Result<(), RuntimeError> {
+        let Launch::Attention { append, rope, q, k, v, layer, heads, kv_heads, head_dim, v_dim, .. } = attention else {
+            unreachable!("append_kv is given attention launches only")
+        };
+        let failed = |name: &str| cuda_error(format!("launching {name}"));
+        let kv = self.plan.layers[&(*layer as u32)];
+        let (kc, vc) = (self.base + kv.keys, self.base + kv.values);
+        let step = self.base + self.plan.step_info;
+        if let Some(rope) = rope {
+            let f = self.device.function(&rope.kernel)?;
+            let args = RopeAppendArgs {
+                q: self.addr(rope.q_in),
+                k: self.addr(rope.k_in),
+                v: self.addr(*v),
+                q_out: self.addr(*q),
+                kcache: kc,
+                vcache: vc,
+                step,
+                positions: self.addr(rope.positions),
+                inv_freq: self.base + self.plan.slot_offsets[rope.inv_freq.0],
+                magnitude: rope.magnitude,
+                s: n as i32,
+                heads: *heads as i32,
+                kv_heads: *kv_heads as i32,
+                d: *head_dim as i32,
+                dv: *v_dim as i32,
+                rdim: rope.rotary_dim as i32,
+                interleaved: i32::from(rope.interleaved),
+                _pad: 0,
+            };
+            let elements = n * (heads * head_dim).max(kv.k_row).max(kv.v_row);
+            let mut b = KernelArgs::default();
+            b.arg(&args);
+            // SAFETY: argument types match the kernel's signature; the caller checked past + n <= capacity.
+            unsafe { self.device.launch(&f, cfg(elements.div_ceil(256), 256, 0), &mut b) }
+                .map_err(failed(&rope.kernel))?;
+        } else {
+            let f = self.device.function(append)?;
+            let (ka, va) = (self.addr(*k), self.addr(*v));
+            let (s, kr, vr) = (n as i32, kv.k_row as i32, kv.v_row as i32);
+            let mut b = KernelArgs::default();
+            b.arg(&ka).arg(&va).arg(&kc).arg(&vc).arg(&step).arg(&s).arg(&kr).arg(&vr);
+            // SAFETY: as above.
+            unsafe { self.device.launch(&f, cfg((n * kv.k_row.max(kv.v_row)).div_ceil(256), 256, 0), &mut b) }
+                .map_err(failed(append))?;
+        }
+        Ok(())
+    }
+
     fn launch(&mut self, launch: &Launch, n: usize, rows_from: usize) -> Result<(), RuntimeError> {
         let shapes = &self.plan.shapes;
         let rows = |v: ValueId, row: usize| shapes[v.index()].numel(n) / row.max(1);
@@ -912,7 +963,6 @@ impl CudaExecutor {
                     .map_err(failed(kernel))?;
             }
             Launch::Attention {
-                append,
                 kernel,
                 combine,
                 tiled,
@@ -933,6 +983,7 @@ impl CudaExecutor {
                 causal,
                 window,
                 sinks,
+                ..
             } => {
                 let tile_bytes = tiled_attention_bytes(*head_dim, *v_dim)
                     .filter(|&b| b <= self.shared_optin && n > CUDA_EXACT_STEP_ROWS);
@@ -957,46 +1008,7 @@ impl CudaExecutor {
                     (true, None) => (self.addr(*q), self.addr(*k), self.addr(*v), 0, 0, 0),
                 };
                 if !folded {
-                    if let Some(rope) = rope {
-                        let f = self.device.function(&rope.kernel)?;
-                        let args = RopeAppendArgs {
-                            q: self.addr(rope.q_in),
-                            k: self.addr(rope.k_in),
-                            v: self.addr(*v),
-                            q_out: self.addr(*q),
-                            kcache: kc,
-                            vcache: vc,
-                            step,
-                            positions: self.addr(rope.positions),
-                            inv_freq: self.base + self.plan.slot_offsets[rope.inv_freq.0],
-                            magnitude: rope.magnitude,
-                            s: n as i32,
-                            heads: *heads as i32,
-                            kv_heads: *kv_heads as i32,
-                            d: *head_dim as i32,
-                            dv: *v_dim as i32,
-                            rdim: rope.rotary_dim as i32,
-                            interleaved: i32::from(rope.interleaved),
-                            _pad: 0,
-                        };
-                        let elements = n * (heads * head_dim).max(kv.k_row).max(kv.v_row);
-                        let mut b = KernelArgs::default();
-                        b.arg(&args);
-                        // SAFETY: as above; the caller checked past + n <= capacity.
-                        unsafe { self.device.launch(&f, cfg(elements.div_ceil(256), 256, 0), &mut b) }
-                            .map_err(failed(&rope.kernel))?;
-                    } else {
-                        let f = self.device.function(append)?;
-                        let (ka, va) = (self.addr(*k), self.addr(*v));
-                        let (s, kr, vr) = (n as i32, kv.k_row as i32, kv.v_row as i32);
-                        let mut b = KernelArgs::default();
-                        b.arg(&ka).arg(&va).arg(&kc).arg(&vc).arg(&step).arg(&s).arg(&kr).arg(&vr);
-                        // SAFETY: as above; the caller checked past + n <= capacity.
-                        unsafe {
-                            self.device.launch(&f, cfg((n * kv.k_row.max(kv.v_row)).div_ceil(256), 256, 0), &mut b)
-                        }
-                        .map_err(failed(append))?;
-                    }
+                    self.append_kv(launch, n)?;
                 }
                 // Exact steps split the keys into ATTENTION_CHUNK slots; a long prefill (which need not match a
                 // decode step bit for bit, and has parallelism enough in its queries) gives each query one split.
@@ -1094,6 +1106,9 @@ impl CudaExecutor {
                 // SAFETY: as above.
                 unsafe { self.device.launch(&f, cfg(n * heads, 128, 0), &mut b) }.map_err(failed(combine))?;
             }
+            // Only attention launches that append themselves read the table, and they do so only in steps of up
+            // to ATTENTION_FOLD_ROWS rows.
+            Launch::RopeTable { .. } if n > ATTENTION_FOLD_ROWS => {}
             Launch::RopeTable { positions, inv_freq, magnitude, rotary_dim, table } => {
                 let f = self.device.function("kiln_rope_table")?;
                 let (pa, fa, ta) = (

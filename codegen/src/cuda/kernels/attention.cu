@@ -96,20 +96,12 @@ struct AttentionArgs {
 };
 
 // Element d of a head row (of q_in or k_in, row i of the step) as a folded append hands it to the attention:
-// rotated with the step table's cos and sin when d < rope_dim, and rounded to X, exactly what rope_kv_append
-// stores (rope_value's rotation) and the split kernel then reads.
+// rotated with the step table's cos and sin and rounded to X, which is what rope_kv_append stores and the
+// split kernel then reads.
 template <typename X>
 __device__ __forceinline__ float folded_element(const AttentionArgs& a, const X* row, int d, int i) {
-    const float x = to_f32(row[d]);
-    if (d >= a.rope_dim) return x;
-    int pair;
-    bool first;
-    rope_pair_of(d, a.rope_dim, a.rope_interleaved, pair, first);
-    const int half = a.rope_dim / 2;
-    const int partner = a.rope_interleaved ? (d ^ 1) : (first ? d + half : d - half);
-    const float2 cs = ((const float2*)a.rope_table)[(i64)i * half + pair];
-    const float y = to_f32(row[partner]);
-    return to_f32(from_f32<X>(first ? rope_rotate(x, y, cs.x, cs.y, true) : rope_rotate(y, x, cs.x, cs.y, false)));
+    const float2* table = (const float2*)a.rope_table + (i64)i * (a.rope_dim / 2);
+    return to_f32(rope_head_element<X>(row, d, a.rope_dim, a.rope_interleaved, [&](int f) { return table[f]; }));
 }
 
 #define KILN_ATTENTION_THREADS 128
@@ -166,9 +158,9 @@ __device__ __forceinline__ void attention_split(const AttentionArgs& a, float (*
     // heads store the same bits at the same places, and a block reads only slots it has stored itself (or
     // that an earlier step stored), so the key loop below is the same with or without the fold.
     if (fold) {
-        const int first_own_split = past / a.chunk;
-        const int my_last_split = blockIdx.y < splits ? blockIdx.y + ((splits - 1 - blockIdx.y) / gridDim.y) * gridDim.y : -1;
-        if (my_last_split >= first_own_split) {
+        // Blocks stride over the splits; the step's own slots start in split past / chunk.
+        const int y = (int)blockIdx.y, stride = (int)gridDim.y;
+        if (y < splits && y + (splits - 1 - y) / stride * stride >= past / a.chunk) {
             for (int e = threadIdx.x; e < a.S * a.D; e += blockDim.x) {
                 const int j = e / a.D, d = e - j * a.D;
                 a.kcache[(i64)(past + j) * kstride + (i64)kvh * a.D + d] =

@@ -16,34 +16,41 @@ __device__ __forceinline__ void rope_pair_of(int d, int rdim, int interleaved, i
 
 // cos and sin of a position's angle for frequency inv_freq: taken in f64 and rounded to f32 after the
 // magnitude, as the CPU reference does.
-__device__ __forceinline__ void rope_cos_sin(i64 position, double inv_freq, double magnitude, float& c, float& s) {
+__device__ __forceinline__ float2 rope_cos_sin(i64 position, double inv_freq, double magnitude) {
     const double angle = (double)position * inv_freq;
-    c = (float)(cos(angle) * magnitude);
-    s = (float)(sin(angle) * magnitude);
+    return make_float2((float)(cos(angle) * magnitude), (float)(sin(angle) * magnitude));
 }
 
-// One rotated element of the pair (a, b). Products and the difference are rounded separately (no fused
-// multiply-add), as the CPU reference computes them, and alike wherever a kernel rotates (the rope kernel,
-// the append launch, a linear's epilogue), so that every path stores the same bits.
-__device__ __forceinline__ float rope_rotate(float a, float b, float c, float s, bool first) {
-    return first ? __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, s)) : __fadd_rn(__fmul_rn(b, c), __fmul_rn(a, s));
+// Element x of a pair after the rotation, `partner` the pair's other element: a first element a becomes
+// a cos - b sin, a second b becomes b cos + a sin. Products and the sum are rounded separately (no fused
+// multiply-add), as the CPU reference computes them.
+__device__ __forceinline__ float rope_rotate(float x, float partner, float c, float s, bool first) {
+    return first ? __fsub_rn(__fmul_rn(x, c), __fmul_rn(partner, s)) : __fadd_rn(__fmul_rn(x, c), __fmul_rn(partner, s));
 }
 
-// Element idx of x[tokens, heads, D] after the rotation (as X, rounded like a stored rope output).
+// Element d of one head row after the rotation, rounded to X like a stored rope output. `cos_sin(i)` gives
+// the cos and sin of frequency i for the row's position: computed by the caller (rope_value) or read from a
+// step's table (the split attention kernel's folded append), which holds rope_cos_sin's values, so both
+// give the same bits.
+template <typename X, typename CosSin>
+__device__ __forceinline__ X rope_head_element(const X* head, int d, int rdim, int interleaved, CosSin cos_sin) {
+    if (d >= rdim) return head[d];
+    int i;
+    bool first;
+    rope_pair_of(d, rdim, interleaved, i, first);
+    const int partner = interleaved ? (d ^ 1) : (first ? d + rdim / 2 : d - rdim / 2);
+    const float2 cs = cos_sin(i);
+    return from_f32<X>(rope_rotate(to_f32(head[d]), to_f32(head[partner]), cs.x, cs.y, first));
+}
+
+// Element idx of x[tokens, heads, D] after the rotation.
 template <typename X>
 __device__ __forceinline__ X rope_value(const X* x, i64 idx, const i64* positions, const double* inv_freq,
                                         double magnitude, int heads, int D, int rdim, int interleaved) {
     const int d = (int)(idx % D);
-    const i64 token = idx / ((i64)heads * D);
-    const i64 head_base = idx - d;
-    if (d >= rdim) return x[idx];
-    int i;
-    bool first;
-    rope_pair_of(d, rdim, interleaved, i, first);
-    const int ia = interleaved ? 2 * i : i, ib = interleaved ? 2 * i + 1 : i + rdim / 2;
-    float c, s;
-    rope_cos_sin(positions[token], inv_freq[i], magnitude, c, s);
-    return from_f32<X>(rope_rotate(to_f32(x[head_base + ia]), to_f32(x[head_base + ib]), c, s, first));
+    const i64 position = positions[idx / ((i64)heads * D)];
+    return rope_head_element<X>(x + (idx - d), d, rdim, interleaved,
+                                [&](int i) { return rope_cos_sin(position, inv_freq[i], magnitude); });
 }
 
 #define KILN_ROPE(XN, XT)                                                                                   \
@@ -57,15 +64,12 @@ __device__ __forceinline__ X rope_value(const X* x, i64 idx, const i64* position
 KILN_FOR_FLOAT_TYPES(KILN_ROPE)
 
 // The cos and sin of every (row, pair) of a step, [rows, rdim / 2] pairs of floats: rope_cos_sin taken once per
-// step, for the linears that rotate q and k in their epilogue (LinearArgs.rope_table), instead of in f64 by
-// every column of every layer. The values are rope_cos_sin's, so the rotations match the rope kernels' bits.
+// step for the split attention kernel's folded append (AttentionArgs.rope_table), instead of in f64 by every
+// block of every layer.
 extern "C" __global__ void kiln_rope_table(const i64* positions, const double* inv_freq, double magnitude, float* table,
                                            int rows, int half) {
     KILN_PDL_ENTRY();
     const int idx = blockIdx.x * blockDim.x + threadIdx.x;
     if (idx >= rows * half) return;
-    float c, s;
-    rope_cos_sin(positions[idx / half], inv_freq[idx % half], magnitude, c, s);
-    table[2 * idx] = c;
-    table[2 * idx + 1] = s;
+    ((float2*)table)[idx] = rope_cos_sin(positions[idx / half], inv_freq[idx % half], magnitude);
 }
