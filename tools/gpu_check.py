@@ -8,7 +8,9 @@ sampler draws what the CPU sampler draws from the same logits, but the logits di
 and on the GPU greedy speculative decoding (ngram, tree) against plain
 decoding (identical). With --long-context, the first model also takes a prompt longer than the default
 GPU KV cache. With --ptx-only-sm, one model also runs from an artifact built for that
-architecture only, so the GPU has to load the PTX.
+architecture only, so the GPU has to load the PTX. With --random-head-dims, random-weight Llama models
+with heads of those sizes (the fixtures' heads are 16 to 32 wide) are generated with transformers and
+checked in f32, so that every head-size class of the attention kernels (up to 64, 128, 256) is covered.
 
     python3 tools/gpu_check.py --kiln PATH/TO/kiln --out bench/gpu-check.md MODEL[:f32|bf16] ...
 
@@ -133,6 +135,21 @@ def check_long_context(binary, model, rows):
     return rel <= 2e-2 and named
 
 
+def random_llama(head_dim, work):
+    """A two-layer random Llama with heads of `head_dim` elements (GQA, 4 query and 2 KV heads), f32."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+    out = os.path.join(work, f"random-llama-hd{head_dim}")
+    if not os.path.exists(os.path.join(out, "config.json")):
+        torch.manual_seed(head_dim)
+        # A wide initialisation, so that greedy choices are not near-ties the last bits could flip.
+        cfg = LlamaConfig(hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4,
+                          num_key_value_heads=2, head_dim=head_dim, vocab_size=512, max_position_embeddings=4096,
+                          rope_theta=10000.0, initializer_range=0.2, tie_word_embeddings=False)
+        LlamaForCausalLM(cfg).to(torch.float32).save_pretrained(out)
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--kiln", required=True)
@@ -140,8 +157,14 @@ def main():
     ap.add_argument("--ptx-only-sm", default=None, help="also run the first model with kernels built only for this sm")
     ap.add_argument("--spec-prompt", default=None)
     ap.add_argument("--long-context", action="store_true", help=f"also a {LONG_PROMPT}-token prompt on the first model")
+    ap.add_argument("--random-head-dims", default="",
+                    help="comma-separated head sizes: also check generated random Llama models with such heads")
+    ap.add_argument("--work", default="/tmp/kiln-gpu-check")
     ap.add_argument("models", nargs="+")
     args = ap.parse_args()
+    for hd in [int(h) for h in args.random_head_dims.split(",") if h]:
+        os.makedirs(args.work, exist_ok=True)
+        args.models.append(random_llama(hd, args.work) + ":f32")
     rows = []
     all_ok = True
     devices = set()

@@ -26,7 +26,7 @@ const TEMPLATES: [(&str, &str); 7] = [
 ];
 
 /// The marker kernel of the kernels' calling conventions; the runtime refuses modules without it.
-pub const KERNEL_ABI_MARKER: &str = "kiln_kernel_abi_v8";
+pub const KERNEL_ABI_MARKER: &str = "kiln_kernel_abi_v9";
 
 /// Why the CUDA code of a graph could not be produced.
 #[derive(Debug, thiserror::Error)]
@@ -137,6 +137,14 @@ pub fn cuda_source(graph: &Graph) -> Result<CudaSource, CodegenError> {
     source.generated = generated.code;
     source.kernels.extend(generated.kernels);
     Ok(source)
+}
+
+/// The launch-trace build of a module: `KILN_TRACE` defined, so that every block records when it entered,
+/// waited for the previous kernel and exited (common.cuh), for the runtime's `KILN_CUDA_TRACE=1` report. A
+/// diagnostic build: the records cost an atomic and a few stores per block.
+pub fn with_launch_trace(mut source: CudaSource) -> CudaSource {
+    source.code.insert_str(0, "#define KILN_TRACE 1\n");
+    source
 }
 
 /// Only the graph-derived kernels of `graph`, after the shared definitions they use: a faster compile

@@ -26,6 +26,8 @@ pub(crate) struct Device {
     pub loaded: KernelTarget,
     /// Kernels are launched as programmatic dependent launches (see [`Device::launch`]).
     pub pdl: bool,
+    /// Kernel launches so far (the launch trace labels a step's launches by counting them).
+    pub launches: std::cell::Cell<u64>,
 }
 
 /// The arguments of one kernel launch: the addresses of values that live as long as the builder (the driver
@@ -95,7 +97,17 @@ impl Device {
             && driver_ok
             && image_sm.is_some_and(|s| s >= 90)
             && !matches!(std::env::var("KILN_CUDA_PDL").as_deref(), Ok("0"));
-        Ok(Device { ctx, stream, module, functions: HashMap::new(), sm, name, loaded: image.target, pdl })
+        Ok(Device {
+            ctx,
+            stream,
+            module,
+            functions: HashMap::new(),
+            sm,
+            name,
+            loaded: image.target,
+            pdl,
+            launches: std::cell::Cell::new(0),
+        })
     }
 
     /// Launches `f` on the stream. With [`Device::pdl`] the launch is a programmatic dependent one: the kernel
@@ -113,6 +125,7 @@ impl Device {
         args: &mut KernelArgs<'_>,
     ) -> Result<(), DriverError> {
         self.ctx.bind_to_thread()?;
+        self.launches.set(self.launches.get() + 1);
         if !self.pdl {
             // SAFETY: as for this function.
             return unsafe {

@@ -11,6 +11,7 @@ use super::plan::{
     self, ATTENTION_CHUNK, ATTENTION_FOLD_ROWS, LINEAR_PARTS, Launch, NORM_THREADS, Plan, RunShape,
     linear_columns_per_block, linear_ksplit, linear_threads,
 };
+use super::trace::LaunchTrace;
 use crate::RuntimeError;
 use crate::decoding::{DecoderExecutor, Sampler, Sampling};
 
@@ -56,6 +57,10 @@ pub struct CudaExecutor {
     step_has_mask: bool,
     /// Per-launch device times when `KILN_CUDA_PROFILE=1`, printed when the executor is dropped.
     profile: Option<Profile>,
+    /// Where decode steps' time goes inside their graph when `KILN_CUDA_TRACE=1` (trace.rs).
+    trace: Option<LaunchTrace>,
+    /// By layer: the weight ranges its split attention kernel prefetches into L2 ([`attention_prefetch`]).
+    attention_prefetch: HashMap<usize, ([u64; 3], [u64; 3])>,
     /// Multiprocessors of the GPU (grids of the linear kernel are sized to it).
     sms: usize,
     /// The most shared memory a linear launch may stage x in, on this GPU.
@@ -146,6 +151,9 @@ impl Drop for CudaExecutor {
                 eprint!("{}", p.decode.report("decode steps"));
             }
         }
+        if let Some(t) = &self.trace {
+            eprint!("{}", t.report());
+        }
     }
 }
 
@@ -230,6 +238,8 @@ struct AttentionArgs {
     rope_table: u64,
     rope_dim: i32,
     rope_interleaved: i32,
+    prefetch: [u64; 3],
+    prefetch_bytes: [u64; 3],
 }
 
 /// One part of `struct LinearArgs` (linear.cu).
@@ -402,7 +412,7 @@ impl CudaExecutor {
         // Resolve every kernel now, so that a missing one is an error at load, not mid-generation. The marker
         // first: without it the module comes from a kiln whose kernels took other arguments
         // (`KERNEL_ABI_MARKER` in kiln-codegen).
-        device.function("kiln_kernel_abi_v8")?;
+        device.function("kiln_kernel_abi_v9")?;
         for launch in &plan.launches {
             for name in kernel_names(launch) {
                 device.function(&name)?;
@@ -422,6 +432,8 @@ impl CudaExecutor {
         };
         let profile = std::env::var("KILN_CUDA_PROFILE").is_ok_and(|v| v == "1").then(Profile::default);
         let use_graphs = profile.is_none() && !matches!(std::env::var("KILN_CUDA_GRAPHS").as_deref(), Ok("0"));
+        let trace = LaunchTrace::open(&device)?;
+        let attention_prefetch = attention_prefetch(&plan, &graph, base, ATTENTION_PREFETCH_BYTES);
         Ok(CudaExecutor {
             graph,
             plan,
@@ -434,6 +446,8 @@ impl CudaExecutor {
             use_graphs,
             step_has_mask: false,
             profile,
+            trace,
+            attention_prefetch,
             sms,
             linear_stage_bytes: LINEAR_STAGE_BYTES.min(optin),
             shared_optin: optin,
@@ -490,12 +504,17 @@ impl CudaExecutor {
         // What the kernels read of the step on the device: the tokens cached before it.
         self.upload(self.plan.step_info, &[self.kv_len as i32])?;
         let mut timed = Vec::new();
+        // The trace follows decode steps (one token) in their graph.
+        let traced = self.use_graphs && n == 1 && self.trace.is_some();
         if self.use_graphs && n <= CUDA_EXACT_STEP_ROWS {
+            if let Some(t) = self.trace.as_ref().filter(|_| traced) {
+                t.clear(&self.device)?;
+            }
             self.launch_graph(n, rows_from)?;
         } else {
             // The profile is of decode steps (one token) and prefills; trees run untimed.
             let profiled = self.profile.is_some() && (n == 1 || n > CUDA_EXACT_STEP_ROWS);
-            self.launch_plan(n, rows_from, profiled.then_some(&mut timed))?;
+            self.launch_plan(n, rows_from, profiled.then_some(&mut timed), None)?;
         }
         let vocab = self.plan.vocab;
         let rows = n - rows_from;
@@ -519,6 +538,9 @@ impl CudaExecutor {
         let mut status = vec![0i32; 1 + tokens];
         // SAFETY: the readback region holds the flag and `max_step_tokens` ids; copies are synchronous.
         unsafe { self.device.read_back(&mut status, flag, "running the step") }?;
+        if let Some(t) = self.trace.as_mut().filter(|_| traced) {
+            t.collect(&self.device)?;
+        }
         if let Some(profile) = self.profile.as_mut()
             && !timed.is_empty()
         {
@@ -571,7 +593,12 @@ impl CudaExecutor {
             stream
                 .begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
                 .map_err(cuda_error("starting a CUDA graph capture"))?;
-            let result = self.launch_plan(n, rows_from, None);
+            // The trace labels the decode step's launches as they are captured.
+            let mut labels = (n == 1 && self.trace.is_some()).then(Vec::new);
+            let result = self.launch_plan(n, rows_from, None, labels.as_mut());
+            if let (Some(t), Some(labels)) = (self.trace.as_mut(), labels) {
+                t.labels = labels;
+            }
             // End the capture whatever happened, so the stream is usable again.
             let graph = stream.end_capture(sys::CUgraphInstantiate_flags(0));
             result?;
@@ -584,18 +611,24 @@ impl CudaExecutor {
     }
 
     /// Issues the plan's launches for a step of `n` tokens, each between two timing events when `timed`
-    /// collects them.
+    /// collects them; `labels` gets the profile's label of every kernel launch, in order.
     fn launch_plan(
         &mut self,
         n: usize,
         rows_from: usize,
         mut timed: Option<&mut Vec<(String, cudarc::driver::CudaEvent, cudarc::driver::CudaEvent)>>,
+        mut labels: Option<&mut Vec<String>>,
     ) -> Result<(), RuntimeError> {
         let launches = std::mem::take(&mut self.plan.launches);
         let result = (|| {
             for launch in &launches {
                 let start = if timed.is_some() { self.profile_event()? } else { None };
+                let before = self.device.launches.get();
                 self.launch(launch, n, rows_from)?;
+                if let Some(labels) = labels.as_deref_mut() {
+                    let label = profile_label(launch, n);
+                    labels.extend((before..self.device.launches.get()).map(|_| label.clone()));
+                }
                 if let (Some(start), Some(timed)) = (start, timed.as_deref_mut()) {
                     let end = self.profile_event()?.expect("profiling is on");
                     timed.push((profile_label(launch, n), start, end));
@@ -1050,6 +1083,8 @@ impl CudaExecutor {
                     rope_table,
                     rope_dim,
                     rope_interleaved,
+                    prefetch: [0; 3],
+                    prefetch_bytes: [0; 3],
                 };
                 if let Some(tile_bytes) = tile_bytes {
                     // A prefill: tiles of 64 queries of a head, each block walking the keys in tiles of 64. The
@@ -1090,9 +1125,16 @@ impl CudaExecutor {
                 // About one wave of blocks (two per multiprocessor); each strides over the splits the step
                 // has (which block computes a split does not change its result).
                 let per_split = max_splits.min((2 * self.sms).div_ceil(n * heads)).max(1);
+                let mut args = args;
+                // With weights to prefetch, one more row of blocks asks the L2 for them (attention.cu).
+                let mut rows = per_split;
+                if let Some((at, bytes)) = self.attention_prefetch.get(layer).filter(|p| p.1[0] > 0) {
+                    (args.prefetch, args.prefetch_bytes) = (*at, *bytes);
+                    rows += 1;
+                }
                 let grid = LaunchConfig {
-                    grid_dim: ((n * heads) as u32, per_split as u32, 1),
-                    block_dim: (128, 1, 1),
+                    grid_dim: ((n * heads) as u32, rows as u32, 1),
+                    block_dim: (attention_split_threads(*head_dim), 1, 1),
                     shared_mem_bytes: 0,
                 };
                 let f = self.device.function(kernel)?;
@@ -1282,6 +1324,72 @@ fn broadcast_strides(shape: &RunShape, n: usize, out: &[usize]) -> [i64; 6] {
         stride *= d as i64;
     }
     strides
+}
+
+/// Weight bytes the split attention kernel of a layer prefetches into L2 for the linears after it: the best of
+/// 16, 24, 32 and 48 MiB on an H100 (50 MB of L2) with the Llama-1B shape. 48 MiB was 5% slower than 24: the
+/// lines evict each other, and the attention's own loads queue behind them (bench/gpu-decode.md).
+const ATTENTION_PREFETCH_BYTES: u64 = 24 << 20;
+
+/// Threads of a split attention block for heads of `head_dim` (`KILN_ATTENTION_WARPS` in attention.cu: eight
+/// warps for the 128-wide class, four for the others).
+fn attention_split_threads(head_dim: usize) -> u32 {
+    if head_dim > 64 && head_dim <= 128 { 256 } else { 128 }
+}
+
+/// By layer, the weights the split attention kernel asks the L2 to fetch while it runs: those of the linear
+/// launches after it (the output projection, then the start of the gate/up launch), up to `budget` bytes and
+/// three ranges. A decode step's attention is a chain of memory latencies with the bandwidth idle, so the
+/// linears after it find part of their weights in L2. A swiglu-folded launch reads its two parts' columns
+/// alternately, so it gets equal shares from the start of each; other launches read their parts in order.
+fn attention_prefetch(plan: &Plan, graph: &Graph, base: u64, budget: u64) -> HashMap<usize, ([u64; 3], [u64; 3])> {
+    let mut out = HashMap::new();
+    for (i, launch) in plan.launches.iter().enumerate() {
+        let Launch::Attention { layer, .. } = launch else { continue };
+        let mut ranges: Vec<(u64, u64)> = Vec::new();
+        let mut left = budget;
+        for next in &plan.launches[i + 1..] {
+            let Launch::Linear { parts, k, swiglu, .. } = next else {
+                if matches!(next, Launch::Attention { .. }) {
+                    break;
+                }
+                continue;
+            };
+            let sizes: Vec<(u64, u64)> = parts
+                .iter()
+                .map(|p| {
+                    let wbytes = graph.value_type(p.w).dtype.size_of().unwrap_or(4) as u64;
+                    let at = base + plan.offsets[p.w.index()].expect("the plan gives every weight a buffer");
+                    (at, (p.n as u64 * *k as u64 * wbytes) & !15)
+                })
+                .collect();
+            let total: u64 = sizes.iter().map(|s| s.1).sum();
+            if swiglu.is_some() && left < total {
+                let share = (left / sizes.len() as u64) & !15;
+                ranges.extend(sizes.iter().map(|&(at, bytes)| (at, bytes.min(share))));
+                left = 0;
+            } else {
+                for &(at, bytes) in &sizes {
+                    let take = bytes.min(left) & !15;
+                    if take > 0 {
+                        ranges.push((at, take));
+                    }
+                    left -= take;
+                }
+            }
+            if left < 16 || ranges.len() >= 3 {
+                break;
+            }
+        }
+        ranges.truncate(3);
+        let mut at = [0u64; 3];
+        let mut bytes = [0u64; 3];
+        for (r, (a, b)) in ranges.into_iter().enumerate() {
+            (at[r], bytes[r]) = (a, b);
+        }
+        out.insert(*layer, (at, bytes));
+    }
+    out
 }
 
 /// The one-row (decode) variants of a `kiln_linear_*` kernel: `kiln_gemv_*`, or `kiln_gemvp_*` (pipelined).

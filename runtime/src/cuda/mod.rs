@@ -13,6 +13,7 @@ mod choose;
 mod device;
 mod executor;
 mod plan;
+mod trace;
 
 pub use choose::{DeviceDraw, DeviceSampler};
 pub use device::device_sm;

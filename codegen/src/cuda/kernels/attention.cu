@@ -93,7 +93,38 @@ struct AttentionArgs {
     const void* v_in;         // [S, kv_heads, Dv]
     const float* rope_table;  // [S, rope_dim / 2] (cos, sin): kiln_rope_table's
     int rope_dim, rope_interleaved;
+    // Weights of the linears after this attention (16-byte aligned ranges, bytes a multiple of 16; 0 bytes:
+    // none), which the split kernel's blocks ask the L2 to fetch before they wait for the previous kernel:
+    // a decode step's attention is a chain of latencies that leaves the memory bandwidth idle, and the
+    // linears after it then read those weights from L2.
+    const char* prefetch[3];
+    u64 prefetch_bytes[3];
 };
+
+#define KILN_PREFETCH_PIECE 8192
+// Rows of split blocks (blockIdx.y); with prefetch ranges, one more row of blocks only prefetches, so that the
+// split blocks' own loads are not queued behind the requests.
+__device__ __forceinline__ int split_rows(const AttentionArgs& a) { return (int)gridDim.y - (a.prefetch_bytes[0] ? 1 : 0); }
+
+// A block of the prefetch row asks the L2 for its share of the ranges (pieces of KILN_PREFETCH_PIECE bytes
+// dealt out block-first, so that every multiprocessor's copy engine issues some) and returns true. A hint:
+// nothing waits for it.
+__device__ __forceinline__ bool prefetch_block(const AttentionArgs& a) {
+    if (!a.prefetch_bytes[0] || (int)blockIdx.y != split_rows(a)) return false;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    const u64 first = (u64)threadIdx.x * gridDim.x + blockIdx.x, stride = (u64)gridDim.x * blockDim.x;
+#pragma unroll
+    for (int r = 0; r < 3; ++r) {
+        const u64 bytes = a.prefetch_bytes[r];
+        for (u64 k = first; k * KILN_PREFETCH_PIECE < bytes; k += stride) {
+            const u64 offset = k * KILN_PREFETCH_PIECE;
+            const u32 size = (u32)min((u64)KILN_PREFETCH_PIECE, bytes - offset);
+            asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(a.prefetch[r] + offset), "r"(size) : "memory");
+        }
+    }
+#endif
+    return true;
+}
 
 // Element d of a head row (of q_in or k_in, row i of the step) as a folded append hands it to the attention:
 // rotated with the step table's cos and sin and rounded to X, which is what rope_kv_append stores and the
@@ -104,12 +135,15 @@ __device__ __forceinline__ float folded_element(const AttentionArgs& a, const X*
     return to_f32(rope_head_element<X>(row, d, a.rope_dim, a.rope_interleaved, [&](int f) { return table[f]; }));
 }
 
-#define KILN_ATTENTION_THREADS 128
 // Keys a warp scores at once (their loads in flight together). Heads of up to 64 elements take 16, so that
 // a warp's 16 keys of a 64-slot block cost one memory round trip (Llama-1B shape on an H100: +1.6% decode);
 // wider heads take 8: with 16, a 128-wide head needs 213 registers and the decode grid no longer fits on
 // the GPU at once (the 8B shape measured 2% slower).
 #define KILN_ATTENTION_GROUP(DR) ((DR) <= 2 ? 16 : 8)
+// Warps of a split block: 128-wide heads take eight (a warp's eight keys of a 64-slot block are then one
+// group); the others four (16 keys a warp: one group for 64-wide heads, two for 256-wide ones, whose
+// registers leave no room for more warps).
+#define KILN_ATTENTION_WARPS(DR) ((DR) == 4 ? 8 : 4)
 
 __device__ __forceinline__ bool key_visible(const AttentionArgs& a, int past, int i, i64 p, int t) {
     bool seen;
@@ -129,21 +163,62 @@ __device__ __forceinline__ bool key_visible(const AttentionArgs& a, int past, in
     return seen;
 }
 
-// One (query, head, split): warp w scores slots base + 16w .. base + 16w + 15 of every 64-slot block of
-// the split, KILN_ATTENTION_GROUP at a time, with an online softmax; the four warps then merge in index order.
-// DR: registers per lane for a head (head_dim <= 32 * DR), so that short heads waste no loads.
-template <typename X, int DR>
+// Keys (and values) of slots t0 .. t0 + G - 1 below `hi` for lane `lane`, where the slot is at least `from`:
+// the whole group is requested before any of it is used, so that the group costs one memory round trip.
+template <int G, int DR>
+__device__ __forceinline__ void load_key_group(const AttentionArgs& a, const float* kbase, const float* vbase,
+                                               i64 kstride, i64 vstride, int t0, int from, int hi, int lane,
+                                               float (&kv)[G][DR], float (&vv)[G][DR]) {
+    const int nd = (a.D + 31) / 32, nv = (a.Dv + 31) / 32;
+#pragma unroll
+    for (int g = 0; g < G; ++g) {
+        const int t = t0 + g;
+        if (t < from) continue;
+        const float* k = kbase + (i64)t * kstride;
+        const float* v = vbase + (i64)t * vstride;
+#pragma unroll
+        for (int r = 0; r < DR; ++r) {
+            const int d = lane + 32 * r;
+            kv[g][r] = (t < hi && r < nd && d < a.D) ? k[d] : 0.0f;
+            vv[g][r] = (t < hi && r < nv && d < a.Dv) ? v[d] : 0.0f;
+        }
+    }
+}
+
+// One (query, head, split): warp w scores slots base + KPW w .. base + KPW (w + 1) - 1 of every 64-slot block
+// of the split (KPW = 64 / WARPS keys per warp), KILN_ATTENTION_GROUP at a time, with an online softmax; the
+// warps then merge in index order. DR: registers per lane for a head (head_dim <= 32 * DR), so that short
+// heads waste no loads. WARPS is chosen per head size so that a warp's keys of a block are one group, one
+// memory round trip, where the registers allow it.
+//
+// The kernel's first group of cached keys is requested before it waits for the previous kernel: slots before
+// the step (`past`) were written by earlier steps, and the step's size was uploaded before its first kernel,
+// so neither depends on the kernels the wait is for; the step's own slots are read after it.
+template <typename X, int DR, int WARPS>
 __device__ __forceinline__ void attention_split(const AttentionArgs& a, float (*merge)[2 + 32 * DR]) {
+    constexpr int KPW = 64 / WARPS;
+    constexpr int G = KILN_ATTENTION_GROUP(DR) < KPW ? KILN_ATTENTION_GROUP(DR) : KPW;
     const int past = a.step[0];
     const int total = past + a.S;
     const int i = blockIdx.x / a.heads, h = blockIdx.x % a.heads;
     const int kvh = h / (a.heads / a.kv_heads);
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    const i64 p = a.positions[i];
     // Without a mask, causal keys after the query's own slot are invisible: stop there.
     const int end = (a.causal && !a.mask) ? past + i + 1 : total;
     const int splits = (end + a.chunk - 1) / a.chunk;
-    const int nd = (a.D + 31) / 32, nv = (a.Dv + 31) / 32;
+    const i64 kstride = (i64)a.kv_heads * a.D, vstride = (i64)a.kv_heads * a.Dv;
+    const float* kbase = a.kcache + (i64)kvh * a.D;
+    const float* vbase = a.vcache + (i64)kvh * a.Dv;
+    float kv[G][DR];
+    float vv[G][DR];
+    {
+        const int lo = (int)blockIdx.y * a.chunk;
+        load_key_group<G, DR>(a, kbase, vbase, kstride, vstride, lo + KPW * warp, 0, min(min(lo + a.chunk, end), past),
+                              lane, kv, vv);
+    }
+    KILN_PDL_ENTRY();
+    const i64 p = a.positions[i];
+    const int nd = (a.D + 31) / 32;
     float q[DR];
     const bool fold = a.k_in != nullptr;
     const X* qrow = (const X*)(fold ? a.q_in : a.q) + ((i64)i * a.heads + h) * a.D;
@@ -152,14 +227,13 @@ __device__ __forceinline__ void attention_split(const AttentionArgs& a, float (*
         const int d = lane + 32 * r;
         q[r] = (r < nd && d < a.D) ? (fold ? folded_element<X>(a, qrow, d, i) : to_f32(qrow[d])) : 0.0f;
     }
-    const i64 kstride = (i64)a.kv_heads * a.D, vstride = (i64)a.kv_heads * a.Dv;
     // A folded append: the step's own keys and values (slots past and on) are not in the cache yet. Every
     // block whose splits reach them first stores all of them for its KV head, rotated; blocks of other query
     // heads store the same bits at the same places, and a block reads only slots it has stored itself (or
     // that an earlier step stored), so the key loop below is the same with or without the fold.
     if (fold) {
         // Blocks stride over the splits; the step's own slots start in split past / chunk.
-        const int y = (int)blockIdx.y, stride = (int)gridDim.y;
+        const int y = (int)blockIdx.y, stride = split_rows(a);
         if (y < splits && y + (splits - 1 - y) / stride * stride >= past / a.chunk) {
             for (int e = threadIdx.x; e < a.S * a.D; e += blockDim.x) {
                 const int j = e / a.D, d = e - j * a.D;
@@ -174,38 +248,23 @@ __device__ __forceinline__ void attention_split(const AttentionArgs& a, float (*
             __syncthreads();
         }
     }
-    const float* kbase = a.kcache + (i64)kvh * a.D;
-    const float* vbase = a.vcache + (i64)kvh * a.Dv;
     const float NEG = -__int_as_float(0x7f800000);
+    // The group requested before the wait is the loop's first; it lacks only the step's own slots.
+    bool first = true;
     // The merge reads splits 0..splits only; later ones are not written.
-    for (int s = blockIdx.y; s < splits; s += gridDim.y) {
+    for (int s = blockIdx.y; s < splits; s += split_rows(a)) {
         float* out = a.partial + (((i64)i * a.heads + h) * a.max_splits + s) * (a.Dv + 2);
         float m = NEG, l = 0.0f;
         float acc[DR];
 #pragma unroll
         for (int r = 0; r < DR; ++r) acc[r] = 0.0f;
         const int lo = s * a.chunk, hi = min(lo + a.chunk, end);
-        for (int base = lo + 16 * warp; base < hi; base += 64) {
-            constexpr int G = KILN_ATTENTION_GROUP(DR);
+        for (int base = lo + KPW * warp; base < hi; base += 64) {
 #pragma unroll
-            for (int g0 = 0; g0 < 16; g0 += G) {
+            for (int g0 = 0; g0 < KPW; g0 += G) {
                 float sc[G];
-                float kv[G][DR];
-                float vv[G][DR];
-                // Keys and values of the whole group are requested before any is used, so that the
-                // group costs one memory round trip, not one per key.
-#pragma unroll
-                for (int g = 0; g < G; ++g) {
-                    const int t = base + g0 + g;
-                    const float* k = kbase + (i64)t * kstride;
-                    const float* v = vbase + (i64)t * vstride;
-#pragma unroll
-                    for (int r = 0; r < DR; ++r) {
-                        const int d = lane + 32 * r;
-                        kv[g][r] = (t < hi && r < nd && d < a.D) ? k[d] : 0.0f;
-                        vv[g][r] = (t < hi && r < nv && d < a.Dv) ? v[d] : 0.0f;
-                    }
-                }
+                load_key_group<G, DR>(a, kbase, vbase, kstride, vstride, base + g0, first ? past : 0, hi, lane, kv, vv);
+                first = false;
 #pragma unroll
                 for (int g = 0; g < G; ++g) {
                     float dot = 0.0f;
@@ -248,22 +307,22 @@ __device__ __forceinline__ void attention_split(const AttentionArgs& a, float (*
         for (int r = 0; r < DR; ++r) merge[warp][2 + lane + 32 * r] = acc[r];
         __syncthreads();
         float bm = NEG;
-        for (int w = 0; w < 4; ++w) bm = fmaxf(bm, merge[w][0]);
+        for (int w = 0; w < WARPS; ++w) bm = fmaxf(bm, merge[w][0]);
         if (threadIdx.x == 0) out[0] = bm;
         if (bm == NEG) {
             if (threadIdx.x == 0) out[1] = 0.0f;
             continue;
         }
-        float scale_w[4];
-        for (int w = 0; w < 4; ++w) scale_w[w] = merge[w][0] == NEG ? 0.0f : expf(merge[w][0] - bm);
+        float scale_w[WARPS];
+        for (int w = 0; w < WARPS; ++w) scale_w[w] = merge[w][0] == NEG ? 0.0f : expf(merge[w][0] - bm);
         if (threadIdx.x == 0) {
             float bl = 0.0f;
-            for (int w = 0; w < 4; ++w) bl = fmaf(merge[w][1], scale_w[w], bl);
+            for (int w = 0; w < WARPS; ++w) bl = fmaf(merge[w][1], scale_w[w], bl);
             out[1] = bl;
         }
         for (int d = threadIdx.x; d < a.Dv; d += blockDim.x) {
             float v = 0.0f;
-            for (int w = 0; w < 4; ++w) v = fmaf(merge[w][2 + d], scale_w[w], v);
+            for (int w = 0; w < WARPS; ++w) v = fmaf(merge[w][2 + d], scale_w[w], v);
             out[2 + d] = v;
         }
     }
@@ -272,10 +331,11 @@ __device__ __forceinline__ void attention_split(const AttentionArgs& a, float (*
 // that a kernel's registers are sized for its own heads: one function holding every class would be
 // allocated for the widest and run few blocks per multiprocessor.
 #define KILN_ATTENTION_D(XN, XT, DN, DR)                                                               \
-    extern "C" __global__ void __launch_bounds__(KILN_ATTENTION_THREADS)                               \
-        kiln_attention_x##XN##_d##DN(const AttentionArgs a) { KILN_PDL_ENTRY();                        \
-        __shared__ float merge[4][2 + 32 * DR];                                                        \
-        attention_split<XT, DR>(a, merge);                                                             \
+    extern "C" __global__ void __launch_bounds__(32 * KILN_ATTENTION_WARPS(DR))                        \
+        kiln_attention_x##XN##_d##DN(const AttentionArgs a) {                                          \
+        __shared__ float merge[KILN_ATTENTION_WARPS(DR)][2 + 32 * DR];                                 \
+        if (prefetch_block(a)) return;                                                                 \
+        attention_split<XT, DR, KILN_ATTENTION_WARPS(DR)>(a, merge);                                   \
     }
 #define KILN_ATTENTION(XN, XT)                                                                         \
     KILN_ATTENTION_D(XN, XT, 64, 2) KILN_ATTENTION_D(XN, XT, 128, 4) KILN_ATTENTION_D(XN, XT, 256, 8)

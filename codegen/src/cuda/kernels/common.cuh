@@ -121,17 +121,74 @@ __device__ __forceinline__ float block_max(float v, float* scratch) {
 #define KILN_WAIT_PREVIOUS() ((void)0)
 #define KILN_LAUNCH_NEXT() ((void)0)
 #endif
+#ifdef KILN_TRACE
+// The launch trace, a diagnostic build only (`KILN_CUDA_TRACE=1` defines KILN_TRACE when the module is
+// compiled, and the runtime then points kiln_trace_records at a buffer): thread 0 of every block records when
+// it entered, when its wait for the previous kernel returned, and when it exited, in %globaltimer
+// nanoseconds, with its grid's id and its kernel's name. The runtime groups the records by grid, which shows
+// where a step's time goes inside a CUDA graph, where per-launch events cannot be placed. The slot is
+// claimed at entry, so that the atomic's round trip overlaps the wait rather than delaying the exit.
+struct KilnTraceRecord {
+    u64 grid, entered, waited, exited;
+    const char* name;
+    u32 block, sm;
+};
+__device__ KilnTraceRecord* kiln_trace_records;
+__device__ u32 kiln_trace_capacity;
+__device__ u32 kiln_trace_count;
+__device__ __forceinline__ u64 kiln_trace_now() {
+    u64 t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    return t;
+}
+struct KilnTraceScope {
+    KilnTraceRecord* slot;
+    u64 entered, waited;
+    const char* name;
+    __device__ explicit KilnTraceScope(const char* kernel) : slot(nullptr), entered(0), waited(0), name(kernel) {
+        if (threadIdx.x == 0 && threadIdx.y == 0 && threadIdx.z == 0 && kiln_trace_records) {
+            entered = kiln_trace_now();
+            const u32 i = atomicAdd(&kiln_trace_count, 1u);
+            if (i < kiln_trace_capacity) slot = kiln_trace_records + i;
+        }
+    }
+    __device__ void mark_waited() {
+        if (threadIdx.x == 0 && threadIdx.y == 0 && threadIdx.z == 0) waited = kiln_trace_now();
+    }
+    __device__ ~KilnTraceScope() {
+        if (!slot) return;
+        u64 grid;
+        u32 sm;
+        asm volatile("mov.u64 %0, %%gridid;" : "=l"(grid));
+        asm volatile("mov.u32 %0, %%smid;" : "=r"(sm));
+        slot->exited = kiln_trace_now();
+        slot->grid = grid;
+        slot->entered = entered;
+        slot->waited = waited;
+        slot->name = name;
+        slot->block = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
+        slot->sm = sm;
+    }
+};
+// Not wrapped in a block: the scope object lives until the kernel returns.
+#define KILN_PDL_ENTRY()                                  \
+    KilnTraceScope kiln_trace_scope_(__PRETTY_FUNCTION__); \
+    KILN_WAIT_PREVIOUS();                                 \
+    kiln_trace_scope_.mark_waited();                      \
+    KILN_LAUNCH_NEXT()
+#else
 #define KILN_PDL_ENTRY()     \
     do {                     \
         KILN_WAIT_PREVIOUS(); \
         KILN_LAUNCH_NEXT();   \
     } while (0)
+#endif
 
 // Device-side errors (an id outside the embedding table, ...) are recorded here and checked by the host
 // after the step, since a kernel cannot return an error.
-// The kernels' calling conventions and names, version 8 (the runtime refuses modules without this marker, which
+// The kernels' calling conventions and names, version 9 (the runtime refuses modules without this marker, which
 // older kilns compiled with other argument lists).
-extern "C" __global__ void kiln_kernel_abi_v8() {}
+extern "C" __global__ void kiln_kernel_abi_v9() {}
 
 #define KILN_ERROR_EMBEDDING_ID 1
 #define KILN_ERROR_LOGITS 2

@@ -1,0 +1,252 @@
+//! The launch trace (`KILN_CUDA_TRACE=1`): where a decode step's time goes inside its CUDA graph.
+//!
+//! Per-launch events (`KILN_CUDA_PROFILE=1`) time kernels one at a time, outside graphs and without the
+//! overlap programmatic dependent launch gives, so they cannot say what a kernel costs in the captured step.
+//! Kernels compiled with `KILN_TRACE` (the code generator defines it when `KILN_CUDA_TRACE=1` is set, see
+//! common.cuh) have thread 0 of every block record its grid, when it entered, when its wait for the previous
+//! kernel returned and when it exited, in `%globaltimer` nanoseconds. The runtime clears the record count
+//! before each traced decode step and reads the records after it. Grouped by grid and ordered by first entry,
+//! they give each launch's share of the step: from its first block passing the wait to the next launch's
+//! first block doing so (the critical path), its run time, and the boundary between its last exit and the
+//! next launch's start. The report is printed when the executor is dropped.
+
+use std::collections::HashMap;
+
+use cudarc::driver::{CudaSlice, DevicePtr, result};
+
+use super::device::{Device, cuda_error};
+use crate::RuntimeError;
+
+/// Records the buffer holds (a decode step of the 8B shape writes about 50,000).
+const TRACE_CAPACITY: usize = 1 << 18;
+/// 64-bit words per record (`KilnTraceRecord` in common.cuh: grid, entered, waited, exited, name, block|sm).
+const RECORD_WORDS: usize = 6;
+
+/// The device side of the trace and what it has gathered.
+pub(crate) struct LaunchTrace {
+    _records: CudaSlice<u64>,
+    records_at: u64,
+    count_at: u64,
+    /// Labels of a decode step's kernel launches, in launch order (taken while the step's graph is captured).
+    pub labels: Vec<String>,
+    /// label -> (launches, critical-path ns, run ns, boundary ns, lead ns, mean block ns, wait spread ns),
+    /// summed over the traced steps.
+    totals: HashMap<String, [f64; 7]>,
+    /// Where each label first appears in the step, so that the report can follow the step's order.
+    first_seen: HashMap<String, usize>,
+    steps: u64,
+    step_ns: f64,
+    /// Steps whose records did not match the captured launches (the buffer overflowed, or the step was
+    /// not the captured one), left out of the report.
+    mismatched: u64,
+    /// Kernel names by the address of their name string in the module.
+    names: HashMap<u64, String>,
+}
+
+impl LaunchTrace {
+    /// The trace, when `KILN_CUDA_TRACE=1` is set and the module was compiled with it.
+    pub fn open(device: &Device) -> Result<Option<LaunchTrace>, RuntimeError> {
+        if std::env::var("KILN_CUDA_TRACE").as_deref() != Ok("1") {
+            return Ok(None);
+        }
+        let stream = &device.stream;
+        let (records_at, count_at, capacity_at) = match (
+            device.module.get_global("kiln_trace_records", stream),
+            device.module.get_global("kiln_trace_count", stream),
+            device.module.get_global("kiln_trace_capacity", stream),
+        ) {
+            (Ok(r), Ok(c), Ok(cap)) => (r.device_ptr(stream).0, c.device_ptr(stream).0, cap.device_ptr(stream).0),
+            _ => {
+                eprintln!(
+                    "kiln: KILN_CUDA_TRACE=1, but this model's kernels were compiled without the trace; compile \
+                     them with KILN_CUDA_TRACE=1 set as well (running from a source model compiles them then)"
+                );
+                return Ok(None);
+            }
+        };
+        let records = stream
+            .alloc_zeros::<u64>(TRACE_CAPACITY * RECORD_WORDS)
+            .map_err(cuda_error("allocating the launch trace"))?;
+        let buffer = records.device_ptr(stream).0;
+        let cu = stream.cu_stream();
+        // SAFETY: the globals are a pointer and a u32 of the loaded module; the values outlive the copies,
+        // which the synchronize below completes.
+        unsafe {
+            result::memcpy_htod_async(records_at, &[buffer], cu).map_err(cuda_error("starting the launch trace"))?;
+            result::memcpy_htod_async(capacity_at, &[TRACE_CAPACITY as u32], cu)
+                .map_err(cuda_error("starting the launch trace"))?;
+        }
+        stream.synchronize().map_err(cuda_error("starting the launch trace"))?;
+        Ok(Some(LaunchTrace {
+            _records: records,
+            records_at: buffer,
+            count_at,
+            labels: Vec::new(),
+            totals: HashMap::new(),
+            first_seen: HashMap::new(),
+            steps: 0,
+            step_ns: 0.0,
+            mismatched: 0,
+            names: HashMap::new(),
+        }))
+    }
+
+    /// Clears the record count before a traced step (ordered on the stream).
+    pub fn clear(&self, device: &Device) -> Result<(), RuntimeError> {
+        // SAFETY: the count is a u32 global of the module.
+        unsafe { result::memset_d8_async(self.count_at, 0, 4, device.stream.cu_stream()) }
+            .map_err(cuda_error("clearing the launch trace"))
+    }
+
+    /// Reads the records of the step just run (the caller has waited for it) and adds them to the totals.
+    pub fn collect(&mut self, device: &Device) -> Result<(), RuntimeError> {
+        let mut count = [0u32];
+        // SAFETY: the count is a u32 global of the module.
+        unsafe { device.read_back(&mut count, self.count_at, "reading the launch trace") }?;
+        let n = (count[0] as usize).min(TRACE_CAPACITY);
+        let mut words = vec![0u64; n * RECORD_WORDS];
+        // SAFETY: the buffer holds TRACE_CAPACITY records.
+        unsafe { device.read_back(&mut words, self.records_at, "reading the launch trace") }?;
+        let mut grids: HashMap<u64, Grid> = HashMap::new();
+        for r in words.chunks_exact(RECORD_WORDS) {
+            let (grid, entered, waited, exited, name) = (r[0], r[1], r[2], r[3], r[4]);
+            let g = grids.entry(grid).or_insert(Grid {
+                entered: u64::MAX,
+                waited: u64::MAX,
+                last_waited: 0,
+                exited: 0,
+                name,
+                blocks: 0,
+                block_ns: 0,
+            });
+            g.entered = g.entered.min(entered);
+            g.waited = g.waited.min(waited);
+            g.last_waited = g.last_waited.max(waited);
+            g.exited = g.exited.max(exited);
+            g.blocks += 1;
+            g.block_ns += exited.saturating_sub(waited);
+        }
+        let mut grids: Vec<Grid> = grids.into_values().collect();
+        grids.sort_by_key(|g| g.entered);
+        // Launches after the graph (the device's choice of the token) come last and are not the step's.
+        if count[0] as usize > TRACE_CAPACITY || grids.len() < self.labels.len() || self.labels.is_empty() {
+            self.mismatched += 1;
+            return Ok(());
+        }
+        grids.truncate(self.labels.len());
+        let step_end = grids.iter().map(|g| g.exited).max().unwrap_or(0);
+        self.step_ns += step_end.saturating_sub(grids[0].waited) as f64;
+        self.steps += 1;
+        let per_launch = self.labels.len();
+        for i in 0..per_launch {
+            let g = &grids[i];
+            let next_start = grids.get(i + 1).map_or(g.exited, |n| n.waited);
+            let name = self.name(device, g.name);
+            let label = if self.labels.iter().filter(|l| **l == self.labels[i]).count() > 1 && self.shares_label(i) {
+                format!("{} / {name}", self.labels[i])
+            } else {
+                self.labels[i].clone()
+            };
+            self.first_seen.entry(label.clone()).or_insert(i);
+            let t = self.totals.entry(label).or_default();
+            t[0] += 1.0;
+            t[1] += next_start.saturating_sub(g.waited) as f64;
+            t[2] += g.exited.saturating_sub(g.waited) as f64;
+            t[3] += next_start as f64 - g.exited as f64;
+            t[4] += g.waited.saturating_sub(g.entered) as f64;
+            t[5] += g.block_ns as f64 / g.blocks.max(1) as f64;
+            t[6] += g.last_waited.saturating_sub(g.waited) as f64;
+        }
+        Ok(())
+    }
+
+    /// Whether launch `i` is one of several CUDA launches of the same plan launch (an attention's split
+    /// and merge kernels): their labels are then told apart by the kernel's name.
+    fn shares_label(&self, i: usize) -> bool {
+        (i > 0 && self.labels[i - 1] == self.labels[i]) || self.labels.get(i + 1) == Some(&self.labels[i])
+    }
+
+    /// The kernel name a record points at (read from the module once per kernel), shortened to its name.
+    fn name(&mut self, device: &Device, at: u64) -> String {
+        if let Some(n) = self.names.get(&at) {
+            return n.clone();
+        }
+        let mut bytes = Vec::new();
+        let mut chunk = [0u8; 32];
+        while bytes.len() < 512 {
+            // SAFETY: `at` is the address of a NUL-terminated string in the module's data, read in small chunks
+            // so as not to run far past its end; a failed read ends the name.
+            let ok = unsafe { device.read_back(&mut chunk, at + bytes.len() as u64, "reading a kernel name") }.is_ok();
+            if !ok {
+                break;
+            }
+            match chunk.iter().position(|&b| b == 0) {
+                Some(end) => {
+                    bytes.extend_from_slice(&chunk[..end]);
+                    break;
+                }
+                None => bytes.extend_from_slice(&chunk),
+            }
+        }
+        let full = String::from_utf8_lossy(&bytes).into_owned();
+        // "void kiln_attention_combine_xbf16(AttentionArgs)" -> "kiln_attention_combine_xbf16"
+        let short = full.split('(').next().unwrap_or(&full).trim().trim_start_matches("void ").to_string();
+        self.names.insert(at, short.clone());
+        short
+    }
+
+    /// The table printed when the executor is dropped.
+    pub fn report(&self) -> String {
+        let steps = self.steps.max(1) as f64;
+        let step_us = self.step_ns / steps / 1e3;
+        let mut out = format!(
+            "kiln CUDA trace: {} decode steps in their graph ({} left out), {step_us:.1} us per step from the \
+             first kernel's start to the last exit\n{:<64} {:>6} {:>9} {:>6} {:>8} {:>9} {:>8} {:>8} {:>9}\n",
+            self.steps,
+            self.mismatched,
+            "launch (in step order)",
+            "/step",
+            "us/step",
+            "share",
+            "run us",
+            "bound us",
+            "lead us",
+            "block us",
+            "spread us"
+        );
+        let mut rows: Vec<_> = self.totals.iter().collect();
+        rows.sort_by_key(|(label, _)| self.first_seen[*label]);
+        for (label, t) in rows {
+            let launches = t[0].max(1.0);
+            out.push_str(&format!(
+                "{label:<64} {:>6.0} {:>9.2} {:>5.1}% {:>8.2} {:>9.2} {:>8.2} {:>8.2} {:>9.2}\n",
+                t[0] / steps,
+                t[1] / steps / 1e3,
+                100.0 * t[1] / self.step_ns.max(1.0),
+                t[2] / launches / 1e3,
+                t[3] / launches / 1e3,
+                t[4] / launches / 1e3,
+                t[5] / launches / 1e3,
+                t[6] / launches / 1e3,
+            ));
+        }
+        out.push_str(
+            "us/step: from the launch's first block passing its wait to the next launch's (its share of the \
+             step's critical path); run: first wait to last exit; bound: last exit to the next launch's first \
+             wait; lead: how long its first block was resident before the wait returned; block: a block's \
+             mean time from its wait to its exit; spread: from the first block's wait to the last one's.\n",
+        );
+        out
+    }
+}
+
+/// One grid's records: its earliest entry and wait, its last exit.
+struct Grid {
+    entered: u64,
+    waited: u64,
+    last_waited: u64,
+    exited: u64,
+    name: u64,
+    blocks: u64,
+    block_ns: u64,
+}
