@@ -152,7 +152,7 @@ impl Drop for CudaExecutor {
             }
         }
         if let Some(t) = &self.trace {
-            eprint!("{}", t.report());
+            eprint!("{}", t.report.table());
         }
     }
 }
@@ -597,7 +597,7 @@ impl CudaExecutor {
             let mut labels = (n == 1 && self.trace.is_some()).then(Vec::new);
             let result = self.launch_plan(n, rows_from, None, labels.as_mut());
             if let (Some(t), Some(labels)) = (self.trace.as_mut(), labels) {
-                t.labels = labels;
+                t.report.labels = labels;
             }
             // End the capture whatever happened, so the stream is usable again.
             let graph = stream.end_capture(sys::CUgraphInstantiate_flags(0));

@@ -22,11 +22,19 @@ const TRACE_CAPACITY: usize = 1 << 18;
 /// 64-bit words per record (`KilnTraceRecord` in common.cuh: grid, entered, waited, exited, name, block|sm).
 const RECORD_WORDS: usize = 6;
 
-/// The device side of the trace and what it has gathered.
+/// The device side of the trace.
 pub(crate) struct LaunchTrace {
     _records: CudaSlice<u64>,
     records_at: u64,
     count_at: u64,
+    /// Kernel names by the address of their name string in the module.
+    names: HashMap<u64, String>,
+    pub report: TraceReport,
+}
+
+/// What the trace has gathered over the decode steps, by launch.
+#[derive(Default)]
+pub(crate) struct TraceReport {
     /// Labels of a decode step's kernel launches, in launch order (taken while the step's graph is captured).
     pub labels: Vec<String>,
     /// label -> (launches, critical-path ns, run ns, boundary ns, lead ns, mean block ns, wait spread ns),
@@ -39,8 +47,6 @@ pub(crate) struct LaunchTrace {
     /// Steps whose records did not match the captured launches (the buffer overflowed, or the step was
     /// not the captured one), left out of the report.
     mismatched: u64,
-    /// Kernel names by the address of their name string in the module.
-    names: HashMap<u64, String>,
 }
 
 impl LaunchTrace {
@@ -81,13 +87,8 @@ impl LaunchTrace {
             _records: records,
             records_at: buffer,
             count_at,
-            labels: Vec::new(),
-            totals: HashMap::new(),
-            first_seen: HashMap::new(),
-            steps: 0,
-            step_ns: 0.0,
-            mismatched: 0,
             names: HashMap::new(),
+            report: TraceReport::default(),
         }))
     }
 
@@ -107,6 +108,18 @@ impl LaunchTrace {
         let mut words = vec![0u64; n * RECORD_WORDS];
         // SAFETY: the buffer holds TRACE_CAPACITY records.
         unsafe { device.read_back(&mut words, self.records_at, "reading the launch trace") }?;
+        let overflowed = count[0] as usize > TRACE_CAPACITY;
+        let mut names = std::mem::take(&mut self.names);
+        self.report.add_step(&words, overflowed, |at| kernel_name(&mut names, device, at));
+        self.names = names;
+        Ok(())
+    }
+}
+
+impl TraceReport {
+    /// Adds one step's records (RECORD_WORDS words each, in any order) to the totals; `name_of` gives the
+    /// kernel name a record's name address points at.
+    pub fn add_step(&mut self, words: &[u64], overflowed: bool, mut name_of: impl FnMut(u64) -> String) {
         let mut grids: HashMap<u64, Grid> = HashMap::new();
         for r in words.chunks_exact(RECORD_WORDS) {
             let (grid, entered, waited, exited, name) = (r[0], r[1], r[2], r[3], r[4]);
@@ -127,23 +140,22 @@ impl LaunchTrace {
             g.block_ns += exited.saturating_sub(waited);
         }
         let mut grids: Vec<Grid> = grids.into_values().collect();
+        // A kernel starts only once every block of the one before it has let it (or exited), and every block
+        // records its entry before that: first entries follow the launch order.
         grids.sort_by_key(|g| g.entered);
         // Launches after the graph (the device's choice of the token) come last and are not the step's.
-        if count[0] as usize > TRACE_CAPACITY || grids.len() < self.labels.len() || self.labels.is_empty() {
+        if overflowed || grids.len() < self.labels.len() || self.labels.is_empty() {
             self.mismatched += 1;
-            return Ok(());
+            return;
         }
         grids.truncate(self.labels.len());
         let step_end = grids.iter().map(|g| g.exited).max().unwrap_or(0);
         self.step_ns += step_end.saturating_sub(grids[0].waited) as f64;
         self.steps += 1;
-        let per_launch = self.labels.len();
-        for i in 0..per_launch {
-            let g = &grids[i];
+        for (i, g) in grids.iter().enumerate() {
             let next_start = grids.get(i + 1).map_or(g.exited, |n| n.waited);
-            let name = self.name(device, g.name);
-            let label = if self.labels.iter().filter(|l| **l == self.labels[i]).count() > 1 && self.shares_label(i) {
-                format!("{} / {name}", self.labels[i])
+            let label = if self.shares_label(i) {
+                format!("{} / {}", self.labels[i], name_of(g.name))
             } else {
                 self.labels[i].clone()
             };
@@ -157,7 +169,6 @@ impl LaunchTrace {
             t[5] += g.block_ns as f64 / g.blocks.max(1) as f64;
             t[6] += g.last_waited.saturating_sub(g.waited) as f64;
         }
-        Ok(())
     }
 
     /// Whether launch `i` is one of several CUDA launches of the same plan launch (an attention's split
@@ -166,37 +177,8 @@ impl LaunchTrace {
         (i > 0 && self.labels[i - 1] == self.labels[i]) || self.labels.get(i + 1) == Some(&self.labels[i])
     }
 
-    /// The kernel name a record points at (read from the module once per kernel), shortened to its name.
-    fn name(&mut self, device: &Device, at: u64) -> String {
-        if let Some(n) = self.names.get(&at) {
-            return n.clone();
-        }
-        let mut bytes = Vec::new();
-        let mut chunk = [0u8; 32];
-        while bytes.len() < 512 {
-            // SAFETY: `at` is the address of a NUL-terminated string in the module's data, read in small chunks
-            // so as not to run far past its end; a failed read ends the name.
-            let ok = unsafe { device.read_back(&mut chunk, at + bytes.len() as u64, "reading a kernel name") }.is_ok();
-            if !ok {
-                break;
-            }
-            match chunk.iter().position(|&b| b == 0) {
-                Some(end) => {
-                    bytes.extend_from_slice(&chunk[..end]);
-                    break;
-                }
-                None => bytes.extend_from_slice(&chunk),
-            }
-        }
-        let full = String::from_utf8_lossy(&bytes).into_owned();
-        // "void kiln_attention_combine_xbf16(AttentionArgs)" -> "kiln_attention_combine_xbf16"
-        let short = full.split('(').next().unwrap_or(&full).trim().trim_start_matches("void ").to_string();
-        self.names.insert(at, short.clone());
-        short
-    }
-
     /// The table printed when the executor is dropped.
-    pub fn report(&self) -> String {
+    pub fn table(&self) -> String {
         let steps = self.steps.max(1) as f64;
         let step_us = self.step_ns / steps / 1e3;
         let mut out = format!(
@@ -249,4 +231,103 @@ struct Grid {
     name: u64,
     blocks: u64,
     block_ns: u64,
+}
+
+/// The kernel name a record points at (read from the module once per kernel), shortened to its name.
+fn kernel_name(names: &mut HashMap<u64, String>, device: &Device, at: u64) -> String {
+    if let Some(n) = names.get(&at) {
+        return n.clone();
+    }
+    let mut bytes = Vec::new();
+    let mut chunk = [0u8; 32];
+    while bytes.len() < 512 {
+        // SAFETY: `at` is the address of a NUL-terminated string in the module's data, read in small chunks
+        // so as not to run far past its end; a failed read ends the name.
+        let ok = unsafe { device.read_back(&mut chunk, at + bytes.len() as u64, "reading a kernel name") }.is_ok();
+        if !ok {
+            break;
+        }
+        match chunk.iter().position(|&b| b == 0) {
+            Some(end) => {
+                bytes.extend_from_slice(&chunk[..end]);
+                break;
+            }
+            None => bytes.extend_from_slice(&chunk),
+        }
+    }
+    let full = String::from_utf8_lossy(&bytes).into_owned();
+    // "void kiln_attention_combine_xbf16(AttentionArgs)" -> "kiln_attention_combine_xbf16"
+    let short = full.split('(').next().unwrap_or(&full).trim().trim_start_matches("void ").to_string();
+    names.insert(at, short.clone());
+    short
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One record: grid, entered, waited, exited, name address, block|sm.
+    fn record(grid: u64, entered: u64, waited: u64, exited: u64, name: u64) -> [u64; RECORD_WORDS] {
+        [grid, entered, waited, exited, name, 0]
+    }
+
+    fn step(records: &[[u64; RECORD_WORDS]]) -> Vec<u64> {
+        records.iter().flatten().copied().collect()
+    }
+
+    #[test]
+    fn a_step_is_cut_into_each_launch_s_share_of_the_critical_path() {
+        let mut report = TraceReport {
+            labels: vec!["norm".into(), "attention".into(), "attention".into(), "linear".into()],
+            ..TraceReport::default()
+        };
+        // Grid ids are not in launch order, and records come in any order: entries order the grids. The
+        // attention's two launches (split and merge) are told apart by their kernel names.
+        let words = step(&[
+            record(70, 3_000, 9_000, 14_000, 2), // merge, block 0 (resident early, waits for the split)
+            record(9, 0, 1_000, 2_000, 1),       // norm
+            record(40, 1_500, 2_500, 8_000, 3),  // split, block 0
+            record(40, 1_800, 3_500, 8_500, 3),  // split, block 1: the last exit and the last wait
+            record(70, 3_200, 9_200, 13_000, 2), // merge, block 1
+            record(12, 13_500, 15_000, 20_000, 4), // linear
+            record(99, 20_500, 20_600, 21_000, 5), // after the graph (the token's choice): not the step's
+        ]);
+        let names = |at: u64| match at {
+            2 => "merge".to_string(),
+            3 => "split".to_string(),
+            _ => panic!("only launches sharing a label are named"),
+        };
+        report.add_step(&words, false, names);
+        assert_eq!((report.steps, report.mismatched), (1, 0));
+        // First wait (1 us) to the last exit of the step's last launch (20 us).
+        assert_eq!(report.step_ns, 19_000.0);
+        let split = report.totals["attention / split"];
+        // critical path: its first wait (2.5 us) to the merge's (9 us); run: to its last exit (8.5 us);
+        // boundary: its last exit to the merge's first wait; lead: first entry to first wait; block: the
+        // mean of 5.5 and 5 us; spread: first to last wait.
+        assert_eq!(split, [1.0, 6_500.0, 6_000.0, 500.0, 1_000.0, 5_250.0, 1_000.0]);
+        assert_eq!(report.totals["attention / merge"][1], 6_000.0);
+        assert_eq!(report.totals["norm"][1], 1_500.0);
+        // The last launch's share ends at its own last exit.
+        assert_eq!(report.totals["linear"][1], 5_000.0);
+        let table = report.table();
+        let order: Vec<usize> = ["norm", "attention / split", "attention / merge", "linear"]
+            .iter()
+            .map(|l| table.find(l).expect("every launch is reported"))
+            .collect();
+        assert!(order.is_sorted(), "the table follows the step's order:\n{table}");
+    }
+
+    #[test]
+    fn steps_that_do_not_match_the_captured_launches_are_left_out() {
+        let mut report = TraceReport { labels: vec!["a".into(), "b".into()], ..TraceReport::default() };
+        let one_grid = step(&[record(1, 0, 10, 20, 0)]);
+        report.add_step(&one_grid, false, |_| unreachable!());
+        let two_grids = step(&[record(1, 0, 10, 20, 0), record(2, 15, 25, 30, 0)]);
+        report.add_step(&two_grids, true, |_| unreachable!());
+        assert_eq!((report.steps, report.mismatched), (0, 2));
+        report.add_step(&two_grids, false, |_| unreachable!());
+        assert_eq!((report.steps, report.mismatched), (1, 2));
+        assert!(report.table().contains("1 decode steps in their graph (2 left out)"));
+    }
 }
