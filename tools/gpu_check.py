@@ -140,13 +140,13 @@ def random_llama(head_dim, work):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
     out = os.path.join(work, f"random-llama-hd{head_dim}")
-    if not os.path.exists(os.path.join(out, "config.json")):
-        torch.manual_seed(head_dim)
-        # A wide initialisation, so that greedy choices are not near-ties the last bits could flip.
-        cfg = LlamaConfig(hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4,
-                          num_key_value_heads=2, head_dim=head_dim, vocab_size=512, max_position_embeddings=4096,
-                          rope_theta=10000.0, initializer_range=0.2, tie_word_embeddings=False)
-        LlamaForCausalLM(cfg).to(torch.float32).save_pretrained(out)
+    # Generated every time (it takes well under a second), so that a changed configuration is never stale.
+    torch.manual_seed(head_dim)
+    # A wide initialisation, so that greedy choices are not near-ties the last bits could flip.
+    cfg = LlamaConfig(hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, head_dim=head_dim, vocab_size=512, max_position_embeddings=4096,
+                      rope_theta=10000.0, initializer_range=0.2, tie_word_embeddings=False)
+    LlamaForCausalLM(cfg).to(torch.float32).save_pretrained(out)
     return out
 
 

@@ -50,6 +50,27 @@ fn every_template_kernel_compiles_for_each_ci_architecture_and_to_ptx() {
 }
 
 #[test]
+fn the_launch_trace_build_of_the_templates_compiles_for_sm_90() {
+    // `KILN_CUDA_TRACE=1` compiles this build on the GPU machine; its records and its macro are checked here,
+    // where the normal build never defines KILN_TRACE.
+    if !nvrtc_or_skip("trace build") {
+        return;
+    }
+    let source = cuda::with_launch_trace(template_source());
+    assert!(source.code.starts_with("#define KILN_TRACE 1\n"));
+    let images = compile_module(&source, &[90]).expect("the trace build compiles");
+    let ptx = String::from_utf8_lossy(&images[0].bytes);
+    // The runtime finds the buffer, its capacity and the count by these names.
+    for global in ["kiln_trace_records", "kiln_trace_capacity", "kiln_trace_count"] {
+        assert!(ptx.contains(global), "the trace build has no global {global}");
+    }
+    assert!(
+        !String::from_utf8_lossy(&compile_module(&template_source(), &[]).expect("compiles")[0].bytes)
+            .contains("kiln_trace_records")
+    );
+}
+
+#[test]
 fn the_kernels_of_every_fixture_architecture_compile() {
     if !nvrtc_or_skip("fixtures") {
         return;

@@ -26,6 +26,8 @@ pub(crate) struct Device {
     pub loaded: KernelTarget,
     /// Kernels are launched as programmatic dependent launches (see [`Device::launch`]).
     pub pdl: bool,
+    /// The loaded image can ask the L2 for bulk prefetches (`cp.async.bulk.prefetch`, sm_90 and newer).
+    pub bulk_prefetch: bool,
     /// Kernel launches so far (the launch trace labels a step's launches by counting them).
     pub launches: std::cell::Cell<u64>,
 }
@@ -93,6 +95,7 @@ impl Device {
         let mut driver = 0;
         // SAFETY: writes one int.
         let driver_ok = unsafe { sys::cuDriverGetVersion(&mut driver) }.result().is_ok() && driver >= 12030;
+        let bulk_prefetch = sm >= 90 && image_sm.is_some_and(|s| s >= 90);
         let pdl = sm >= 90
             && driver_ok
             && image_sm.is_some_and(|s| s >= 90)
@@ -106,6 +109,7 @@ impl Device {
             name,
             loaded: image.target,
             pdl,
+            bulk_prefetch,
             launches: std::cell::Cell::new(0),
         })
     }

@@ -1122,19 +1122,21 @@ impl CudaExecutor {
                     }
                     return Ok(());
                 }
-                // About one wave of blocks (two per multiprocessor); each strides over the splits the step
-                // has (which block computes a split does not change its result).
+                // About two blocks of 128 threads per multiprocessor; each strides over the splits the step has
+                // (which block computes a split does not change its result). The 256-thread class then makes
+                // more blocks than fit at once (bench/gpu-decode.md, next steps).
                 let per_split = max_splits.min((2 * self.sms).div_ceil(n * heads)).max(1);
                 let mut args = args;
                 // With weights to prefetch, one more row of blocks asks the L2 for them (attention.cu).
                 let mut rows = per_split;
-                if let Some((at, bytes)) = self.attention_prefetch.get(layer).filter(|p| p.1[0] > 0) {
+                let prefetch = self.attention_prefetch.get(layer).filter(|p| p.1[0] > 0 && self.device.bulk_prefetch);
+                if let Some((at, bytes)) = prefetch {
                     (args.prefetch, args.prefetch_bytes) = (*at, *bytes);
                     rows += 1;
                 }
                 let grid = LaunchConfig {
                     grid_dim: ((n * heads) as u32, rows as u32, 1),
-                    block_dim: (attention_split_threads(*head_dim), 1, 1),
+                    block_dim: (attention_split_threads(*head_dim, *v_dim), 1, 1),
                     shared_mem_bytes: 0,
                 };
                 let f = self.device.function(kernel)?;
@@ -1331,10 +1333,11 @@ fn broadcast_strides(shape: &RunShape, n: usize, out: &[usize]) -> [i64; 6] {
 /// lines evict each other, and the attention's own loads queue behind them (bench/gpu-decode.md).
 const ATTENTION_PREFETCH_BYTES: u64 = 24 << 20;
 
-/// Threads of a split attention block for heads of `head_dim` (`KILN_ATTENTION_WARPS` in attention.cu: eight
-/// warps for the 128-wide class, four for the others).
-fn attention_split_threads(head_dim: usize) -> u32 {
-    if head_dim > 64 && head_dim <= 128 { 256 } else { 128 }
+/// Threads of a split attention block (`KILN_ATTENTION_WARPS` in attention.cu: eight warps for the 128-wide
+/// class, four for the others). The class is the plan's: the smallest that holds both head sizes.
+fn attention_split_threads(head_dim: usize, v_dim: usize) -> u32 {
+    let widest = head_dim.max(v_dim);
+    if widest > 64 && widest <= 128 { 256 } else { 128 }
 }
 
 /// By layer, the weights the split attention kernel asks the L2 to fetch while it runs: those of the linear

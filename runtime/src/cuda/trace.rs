@@ -56,7 +56,7 @@ impl LaunchTrace {
             return Ok(None);
         }
         let stream = &device.stream;
-        let (records_at, count_at, capacity_at) = match (
+        let (records_global, count_at, capacity_at) = match (
             device.module.get_global("kiln_trace_records", stream),
             device.module.get_global("kiln_trace_count", stream),
             device.module.get_global("kiln_trace_capacity", stream),
@@ -78,7 +78,8 @@ impl LaunchTrace {
         // SAFETY: the globals are a pointer and a u32 of the loaded module; the values outlive the copies,
         // which the synchronize below completes.
         unsafe {
-            result::memcpy_htod_async(records_at, &[buffer], cu).map_err(cuda_error("starting the launch trace"))?;
+            result::memcpy_htod_async(records_global, &[buffer], cu)
+                .map_err(cuda_error("starting the launch trace"))?;
             result::memcpy_htod_async(capacity_at, &[TRACE_CAPACITY as u32], cu)
                 .map_err(cuda_error("starting the launch trace"))?;
         }
@@ -142,7 +143,8 @@ impl TraceReport {
         let mut grids: Vec<Grid> = grids.into_values().collect();
         // A kernel starts only once every block of the one before it has let it (or exited), and every block
         // records its entry before that: first entries follow the launch order.
-        grids.sort_by_key(|g| g.entered);
+        // %globaltimer ticks coarsely on some GPUs: equal entries are ordered by their first wait.
+        grids.sort_by_key(|g| (g.entered, g.waited));
         // Launches after the graph (the device's choice of the token) come last and are not the step's.
         if overflowed || grids.len() < self.labels.len() || self.labels.is_empty() {
             self.mismatched += 1;
@@ -256,7 +258,8 @@ fn kernel_name(names: &mut HashMap<u64, String>, device: &Device, at: u64) -> St
         }
     }
     let full = String::from_utf8_lossy(&bytes).into_owned();
-    // "void kiln_attention_combine_xbf16(AttentionArgs)" -> "kiln_attention_combine_xbf16"
+    // "void kiln_attention_combine_xbf16(AttentionArgs)" -> "kiln_attention_combine_xbf16"; in a kernel whose
+    // body is a device function, that function's name ("attention_split<X, DR, WARPS>").
     let short = full.split('(').next().unwrap_or(&full).trim().trim_start_matches("void ").to_string();
     names.insert(at, short.clone());
     short

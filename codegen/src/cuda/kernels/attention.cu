@@ -9,13 +9,14 @@
 // key gets zeros. `past` is read from the device (step[0]), so that one captured CUDA graph serves every
 // decode step.
 //
-// Split-KV ("flash decoding"): the keys are cut into splits of `chunk` slots. kiln_attention_x* gives one
-// block of four warps to each (query, head, split) and writes the split's running max, sum of weights and
-// weighted values; kiln_attention_combine_x* merges the splits of each (query, head). A decode step thus
-// spreads a long context over the whole GPU instead of one block per head.
+// Split-KV ("flash decoding"): the keys are cut into splits of `chunk` slots. kiln_attention_x* blocks (four
+// or eight warps, KILN_ATTENTION_WARPS) stride over the splits of one (query, head) each and write each split's
+// running max, sum of weights and weighted values; kiln_attention_combine_x* merges the splits of each
+// (query, head). A decode step thus spreads a long context over the whole GPU instead of one block per head.
+// With weights to prefetch, the grid has one more row of blocks that only ask the L2 for them.
 //
 // Exactness: a query's visible keys are the same whether it is decoded alone or verified in a tree. Keys
-// are assigned to splits, warps and groups of eight by their slot alone (never by the step's length), an
+// are assigned to splits, warps and groups by their slot alone (never by the step's length), an
 // invisible key contributes a weight of exactly 0 (fma(0, v, acc) == acc; a max with -inf is a no-op) and
 // splits with no visible key are skipped by the merge; every reduction has a fixed order. So the output is
 // bit-identical in both cases, as long as `chunk` is the same (the runtime uses one chunk for every step
@@ -94,9 +95,9 @@ struct AttentionArgs {
     const float* rope_table;  // [S, rope_dim / 2] (cos, sin): kiln_rope_table's
     int rope_dim, rope_interleaved;
     // Weights of the linears after this attention (16-byte aligned ranges, bytes a multiple of 16; 0 bytes:
-    // none), which the split kernel's blocks ask the L2 to fetch before they wait for the previous kernel:
-    // a decode step's attention is a chain of latencies that leaves the memory bandwidth idle, and the
-    // linears after it then read those weights from L2.
+    // none), which the split kernel's extra row of blocks asks the L2 to fetch (prefetch_block): a decode
+    // step's attention is a chain of latencies that leaves the memory bandwidth idle, and the linears after
+    // it then read those weights from L2.
     const char* prefetch[3];
     u64 prefetch_bytes[3];
 };
@@ -107,16 +108,17 @@ struct AttentionArgs {
 __device__ __forceinline__ int split_rows(const AttentionArgs& a) { return (int)gridDim.y - (a.prefetch_bytes[0] ? 1 : 0); }
 
 // A block of the prefetch row asks the L2 for its share of the ranges (pieces of KILN_PREFETCH_PIECE bytes
-// dealt out block-first, so that every multiprocessor's copy engine issues some) and returns true. A hint:
-// nothing waits for it.
+// dealt out block-first, so that the tensor memory accelerators of many multiprocessors issue them) and
+// returns true. A hint: nothing waits for it. Below sm_90 there is no bulk prefetch (and the runtime adds no
+// prefetch row).
 __device__ __forceinline__ bool prefetch_block(const AttentionArgs& a) {
     if (!a.prefetch_bytes[0] || (int)blockIdx.y != split_rows(a)) return false;
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    const u64 first = (u64)threadIdx.x * gridDim.x + blockIdx.x, stride = (u64)gridDim.x * blockDim.x;
+    const u64 piece0 = (u64)threadIdx.x * gridDim.x + blockIdx.x, stride = (u64)gridDim.x * blockDim.x;
 #pragma unroll
     for (int r = 0; r < 3; ++r) {
         const u64 bytes = a.prefetch_bytes[r];
-        for (u64 k = first; k * KILN_PREFETCH_PIECE < bytes; k += stride) {
+        for (u64 k = piece0; k * KILN_PREFETCH_PIECE < bytes; k += stride) {
             const u64 offset = k * KILN_PREFETCH_PIECE;
             const u32 size = (u32)min((u64)KILN_PREFETCH_PIECE, bytes - offset);
             asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(a.prefetch[r] + offset), "r"(size) : "memory");
@@ -135,10 +137,10 @@ __device__ __forceinline__ float folded_element(const AttentionArgs& a, const X*
     return to_f32(rope_head_element<X>(row, d, a.rope_dim, a.rope_interleaved, [&](int f) { return table[f]; }));
 }
 
-// Keys a warp scores at once (their loads in flight together). Heads of up to 64 elements take 16, so that
-// a warp's 16 keys of a 64-slot block cost one memory round trip (Llama-1B shape on an H100: +1.6% decode);
-// wider heads take 8: with 16, a 128-wide head needs 213 registers and the decode grid no longer fits on
-// the GPU at once (the 8B shape measured 2% slower).
+// Keys a warp scores at once (their loads in flight together), at most its keys of a 64-slot block. Heads of
+// up to 64 elements take 16, so that a warp's 16 keys of a 64-slot block cost one memory round trip
+// (Llama-1B shape on an H100: +1.6% decode); wider heads take 8, which their registers allow (a 128-wide head
+// with 16 needed 213 registers).
 #define KILN_ATTENTION_GROUP(DR) ((DR) <= 2 ? 16 : 8)
 // Warps of a split block: 128-wide heads take eight (a warp's eight keys of a 64-slot block are then one
 // group); the others four (16 keys a warp: one group for 64-wide heads, two for 256-wide ones, whose
@@ -186,8 +188,8 @@ __device__ __forceinline__ void load_key_group(const AttentionArgs& a, const flo
 }
 
 // One (query, head, split): warp w scores slots base + KPW w .. base + KPW (w + 1) - 1 of every 64-slot block
-// of the split (KPW = 64 / WARPS keys per warp), KILN_ATTENTION_GROUP at a time, with an online softmax; the
-// warps then merge in index order. DR: registers per lane for a head (head_dim <= 32 * DR), so that short
+// of the split (KPW = 64 / WARPS keys per warp), G = min(KILN_ATTENTION_GROUP, KPW) at a time, with an
+// online softmax; the warps then merge in index order. DR: registers per lane for a head (head_dim <= 32 * DR), so that short
 // heads waste no loads. WARPS is chosen per head size so that a warp's keys of a block are one group, one
 // memory round trip, where the registers allow it.
 //

@@ -124,8 +124,9 @@ __device__ __forceinline__ float block_max(float v, float* scratch) {
 #ifdef KILN_TRACE
 // The launch trace, a diagnostic build only (`KILN_CUDA_TRACE=1` defines KILN_TRACE when the module is
 // compiled, and the runtime then points kiln_trace_records at a buffer): thread 0 of every block records when
-// it entered, when its wait for the previous kernel returned, and when it exited, in %globaltimer
-// nanoseconds, with its grid's id and its kernel's name. The runtime groups the records by grid, which shows
+// it entered, when its wait for the previous kernel returned, and when it exited (thread 0's exit: other warps
+// may still be storing), in %globaltimer nanoseconds, with its grid's id and the name of the function the
+// macro is in (the kernel, or the device function that is its body). The runtime groups the records by grid, which shows
 // where a step's time goes inside a CUDA graph, where per-launch events cannot be placed. The slot is
 // claimed at entry, so that the atomic's round trip overlaps the wait rather than delaying the exit.
 struct KilnTraceRecord {
@@ -170,7 +171,9 @@ struct KilnTraceScope {
         slot->sm = sm;
     }
 };
-// Not wrapped in a block: the scope object lives until the kernel returns.
+// Not wrapped in a block: the scope object lives until the function it is in returns. So, in every build, the
+// macro is used once per kernel, at the top level of the kernel's body or of the device function that is the
+// rest of it (never under an `if` or in a loop).
 #define KILN_PDL_ENTRY()                                  \
     KilnTraceScope kiln_trace_scope_(__PRETTY_FUNCTION__); \
     KILN_WAIT_PREVIOUS();                                 \
