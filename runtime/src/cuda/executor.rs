@@ -433,7 +433,12 @@ impl CudaExecutor {
         let profile = std::env::var("KILN_CUDA_PROFILE").is_ok_and(|v| v == "1").then(Profile::default);
         let use_graphs = profile.is_none() && !matches!(std::env::var("KILN_CUDA_GRAPHS").as_deref(), Ok("0"));
         let trace = LaunchTrace::open(&device)?;
-        let attention_prefetch = attention_prefetch(&plan, &graph, base, ATTENTION_PREFETCH_BYTES);
+        // Below sm_90 there is no bulk prefetch to ask the L2 with.
+        let attention_prefetch = if device.bulk_prefetch {
+            attention_prefetch(&plan, &graph, base, ATTENTION_PREFETCH_BYTES)
+        } else {
+            HashMap::new()
+        };
         Ok(CudaExecutor {
             graph,
             plan,
@@ -999,6 +1004,7 @@ impl CudaExecutor {
                 kernel,
                 combine,
                 tiled,
+                split_threads,
                 rope,
                 q,
                 k,
@@ -1129,14 +1135,13 @@ impl CudaExecutor {
                 let mut args = args;
                 // With weights to prefetch, one more row of blocks asks the L2 for them (attention.cu).
                 let mut rows = per_split;
-                let prefetch = self.attention_prefetch.get(layer).filter(|p| p.1[0] > 0 && self.device.bulk_prefetch);
-                if let Some((at, bytes)) = prefetch {
+                if let Some((at, bytes)) = self.attention_prefetch.get(layer) {
                     (args.prefetch, args.prefetch_bytes) = (*at, *bytes);
                     rows += 1;
                 }
                 let grid = LaunchConfig {
                     grid_dim: ((n * heads) as u32, rows as u32, 1),
-                    block_dim: (attention_split_threads(*head_dim, *v_dim), 1, 1),
+                    block_dim: (*split_threads, 1, 1),
                     shared_mem_bytes: 0,
                 };
                 let f = self.device.function(kernel)?;
@@ -1333,15 +1338,8 @@ fn broadcast_strides(shape: &RunShape, n: usize, out: &[usize]) -> [i64; 6] {
 /// lines evict each other, and the attention's own loads queue behind them (bench/gpu-decode.md).
 const ATTENTION_PREFETCH_BYTES: u64 = 24 << 20;
 
-/// Threads of a split attention block (`KILN_ATTENTION_WARPS` in attention.cu: eight warps for the 128-wide
-/// class, four for the others). The class is the plan's: the smallest that holds both head sizes.
-fn attention_split_threads(head_dim: usize, v_dim: usize) -> u32 {
-    let widest = head_dim.max(v_dim);
-    if widest > 64 && widest <= 128 { 256 } else { 128 }
-}
-
-/// By layer, the weights the split attention kernel asks the L2 to fetch while it runs: those of the linear
-/// launches after it (the output projection, then the start of the gate/up launch), up to `budget` bytes and
+/// By layer (layers with something to fetch only), the weights the split attention kernel asks the L2 to fetch
+/// while it runs: those of the linear launches after it (the output projection, then the start of the gate/up launch), up to `budget` bytes and
 /// three ranges. A decode step's attention is a chain of memory latencies with the bandwidth idle, so the
 /// linears after it find part of their weights in L2. A swiglu-folded launch reads its two parts' columns
 /// alternately, so it gets equal shares from the start of each; other launches read their parts in order.
@@ -1369,7 +1367,7 @@ fn attention_prefetch(plan: &Plan, graph: &Graph, base: u64, budget: u64) -> Has
             let total: u64 = sizes.iter().map(|s| s.1).sum();
             if swiglu.is_some() && left < total {
                 let share = (left / sizes.len() as u64) & !15;
-                ranges.extend(sizes.iter().map(|&(at, bytes)| (at, bytes.min(share))));
+                ranges.extend(sizes.iter().filter(|_| share > 0).map(|&(at, bytes)| (at, bytes.min(share))));
                 left = 0;
             } else {
                 for &(at, bytes) in &sizes {
@@ -1385,6 +1383,9 @@ fn attention_prefetch(plan: &Plan, graph: &Graph, base: u64, budget: u64) -> Has
             }
         }
         ranges.truncate(3);
+        if ranges.is_empty() {
+            continue;
+        }
         let mut at = [0u64; 3];
         let mut bytes = [0u64; 3];
         for (r, (a, b)) in ranges.into_iter().enumerate() {

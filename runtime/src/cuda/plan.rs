@@ -113,6 +113,8 @@ pub(crate) enum Launch {
         combine: String,
         /// The tiled prefill kernel, for this head size.
         tiled: String,
+        /// Threads of a split kernel block (its head-size class's warps, [`attention_split_threads`]).
+        split_threads: u32,
         /// The rope of q and k, when the append launch computes it (then `q` is written by that launch and
         /// the rotated `k` goes straight to the cache).
         rope: Option<AttentionRope>,
@@ -196,6 +198,12 @@ pub(crate) const ATTENTION_CHUNK: usize = 64;
 /// The longest step whose split attention kernel appends its keys and values itself (every block that reads
 /// them stores all of them, so the stores grow with the step's rows squared).
 pub(crate) const ATTENTION_FOLD_ROWS: usize = 4;
+
+/// Threads of a split attention block of a head-size class (`KILN_ATTENTION_WARPS` in attention.cu: eight
+/// warps for the 128-wide class, four for the others).
+fn attention_split_threads(class: usize) -> u32 {
+    if class == 128 { 256 } else { 128 }
+}
 
 /// The widest head the attention kernels take (their widest head-size class, `_d256`).
 const ATTENTION_MAX_HEAD_DIM: usize = 256;
@@ -556,6 +564,7 @@ pub(crate) fn build(
                     kernel: format!("kiln_attention_x{x}_d{class}"),
                     combine: format!("kiln_attention_combine_x{x}"),
                     tiled: format!("kiln_attention_tiled_x{x}_d{class}"),
+                    split_threads: attention_split_threads(class),
                     rope: None,
                     q,
                     k,

@@ -37,11 +37,8 @@ pub(crate) struct LaunchTrace {
 pub(crate) struct TraceReport {
     /// Labels of a decode step's kernel launches, in launch order (taken while the step's graph is captured).
     pub labels: Vec<String>,
-    /// label -> (launches, critical-path ns, run ns, boundary ns, lead ns, mean block ns, wait spread ns),
-    /// summed over the traced steps.
-    totals: HashMap<String, [f64; 7]>,
-    /// Where each label first appears in the step, so that the report can follow the step's order.
-    first_seen: HashMap<String, usize>,
+    /// Per label, in the order the labels first appear in a step, summed over the traced steps.
+    totals: Vec<(String, LaunchTotals)>,
     steps: u64,
     step_ns: f64,
     /// Steps whose records did not match the captured launches (the buffer overflowed, or the step was
@@ -110,9 +107,7 @@ impl LaunchTrace {
         // SAFETY: the buffer holds TRACE_CAPACITY records.
         unsafe { device.read_back(&mut words, self.records_at, "reading the launch trace") }?;
         let overflowed = count[0] as usize > TRACE_CAPACITY;
-        let mut names = std::mem::take(&mut self.names);
-        self.report.add_step(&words, overflowed, |at| kernel_name(&mut names, device, at));
-        self.names = names;
+        self.report.add_step(&words, overflowed, |at| kernel_name(&mut self.names, device, at));
         Ok(())
     }
 }
@@ -161,15 +156,21 @@ impl TraceReport {
             } else {
                 self.labels[i].clone()
             };
-            self.first_seen.entry(label.clone()).or_insert(i);
-            let t = self.totals.entry(label).or_default();
-            t[0] += 1.0;
-            t[1] += next_start.saturating_sub(g.waited) as f64;
-            t[2] += g.exited.saturating_sub(g.waited) as f64;
-            t[3] += next_start as f64 - g.exited as f64;
-            t[4] += g.waited.saturating_sub(g.entered) as f64;
-            t[5] += g.block_ns as f64 / g.blocks.max(1) as f64;
-            t[6] += g.last_waited.saturating_sub(g.waited) as f64;
+            let at = match self.totals.iter().position(|(l, _)| *l == label) {
+                Some(at) => at,
+                None => {
+                    self.totals.push((label, LaunchTotals::default()));
+                    self.totals.len() - 1
+                }
+            };
+            let t = &mut self.totals[at].1;
+            t.launches += 1.0;
+            t.critical_ns += next_start.saturating_sub(g.waited) as f64;
+            t.run_ns += g.exited.saturating_sub(g.waited) as f64;
+            t.boundary_ns += next_start as f64 - g.exited as f64;
+            t.lead_ns += g.waited.saturating_sub(g.entered) as f64;
+            t.block_ns += g.block_ns as f64 / g.blocks.max(1) as f64;
+            t.spread_ns += g.last_waited.saturating_sub(g.waited) as f64;
         }
     }
 
@@ -198,20 +199,18 @@ impl TraceReport {
             "block us",
             "spread us"
         );
-        let mut rows: Vec<_> = self.totals.iter().collect();
-        rows.sort_by_key(|(label, _)| self.first_seen[*label]);
-        for (label, t) in rows {
-            let launches = t[0].max(1.0);
+        for (label, t) in &self.totals {
+            let per_launch = |ns: f64| ns / t.launches.max(1.0) / 1e3;
             out.push_str(&format!(
                 "{label:<64} {:>6.0} {:>9.2} {:>5.1}% {:>8.2} {:>9.2} {:>8.2} {:>8.2} {:>9.2}\n",
-                t[0] / steps,
-                t[1] / steps / 1e3,
-                100.0 * t[1] / self.step_ns.max(1.0),
-                t[2] / launches / 1e3,
-                t[3] / launches / 1e3,
-                t[4] / launches / 1e3,
-                t[5] / launches / 1e3,
-                t[6] / launches / 1e3,
+                t.launches / steps,
+                t.critical_ns / steps / 1e3,
+                100.0 * t.critical_ns / self.step_ns.max(1.0),
+                per_launch(t.run_ns),
+                per_launch(t.boundary_ns),
+                per_launch(t.lead_ns),
+                per_launch(t.block_ns),
+                per_launch(t.spread_ns),
             ));
         }
         out.push_str(
@@ -222,6 +221,24 @@ impl TraceReport {
         );
         out
     }
+}
+
+/// One label's sums over the traced steps (nanoseconds; the columns of [`TraceReport::table`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct LaunchTotals {
+    launches: f64,
+    /// From the launch's first wait to the next launch's first wait.
+    critical_ns: f64,
+    /// From its first wait to its last exit.
+    run_ns: f64,
+    /// From its last exit to the next launch's first wait.
+    boundary_ns: f64,
+    /// From its first entry to its first wait.
+    lead_ns: f64,
+    /// A block's mean time from its wait to its exit.
+    block_ns: f64,
+    /// From its first block's wait to its last one's.
+    spread_ns: f64,
 }
 
 /// One grid's records: its earliest entry and wait, its last exit.
@@ -304,15 +321,26 @@ mod tests {
         assert_eq!((report.steps, report.mismatched), (1, 0));
         // First wait (1 us) to the last exit of the step's last launch (20 us).
         assert_eq!(report.step_ns, 19_000.0);
-        let split = report.totals["attention / split"];
+        let totals = |label: &str| report.totals.iter().find(|(l, _)| l == label).expect("reported").1;
         // critical path: its first wait (2.5 us) to the merge's (9 us); run: to its last exit (8.5 us);
         // boundary: its last exit to the merge's first wait; lead: first entry to first wait; block: the
         // mean of 5.5 and 5 us; spread: first to last wait.
-        assert_eq!(split, [1.0, 6_500.0, 6_000.0, 500.0, 1_000.0, 5_250.0, 1_000.0]);
-        assert_eq!(report.totals["attention / merge"][1], 6_000.0);
-        assert_eq!(report.totals["norm"][1], 1_500.0);
+        assert_eq!(
+            totals("attention / split"),
+            LaunchTotals {
+                launches: 1.0,
+                critical_ns: 6_500.0,
+                run_ns: 6_000.0,
+                boundary_ns: 500.0,
+                lead_ns: 1_000.0,
+                block_ns: 5_250.0,
+                spread_ns: 1_000.0
+            }
+        );
+        assert_eq!(totals("attention / merge").critical_ns, 6_000.0);
+        assert_eq!(totals("norm").critical_ns, 1_500.0);
         // The last launch's share ends at its own last exit.
-        assert_eq!(report.totals["linear"][1], 5_000.0);
+        assert_eq!(totals("linear").critical_ns, 5_000.0);
         let table = report.table();
         let order: Vec<usize> = ["norm", "attention / split", "attention / merge", "linear"]
             .iter()

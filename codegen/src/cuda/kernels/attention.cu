@@ -189,9 +189,9 @@ __device__ __forceinline__ void load_key_group(const AttentionArgs& a, const flo
 
 // One (query, head, split): warp w scores slots base + KPW w .. base + KPW (w + 1) - 1 of every 64-slot block
 // of the split (KPW = 64 / WARPS keys per warp), G = min(KILN_ATTENTION_GROUP, KPW) at a time, with an
-// online softmax; the warps then merge in index order. DR: registers per lane for a head (head_dim <= 32 * DR), so that short
-// heads waste no loads. WARPS is chosen per head size so that a warp's keys of a block are one group, one
-// memory round trip, where the registers allow it.
+// online softmax; the warps then merge in index order. DR: registers per lane for a head (head_dim <=
+// 32 * DR), so that short heads waste no loads. WARPS is chosen per head size so that a warp's keys of a
+// block are one group, one memory round trip, where the registers allow it.
 //
 // The kernel's first group of cached keys is requested before it waits for the previous kernel: slots before
 // the step (`past`) were written by earlier steps, and the step's size was uploaded before its first kernel,
