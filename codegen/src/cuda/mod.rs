@@ -26,7 +26,7 @@ const TEMPLATES: [(&str, &str); 7] = [
 ];
 
 /// The marker kernel of the kernels' calling conventions; the runtime refuses modules without it.
-pub const KERNEL_ABI_MARKER: &str = "kiln_kernel_abi_v9";
+pub const KERNEL_ABI_MARKER: &str = "kiln_kernel_abi_v10";
 
 /// Why the CUDA code of a graph could not be produced.
 #[derive(Debug, thiserror::Error)]
@@ -88,7 +88,7 @@ pub fn template_kernel_names() -> Vec<String> {
         }
     }
     // The attention kernels come in head-size classes.
-    for stem in ["attention", "attention_tiled"] {
+    for stem in ["attention", "attention_tiled", "attention_mma"] {
         for x in floats {
             for class in [64, 128, 256] {
                 names.push(format!("kiln_{stem}_x{x}_d{class}"));

@@ -67,9 +67,12 @@ pub struct CudaExecutor {
     linear_stage_bytes: usize,
     /// Blocks per multiprocessor of a linear kernel by (function, threads, shared bytes).
     occupancy: HashMap<(usize, u32, u32), usize>,
-    /// The most dynamic shared memory one block may use on this GPU (the tiled attention kernel needs its
-    /// tiles to fit, or the prefill runs through the split kernel).
+    /// The most dynamic shared memory one block may use on this GPU (the prefill attention kernels need
+    /// their tiles to fit, or the prefill runs through the split kernel).
     shared_optin: usize,
+    /// Prefills take the tensor-core attention kernel where the plan has one (`KILN_ATTENTION_MMA=0`: the
+    /// tiled kernel, to compare the two).
+    attention_mma: bool,
 }
 
 /// Queries (and keys) per tile of the tiled prefill attention kernel (`KILN_TILE` in attention.cu).
@@ -84,6 +87,30 @@ const ATTENTION_TILE_PAD: usize = 68;
 fn tiled_attention_bytes(head_dim: usize, v_dim: usize) -> Option<usize> {
     (head_dim.is_multiple_of(4) && v_dim.is_multiple_of(4))
         .then(|| 4 * ((head_dim + head_dim.max(ATTENTION_TILE)) * ATTENTION_TILE_PAD + ATTENTION_TILE * v_dim))
+}
+
+/// Dynamic shared memory of the tensor-core prefill attention kernel (the layout in `attention_mma`): query,
+/// key and value tiles of 64 rows, each row four floats longer than its head.
+fn mma_attention_bytes(head_dim: usize, v_dim: usize) -> usize {
+    4 * ATTENTION_TILE * (2 * (head_dim + 4) + v_dim + 4)
+}
+
+/// The kernel a prefill's attention takes, as (name, threads per block, dynamic shared memory): the
+/// tensor-core kernel where the plan has one (and `use_mma`), else the tiled one; `None` where the chosen
+/// kernel's tiles do not fit in `shared_optin` bytes (the prefill then goes through the split kernel).
+fn prefill_attention_kernel<'a>(
+    tiled: &'a str,
+    mma: Option<&'a str>,
+    head_dim: usize,
+    v_dim: usize,
+    shared_optin: usize,
+    use_mma: bool,
+) -> Option<(&'a str, u32, usize)> {
+    let choice = match mma.filter(|_| use_mma) {
+        Some(mma) => Some((mma, 128, mma_attention_bytes(head_dim, v_dim))),
+        None => tiled_attention_bytes(head_dim, v_dim).map(|bytes| (tiled, 256, bytes)),
+    };
+    choice.filter(|&(_, _, bytes)| bytes <= shared_optin)
 }
 
 /// Warps per column from which a decode step takes the pipelined one-row kernel (`kiln_gemvp_*`): it
@@ -379,22 +406,25 @@ impl CudaExecutor {
             .ctx
             .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
             .map_err(cuda_error("reading the shared-memory limit"))? as usize;
-        // Layers of different head sizes can share a tiled attention kernel (one head-size class): its limit
-        // is the largest any of them needs.
-        let mut tiled_bytes: HashMap<&str, usize> = HashMap::new();
+        // `KILN_ATTENTION_MMA=0` keeps prefills on the tiled kernel (to compare the two).
+        let attention_mma = !matches!(std::env::var("KILN_ATTENTION_MMA").as_deref(), Ok("0"));
+        // Layers of different head sizes can share a prefill attention kernel (one head-size class): its
+        // limit is the largest any of them needs.
+        let mut prefill_bytes: HashMap<&str, usize> = HashMap::new();
         for launch in &plan.launches {
-            if let Launch::Attention { tiled, head_dim, v_dim, .. } = launch
-                && let Some(bytes) = tiled_attention_bytes(*head_dim, *v_dim).filter(|&b| b <= optin)
+            if let Launch::Attention { tiled, mma, head_dim, v_dim, .. } = launch
+                && let Some((name, _, bytes)) =
+                    prefill_attention_kernel(tiled, mma.as_deref(), *head_dim, *v_dim, optin, attention_mma)
             {
-                let entry = tiled_bytes.entry(tiled.as_str()).or_default();
+                let entry = prefill_bytes.entry(name).or_default();
                 *entry = (*entry).max(bytes);
             }
         }
-        for (tiled, bytes) in tiled_bytes {
+        for (name, bytes) in prefill_bytes {
             device
-                .function(tiled)?
+                .function(name)?
                 .set_attribute(sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, bytes as i32)
-                .map_err(cuda_error("raising the tiled attention kernel's shared memory"))?;
+                .map_err(cuda_error("raising the prefill attention kernel's shared memory"))?;
         }
         for launch in &plan.launches {
             if let Launch::Linear { kernel, .. } = launch {
@@ -412,7 +442,7 @@ impl CudaExecutor {
         // Resolve every kernel now, so that a missing one is an error at load, not mid-generation. The marker
         // first: without it the module comes from a kiln whose kernels took other arguments
         // (`KERNEL_ABI_MARKER` in kiln-codegen).
-        device.function("kiln_kernel_abi_v9")?;
+        device.function("kiln_kernel_abi_v10")?;
         for launch in &plan.launches {
             for name in kernel_names(launch) {
                 device.function(&name)?;
@@ -456,6 +486,7 @@ impl CudaExecutor {
             sms,
             linear_stage_bytes: LINEAR_STAGE_BYTES.min(optin),
             shared_optin: optin,
+            attention_mma,
             occupancy: HashMap::new(),
         })
     }
@@ -631,12 +662,12 @@ impl CudaExecutor {
                 let before = self.device.launches.get();
                 self.launch(launch, n, rows_from)?;
                 if let Some(labels) = labels.as_deref_mut() {
-                    let label = profile_label(launch, n);
+                    let label = profile_label(launch, n, self.shared_optin, self.attention_mma);
                     labels.extend((before..self.device.launches.get()).map(|_| label.clone()));
                 }
                 if let (Some(start), Some(timed)) = (start, timed.as_deref_mut()) {
                     let end = self.profile_event()?.expect("profiling is on");
-                    timed.push((profile_label(launch, n), start, end));
+                    timed.push((profile_label(launch, n, self.shared_optin, self.attention_mma), start, end));
                 }
             }
             Ok(())
@@ -1004,6 +1035,7 @@ impl CudaExecutor {
                 kernel,
                 combine,
                 tiled,
+                mma,
                 split_threads,
                 rope,
                 q,
@@ -1024,8 +1056,15 @@ impl CudaExecutor {
                 sinks,
                 ..
             } => {
-                let tile_bytes = tiled_attention_bytes(*head_dim, *v_dim)
-                    .filter(|&b| b <= self.shared_optin && n > CUDA_EXACT_STEP_ROWS);
+                let prefill = prefill_attention_kernel(
+                    tiled,
+                    mma.as_deref(),
+                    *head_dim,
+                    *v_dim,
+                    self.shared_optin,
+                    self.attention_mma,
+                )
+                .filter(|_| n > CUDA_EXACT_STEP_ROWS);
                 let kv = self.plan.layers[&(*layer as u32)];
                 let (kc, vc) = (self.base + kv.keys, self.base + kv.values);
                 let step = self.base + self.plan.step_info;
@@ -1033,7 +1072,7 @@ impl CudaExecutor {
                 // (AttentionArgs.k_in), rotating them and the queries with the step's table: no append launch
                 // before it. Longer ones, and the tiled prefill kernel, append first. Both put the same bits in
                 // the cache and the queries, so a step computes the same either way.
-                let folded = tile_bytes.is_none() && n <= ATTENTION_FOLD_ROWS;
+                let folded = prefill.is_none() && n <= ATTENTION_FOLD_ROWS;
                 let (q_in, k_in, v_in, rope_table, rope_dim, rope_interleaved) = match (folded, rope) {
                     (false, _) => (0, 0, 0, 0, 0, 0),
                     (true, Some(r)) => (
@@ -1092,7 +1131,7 @@ impl CudaExecutor {
                     prefetch: [0; 3],
                     prefetch_bytes: [0; 3],
                 };
-                if let Some(tile_bytes) = tile_bytes {
+                if let Some((prefill, threads, tile_bytes)) = prefill {
                     // A prefill: tiles of 64 queries of a head, each block walking the keys in tiles of 64. The
                     // keys are cut into splits of at least two key tiles, as many as the partial buffer holds,
                     // so that a long causal tile is several blocks (for a 512-token prompt this measured about
@@ -1110,15 +1149,15 @@ impl CudaExecutor {
                     }
                     let grid = LaunchConfig {
                         grid_dim: (*heads as u32, n.div_ceil(ATTENTION_TILE) as u32, splits as u32),
-                        block_dim: (256, 1, 1),
+                        block_dim: (threads, 1, 1),
                         shared_mem_bytes: tile_bytes as u32,
                     };
-                    let f = self.device.function(tiled)?;
+                    let f = self.device.function(prefill)?;
                     let mut b = KernelArgs::default();
                     b.arg(&args);
                     // SAFETY: as above; the function's shared-memory limit was raised to tile_bytes at load,
                     // and the partial buffer holds n x heads x room splits.
-                    unsafe { self.device.launch(&f, grid, &mut b) }.map_err(failed(tiled))?;
+                    unsafe { self.device.launch(&f, grid, &mut b) }.map_err(failed(prefill))?;
                     if splits > 1 {
                         let f = self.device.function(combine)?;
                         let mut b = KernelArgs::default();
@@ -1402,10 +1441,14 @@ fn gemv_name(linear: &str, pipelined: bool) -> String {
 }
 
 /// How the profile names a launch: its kernel, with the parts a fused linear computes.
-fn profile_label(launch: &Launch, n: usize) -> String {
+fn profile_label(launch: &Launch, n: usize, shared_optin: usize, attention_mma: bool) -> String {
     match launch {
-        Launch::Attention { tiled, rope, .. } if n > CUDA_EXACT_STEP_ROWS => {
-            format!("{tiled} (+{}, combine)", if rope.is_some() { "rope, append" } else { "append" })
+        Launch::Attention { tiled, mma, rope, head_dim, v_dim, .. }
+            if n > CUDA_EXACT_STEP_ROWS
+                && let Some((kernel, ..)) =
+                    prefill_attention_kernel(tiled, mma.as_deref(), *head_dim, *v_dim, shared_optin, attention_mma) =>
+        {
+            format!("{kernel} (+{}, combine)", if rope.is_some() { "rope, append" } else { "append" })
         }
         Launch::Attention { kernel, rope, .. } => {
             format!("{kernel} (+{}, combine)", if rope.is_some() { "rope, append" } else { "append" })
@@ -1428,9 +1471,11 @@ fn profile_label(launch: &Launch, n: usize) -> String {
 
 fn kernel_names(launch: &Launch) -> Vec<String> {
     match launch {
-        Launch::Attention { append, kernel, combine, tiled, rope, .. } => {
+        Launch::Attention { append, kernel, combine, tiled, mma, rope, .. } => {
             let first = rope.as_ref().map_or(append, |r| &r.kernel);
-            vec![first.clone(), kernel.clone(), combine.clone(), tiled.clone()]
+            let mut names = vec![first.clone(), kernel.clone(), combine.clone(), tiled.clone()];
+            names.extend(mma.iter().cloned());
+            names
         }
         Launch::Linear { kernel, norm, swiglu, .. } => {
             let mut names = vec![kernel.clone(), gemv_name(kernel, false), gemv_name(kernel, true)];
@@ -1557,5 +1602,41 @@ impl DecoderExecutor for CudaExecutor {
         // multiplies each 16-byte weight chunk into up to 8 rows), so they cost little until compute binds.
         // An estimate from that design, not yet measured on a GPU.
         0.02
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// H100/H200 opt-in shared memory per block (227 KiB) and the 99 KiB of smaller parts (sm_86, sm_89).
+    const HOPPER_OPTIN: usize = 232_448;
+    const SMALL_OPTIN: usize = 101_376;
+
+    #[test]
+    fn prefill_takes_the_tensor_core_kernel_where_the_plan_has_one_and_it_fits() {
+        let mma = Some("kiln_attention_mma_xf32_d128");
+        let chosen = prefill_attention_kernel("kiln_attention_tiled_xf32_d128", mma, 128, 128, HOPPER_OPTIN, true);
+        // q, k and v tiles of 64 rows of 132 floats.
+        assert_eq!(chosen, Some(("kiln_attention_mma_xf32_d128", 128, 4 * 64 * 3 * 132)));
+        // KILN_ATTENTION_MMA=0, or a plan without one (f32 weights): the tiled kernel, 256 threads.
+        for (mma, use_mma) in [(mma, false), (None, true)] {
+            let (name, threads, bytes) =
+                prefill_attention_kernel("kiln_attention_tiled_xf32_d128", mma, 128, 128, HOPPER_OPTIN, use_mma)
+                    .expect("the tiled kernel fits");
+            assert_eq!((name, threads), ("kiln_attention_tiled_xf32_d128", 256));
+            assert_eq!(Some(bytes), tiled_attention_bytes(128, 128));
+        }
+    }
+
+    #[test]
+    fn prefill_tiles_that_do_not_fit_leave_the_prefill_to_the_split_kernel() {
+        // 256-wide heads: 195 KiB of tiles fit a Hopper block, not a 99 KiB one (no fallback to the tiled
+        // kernel, whose tiles are larger still).
+        let mma = Some("kiln_attention_mma_xbf16_d256");
+        assert_eq!(mma_attention_bytes(256, 256), 4 * 64 * 3 * 260);
+        assert!(prefill_attention_kernel("t", mma, 256, 256, HOPPER_OPTIN, true).is_some());
+        assert_eq!(prefill_attention_kernel("t", mma, 256, 256, SMALL_OPTIN, true), None);
+        assert!(tiled_attention_bytes(256, 256).is_none_or(|b| b > SMALL_OPTIN));
     }
 }

@@ -113,6 +113,10 @@ pub(crate) enum Launch {
         combine: String,
         /// The tiled prefill kernel, for this head size.
         tiled: String,
+        /// The tensor-core prefill kernel, preferred to `tiled` where it exists: for head sizes that are
+        /// multiples of 8 (its 8-wide matrix fragments), and 16-bit activations or f32 ones of a model whose
+        /// linears all have 16-bit weights (its operands are rounded to tf32: attention.cu).
+        mma: Option<String>,
         /// Threads of a split kernel block (its head-size class's warps, [`attention_split_threads`]).
         split_threads: u32,
         /// The rope of q and k, when the append launch computes it (then `q` is written by that launch and
@@ -339,6 +343,14 @@ pub(crate) fn build(
         Ok(s)
     };
 
+    // f32 activations take the tensor-core prefill attention only where every linear's weights are 16-bit: the
+    // prefill GEMMs then round the activations to 16 bits already, coarser than the kernel's tf32 (attention.cu).
+    let linears_16bit = g.order().iter().all(|&id| {
+        let node = g.node(id);
+        !matches!(node.op, Op::Linear { .. } | Op::Logits { .. })
+            || matches!(g.value_type(node.inputs[1]).dtype, DType::BF16 | DType::F16)
+    });
+
     for &id in g.order() {
         let node = g.node(id);
         let at = |msg: String| invalid(format!("node %{} ({}): {msg}", id.0, node.op.name()));
@@ -564,6 +576,8 @@ pub(crate) fn build(
                     kernel: format!("kiln_attention_x{x}_d{class}"),
                     combine: format!("kiln_attention_combine_x{x}"),
                     tiled: format!("kiln_attention_tiled_x{x}_d{class}"),
+                    mma: ((x != "f32" || linears_16bit) && head_dim.is_multiple_of(8) && v_dim.is_multiple_of(8))
+                        .then(|| format!("kiln_attention_mma_x{x}_d{class}")),
                     split_threads: attention_split_threads(class),
                     rope: None,
                     q,

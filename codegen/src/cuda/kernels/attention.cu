@@ -531,6 +531,227 @@ __device__ __forceinline__ void attention_tiled(const AttentionArgs& a) {
     KILN_ATTENTION_TILED_D(XN, XT, 256, 16)
 KILN_FOR_FLOAT_TYPES(KILN_ATTENTION_TILED)
 
+// Prefill attention on tensor cores (steps longer than CUDA_EXACT_STEP_ROWS): the tiled kernel's tiles and
+// rules, with the two products as warp-level tf32 matrix multiplies (mma.sync m16n8k8, sm_80+; tf32 keeps 10
+// bits of mantissa, and the tensor cores read an f32 operand's upper 19 bits). 16-bit queries, keys and
+// values are exact in tf32. f32 ones lose their low mantissa bits (truncated; rounding them to nearest was no
+// more accurate against the CPU and cost the whole gain: bench/gpu-decode.md). So the runtime's plan takes
+// this kernel for f32 activations only where every linear's weights are 16-bit, whose prefill GEMMs already
+// round the activations to 16 bits, coarser than tf32; models with f32 weights keep the tiled kernel (a
+// three-pass split of each operand into two tf32 parts, about f32's accuracy, measured slower than the tiled
+// kernel). The softmax weights are rounded to tf32 before both their sum and the product.
+//
+// A block of four warps takes a tile of 64 queries of one head, 16 per warp, and walks the keys 64 at a time.
+// Queries, keys and values sit in shared memory in rows of D + 4 (Dv + 4) floats, a stride that spreads
+// every fragment load of 32 lanes over distinct banks. The next key tile is requested (cp.async) as soon as
+// the scores of this one are taken, and the next value tile once its weighted sum is; rows past the split's
+// end are zero-filled, so that a weight of 0 never meets a stale value. In the weights-times-values product
+// the keys of a k-step are taken in the order the score fragment holds them (lane t has keys 2t and 2t + 1
+// where the operand wants t and t + 4): the value rows are read in that same order, so no shuffle is needed.
+// Shared memory, in floats: q [64][D + 4], k [64][D + 4], v [64][Dv + 4] (mma_attention_bytes() in the runtime).
+#define KILN_MMA_THREADS 128
+__device__ __forceinline__ u32 tf32_bits(float x) {
+    u32 r;
+    asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(x));
+    return r;
+}
+// c += a (16 x 8, row-major fragment) b (8 x 8, column-major fragment), tf32 inputs, f32 accumulate.
+__device__ __forceinline__ void mma_tf32(float (&c)[4], u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1) {
+    asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+// Copies 16 bytes to shared memory asynchronously, or zero-fills them where !valid (src is then not read).
+__device__ __forceinline__ void copy16_async(float* dst, const float* src, bool valid) {
+    const u32 s = (u32)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(s), "l"(src), "r"(valid ? 16 : 0) : "memory");
+}
+__device__ __forceinline__ void copies_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+// Waits until at most one group of copies (the newest) is still in flight.
+__device__ __forceinline__ void copies_wait_all_but_newest() { asm volatile("cp.async.wait_group 1;" ::: "memory"); }
+// Rows t0 .. t0 + 63 of a cache, or of the step's f32 queries (`width` floats each, `stride` apart), into a
+// [64][width + 4] tile, rows at or past `hi` zero-filled; one group of copies.
+__device__ __forceinline__ void load_cache_tile(float* tile, const float* base, i64 stride, int width, int t0, int hi) {
+    const int chunks = width / 4;
+    for (int e = threadIdx.x; e < KILN_TILE * chunks; e += KILN_MMA_THREADS) {
+        const int c = e / chunks, d = 4 * (e - c * chunks), t = t0 + c;
+        copy16_async(tile + c * (width + 4) + d, base + (i64)(t < hi ? t : 0) * stride + d, t < hi);
+    }
+    copies_commit();
+}
+template <typename X, int NO>  // NO: 8-column tiles of the output a warp holds (the head-size class / 8)
+__device__ __forceinline__ void attention_mma(const AttentionArgs& a) {
+    extern __shared__ float tile_smem[];
+    const int QS = a.D + 4, VS = a.Dv + 4;
+    float* qs = tile_smem;
+    float* ks = qs + KILN_TILE * QS;
+    float* vs = ks + KILN_TILE * QS;
+    const float NEG = -__int_as_float(0x7f800000);
+    const int past = a.step[0];
+    const int tiles = (a.S + KILN_TILE - 1) / KILN_TILE;
+    const int i0 = (tiles - 1 - (int)blockIdx.y) * KILN_TILE;  // the last tiles see the most keys: start them first
+    const int h = blockIdx.x;
+    const int kvh = h / (a.heads / a.kv_heads);
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
+    const int end = (a.causal && !a.mask) ? past + min(i0 + KILN_TILE, a.S) : past + a.S;
+    const int split = blockIdx.z;
+    const int lo = split * a.chunk, hi = min(lo + a.chunk, end);
+    if (lo >= end) return;  // this tile has fewer splits
+    const i64 kstride = (i64)a.kv_heads * a.D, vstride = (i64)a.kv_heads * a.Dv;
+    const float* kbase = a.kcache + (i64)kvh * a.D;
+    const float* vbase = a.vcache + (i64)kvh * a.Dv;
+    const X* q = (const X*)a.q;
+    if (sizeof(X) == 4) {
+        // f32 queries are copied as they are, asynchronously (rows past the step zero-filled).
+        load_cache_tile(qs, (const float*)a.q + (i64)h * a.D + (i64)i0 * a.heads * a.D, (i64)a.heads * a.D, a.D, 0,
+                        a.S - i0);
+    } else {
+        for (int e = threadIdx.x; e < KILN_TILE * a.D; e += KILN_MMA_THREADS) {
+            const int r = e / a.D, d = e - r * a.D, i = i0 + r;
+            qs[r * QS + d] = i < a.S ? to_f32(q[((i64)i * a.heads + h) * a.D + d]) : 0.0f;
+        }
+    }
+    // The first key and value tiles after the queries: the loop's first wait leaves only the values in flight.
+    load_cache_tile(ks, kbase, kstride, a.D, lo, hi);
+    load_cache_tile(vs, vbase, vstride, a.Dv, lo, hi);
+    // This lane's two query rows: g and g + 8 of its warp's 16.
+    int qi[2];
+    i64 pos[2];
+    float m[2], l[2], o[NO][4];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        qi[r] = i0 + 16 * warp + g + 8 * r;
+        pos[r] = qi[r] < a.S ? a.positions[qi[r]] : 0;
+        m[r] = NEG;
+        l[r] = 0.0f;
+    }
+#pragma unroll
+    for (int n = 0; n < NO; ++n)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) o[n][e] = 0.0f;
+    const int out_tiles = a.Dv / 8;
+    const float* qw = qs + 16 * warp * QS;
+    for (int t0 = lo; t0 < hi; t0 += KILN_TILE) {
+        copies_wait_all_but_newest();  // this key tile (its values may still be in flight)
+        __syncthreads();
+        // Scores: s[n] holds keys t0 + 8n + 2 t4 (+1) of rows g (s[n][0..1]) and g + 8 (s[n][2..3]).
+        float s[8][4];
+#pragma unroll
+        for (int n = 0; n < 8; ++n)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) s[n][e] = 0.0f;
+#pragma unroll 2
+        for (int d = t4; d < a.D; d += 8) {
+            const u32 a0 = __float_as_uint(qw[g * QS + d]), a1 = __float_as_uint(qw[(g + 8) * QS + d]);
+            const u32 a2 = __float_as_uint(qw[g * QS + d + 4]), a3 = __float_as_uint(qw[(g + 8) * QS + d + 4]);
+#pragma unroll
+            for (int n = 0; n < 8; ++n) {
+                const float* kr = ks + (8 * n + g) * QS + d;
+                mma_tf32(s[n], a0, a1, a2, a3, __float_as_uint(kr[0]), __float_as_uint(kr[4]));
+            }
+        }
+        __syncthreads();  // every warp has its scores: the key tile's space is free
+        if (t0 + KILN_TILE < hi) load_cache_tile(ks, kbase, kstride, a.D, t0 + KILN_TILE, hi);
+        else copies_commit();  // an empty group keeps the waits' counting uniform
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+            float rowmax = NEG;
+#pragma unroll
+            for (int n = 0; n < 8; ++n)
+#pragma unroll
+                for (int j = 0; j < 2; ++j) {
+                    const int t = t0 + 8 * n + 2 * t4 + j;
+                    float x = NEG;
+                    if (qi[r] < a.S && t < hi && key_visible(a, past, qi[r], pos[r], t)) {
+                        x = s[n][2 * r + j] * a.scale;
+                        if (a.softcap > 0.0f) x = a.softcap * tanhf(x / a.softcap);
+                    }
+                    s[n][2 * r + j] = x;
+                    rowmax = fmaxf(rowmax, x);
+                }
+            // The four lanes of a row are one quad: reduce within it.
+            rowmax = fmaxf(rowmax, __shfl_xor_sync(0xffffffffu, rowmax, 1));
+            rowmax = fmaxf(rowmax, __shfl_xor_sync(0xffffffffu, rowmax, 2));
+            if (rowmax == NEG) {  // nothing visible in this tile: weights 0, the state is unchanged
+#pragma unroll
+                for (int n = 0; n < 8; ++n) s[n][2 * r] = s[n][2 * r + 1] = 0.0f;
+                continue;
+            }
+            const float mn = fmaxf(m[r], rowmax);
+            const float corr = m[r] == NEG ? 0.0f : expf(m[r] - mn);
+            m[r] = mn;
+            l[r] *= corr;
+#pragma unroll
+            for (int n = 0; n < NO; ++n) {
+                o[n][2 * r] *= corr;
+                o[n][2 * r + 1] *= corr;
+            }
+#pragma unroll
+            for (int n = 0; n < 8; ++n)
+#pragma unroll
+                for (int j = 0; j < 2; ++j) {
+                    const float x = s[n][2 * r + j];
+                    // The weight as the product uses it (tf32), so that the sum matches the weighted values.
+                    const float p = x == NEG ? 0.0f : __uint_as_float(tf32_bits(expf(x - mn)));
+                    s[n][2 * r + j] = p;
+                    l[r] += p;
+                }
+        }
+        copies_wait_all_but_newest();  // this value tile
+        __syncthreads();
+        // o += p v over the tile's eight k-steps of eight keys.
+#pragma unroll
+        for (int kk = 0; kk < 8; ++kk) {
+            const u32 a0 = __float_as_uint(s[kk][0]), a1 = __float_as_uint(s[kk][2]);
+            const u32 a2 = __float_as_uint(s[kk][1]), a3 = __float_as_uint(s[kk][3]);
+            const float* v0 = vs + (8 * kk + 2 * t4) * VS + g;
+#pragma unroll
+            for (int n = 0; n < NO; ++n)
+                if (n < out_tiles)
+                    mma_tf32(o[n], a0, a1, a2, a3, __float_as_uint(v0[8 * n]), __float_as_uint(v0[VS + 8 * n]));
+        }
+        __syncthreads();  // every warp has used the value tile
+        if (t0 + KILN_TILE < hi) load_cache_tile(vs, vbase, vstride, a.Dv, t0 + KILN_TILE, hi);
+        else copies_commit();
+    }
+    X* out = (X*)a.out;
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        float total = l[r];
+        total += __shfl_xor_sync(0xffffffffu, total, 1);
+        total += __shfl_xor_sync(0xffffffffu, total, 2);
+        if (qi[r] >= a.S) continue;
+        if (a.max_splits > 1) {
+            // The split's running max, sum of weights and weighted values, for the merge.
+            float* part = a.partial + (((i64)qi[r] * a.heads + h) * a.max_splits + split) * (a.Dv + 2);
+            if (t4 == 0) { part[0] = m[r]; part[1] = total; }
+#pragma unroll
+            for (int n = 0; n < NO; ++n)
+                if (n < out_tiles) {
+                    part[2 + 8 * n + 2 * t4] = o[n][2 * r];
+                    part[2 + 8 * n + 2 * t4 + 1] = o[n][2 * r + 1];
+                }
+            continue;
+        }
+        X* orow = out + ((i64)qi[r] * a.heads + h) * a.Dv;
+#pragma unroll
+        for (int n = 0; n < NO; ++n)
+            if (n < out_tiles)
+#pragma unroll
+                for (int j = 0; j < 2; ++j)
+                    orow[8 * n + 2 * t4 + j] = from_f32<X>(total > 0.0f ? o[n][2 * r + j] / total : 0.0f);
+    }
+}
+#define KILN_ATTENTION_MMA_D(XN, XT, DN)                                                               \
+    extern "C" __global__ void __launch_bounds__(KILN_MMA_THREADS)                                     \
+        kiln_attention_mma_x##XN##_d##DN(const AttentionArgs a) { KILN_PDL_ENTRY();                    \
+        attention_mma<XT, DN / 8>(a);                                                                  \
+    }
+#define KILN_ATTENTION_MMA(XN, XT)                                                                     \
+    KILN_ATTENTION_MMA_D(XN, XT, 64) KILN_ATTENTION_MMA_D(XN, XT, 128) KILN_ATTENTION_MMA_D(XN, XT, 256)
+KILN_FOR_FLOAT_TYPES(KILN_ATTENTION_MMA)
+
 // Merges the splits of one (query, head) (block x) in split order: out = sum_s acc_s e^(m_s - M) /
 // sum_s l_s e^(m_s - M). Splits with no visible key are skipped; a query with none gets zeros.
 template <typename X>

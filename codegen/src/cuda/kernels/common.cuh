@@ -191,7 +191,7 @@ struct KilnTraceScope {
 // after the step, since a kernel cannot return an error.
 // The kernels' calling conventions and names, version 9 (the runtime refuses modules without this marker, which
 // older kilns compiled with other argument lists).
-extern "C" __global__ void kiln_kernel_abi_v9() {}
+extern "C" __global__ void kiln_kernel_abi_v10() {}
 
 #define KILN_ERROR_EMBEDDING_ID 1
 #define KILN_ERROR_LOGITS 2
