@@ -70,9 +70,6 @@ pub struct CudaExecutor {
     /// The most dynamic shared memory one block may use on this GPU (the prefill attention kernels need
     /// their tiles to fit, or the prefill runs through the split kernel).
     shared_optin: usize,
-    /// Prefills take the tensor-core attention kernel where the plan has one (`KILN_ATTENTION_MMA=0`: the
-    /// tiled kernel, to compare the two).
-    attention_mma: bool,
 }
 
 /// Queries (and keys) per tile of the tiled prefill attention kernel (`KILN_TILE` in attention.cu).
@@ -96,7 +93,7 @@ fn mma_attention_bytes(head_dim: usize, v_dim: usize) -> usize {
 }
 
 /// The kernel a prefill's attention takes, as (name, threads per block, dynamic shared memory): the
-/// tensor-core kernel where the plan has one (and `use_mma`), else the tiled one; `None` where the chosen
+/// tensor-core kernel where the plan has one, else the tiled one; `None` where the chosen
 /// kernel's tiles do not fit in `shared_optin` bytes (the prefill then goes through the split kernel).
 fn prefill_attention_kernel<'a>(
     tiled: &'a str,
@@ -104,9 +101,8 @@ fn prefill_attention_kernel<'a>(
     head_dim: usize,
     v_dim: usize,
     shared_optin: usize,
-    use_mma: bool,
 ) -> Option<(&'a str, u32, usize)> {
-    let choice = match mma.filter(|_| use_mma) {
+    let choice = match mma {
         Some(mma) => Some((mma, 128, mma_attention_bytes(head_dim, v_dim))),
         None => tiled_attention_bytes(head_dim, v_dim).map(|bytes| (tiled, 256, bytes)),
     };
@@ -362,7 +358,16 @@ impl CudaExecutor {
         if options.max_step_tokens == 0 || options.max_context == 0 {
             return Err(RuntimeError::Cuda { message: "max_context and max_step_tokens must be at least 1".into() });
         }
-        let plan = plan::build(&graph, weights, options.max_step_tokens, options.max_context)?;
+        let mut plan = plan::build(&graph, weights, options.max_step_tokens, options.max_context)?;
+        // `KILN_ATTENTION_MMA=0` keeps prefills on the tiled kernel (to compare the two): the plan then offers
+        // no tensor-core one.
+        if matches!(std::env::var("KILN_ATTENTION_MMA").as_deref(), Ok("0")) {
+            for launch in &mut plan.launches {
+                if let Launch::Attention { mma, .. } = launch {
+                    *mma = None;
+                }
+            }
+        }
         let mut device = Device::open(options.ordinal, kernels)?;
         let (free, _) = device.ctx.mem_get_info().map_err(cuda_error("cannot read the free device memory"))?;
         if plan.arena_bytes as usize > free {
@@ -406,15 +411,13 @@ impl CudaExecutor {
             .ctx
             .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
             .map_err(cuda_error("reading the shared-memory limit"))? as usize;
-        // `KILN_ATTENTION_MMA=0` keeps prefills on the tiled kernel (to compare the two).
-        let attention_mma = !matches!(std::env::var("KILN_ATTENTION_MMA").as_deref(), Ok("0"));
         // Layers of different head sizes can share a prefill attention kernel (one head-size class): its
         // limit is the largest any of them needs.
         let mut prefill_bytes: HashMap<&str, usize> = HashMap::new();
         for launch in &plan.launches {
             if let Launch::Attention { tiled, mma, head_dim, v_dim, .. } = launch
                 && let Some((name, _, bytes)) =
-                    prefill_attention_kernel(tiled, mma.as_deref(), *head_dim, *v_dim, optin, attention_mma)
+                    prefill_attention_kernel(tiled, mma.as_deref(), *head_dim, *v_dim, optin)
             {
                 let entry = prefill_bytes.entry(name).or_default();
                 *entry = (*entry).max(bytes);
@@ -486,7 +489,6 @@ impl CudaExecutor {
             sms,
             linear_stage_bytes: LINEAR_STAGE_BYTES.min(optin),
             shared_optin: optin,
-            attention_mma,
             occupancy: HashMap::new(),
         })
     }
@@ -662,12 +664,12 @@ impl CudaExecutor {
                 let before = self.device.launches.get();
                 self.launch(launch, n, rows_from)?;
                 if let Some(labels) = labels.as_deref_mut() {
-                    let label = profile_label(launch, n, self.shared_optin, self.attention_mma);
+                    let label = profile_label(launch, n, self.shared_optin);
                     labels.extend((before..self.device.launches.get()).map(|_| label.clone()));
                 }
                 if let (Some(start), Some(timed)) = (start, timed.as_deref_mut()) {
                     let end = self.profile_event()?.expect("profiling is on");
-                    timed.push((profile_label(launch, n, self.shared_optin, self.attention_mma), start, end));
+                    timed.push((profile_label(launch, n, self.shared_optin), start, end));
                 }
             }
             Ok(())
@@ -1056,15 +1058,8 @@ impl CudaExecutor {
                 sinks,
                 ..
             } => {
-                let prefill = prefill_attention_kernel(
-                    tiled,
-                    mma.as_deref(),
-                    *head_dim,
-                    *v_dim,
-                    self.shared_optin,
-                    self.attention_mma,
-                )
-                .filter(|_| n > CUDA_EXACT_STEP_ROWS);
+                let prefill = prefill_attention_kernel(tiled, mma.as_deref(), *head_dim, *v_dim, self.shared_optin)
+                    .filter(|_| n > CUDA_EXACT_STEP_ROWS);
                 let kv = self.plan.layers[&(*layer as u32)];
                 let (kc, vc) = (self.base + kv.keys, self.base + kv.values);
                 let step = self.base + self.plan.step_info;
@@ -1441,12 +1436,12 @@ fn gemv_name(linear: &str, pipelined: bool) -> String {
 }
 
 /// How the profile names a launch: its kernel, with the parts a fused linear computes.
-fn profile_label(launch: &Launch, n: usize, shared_optin: usize, attention_mma: bool) -> String {
+fn profile_label(launch: &Launch, n: usize, shared_optin: usize) -> String {
     match launch {
         Launch::Attention { tiled, mma, rope, head_dim, v_dim, .. }
             if n > CUDA_EXACT_STEP_ROWS
                 && let Some((kernel, ..)) =
-                    prefill_attention_kernel(tiled, mma.as_deref(), *head_dim, *v_dim, shared_optin, attention_mma) =>
+                    prefill_attention_kernel(tiled, mma.as_deref(), *head_dim, *v_dim, shared_optin) =>
         {
             format!("{kernel} (+{}, combine)", if rope.is_some() { "rope, append" } else { "append" })
         }
@@ -1616,17 +1611,15 @@ mod tests {
     #[test]
     fn prefill_takes_the_tensor_core_kernel_where_the_plan_has_one_and_it_fits() {
         let mma = Some("kiln_attention_mma_xf32_d128");
-        let chosen = prefill_attention_kernel("kiln_attention_tiled_xf32_d128", mma, 128, 128, HOPPER_OPTIN, true);
+        let chosen = prefill_attention_kernel("kiln_attention_tiled_xf32_d128", mma, 128, 128, HOPPER_OPTIN);
         // q, k and v tiles of 64 rows of 132 floats.
         assert_eq!(chosen, Some(("kiln_attention_mma_xf32_d128", 128, 4 * 64 * 3 * 132)));
-        // KILN_ATTENTION_MMA=0, or a plan without one (f32 weights): the tiled kernel, 256 threads.
-        for (mma, use_mma) in [(mma, false), (None, true)] {
-            let (name, threads, bytes) =
-                prefill_attention_kernel("kiln_attention_tiled_xf32_d128", mma, 128, 128, HOPPER_OPTIN, use_mma)
-                    .expect("the tiled kernel fits");
-            assert_eq!((name, threads), ("kiln_attention_tiled_xf32_d128", 256));
-            assert_eq!(Some(bytes), tiled_attention_bytes(128, 128));
-        }
+        // A plan without one (f32 weights, or KILN_ATTENTION_MMA=0): the tiled kernel, 256 threads.
+        let (name, threads, bytes) =
+            prefill_attention_kernel("kiln_attention_tiled_xf32_d128", None, 128, 128, HOPPER_OPTIN)
+                .expect("the tiled kernel fits");
+        assert_eq!((name, threads), ("kiln_attention_tiled_xf32_d128", 256));
+        assert_eq!(Some(bytes), tiled_attention_bytes(128, 128));
     }
 
     #[test]
@@ -1635,8 +1628,8 @@ mod tests {
         // kernel, whose tiles are larger still).
         let mma = Some("kiln_attention_mma_xbf16_d256");
         assert_eq!(mma_attention_bytes(256, 256), 4 * 64 * 3 * 260);
-        assert!(prefill_attention_kernel("t", mma, 256, 256, HOPPER_OPTIN, true).is_some());
-        assert_eq!(prefill_attention_kernel("t", mma, 256, 256, SMALL_OPTIN, true), None);
+        assert!(prefill_attention_kernel("t", mma, 256, 256, HOPPER_OPTIN).is_some());
+        assert_eq!(prefill_attention_kernel("t", mma, 256, 256, SMALL_OPTIN), None);
         assert!(tiled_attention_bytes(256, 256).is_none_or(|b| b > SMALL_OPTIN));
     }
 }
