@@ -113,6 +113,11 @@ fn prefill_attention_kernel<'a>(
 /// measured faster for the 8B shape's down projection (7 warps a column) and slower for rows of two warps.
 const GEMV_PIPELINE_SPLIT: usize = 4;
 
+/// The fewest key tiles per split of a prefill's attention. Each split costs its block a load of the query
+/// tile and a partial result to write and merge; at 512 tokens, splits of four tiles measured 1.5-3% faster
+/// on the 8B shape than splits of two, and the same on the 1B shape (H100, bench/gpu-decode.md).
+const PREFILL_SPLIT_TILES: usize = 4;
+
 /// The most shared memory a linear launch stages x in (M x K floats).
 const LINEAR_STAGE_BYTES: usize = 96 * 1024;
 
@@ -1128,12 +1133,11 @@ impl CudaExecutor {
                 };
                 if let Some((prefill, threads, tile_bytes)) = prefill {
                     // A prefill: tiles of 64 queries of a head, each block walking the keys in tiles of 64. The
-                    // keys are cut into splits of at least two key tiles, as many as the partial buffer holds,
-                    // so that a long causal tile is several blocks (for a 512-token prompt this measured about
-                    // the same as one block per tile: bench/gpu-decode.md).
+                    // keys are cut into splits of at least PREFILL_SPLIT_TILES key tiles, as many as the
+                    // partial buffer holds, so that a long causal tile is several blocks.
                     let key_tiles = (self.kv_len + n).div_ceil(ATTENTION_TILE);
                     let room = (self.plan.partial_rows / n).max(1);
-                    let split_tiles = key_tiles.div_ceil(room).max(2);
+                    let split_tiles = key_tiles.div_ceil(room).max(PREFILL_SPLIT_TILES);
                     let splits = key_tiles.div_ceil(split_tiles);
                     let mut args = args;
                     if splits > 1 {

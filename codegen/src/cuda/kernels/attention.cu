@@ -754,6 +754,12 @@ KILN_FOR_FLOAT_TYPES(KILN_ATTENTION_MMA)
 
 // Merges the splits of one (query, head) (block x) in split order: out = sum_s acc_s e^(m_s - M) /
 // sum_s l_s e^(m_s - M). Splits with no visible key are skipped; a query with none gets zeros.
+//
+// The partial results are read KILN_COMBINE_BATCH splits at a time, every load of a batch requested before
+// any is used: a decode step's merge is a chain of trips to L2 (the maxima, then each split's sum and values),
+// and batching makes that one trip per batch instead of one or two per split. The arithmetic is the same
+// sequence of max and fused multiply-adds in split order, batched or not.
+#define KILN_COMBINE_BATCH 8
 template <typename X>
 __device__ __forceinline__ void attention_combine(const AttentionArgs& a) {
     const int past = a.step[0];
@@ -761,9 +767,16 @@ __device__ __forceinline__ void attention_combine(const AttentionArgs& a) {
     const int end = (a.causal && !a.mask) ? past + i + 1 : past + a.S;
     const int splits = (end + a.chunk - 1) / a.chunk;
     const float NEG = -__int_as_float(0x7f800000);
-    const float* part = a.partial + (i64)blockIdx.x * a.max_splits * (a.Dv + 2);
+    const i64 row = a.Dv + 2;
+    const float* part = a.partial + (i64)blockIdx.x * a.max_splits * row;
     float M = NEG;
-    for (int s = 0; s < splits; ++s) M = fmaxf(M, part[(i64)s * (a.Dv + 2)]);
+    for (int s0 = 0; s0 < splits; s0 += KILN_COMBINE_BATCH) {
+        float m[KILN_COMBINE_BATCH];
+#pragma unroll
+        for (int b = 0; b < KILN_COMBINE_BATCH; ++b) m[b] = s0 + b < splits ? part[(s0 + b) * row] : NEG;
+#pragma unroll
+        for (int b = 0; b < KILN_COMBINE_BATCH; ++b) M = fmaxf(M, m[b]);
+    }
     X* out = (X*)a.out + (i64)blockIdx.x * a.Dv;
     if (M == NEG) {
         for (int d = threadIdx.x; d < a.Dv; d += blockDim.x) out[d] = from_f32<X>(0.0f);
@@ -771,12 +784,23 @@ __device__ __forceinline__ void attention_combine(const AttentionArgs& a) {
     }
     for (int d = threadIdx.x; d < a.Dv; d += blockDim.x) {
         float num = 0.0f, den = 0.0f;
-        for (int s = 0; s < splits; ++s) {
-            const float* ps = part + (i64)s * (a.Dv + 2);
-            if (ps[0] == NEG) continue;
-            const float f = expf(ps[0] - M);
-            den = fmaf(ps[1], f, den);
-            num = fmaf(ps[2 + d], f, num);
+        for (int s0 = 0; s0 < splits; s0 += KILN_COMBINE_BATCH) {
+            float m[KILN_COMBINE_BATCH], l[KILN_COMBINE_BATCH], v[KILN_COMBINE_BATCH];
+#pragma unroll
+            for (int b = 0; b < KILN_COMBINE_BATCH; ++b) {
+                const float* ps = part + (s0 + b) * row;
+                const bool in = s0 + b < splits;
+                m[b] = in ? ps[0] : NEG;
+                l[b] = in ? ps[1] : 0.0f;
+                v[b] = in ? ps[2 + d] : 0.0f;
+            }
+#pragma unroll
+            for (int b = 0; b < KILN_COMBINE_BATCH; ++b) {
+                if (m[b] == NEG) continue;
+                const float f = expf(m[b] - M);
+                den = fmaf(l[b], f, den);
+                num = fmaf(v[b], f, num);
+            }
         }
         out[d] = from_f32<X>(num / den);
     }
