@@ -319,9 +319,7 @@ struct RopeAppendArgs {
     kcache: u64,
     vcache: u64,
     step: u64,
-    positions: u64,
-    inv_freq: u64,
-    magnitude: f64,
+    rope_table: u64,
     s: i32,
     heads: i32,
     kv_heads: i32,
@@ -450,7 +448,7 @@ impl CudaExecutor {
         // Resolve every kernel now, so that a missing one is an error at load, not mid-generation. The marker
         // first: without it the module comes from a kiln whose kernels took other arguments
         // (`KERNEL_ABI_MARKER` in kiln-codegen).
-        device.function("kiln_kernel_abi_v10")?;
+        device.function("kiln_kernel_abi_v11")?;
         for launch in &plan.launches {
             for name in kernel_names(launch) {
                 device.function(&name)?;
@@ -803,9 +801,7 @@ impl CudaExecutor {
                 kcache: kc,
                 vcache: vc,
                 step,
-                positions: self.addr(rope.positions),
-                inv_freq: self.base + self.plan.slot_offsets[rope.inv_freq.0],
-                magnitude: rope.magnitude,
+                rope_table: self.base + self.plan.rope_tables[rope.table],
                 s: n as i32,
                 heads: *heads as i32,
                 kv_heads: *kv_heads as i32,
@@ -1193,9 +1189,6 @@ impl CudaExecutor {
                 // SAFETY: as above.
                 unsafe { self.device.launch(&f, cfg(n * heads, 128, 0), &mut b) }.map_err(failed(combine))?;
             }
-            // Only attention launches that append themselves read the table, and they do so only in steps of up
-            // to ATTENTION_FOLD_ROWS rows.
-            Launch::RopeTable { .. } if n > ATTENTION_FOLD_ROWS => {}
             Launch::RopeTable { positions, inv_freq, magnitude, rotary_dim, table } => {
                 let f = self.device.function("kiln_rope_table")?;
                 let (pa, fa, ta) = (
@@ -1302,8 +1295,9 @@ impl CudaExecutor {
                     let total = (m * k) as i64;
                     let mut b = KernelArgs::default();
                     b.arg(&xa).arg(&scratch).arg(&total);
-                    // SAFETY: the scratch region holds max_rows x widest K half-precision values.
-                    unsafe { self.device.launch(&f, cfg((m * k).div_ceil(256), 256, 0), &mut b) }
+                    // SAFETY: the scratch region holds max_rows x widest K half-precision values; each thread
+                    // converts eight of them.
+                    unsafe { self.device.launch(&f, cfg((m * k).div_ceil(8 * 256), 256, 0), &mut b) }
                         .map_err(cuda_error(format!("launching {kernel}")))?;
                 }
                 (t, scratch)

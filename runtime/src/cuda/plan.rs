@@ -140,7 +140,7 @@ pub(crate) enum Launch {
         sinks: u32,
     },
     /// The cos and sin of every (row, pair) of the step for one rotation (`kiln_rope_table`), into
-    /// `Plan::rope_tables[table]`, for the attention launches that rotate q and k themselves (see
+    /// `Plan::rope_tables[table]`, which the attention launches with a folded rope rotate q and k with (see
     /// [`fuse_rope_into_append`]).
     RopeTable {
         positions: ValueId,
@@ -184,9 +184,6 @@ pub(crate) struct AttentionRope {
     /// q and k before the rotation.
     pub q_in: ValueId,
     pub k_in: ValueId,
-    pub positions: ValueId,
-    pub inv_freq: Slot,
-    pub magnitude: f64,
     pub rotary_dim: usize,
     pub interleaved: bool,
     /// The step's cos/sin table of this rotation (`Plan::rope_tables`, written by a [`Launch::RopeTable`]).
@@ -857,7 +854,7 @@ pub(crate) fn operands(launch: &Launch) -> (Vec<ValueId>, Vec<ValueId>) {
             (r, vec![*out])
         }
         Launch::Attention { q, v, positions, mask, out, rope: Some(rope), .. } => {
-            let mut r = vec![rope.q_in, rope.k_in, *v, *positions, rope.positions];
+            let mut r = vec![rope.q_in, rope.k_in, *v, *positions];
             r.extend(mask);
             (r, vec![*q, *out])
         }
@@ -891,8 +888,9 @@ fn remove_folded(launches: &mut Vec<Launch>, folded: &[bool]) {
 /// read by that attention alone and the two ropes are the same rotation: two launches fewer per layer. The
 /// rotation moves from the ropes' place in the sequence to the attention's; the launches between read
 /// neither rotated value, and the unrotated q and k stay live until the attention (its operands say so).
-/// Each distinct rotation gets a [`Launch::RopeTable`] at the start of the step: the split attention kernel
-/// rotates with its cos and sin, so that exact steps need no append launch at all (see the executor).
+/// Each distinct rotation gets a [`Launch::RopeTable`] at the start of the step, whose cos and sin both the split
+/// attention kernel of exact steps (which then need no append launch at all, see the executor) and the
+/// rope + append launch of longer steps rotate with.
 fn fuse_rope_into_append(launches: &mut Vec<Launch>, outputs: &[ValueId], alias: &[ValueId], params: &Params) {
     let root = |v: ValueId| alias[v.index()];
     let readers = reader_counts(launches, outputs, alias);
@@ -943,9 +941,6 @@ fn fuse_rope_into_append(launches: &mut Vec<Launch>, outputs: &[ValueId], alias:
             kernel: kernel.replace("kiln_rope_", "kiln_rope_kv_append_"),
             q_in: *q_in,
             k_in: *k_in,
-            positions: *positions,
-            inv_freq: *inv_freq,
-            magnitude: *magnitude,
             rotary_dim: *rotary_dim,
             interleaved: *interleaved,
             table: 0,

@@ -39,9 +39,11 @@ __device__ __forceinline__ void kv_append(const X* k, const X* v, float* kcache,
 KILN_FOR_FLOAT_TYPES(KILN_KV_APPEND)
 
 // Rope of q and k fused with the append (one launch instead of three, where both ropes feed only the
-// attention): q_out gets the rotated queries, the cache the rotated keys and the values. Each rotated
-// element is rope_value's, rounded to X as the separate rope kernel stores it, so the cache holds exactly
-// what rope + kv_append would have put there.
+// attention): q_out gets the rotated queries, the cache the rotated keys and the values. The cos and sin come
+// from the step's table (kiln_rope_table: rope_cos_sin's values, taken once per step) rather than from f64
+// trigonometry per element, which made this launch compute-bound in a prefill (30 us a layer for 512 tokens of
+// the 8B shape on an H100). Each rotated element is rope_head_element's with those values, rounded to X as the
+// separate rope kernel stores it, so the cache holds exactly what rope + kv_append would have put there.
 struct RopeAppendArgs {
     const void* q;          // [S, heads, D], before the rotation
     const void* k;          // [S, kv_heads, D], before the rotation
@@ -50,22 +52,26 @@ struct RopeAppendArgs {
     float* kcache;
     float* vcache;
     const int* step;        // step[0]: past
-    const i64* positions;   // [S]
-    const double* inv_freq; // [rdim / 2]
-    double magnitude;
+    const float* rope_table;  // [S, rdim / 2] (cos, sin): kiln_rope_table's
     int S, heads, kv_heads, D, Dv, rdim, interleaved;
 };
+// Element idx of x[S, heads, D] rotated with the cos and sin of its row's table entries.
+template <typename X>
+__device__ __forceinline__ X rope_table_value(const RopeAppendArgs& a, const X* x, i64 idx, int heads) {
+    const int d = (int)(idx % a.D);
+    const i64 row = idx / ((i64)heads * a.D);
+    const float2* table = (const float2*)a.rope_table + row * (a.rdim / 2);
+    return rope_head_element<X>(x + (idx - d), d, a.rdim, a.interleaved, [&](int f) { return table[f]; });
+}
 template <typename X>
 __device__ __forceinline__ void rope_kv_append(const RopeAppendArgs& a) {
     const int past = a.step[0];
     const i64 idx = (i64)blockIdx.x * blockDim.x + threadIdx.x;
     const i64 kv_row = (i64)a.kv_heads * a.D, v_row = (i64)a.kv_heads * a.Dv;
     if (idx < (i64)a.S * a.heads * a.D)
-        ((X*)a.q_out)[idx] = rope_value<X>((const X*)a.q, idx, a.positions, a.inv_freq, a.magnitude, a.heads, a.D,
-                                           a.rdim, a.interleaved);
+        ((X*)a.q_out)[idx] = rope_table_value<X>(a, (const X*)a.q, idx, a.heads);
     if (idx < (i64)a.S * kv_row)
-        a.kcache[(i64)past * kv_row + idx] = to_f32(rope_value<X>((const X*)a.k, idx, a.positions, a.inv_freq,
-                                                                  a.magnitude, a.kv_heads, a.D, a.rdim, a.interleaved));
+        a.kcache[(i64)past * kv_row + idx] = to_f32(rope_table_value<X>(a, (const X*)a.k, idx, a.kv_heads));
     if (idx < (i64)a.S * v_row) a.vcache[(i64)past * v_row + idx] = to_f32(((const X*)a.v)[idx]);
 }
 #define KILN_ROPE_KV_APPEND(XN, XT)                                                                     \

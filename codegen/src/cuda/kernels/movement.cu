@@ -41,14 +41,29 @@ extern "C" __global__ void kiln_slice_columns_b8(const u64* x, u64* out, i64 row
 }
 
 // Activations rounded to a weight's half-precision dtype, so that a prefill GEMM runs in cuBLAS with both
-// operands in that dtype (accumulating in f32).
+// operands in that dtype (accumulating in f32). A thread converts 8 values: two 16-byte loads and one 16-byte
+// store where both buffers are 16-byte aligned (the arena's are), so that the launch streams at memory speed
+// instead of issuing a 2-byte store per value (a 512 x 14336 conversion took 37 us that way on an H100).
+template <typename H>
+__device__ __forceinline__ void convert_f32_half(const float* x, H* y, i64 n) {
+    const i64 i = ((i64)blockIdx.x * blockDim.x + threadIdx.x) * 8;
+    if (i >= n) return;
+    if (i + 8 <= n && (((u64)x | (u64)y) & 15) == 0) {
+        const float4 a = *(const float4*)(x + i), b = *(const float4*)(x + i + 4);
+        const float f[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
+        u32 w[4];
+#pragma unroll
+        for (int j = 0; j < 4; ++j) w[j] = (u32)from_f32<H>(f[2 * j]).bits | ((u32)from_f32<H>(f[2 * j + 1]).bits << 16);
+        *(uint4*)(y + i) = make_uint4(w[0], w[1], w[2], w[3]);
+    } else {
+        for (i64 j = i; j < min(i + 8, n); ++j) y[j] = from_f32<H>(x[j]);
+    }
+}
 extern "C" __global__ void kiln_convert_f32_bf16(const float* x, bf16_t* y, i64 n) { KILN_PDL_ENTRY();
-    const i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < n) y[i] = from_f32<bf16_t>(x[i]);
+    convert_f32_half<bf16_t>(x, y, n);
 }
 extern "C" __global__ void kiln_convert_f32_f16(const float* x, f16_t* y, i64 n) { KILN_PDL_ENTRY();
-    const i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < n) y[i] = from_f32<f16_t>(x[i]);
+    convert_f32_half<f16_t>(x, y, n);
 }
 
 // The epilogue of a cuBLAS linear: + bias[n], then the soft cap (0: none), over out[rows, N].
