@@ -894,6 +894,9 @@ fn remove_folded(launches: &mut Vec<Launch>, folded: &[bool]) {
 fn fuse_rope_into_append(launches: &mut Vec<Launch>, outputs: &[ValueId], alias: &[ValueId], params: &Params) {
     let root = |v: ValueId| alias[v.index()];
     let readers = reader_counts(launches, outputs, alias);
+    // The tables run first, so they may read only positions no launch of the step writes (a graph that
+    // computes its position ids keeps its rope launches).
+    let written: HashSet<ValueId> = launches.iter().flat_map(|l| operands(l).1).map(root).collect();
     let mut folded = vec![false; launches.len()];
     let mut tables: Vec<Launch> = Vec::new();
     for ai in 0..launches.len() {
@@ -934,7 +937,7 @@ fn fuse_rope_into_append(launches: &mut Vec<Launch>, outputs: &[ValueId], alias:
             && (q_dim, rotary_dim, interleaved) == (k_dim, k_rotary, k_interleaved)
             && q_dim == head_dim;
         let read_once = |v: ValueId| readers.get(&root(v)) == Some(&1);
-        if !same_rotation || !read_once(*q) || !read_once(*k) || qi == ki {
+        if !same_rotation || !read_once(*q) || !read_once(*k) || qi == ki || written.contains(&root(*positions)) {
             continue;
         }
         let rope = AttentionRope {
@@ -1139,4 +1142,80 @@ fn absorbed_add(
     let gi = absorbed.keys().copied().find(|&gi| groups[gi].output == x)?;
     let add = g.node(groups[gi].nodes[0]);
     Some((add.inputs[0], add.inputs[1]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rope(x: u32, positions: u32, out: u32) -> Launch {
+        Launch::Rope {
+            kernel: "kiln_rope_xf32".into(),
+            x: ValueId(x),
+            positions: ValueId(positions),
+            inv_freq: Slot(0),
+            magnitude: 1.0,
+            out: ValueId(out),
+            heads: 2,
+            head_dim: 8,
+            rotary_dim: 8,
+            interleaved: false,
+        }
+    }
+
+    fn attention(q: u32, k: u32, v: u32, positions: u32, out: u32) -> Launch {
+        Launch::Attention {
+            append: "kiln_kv_append_xf32".into(),
+            kernel: "kiln_attention_xf32_d64".into(),
+            combine: "kiln_attention_combine_xf32".into(),
+            tiled: "kiln_attention_tiled_xf32_d64".into(),
+            mma: None,
+            split_threads: 128,
+            rope: None,
+            q: ValueId(q),
+            k: ValueId(k),
+            v: ValueId(v),
+            positions: ValueId(positions),
+            mask: None,
+            out: ValueId(out),
+            layer: 0,
+            heads: 2,
+            kv_heads: 2,
+            head_dim: 8,
+            v_dim: 8,
+            scale: 1.0,
+            softcap: 0.0,
+            causal: true,
+            window: 0,
+            sinks: 0,
+        }
+    }
+
+    fn is_table(l: &Launch) -> bool {
+        matches!(l, Launch::RopeTable { .. })
+    }
+
+    #[test]
+    fn rope_folds_into_the_attention_only_over_positions_the_step_does_not_compute() {
+        // %0 positions (a step input), %1 q, %2 k, %3 v, %4 and %5 rotated q and k, %6 the attention's
+        // output, %7 positions computed inside the step.
+        let params = Params { slots: vec![vec![0u8; 32]], f32_copies: HashMap::new() };
+        let alias: Vec<ValueId> = (0..8).map(ValueId).collect();
+        let outputs = [ValueId(6)];
+
+        let mut launches = vec![rope(1, 0, 4), rope(2, 0, 5), attention(4, 5, 3, 0, 6)];
+        fuse_rope_into_append(&mut launches, &outputs, &alias, &params);
+        assert_eq!(launches.len(), 2, "{launches:?}");
+        assert!(is_table(&launches[0]));
+        assert!(matches!(&launches[1], Launch::Attention { rope: Some(r), .. } if r.table == 0));
+
+        // The tables run before every other launch of the step: over positions a launch of the step
+        // writes, they would read them before they are computed, so the ropes stay.
+        let computed = Launch::Fused { kernel: "kiln_fused_0".into(), inputs: vec![ValueId(0)], out: ValueId(7) };
+        let mut launches = vec![computed, rope(1, 7, 4), rope(2, 7, 5), attention(4, 5, 3, 7, 6)];
+        fuse_rope_into_append(&mut launches, &outputs, &alias, &params);
+        assert_eq!(launches.len(), 4, "{launches:?}");
+        assert!(!launches.iter().any(is_table));
+        assert!(matches!(&launches[3], Launch::Attention { rope: None, .. }));
+    }
 }
