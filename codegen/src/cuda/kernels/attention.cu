@@ -55,13 +55,11 @@ struct RopeAppendArgs {
     const float* rope_table;  // [S, rdim / 2] (cos, sin): kiln_rope_table's
     int S, heads, kv_heads, D, Dv, rdim, interleaved;
 };
-// Element idx of x[S, heads, D] rotated with the cos and sin of its row's table entries.
+// Element idx of x[S, heads, D] rotated with its row's table entries.
 template <typename X>
 __device__ __forceinline__ X rope_table_value(const RopeAppendArgs& a, const X* x, i64 idx, int heads) {
     const int d = (int)(idx % a.D);
-    const i64 row = idx / ((i64)heads * a.D);
-    const float2* table = (const float2*)a.rope_table + row * (a.rdim / 2);
-    return rope_head_element<X>(x + (idx - d), d, a.rdim, a.interleaved, [&](int f) { return table[f]; });
+    return rope_table_element<X>(a.rope_table, x + (idx - d), d, idx / ((i64)heads * a.D), a.rdim, a.interleaved);
 }
 template <typename X>
 __device__ __forceinline__ void rope_kv_append(const RopeAppendArgs& a) {
@@ -139,8 +137,7 @@ __device__ __forceinline__ bool prefetch_block(const AttentionArgs& a) {
 // split kernel then reads.
 template <typename X>
 __device__ __forceinline__ float folded_element(const AttentionArgs& a, const X* row, int d, int i) {
-    const float2* table = (const float2*)a.rope_table + (i64)i * (a.rope_dim / 2);
-    return to_f32(rope_head_element<X>(row, d, a.rope_dim, a.rope_interleaved, [&](int f) { return table[f]; }));
+    return to_f32(rope_table_element<X>(a.rope_table, row, d, i, a.rope_dim, a.rope_interleaved));
 }
 
 // Keys a warp scores at once (their loads in flight together), at most its keys of a 64-slot block. Heads of

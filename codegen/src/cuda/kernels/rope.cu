@@ -30,8 +30,8 @@ __device__ __forceinline__ float rope_rotate(float x, float partner, float c, fl
 
 // Element d of one head row after the rotation, rounded to X like a stored rope output. `cos_sin(i)` gives
 // the cos and sin of frequency i for the row's position: computed by the caller (rope_value) or read from a
-// step's table (the split attention kernel's folded append), which holds rope_cos_sin's values, so both
-// give the same bits.
+// step's table (rope_table_element: the split attention kernel's folded append and the prefill's rope +
+// append), which holds rope_cos_sin's values, so both give the same bits.
 template <typename X, typename CosSin>
 __device__ __forceinline__ X rope_head_element(const X* head, int d, int rdim, int interleaved, CosSin cos_sin) {
     if (d >= rdim) return head[d];
@@ -41,6 +41,15 @@ __device__ __forceinline__ X rope_head_element(const X* head, int d, int rdim, i
     const int partner = interleaved ? (d ^ 1) : (first ? d + rdim / 2 : d - rdim / 2);
     const float2 cs = cos_sin(i);
     return from_f32<X>(rope_rotate(to_f32(head[d]), to_f32(head[partner]), cs.x, cs.y, first));
+}
+
+// Element d of one head row of step row `row` after the rotation, with the cos and sin of a step's table
+// (kiln_rope_table's [rows, rdim / 2] pairs), which hold rope_cos_sin's values: the same bits as rope_value.
+template <typename X>
+__device__ __forceinline__ X rope_table_element(const float* table, const X* head, int d, i64 row, int rdim,
+                                                int interleaved) {
+    const float2* cos_sin = (const float2*)table + row * (rdim / 2);
+    return rope_head_element<X>(head, d, rdim, interleaved, [&](int f) { return cos_sin[f]; });
 }
 
 // Element idx of x[tokens, heads, D] after the rotation.
