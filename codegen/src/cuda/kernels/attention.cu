@@ -760,8 +760,9 @@ KILN_FOR_FLOAT_TYPES(KILN_ATTENTION_MMA)
 //
 // The partial results are read KILN_COMBINE_BATCH splits at a time, every load of a batch requested before
 // any is used: a decode step's merge is a chain of trips to L2 (the maxima, then each split's sum and values),
-// and batching makes that one trip per batch instead of one or two per split. The arithmetic is the same
-// sequence of max and fused multiply-adds in split order, batched or not.
+// and batching makes that one trip per batch instead of one or two per split. Up to one batch of splits (512
+// keys), the maxima come with the sums and values: one trip in all. The arithmetic is the same sequence of max
+// and fused multiply-adds in split order either way.
 #define KILN_COMBINE_BATCH 8
 template <typename X>
 __device__ __forceinline__ void attention_combine(const AttentionArgs& a) {
@@ -773,20 +774,18 @@ __device__ __forceinline__ void attention_combine(const AttentionArgs& a) {
     const i64 row = a.Dv + 2;
     const float* part = a.partial + (i64)blockIdx.x * a.max_splits * row;
     float M = NEG;
-    for (int s0 = 0; s0 < splits; s0 += KILN_COMBINE_BATCH) {
-        float m[KILN_COMBINE_BATCH];
+    if (splits > KILN_COMBINE_BATCH) {
+        for (int s0 = 0; s0 < splits; s0 += KILN_COMBINE_BATCH) {
+            float m[KILN_COMBINE_BATCH];
 #pragma unroll
-        for (int b = 0; b < KILN_COMBINE_BATCH; ++b) m[b] = s0 + b < splits ? part[(s0 + b) * row] : NEG;
+            for (int b = 0; b < KILN_COMBINE_BATCH; ++b) m[b] = s0 + b < splits ? part[(s0 + b) * row] : NEG;
 #pragma unroll
-        for (int b = 0; b < KILN_COMBINE_BATCH; ++b) M = fmaxf(M, m[b]);
+            for (int b = 0; b < KILN_COMBINE_BATCH; ++b) M = fmaxf(M, m[b]);
+        }
     }
     X* out = (X*)a.out + (i64)blockIdx.x * a.Dv;
-    if (M == NEG) {
-        for (int d = threadIdx.x; d < a.Dv; d += blockDim.x) out[d] = from_f32<X>(0.0f);
-        return;
-    }
     for (int d = threadIdx.x; d < a.Dv; d += blockDim.x) {
-        float num = 0.0f, den = 0.0f;
+        float num = 0.0f, den = 0.0f, dM = M;
         for (int s0 = 0; s0 < splits; s0 += KILN_COMBINE_BATCH) {
             float m[KILN_COMBINE_BATCH], l[KILN_COMBINE_BATCH], v[KILN_COMBINE_BATCH];
 #pragma unroll
@@ -797,15 +796,20 @@ __device__ __forceinline__ void attention_combine(const AttentionArgs& a) {
                 l[b] = in ? ps[1] : 0.0f;
                 v[b] = in ? ps[2 + d] : 0.0f;
             }
+            if (splits <= KILN_COMBINE_BATCH) {
+#pragma unroll
+                for (int b = 0; b < KILN_COMBINE_BATCH; ++b) dM = fmaxf(dM, m[b]);
+            }
+            if (dM == NEG) break;  // no split has a visible key
 #pragma unroll
             for (int b = 0; b < KILN_COMBINE_BATCH; ++b) {
                 if (m[b] == NEG) continue;
-                const float f = expf(m[b] - M);
+                const float f = expf(m[b] - dM);
                 den = fmaf(l[b], f, den);
                 num = fmaf(v[b], f, num);
             }
         }
-        out[d] = from_f32<X>(num / den);
+        out[d] = from_f32<X>(dM == NEG ? 0.0f : num / den);
     }
 }
 #define KILN_ATTENTION_COMBINE(XN, XT)                                                                 \
