@@ -109,8 +109,9 @@ fn prefill_attention_kernel<'a>(
     choice.filter(|&(_, _, bytes)| bytes <= shared_optin)
 }
 
-/// Warps per column from which a decode step takes the pipelined one-row kernel (`kiln_gemvp_*`): it
-/// measured faster for the 8B shape's down projection (7 warps a column) and slower for rows of two warps.
+/// Warps per column from which a decode step without programmatic launch takes the pipelined one-row kernel
+/// (`kiln_gemvp_*`): it measured faster for the 8B shape's down projection (7 warps a column) and slower for
+/// rows of two warps (before programmatic launch; with it, every decode linear takes it).
 const GEMV_PIPELINE_SPLIT: usize = 4;
 
 /// The fewest key tiles per split of a prefill's attention. Each split costs its block a load of the query
@@ -953,7 +954,11 @@ impl CudaExecutor {
                 // One row (a decode step): a one-row kernel, pipelined across columns for long rows.
                 // A fused norm delays the first column by the norm's reduction: the pipelined kernel's weights,
                 // requested before that, cover it. The lean kernel has neither a fused norm nor a SwiGLU.
-                let pipelined = ksplit >= GEMV_PIPELINE_SPLIT || args.norm_w != 0 || args.swiglu_out != 0;
+                // Under programmatic launch the pipelined kernel's first weights are requested while the
+                // previous kernel finishes, which outweighs the lean kernel's occupancy on short rows too
+                // (the o projection, H100: 1B decode +1.8%, 8B +0.9%; bench/gpu-decode.md).
+                let pipelined =
+                    self.device.pdl || ksplit >= GEMV_PIPELINE_SPLIT || args.norm_w != 0 || args.swiglu_out != 0;
                 let f = if m == 1 { self.device.function(&gemv_name(kernel, pipelined))? } else { f };
                 let per_block = linear_columns_per_block(ksplit);
                 args.ksplit = ksplit as i32;

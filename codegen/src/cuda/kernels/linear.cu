@@ -381,8 +381,9 @@ __device__ __forceinline__ void linear_kernel(const LinearArgs& a) {
 // kiln_linear_*: any M. kiln_gemv_*: M == 1 only (a decode step), one row in registers, with a quarter of
 // kiln_linear's registers so that four blocks fit on a multiprocessor. kiln_gemvp_*: M == 1, the pipelined
 // loop where a column is one round of loads (two rounds of weights in registers, two blocks per
-// multiprocessor); the runtime takes it for long rows (split over four or more warps), where the warps'
-// idle time between columns costs most. All three compute a column alike.
+// multiprocessor), whose first weights are requested before the wait for the previous kernel; the runtime
+// takes it for every decode linear under programmatic launch, and otherwise for long rows (split over four
+// or more warps), where the warps' idle time between columns costs most. All three compute a column alike.
 #define KILN_LINEAR(WN, WT, XN, XT)                                                                       \
     extern "C" __global__ void __launch_bounds__(256, 2) kiln_linear_w##WN##_x##XN(const LinearArgs a) { \
         linear_kernel<WT, XT, KILN_LINEAR_ROWS, false>(a);                                                \
