@@ -269,6 +269,7 @@ struct AttentionArgs {
     rope_interleaved: i32,
     prefetch: [u64; 3],
     prefetch_bytes: [u64; 3],
+    prefetch_rows: i32,
 }
 
 /// One part of `struct LinearArgs` (linear.cu).
@@ -1131,6 +1132,7 @@ impl CudaExecutor {
                     rope_interleaved,
                     prefetch: [0; 3],
                     prefetch_bytes: [0; 3],
+                    prefetch_rows: 0,
                 };
                 if let Some((prefill, threads, tile_bytes)) = prefill {
                     // A prefill: tiles of 64 queries of a head, each block walking the keys in tiles of 64. The
@@ -1172,11 +1174,14 @@ impl CudaExecutor {
                 // more blocks than fit at once (bench/gpu-decode.md, next steps).
                 let per_split = max_splits.min((2 * self.sms).div_ceil(n * heads)).max(1);
                 let mut args = args;
-                // With weights to prefetch, one more row of blocks asks the L2 for them (attention.cu).
+                // With weights to prefetch, rows of blocks that ask the L2 for them (attention.cu), at least
+                // ATTENTION_PREFETCH_BLOCKS blocks.
                 let mut rows = per_split;
                 if let Some((at, bytes)) = self.attention_prefetch.get(layer) {
                     (args.prefetch, args.prefetch_bytes) = (*at, *bytes);
-                    rows += 1;
+                    let prefetch_rows = ATTENTION_PREFETCH_BLOCKS.div_ceil(n * heads);
+                    args.prefetch_rows = prefetch_rows as i32;
+                    rows += prefetch_rows;
                 }
                 let grid = LaunchConfig {
                     grid_dim: ((n * heads) as u32, rows as u32, 1),
@@ -1374,6 +1379,13 @@ fn broadcast_strides(shape: &RunShape, n: usize, out: &[usize]) -> [i64; 6] {
 /// 16, 24, 32 and 48 MiB on an H100 (50 MB of L2) with the Llama-1B shape. 48 MiB was 5% slower than 24: the
 /// lines evict each other, and the attention's own loads queue behind them (bench/gpu-decode.md).
 const ATTENTION_PREFETCH_BYTES: u64 = 24 << 20;
+
+/// Blocks (at least) that issue the split attention kernel's L2 prefetch, spread over that many
+/// multiprocessors' copy engines. With one row of 32 blocks (the Llama shapes' heads), the next launch's
+/// first wait passed 3.0 us (8B shape) and 2.0 us (1B) after the last split block's exit in an H200 trace: the
+/// prefetch blocks, dispatched last, still issuing their share. 64 blocks: 8B decode +0.9% on an H100, the 1B
+/// shape unchanged (bench/gpu-decode.md).
+const ATTENTION_PREFETCH_BLOCKS: usize = 64;
 
 /// By layer (layers with something to fetch only), the weights the split attention kernel asks the L2 to fetch
 /// while it runs: those of the linear launches after it (the output projection, then the start of the gate/up launch), up to `budget` bytes and

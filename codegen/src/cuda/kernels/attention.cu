@@ -13,7 +13,7 @@
 // or eight warps, KILN_ATTENTION_WARPS) stride over the splits of one (query, head) each and write each split's
 // running max, sum of weights and weighted values; kiln_attention_combine_x* merges the splits of each
 // (query, head). A decode step thus spreads a long context over the whole GPU instead of one block per head.
-// With weights to prefetch, the grid has one more row of blocks that only ask the L2 for them.
+// With weights to prefetch, the grid has more rows of blocks that only ask the L2 for them.
 //
 // Exactness: a query's visible keys are the same whether it is decoded alone or verified in a tree. Keys
 // are assigned to splits, warps and groups by their slot alone (never by the step's length), an
@@ -99,26 +99,28 @@ struct AttentionArgs {
     const float* rope_table;  // [S, rope_dim / 2] (cos, sin): kiln_rope_table's
     int rope_dim, rope_interleaved;
     // Weights of the linears after this attention (16-byte aligned ranges, bytes a multiple of 16; 0 bytes:
-    // none), which the split kernel's extra row of blocks asks the L2 to fetch (prefetch_block): a decode
+    // none), which the split kernel's prefetch rows of blocks ask the L2 to fetch (prefetch_block): a decode
     // step's attention is a chain of latencies that leaves the memory bandwidth idle, and the linears after
     // it then read those weights from L2.
     const char* prefetch[3];
     u64 prefetch_bytes[3];
+    int prefetch_rows;  // the grid's last rows (blockIdx.y) that prefetch; 0 without prefetch ranges
 };
 
 #define KILN_PREFETCH_PIECE 8192
-// Rows of split blocks (blockIdx.y); with prefetch ranges, one more row of blocks only prefetches, so that the
-// split blocks' own loads are not queued behind the requests.
-__device__ __forceinline__ int split_rows(const AttentionArgs& a) { return (int)gridDim.y - (a.prefetch_bytes[0] ? 1 : 0); }
+// Rows of split blocks (blockIdx.y); with prefetch ranges, the last `prefetch_rows` rows only prefetch, so that
+// the split blocks' own loads are not queued behind the requests.
+__device__ __forceinline__ int split_rows(const AttentionArgs& a) { return (int)gridDim.y - a.prefetch_rows; }
 
-// A block of the prefetch row asks the L2 for its share of the ranges (pieces of KILN_PREFETCH_PIECE bytes
+// A block of the prefetch rows asks the L2 for its share of the ranges (pieces of KILN_PREFETCH_PIECE bytes
 // dealt out block-first, so that the tensor memory accelerators of many multiprocessors issue them) and
 // returns true. A hint: nothing waits for it. Below sm_90 there is no bulk prefetch (and the runtime adds no
-// prefetch row).
+// prefetch rows).
 __device__ __forceinline__ bool prefetch_block(const AttentionArgs& a) {
-    if (!a.prefetch_bytes[0] || (int)blockIdx.y != split_rows(a)) return false;
+    if ((int)blockIdx.y < split_rows(a)) return false;
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    const u64 piece0 = (u64)threadIdx.x * gridDim.x + blockIdx.x, stride = (u64)gridDim.x * blockDim.x;
+    const u64 blocks = (u64)a.prefetch_rows * gridDim.x, block = (u64)(blockIdx.y - split_rows(a)) * gridDim.x + blockIdx.x;
+    const u64 piece0 = (u64)threadIdx.x * blocks + block, stride = blocks * blockDim.x;
 #pragma unroll
     for (int r = 0; r < 3; ++r) {
         const u64 bytes = a.prefetch_bytes[r];
