@@ -1377,7 +1377,8 @@ fn broadcast_strides(shape: &RunShape, n: usize, out: &[usize]) -> [i64; 6] {
 
 /// Weight bytes the split attention kernel of a layer prefetches into L2 for the linears after it: the best of
 /// 16, 24, 32 and 48 MiB on an H100 (50 MB of L2) with the Llama-1B shape. 48 MiB was 5% slower than 24: the
-/// lines evict each other, and the attention's own loads queue behind them (bench/gpu-decode.md).
+/// lines evict each other, and the attention's own loads queue behind them (bench/gpu-decode.md). With the
+/// weights loaded evict-first, 24 MiB was still the best of 0, 16, 24, 32 and 40 (0 and 16 within the spread).
 const ATTENTION_PREFETCH_BYTES: u64 = 24 << 20;
 
 /// Blocks (at least) that issue the split attention kernel's L2 prefetch, spread over that many
