@@ -127,8 +127,12 @@ __device__ __forceinline__ float block_max(float v, float* scratch) {
 // it entered, when its wait for the previous kernel returned, and when it exited (thread 0's exit: other warps
 // may still be storing), in %globaltimer nanoseconds, with its grid's id and the name of the function the
 // macro is in (the kernel, or the device function that is its body). The runtime groups the records by grid, which shows
-// where a step's time goes inside a CUDA graph, where per-launch events cannot be placed. The slot is
-// claimed at entry, so that the atomic's round trip overlaps the wait rather than delaying the exit.
+// where a step's time goes inside a CUDA graph, where per-launch events cannot be placed. The record is claimed
+// at entry with an atomic whose result is first used at the exit, and nothing read from memory decides
+// whether to claim it, so that no round trip stands between a block's entry and its wait (a block dispatched
+// after the previous kernel finished would otherwise pass its wait, and start its work, two trips late: the
+// pointer's load and the atomic). Without a record buffer (a traced module run without KILN_CUDA_TRACE=1) the
+// capacity is 0 and nothing is written.
 struct KilnTraceRecord {
     u64 grid, entered, waited, exited;
     const char* name;
@@ -142,27 +146,36 @@ __device__ __forceinline__ u64 kiln_trace_now() {
     asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
     return t;
 }
+__device__ __forceinline__ bool kiln_trace_thread() { return threadIdx.x == 0 && threadIdx.y == 0 && threadIdx.z == 0; }
 struct KilnTraceScope {
-    KilnTraceRecord* slot;
     u64 entered, waited;
+    // Thread 0 only: the claimed record, and the buffer and its capacity (loaded at entry, used at the exit,
+    // so that neither load's round trip delays the exit either).
+    u32 index, capacity;
+    KilnTraceRecord* records;
     const char* name;
-    __device__ explicit KilnTraceScope(const char* kernel) : slot(nullptr), entered(0), waited(0), name(kernel) {
-        if (threadIdx.x == 0 && threadIdx.y == 0 && threadIdx.z == 0 && kiln_trace_records) {
+    __device__ explicit KilnTraceScope(const char* kernel)
+        : entered(0), waited(0), index(0), capacity(0), records(nullptr), name(kernel) {
+        if (kiln_trace_thread()) {
             entered = kiln_trace_now();
-            const u32 i = atomicAdd(&kiln_trace_count, 1u);
-            if (i < kiln_trace_capacity) slot = kiln_trace_records + i;
+            records = kiln_trace_records;
+            capacity = kiln_trace_capacity;
+            index = atomicAdd(&kiln_trace_count, 1u);
         }
     }
     __device__ void mark_waited() {
-        if (threadIdx.x == 0 && threadIdx.y == 0 && threadIdx.z == 0) waited = kiln_trace_now();
+        if (kiln_trace_thread()) waited = kiln_trace_now();
     }
     __device__ ~KilnTraceScope() {
-        if (!slot) return;
+        if (!kiln_trace_thread()) return;
+        const u64 exited = kiln_trace_now();
+        if (index >= capacity) return;
+        KilnTraceRecord* slot = records + index;
         u64 grid;
         u32 sm;
         asm volatile("mov.u64 %0, %%gridid;" : "=l"(grid));
         asm volatile("mov.u32 %0, %%smid;" : "=r"(sm));
-        slot->exited = kiln_trace_now();
+        slot->exited = exited;
         slot->grid = grid;
         slot->entered = entered;
         slot->waited = waited;
