@@ -39,6 +39,9 @@ pub(crate) struct TraceReport {
     pub labels: Vec<String>,
     /// Per label, in the order the labels first appear in a step, summed over the traced steps.
     totals: Vec<(String, LaunchTotals)>,
+    /// Per label (as in `totals`), per block index: when the block passed its wait and when it exited,
+    /// after the launch's first wait, summed over the traced steps.
+    blocks: HashMap<String, HashMap<u32, BlockTotals>>,
     steps: u64,
     step_ns: f64,
     /// Steps whose records did not match the captured launches (the buffer overflowed, or the step was
@@ -119,6 +122,8 @@ impl TraceReport {
         let mut grids: HashMap<u64, Grid> = HashMap::new();
         for r in words.chunks_exact(RECORD_WORDS) {
             let (grid, entered, waited, exited, name) = (r[0], r[1], r[2], r[3], r[4]);
+            // The last word is the block index and the multiprocessor, two u32s.
+            let block = r[5] as u32;
             let g = grids.entry(grid).or_insert(Grid {
                 entered: u64::MAX,
                 waited: u64::MAX,
@@ -127,6 +132,7 @@ impl TraceReport {
                 name,
                 blocks: 0,
                 block_ns: 0,
+                records: Vec::new(),
             });
             g.entered = g.entered.min(entered);
             g.waited = g.waited.min(waited);
@@ -134,6 +140,7 @@ impl TraceReport {
             g.exited = g.exited.max(exited);
             g.blocks += 1;
             g.block_ns += exited.saturating_sub(waited);
+            g.records.push((block, waited, exited));
         }
         let mut grids: Vec<Grid> = grids.into_values().collect();
         // A kernel starts only once every block of the one before it has let it (or exited), and every block
@@ -159,7 +166,7 @@ impl TraceReport {
             let at = match self.totals.iter().position(|(l, _)| *l == label) {
                 Some(at) => at,
                 None => {
-                    self.totals.push((label, LaunchTotals::default()));
+                    self.totals.push((label.clone(), LaunchTotals::default()));
                     self.totals.len() - 1
                 }
             };
@@ -171,6 +178,13 @@ impl TraceReport {
             t.lead_ns += g.waited.saturating_sub(g.entered) as f64;
             t.block_ns += g.block_ns as f64 / g.blocks.max(1) as f64;
             t.spread_ns += g.last_waited.saturating_sub(g.waited) as f64;
+            let blocks = self.blocks.entry(label).or_default();
+            for &(block, waited, exited) in &g.records {
+                let b = blocks.entry(block).or_default();
+                b.steps += 1.0;
+                b.waited_ns += waited.saturating_sub(g.waited) as f64;
+                b.exited_ns += exited.saturating_sub(g.waited) as f64;
+            }
         }
     }
 
@@ -219,6 +233,22 @@ impl TraceReport {
              wait; lead: how long its first block was resident before the wait returned; block: a block's \
              mean time from its wait to its exit; spread: from the first block's wait to the last one's.\n",
         );
+        out.push_str(&format!(
+            "the last blocks to exit, by launch (mean over the steps, us after the launch's first wait; block: \
+             the index x + gridDim.x * (y + gridDim.y * z)):\n{:<64} {}\n",
+            "launch", "block: waited -> exited"
+        ));
+        for (label, _) in &self.totals {
+            let Some(blocks) = self.blocks.get(label).filter(|b| b.len() > 1) else { continue };
+            let mut last: Vec<(u32, BlockTotals)> = blocks.iter().map(|(&i, &b)| (i, b)).collect();
+            last.sort_by(|a, b| b.1.mean_exited().total_cmp(&a.1.mean_exited()).then(a.0.cmp(&b.0)));
+            let shown: Vec<String> = last
+                .iter()
+                .take(LAST_BLOCKS_SHOWN)
+                .map(|(i, b)| format!("{i}: {:.2} -> {:.2}", b.mean_waited(), b.mean_exited()))
+                .collect();
+            out.push_str(&format!("{label:<64} {}\n", shown.join(", ")));
+        }
         out
     }
 }
@@ -241,7 +271,27 @@ struct LaunchTotals {
     spread_ns: f64,
 }
 
-/// One grid's records: its earliest entry and wait, its last exit.
+/// The blocks the table lists per launch, the latest to exit first.
+const LAST_BLOCKS_SHOWN: usize = 4;
+
+/// One block index's sums over the traced steps (nanoseconds after its launch's first wait).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct BlockTotals {
+    steps: f64,
+    waited_ns: f64,
+    exited_ns: f64,
+}
+
+impl BlockTotals {
+    fn mean_waited(&self) -> f64 {
+        self.waited_ns / self.steps.max(1.0) / 1e3
+    }
+    fn mean_exited(&self) -> f64 {
+        self.exited_ns / self.steps.max(1.0) / 1e3
+    }
+}
+
+/// One grid's records: its earliest entry and wait, its last exit, and each block's (index, wait, exit).
 struct Grid {
     entered: u64,
     waited: u64,
@@ -250,6 +300,7 @@ struct Grid {
     name: u64,
     blocks: u64,
     block_ns: u64,
+    records: Vec<(u32, u64, u64)>,
 }
 
 /// The kernel name a record points at (read from the module once per kernel), shortened to its name.
@@ -286,9 +337,15 @@ fn kernel_name(names: &mut HashMap<u64, String>, device: &Device, at: u64) -> St
 mod tests {
     use super::*;
 
-    /// One record: grid, entered, waited, exited, name address, block|sm.
+    /// One record of block 0: grid, entered, waited, exited, name address, block|sm.
     fn record(grid: u64, entered: u64, waited: u64, exited: u64, name: u64) -> [u64; RECORD_WORDS] {
         [grid, entered, waited, exited, name, 0]
+    }
+
+    /// The same record of block `block`, on multiprocessor 7.
+    fn of_block(mut r: [u64; RECORD_WORDS], block: u32) -> [u64; RECORD_WORDS] {
+        r[5] = u64::from(block) | (7 << 32);
+        r
     }
 
     fn step(records: &[[u64; RECORD_WORDS]]) -> Vec<u64> {
@@ -307,8 +364,8 @@ mod tests {
             record(70, 3_000, 9_000, 14_000, 2), // merge, block 0 (resident early, waits for the split)
             record(9, 0, 1_000, 2_000, 1),       // norm
             record(40, 1_500, 2_500, 8_000, 3),  // split, block 0
-            record(40, 1_800, 3_500, 8_500, 3),  // split, block 1: the last exit and the last wait
-            record(70, 3_200, 9_200, 13_000, 2), // merge, block 1
+            of_block(record(40, 1_800, 3_500, 8_500, 3), 1), // split, block 1: the last exit and the last wait
+            of_block(record(70, 3_200, 9_200, 13_000, 2), 1), // merge, block 1
             record(12, 13_500, 15_000, 20_000, 4), // linear
             record(99, 20_500, 20_600, 21_000, 5), // after the graph (the token's choice): not the step's
         ]);
@@ -347,6 +404,19 @@ mod tests {
             .map(|l| table.find(l).expect("every launch is reported"))
             .collect();
         assert!(order.is_sorted(), "the table follows the step's order:\n{table}");
+        // The last blocks to exit, latest first, after the launch's first wait: the split's block 1 waited
+        // 1 us after block 0 and exited 0.5 us after it; the merge's block 0 exited last there. Launches of
+        // one block are not listed.
+        let line = |label: &str| {
+            table
+                .lines()
+                .skip_while(|l| !l.starts_with("the last blocks"))
+                .find(|l| l.starts_with(label))
+                .map(str::trim_end)
+        };
+        assert!(line("attention / split").is_some_and(|l| l.ends_with("1: 1.00 -> 6.00, 0: 0.00 -> 5.50")), "{table}");
+        assert!(line("attention / merge").is_some_and(|l| l.ends_with("0: 0.00 -> 5.00, 1: 0.20 -> 4.00")), "{table}");
+        assert!(line("norm").is_none() && line("linear").is_none(), "{table}");
     }
 
     #[test]
