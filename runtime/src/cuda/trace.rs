@@ -37,11 +37,9 @@ pub(crate) struct LaunchTrace {
 pub(crate) struct TraceReport {
     /// Labels of a decode step's kernel launches, in launch order (taken while the step's graph is captured).
     pub labels: Vec<String>,
-    /// Per label, in the order the labels first appear in a step, summed over the traced steps.
-    totals: Vec<(String, LaunchTotals)>,
-    /// Per label (as in `totals`), per block index: when the block passed its wait and when it exited,
-    /// after the launch's first wait, summed over the traced steps.
-    blocks: HashMap<String, HashMap<u32, BlockTotals>>,
+    /// Per label, in the order the labels first appear in a step, summed over the traced steps: the launch's
+    /// totals, and per block index when the block passed its wait and when it exited.
+    totals: Vec<(String, LaunchTotals, HashMap<u32, BlockTotals>)>,
     steps: u64,
     step_ns: f64,
     /// Steps whose records did not match the captured launches (the buffer overflowed, or the step was
@@ -130,16 +128,12 @@ impl TraceReport {
                 last_waited: 0,
                 exited: 0,
                 name,
-                blocks: 0,
-                block_ns: 0,
                 records: Vec::new(),
             });
             g.entered = g.entered.min(entered);
             g.waited = g.waited.min(waited);
             g.last_waited = g.last_waited.max(waited);
             g.exited = g.exited.max(exited);
-            g.blocks += 1;
-            g.block_ns += exited.saturating_sub(waited);
             g.records.push((block, waited, exited));
         }
         let mut grids: Vec<Grid> = grids.into_values().collect();
@@ -163,22 +157,22 @@ impl TraceReport {
             } else {
                 self.labels[i].clone()
             };
-            let at = match self.totals.iter().position(|(l, _)| *l == label) {
+            let at = match self.totals.iter().position(|(l, _, _)| *l == label) {
                 Some(at) => at,
                 None => {
-                    self.totals.push((label.clone(), LaunchTotals::default()));
+                    self.totals.push((label, LaunchTotals::default(), HashMap::new()));
                     self.totals.len() - 1
                 }
             };
-            let t = &mut self.totals[at].1;
+            let (_, t, blocks) = &mut self.totals[at];
             t.launches += 1.0;
             t.critical_ns += next_start.saturating_sub(g.waited) as f64;
             t.run_ns += g.exited.saturating_sub(g.waited) as f64;
             t.boundary_ns += next_start as f64 - g.exited as f64;
             t.lead_ns += g.waited.saturating_sub(g.entered) as f64;
-            t.block_ns += g.block_ns as f64 / g.blocks.max(1) as f64;
+            let block_ns: u64 = g.records.iter().map(|&(_, waited, exited)| exited.saturating_sub(waited)).sum();
+            t.block_ns += block_ns as f64 / g.records.len().max(1) as f64;
             t.spread_ns += g.last_waited.saturating_sub(g.waited) as f64;
-            let blocks = self.blocks.entry(label).or_default();
             for &(block, waited, exited) in &g.records {
                 let b = blocks.entry(block).or_default();
                 b.steps += 1.0;
@@ -213,7 +207,7 @@ impl TraceReport {
             "block us",
             "spread us"
         );
-        for (label, t) in &self.totals {
+        for (label, t, _) in &self.totals {
             let per_launch = |ns: f64| ns / t.launches.max(1.0) / 1e3;
             out.push_str(&format!(
                 "{label:<64} {:>6.0} {:>9.2} {:>5.1}% {:>8.2} {:>9.2} {:>8.2} {:>8.2} {:>9.2}\n",
@@ -238,8 +232,7 @@ impl TraceReport {
              the index x + gridDim.x * (y + gridDim.y * z)):\n{:<64} {}\n",
             "launch", "block: waited -> exited"
         ));
-        for (label, _) in &self.totals {
-            let Some(blocks) = self.blocks.get(label).filter(|b| b.len() > 1) else { continue };
+        for (label, _, blocks) in self.totals.iter().filter(|(_, _, blocks)| blocks.len() > 1) {
             let mut last: Vec<(u32, BlockTotals)> = blocks.iter().map(|(&i, &b)| (i, b)).collect();
             last.sort_by(|a, b| b.1.mean_exited().total_cmp(&a.1.mean_exited()).then(a.0.cmp(&b.0)));
             let shown: Vec<String> = last
@@ -298,8 +291,6 @@ struct Grid {
     last_waited: u64,
     exited: u64,
     name: u64,
-    blocks: u64,
-    block_ns: u64,
     records: Vec<(u32, u64, u64)>,
 }
 
@@ -378,7 +369,7 @@ mod tests {
         assert_eq!((report.steps, report.mismatched), (1, 0));
         // First wait (1 us) to the last exit of the step's last launch (20 us).
         assert_eq!(report.step_ns, 19_000.0);
-        let totals = |label: &str| report.totals.iter().find(|(l, _)| l == label).expect("reported").1;
+        let totals = |label: &str| report.totals.iter().find(|(l, _, _)| l == label).expect("reported").1;
         // critical path: its first wait (2.5 us) to the merge's (9 us); run: to its last exit (8.5 us);
         // boundary: its last exit to the merge's first wait; lead: first entry to first wait; block: the
         // mean of 5.5 and 5 us; spread: first to last wait.
