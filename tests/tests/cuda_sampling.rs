@@ -4,7 +4,7 @@
 //! `runtime/tests` checks with chi-square tests), and it is built to pick the very same token for the
 //! same uniform number: candidates in the same order, the same top-k and top-p cut, the same inverse-CDF
 //! walk. Here both get identical rows and identical uniforms and must agree on every draw, and the argmax
-//! kernel must agree with `argmax` on rows full of ties.
+//! kernels (one block per row, and one row split over blocks) must agree with `argmax` on rows full of ties.
 //!
 //! Without a GPU these tests return early, unless `KILN_REQUIRE_GPU=1` (set by the GPU run,
 //! `bench/gpu-check.md`), which makes a missing GPU a failure.
@@ -103,4 +103,23 @@ fn device_argmax_equals_argmax_with_ties_and_refuses_what_the_cpu_refuses() {
     }
     let all_masked = vec![f32::NEG_INFINITY; vocab];
     assert!(device.argmax(&all_masked, vocab).is_err());
+}
+
+#[test]
+fn one_row_argmax_split_over_blocks_equals_argmax() {
+    // One row is what a decode step picks from, and it is split over blocks of 2048 logits: ties across
+    // blocks must still go to the lowest id, and a vocabulary that is not a multiple of the blocks' loads
+    // (50,257) must neither lose its tail nor read past it. Repeated calls reuse the kernel's ticket counter.
+    for vocab in [49_152, 50_257, 128_256] {
+        let Some(mut device) = device_sampler(vocab) else { return };
+        for _ in 0..3 {
+            for (name, row) in rows(vocab) {
+                let want = argmax(&row).unwrap();
+                assert_eq!(device.argmax(&row, vocab).unwrap(), vec![want], "vocab {vocab}, row {name}");
+            }
+        }
+        let mut last_wins = vec![0.0f32; vocab];
+        last_wins[vocab - 1] = 1.0;
+        assert_eq!(device.argmax(&last_wins, vocab).unwrap(), vec![vocab as u32 - 1], "vocab {vocab}: the last id");
+    }
 }

@@ -26,8 +26,32 @@ pub struct DeviceDraw {
     pub uniform: f64,
 }
 
-/// Queues `kiln_argmax_f32` over `rows` rows of `vocab` f32 logits at `logits`, writing one i32 id per
-/// row at `out` and setting the i32 at `flag` for a row with NaN or +inf or nothing above -inf.
+/// Logits each block of the one-row argmax takes (`KILN_ARGMAX_SLICE` in choose.cu) and its threads.
+const ARGMAX_SLICE: usize = 2048;
+const ARGMAX_THREADS: u32 = 256;
+
+/// Bytes of device scratch the one-row argmax (`kiln_argmax_split_f32`) needs for a vocabulary of `vocab`:
+/// its ticket counter (8 bytes), which must be zero when the scratch is first used (the kernel leaves it at
+/// zero), and one key per block. 8-byte aligned.
+pub fn argmax_scratch_bytes(vocab: usize) -> usize {
+    8 + 8 * vocab.div_ceil(ARGMAX_SLICE)
+}
+
+/// Where the one-row argmax sets up the next decode step on the device: the step's input id (an i64), its
+/// position (an i64, advanced by one) and the step info's count of cached tokens (an i32, advanced by one).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct NextStep {
+    pub ids: u64,
+    pub positions: u64,
+    pub step: u64,
+}
+
+/// Queues the greedy argmax over `rows` rows of `vocab` f32 logits at `logits`, writing one i32 id per row
+/// at `out` and setting the i32 at `flag` for a row with NaN or +inf or nothing above -inf. One row (a decode
+/// step) is split over blocks (`kiln_argmax_split_f32`, with [`argmax_scratch_bytes`] of scratch at
+/// `scratch`), which may also feed the chosen token to the next step (`next`); more rows take one block
+/// each (`kiln_argmax_f32`).
+#[allow(clippy::too_many_arguments)]
 pub(super) fn launch_argmax(
     device: &mut Device,
     logits: u64,
@@ -35,15 +59,36 @@ pub(super) fn launch_argmax(
     rows: usize,
     out: u64,
     flag: u64,
+    scratch: u64,
+    next: Option<NextStep>,
 ) -> Result<(), RuntimeError> {
-    let f = device.function("kiln_argmax_f32")?;
-    let mut b = KernelArgs::default();
     let width = vocab as i32;
+    let (tickets, partial) = (scratch, scratch + 8);
+    let next = next.unwrap_or(NextStep { ids: 0, positions: 0, step: 0 });
+    let mut b = KernelArgs::default();
     b.arg(&logits).arg(&width).arg(&out).arg(&flag);
-    let cfg =
-        cudarc::driver::LaunchConfig { grid_dim: (rows as u32, 1, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 };
-    // SAFETY: the caller owns `rows * vocab` f32 at `logits`, `rows` i32 at `out` and an i32 at `flag`.
-    unsafe { device.launch(&f, cfg, &mut b) }.map_err(cuda_error("launching kiln_argmax_f32"))?;
+    let (name, cfg) = if rows == 1 {
+        let blocks = vocab.div_ceil(ARGMAX_SLICE) as u32;
+        b.arg(&partial).arg(&tickets).arg(&next.ids).arg(&next.positions).arg(&next.step);
+        let cfg = cudarc::driver::LaunchConfig {
+            grid_dim: (blocks, 1, 1),
+            block_dim: (ARGMAX_THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        ("kiln_argmax_split_f32", cfg)
+    } else {
+        debug_assert_eq!(next.ids, 0, "only a one-row argmax feeds the next step");
+        let cfg = cudarc::driver::LaunchConfig {
+            grid_dim: (rows as u32, 1, 1),
+            block_dim: (BLOCK, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        ("kiln_argmax_f32", cfg)
+    };
+    let f = device.function(name)?;
+    // SAFETY: the caller owns `rows * vocab` f32 at `logits`, `rows` i32 at `out`, an i32 at `flag`, the
+    // scratch, and (when given) the next step's inputs.
+    unsafe { device.launch(&f, cfg, &mut b) }.map_err(cuda_error(format!("launching {name}")))?;
     Ok(())
 }
 
@@ -92,7 +137,7 @@ impl DeviceSampler {
     /// Loads the best of `kernels` on GPU `ordinal`, with room for `capacity` f32 logits per call.
     pub fn new(ordinal: usize, kernels: &[CompiledKernel], capacity: usize) -> Result<DeviceSampler, RuntimeError> {
         let device = Device::open(ordinal, kernels)?;
-        let bytes = sample_scratch_bytes(capacity) + 8 + 8 * capacity;
+        let bytes = sample_scratch_bytes(capacity) + 8 + 8 * capacity + argmax_scratch_bytes(capacity);
         let buffer = device.stream.alloc_zeros::<u8>(bytes).map_err(cuda_error("allocating"))?;
         Ok(DeviceSampler { device, buffer, capacity })
     }
@@ -140,7 +185,11 @@ impl DeviceSampler {
     /// The greedy token of each row of `logits` (`[rows, vocab]` row-major).
     pub fn argmax(&mut self, logits: &[f32], vocab: usize) -> Result<Vec<u32>, RuntimeError> {
         let rows = logits.len() / vocab.max(1);
-        self.run(logits, rows, |device, data, out, flag| launch_argmax(device, data, vocab, rows, out, flag))
+        // After the flag, the ids and the logits (8 bytes per entry of capacity together).
+        let scratch = self.addresses() + 8 + 8 * self.capacity as u64;
+        self.run(logits, rows, |device, data, out, flag| {
+            launch_argmax(device, data, vocab, rows, out, flag, scratch, None)
+        })
     }
 
     /// A token drawn from one row of logits.

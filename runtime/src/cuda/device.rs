@@ -3,7 +3,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaStream, DeviceRepr, DriverError, LaunchConfig, sys};
+use cudarc::driver::{
+    CudaContext, CudaFunction, CudaModule, CudaStream, DeviceRepr, DriverError, LaunchConfig, result, sys,
+};
 use cudarc::nvrtc::Ptx;
 use kiln_ir::{CompiledKernel, KernelTarget};
 
@@ -226,4 +228,64 @@ pub fn device_sm(ordinal: usize) -> Result<u32, RuntimeError> {
     let ctx = open_context(ordinal)?;
     let (major, minor) = ctx.compute_capability().map_err(cuda_error("cannot read the compute capability"))?;
     Ok((major * 10 + minor) as u32)
+}
+
+/// Page-locked host slots that a greedy run's per-step readbacks (the error flag and the chosen token, two
+/// i32) are copied into without waiting, each slot with an event to wait on: the host reads step k's slot
+/// while later steps are already queued (a copy into pageable memory would wait for the stream).
+pub(crate) struct ReadbackRing {
+    host: *mut [i32; 2],
+    events: Vec<cudarc::driver::CudaEvent>,
+}
+
+// SAFETY: the slots are owned by the ring and touched only through `&mut self` (queue) or after their
+// copy's event (wait); nothing else holds the pointer.
+unsafe impl Send for ReadbackRing {}
+
+impl ReadbackRing {
+    pub fn new(device: &Device, slots: usize) -> Result<ReadbackRing, RuntimeError> {
+        let what = "allocating page-locked readback slots";
+        let flags = Some(sys::CUevent_flags::CU_EVENT_DISABLE_TIMING);
+        let events = (0..slots).map(|_| device.ctx.new_event(flags)).collect::<Result<Vec<_>, _>>();
+        let events = events.map_err(cuda_error(what))?;
+        device.ctx.bind_to_thread().map_err(cuda_error(what))?;
+        // SAFETY: a plain page-locked allocation of `slots` pairs, freed in Drop.
+        let host =
+            unsafe { result::malloc_host(slots * std::mem::size_of::<[i32; 2]>(), 0) }.map_err(cuda_error(what))?;
+        Ok(ReadbackRing { host: host.cast(), events })
+    }
+
+    pub fn slots(&self) -> usize {
+        self.events.len()
+    }
+
+    /// Queues the copy of the two i32 at device address `src` into `slot`, after the stream's work so far.
+    ///
+    /// # Safety
+    /// `src` must point at two readable i32 on `device`, and `slot`'s previous copy must have been waited for.
+    pub unsafe fn queue(&mut self, device: &Device, slot: usize, src: u64) -> Result<(), RuntimeError> {
+        // SAFETY: the slot lies inside the allocation and no copy into it is pending (the caller's promise).
+        let dst = unsafe { std::slice::from_raw_parts_mut(self.host.add(slot).cast::<i32>(), 2) };
+        // SAFETY: as above; the caller vouches for `src`.
+        unsafe { result::memcpy_dtoh_async(dst, src, device.stream.cu_stream()) }
+            .map_err(cuda_error("reading back a step's token"))?;
+        self.events[slot].record(&device.stream).map_err(cuda_error("reading back a step's token"))
+    }
+
+    /// Waits for `slot`'s copy and returns the flag and the token.
+    pub fn wait(&self, slot: usize) -> Result<[i32; 2], RuntimeError> {
+        self.events[slot].synchronize().map_err(cuda_error("running a decode step"))?;
+        // SAFETY: the copy into the slot has completed.
+        Ok(unsafe { *self.host.add(slot) })
+    }
+}
+
+impl Drop for ReadbackRing {
+    fn drop(&mut self) {
+        for event in &self.events {
+            let _ = event.synchronize();
+        }
+        // SAFETY: allocated by malloc_host in `new`; no copy into it is pending after the events.
+        let _ = unsafe { result::free_host(self.host.cast()) };
+    }
 }

@@ -5,15 +5,15 @@ use std::collections::HashMap;
 use cudarc::driver::{CudaFunction, LaunchConfig, result, sys};
 use kiln_ir::{CompiledKernel, Graph, KernelTarget, ValueId, WeightStore};
 
-use super::choose::{DeviceDraw, KILN_ERROR_LOGITS, launch_argmax, launch_sample, logits_error};
-use super::device::{Device, KernelArgs, cuda_error};
+use super::choose::{DeviceDraw, KILN_ERROR_LOGITS, NextStep, launch_argmax, launch_sample, logits_error};
+use super::device::{Device, KernelArgs, ReadbackRing, cuda_error};
 use super::plan::{
     self, ATTENTION_CHUNK, ATTENTION_FOLD_ROWS, LINEAR_PARTS, Launch, NORM_THREADS, Plan, RunShape,
     linear_columns_per_block, linear_ksplit, linear_threads,
 };
 use super::trace::LaunchTrace;
 use crate::RuntimeError;
-use crate::decoding::{DecoderExecutor, Sampler, Sampling};
+use crate::decoding::{DecoderExecutor, Sampler, Sampling, greedy_steps};
 
 /// Sizes the executor plans its device memory for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,8 +48,11 @@ pub struct CudaExecutor {
     kv_len: usize,
     /// cuBLAS for the GEMMs of long prefills, when the library is installed.
     blas: Option<cudarc::cublas::CudaBlas>,
-    /// Captured launch sequences by (tokens, first logits row): a decode step is one graph launch.
-    graphs: HashMap<(usize, usize), cudarc::driver::CudaGraph>,
+    /// Captured launch sequences by (tokens, first logits row, whether the graph ends with the argmax that
+    /// feeds the next step): a decode step is one graph launch.
+    graphs: HashMap<(usize, usize, bool), cudarc::driver::CudaGraph>,
+    /// The page-locked slots a greedy run reads its tokens back through (made on its first use).
+    readback_ring: Option<ReadbackRing>,
     /// `KILN_CUDA_GRAPHS=0` turns capture off (and profiling does).
     use_graphs: bool,
     /// Whether the step being launched came with its own tree mask (otherwise the uploaded mask is the
@@ -124,6 +127,10 @@ const LINEAR_STAGE_BYTES: usize = 96 * 1024;
 
 /// Graphs kept at most (decode, prefill tails and verification trees of a few sizes).
 const MAX_GRAPHS: usize = 64;
+
+/// Greedy decode steps queued ahead of the one whose token the host reads ([`CudaExecutor::greedy_run`]):
+/// two keep the GPU busy while the host reads a token and launches the next graph.
+const GREEDY_QUEUE: usize = 2;
 
 /// Device time per kernel (launch kind), from events around every launch, for decode steps (one token)
 /// and prefills (steps longer than [`CUDA_EXACT_STEP_ROWS`]) apart.
@@ -450,7 +457,7 @@ impl CudaExecutor {
         // Resolve every kernel now, so that a missing one is an error at load, not mid-generation. The marker
         // first: without it the module comes from a kiln whose kernels took other arguments
         // (`KERNEL_ABI_MARKER` in kiln-codegen).
-        device.function("kiln_kernel_abi_v11")?;
+        device.function("kiln_kernel_abi_v12")?;
         for launch in &plan.launches {
             for name in kernel_names(launch) {
                 device.function(&name)?;
@@ -486,6 +493,7 @@ impl CudaExecutor {
             kv_len: 0,
             blas,
             graphs: HashMap::new(),
+            readback_ring: None,
             use_graphs,
             step_has_mask: false,
             profile,
@@ -553,7 +561,7 @@ impl CudaExecutor {
             if let Some(t) = self.trace.as_ref().filter(|_| traced) {
                 t.clear(&self.device)?;
             }
-            self.launch_graph(n, rows_from)?;
+            self.launch_graph(n, rows_from, false)?;
         } else {
             // The profile is of decode steps (one token) and prefills; trees run untimed.
             let profiled = self.profile.is_some() && (n == 1 || n > CUDA_EXACT_STEP_ROWS);
@@ -565,7 +573,10 @@ impl CudaExecutor {
         let chosen = flag + 4;
         match read {
             Readback::Nothing | Readback::Logits => {}
-            Readback::Argmax => launch_argmax(&mut self.device, first_row, vocab, rows, chosen, flag)?,
+            Readback::Argmax => {
+                let scratch = self.base + self.plan.argmax_scratch;
+                launch_argmax(&mut self.device, first_row, vocab, rows, chosen, flag, scratch, None)?
+            }
             Readback::Sample(draw) => {
                 let last_row = first_row + ((rows - 1) * vocab * 4) as u64;
                 let scratch = self.base + self.plan.sample_scratch;
@@ -597,17 +608,8 @@ impl CudaExecutor {
             table.steps += 1;
             table.tokens += n as u64;
         }
-        match status[0] {
-            0 => {}
-            KILN_ERROR_LOGITS => return Err(logits_error()),
-            _ => {
-                return Err(RuntimeError::Cuda {
-                    message: format!(
-                        "a token id is outside the embedding table ({} entries)",
-                        self.graph_vocab_hint().unwrap_or(vocab)
-                    ),
-                });
-            }
+        if let Some(error) = self.step_error(status[0]) {
+            return Err(error);
         }
         let output = if matches!(read, Readback::Nothing) {
             ChunkOutput::Tokens(Vec::new())
@@ -623,11 +625,106 @@ impl CudaExecutor {
         Ok(output)
     }
 
+    /// Greedy decoding of `max` one-token steps (which the KV cache has room for), with up to
+    /// [`GREEDY_QUEUE`] steps queued ahead of the one whose token the host reads: each step's graph ends
+    /// with the argmax that writes the next step's input id, position and step info on the device, and the
+    /// host only reads the tokens back (through page-locked slots). Returns the steps whose tokens it
+    /// handed over, the last of those tokens, and whether `on_token` asked for more.
+    fn greedy_queued(
+        &mut self,
+        first: u32,
+        first_position: i64,
+        max: usize,
+        on_token: &mut dyn FnMut(u32) -> bool,
+    ) -> Result<(usize, u32, bool), RuntimeError> {
+        self.check_step(&[first], &[first_position], None)?;
+        if self.readback_ring.is_none() {
+            self.readback_ring = Some(ReadbackRing::new(&self.device, GREEDY_QUEUE + 1)?);
+        }
+        // The first step's inputs; every later step's come from the step before it.
+        self.upload(self.plan.offsets[self.plan.ids.index()].expect("planned"), &[i64::from(first)])?;
+        self.upload(self.plan.offsets[self.plan.positions.index()].expect("planned"), &[first_position])?;
+        if let Some(m) = self.plan.tree_mask {
+            self.upload(self.plan.offsets[m.index()].expect("planned"), &[1u8])?;
+        }
+        self.upload(self.plan.step_info, &[self.kv_len as i32])?;
+        let flag = self.base + self.plan.error_flag;
+        // SAFETY: the flag is 4 bytes inside the arena. It stays set once a step sets it, and every step's
+        // readback includes it, so the first step whose readback shows it is the first that failed.
+        unsafe { result::memset_d8_async(flag, 0, 4, self.device.stream.cu_stream()) }
+            .map_err(cuda_error("clearing the error flag"))?;
+        self.step_has_mask = false;
+        let start = self.kv_len;
+        let (mut queued, mut read, mut last, mut wants_more) = (0usize, 0usize, first, true);
+        let outcome = loop {
+            let mut failed = None;
+            while queued < max && queued - read < GREEDY_QUEUE {
+                if let Err(e) = self.launch_graph(1, 0, true) {
+                    failed = Some(e);
+                    break;
+                }
+                let ring = self.readback_ring.as_mut().expect("made above");
+                let slot = queued % ring.slots();
+                // SAFETY: the flag and the chosen token are two i32 in the arena; the slot's previous copy
+                // (step queued - slots) was read before this step was queued.
+                if let Err(e) = unsafe { ring.queue(&self.device, slot, flag) } {
+                    failed = Some(e);
+                    break;
+                }
+                queued += 1;
+            }
+            if let Some(e) = failed {
+                break Err(e);
+            }
+            if read == queued {
+                break Ok(());
+            }
+            let ring = self.readback_ring.as_ref().expect("made above");
+            let [status, token] = match ring.wait(read % ring.slots()) {
+                Ok(slot) => slot,
+                Err(e) => break Err(e),
+            };
+            if let Some(e) = self.step_error(status) {
+                break Err(e);
+            }
+            read += 1;
+            self.kv_len = start + read;
+            last = token as u32;
+            if !on_token(last) {
+                wants_more = false;
+                break Ok(());
+            }
+        };
+        // Steps queued past the last token read (after a stop token or an error) still run: wait for them,
+        // so that nothing later is queued behind or uploaded under them. Their keys and values lie past
+        // kv_len, where the next step writes its own.
+        let drained = self.device.stream.synchronize().map_err(cuda_error("finishing the queued steps"));
+        outcome?;
+        drained?;
+        Ok((read, last, wants_more))
+    }
+
+    /// The error a step's flag (the first i32 read back) stands for, if any.
+    fn step_error(&self, flag: i32) -> Option<RuntimeError> {
+        match flag {
+            0 => None,
+            KILN_ERROR_LOGITS => Some(logits_error()),
+            _ => Some(RuntimeError::Cuda {
+                message: format!(
+                    "a token id is outside the embedding table ({} entries)",
+                    self.graph_vocab_hint().unwrap_or(self.plan.vocab)
+                ),
+            }),
+        }
+    }
+
     /// Runs the plan's launches for a step of `n` tokens through a CUDA graph, capturing it on first use.
     /// Everything a step changes is read from the device (ids, positions, mask, the step info), so one
-    /// graph per (n, rows_from) replays every such step.
-    fn launch_graph(&mut self, n: usize, rows_from: usize) -> Result<(), RuntimeError> {
-        let key = (n, rows_from);
+    /// graph per (n, rows_from) replays every such step. With `feed` (one-token steps), the graph ends with
+    /// the argmax of its logits, which writes the chosen token and sets up the next step on the device
+    /// ([`NextStep`]).
+    fn launch_graph(&mut self, n: usize, rows_from: usize, feed: bool) -> Result<(), RuntimeError> {
+        let key = (n, rows_from, feed);
         if !self.graphs.contains_key(&key) {
             if self.graphs.len() >= MAX_GRAPHS {
                 self.graphs.clear();
@@ -638,7 +735,19 @@ impl CudaExecutor {
                 .map_err(cuda_error("starting a CUDA graph capture"))?;
             // The trace labels the decode step's launches as they are captured.
             let mut labels = (n == 1 && self.trace.is_some()).then(Vec::new);
-            let result = self.launch_plan(n, rows_from, None, labels.as_mut());
+            let mut result = self.launch_plan(n, rows_from, None, labels.as_mut());
+            if feed && result.is_ok() {
+                debug_assert_eq!((n, rows_from), (1, 0), "only one-token steps feed the next");
+                let flag = self.base + self.plan.error_flag;
+                let next = NextStep {
+                    ids: self.addr(self.plan.ids),
+                    positions: self.addr(self.plan.positions),
+                    step: self.base + self.plan.step_info,
+                };
+                let (logits, vocab, scratch) =
+                    (self.addr(self.plan.logits), self.plan.vocab, self.base + self.plan.argmax_scratch);
+                result = launch_argmax(&mut self.device, logits, vocab, 1, flag + 4, flag, scratch, Some(next));
+            }
             if let (Some(t), Some(labels)) = (self.trace.as_mut(), labels) {
                 t.report.labels = labels;
             }
@@ -1545,6 +1654,28 @@ impl DecoderExecutor for CudaExecutor {
         };
         let out = self.run_step(ids, positions, None, true, read)?;
         Ok(out.into_iter().next_back().expect("a step has a last chunk").into_tokens()[0])
+    }
+
+    fn greedy_run(
+        &mut self,
+        first: u32,
+        first_position: i64,
+        max: usize,
+        on_token: &mut dyn FnMut(u32) -> bool,
+    ) -> Result<usize, RuntimeError> {
+        // Traced and profiled steps are collected one by one; without graphs there is nothing to queue.
+        let queued = self.use_graphs && self.trace.is_none();
+        let room = self.plan.kv_capacity.saturating_sub(self.kv_len);
+        let (ran, last, wants_more) = if queued && max > 0 && room > 0 {
+            self.greedy_queued(first, first_position, max.min(room), on_token)?
+        } else {
+            (0, first, true)
+        };
+        if !wants_more || ran == max {
+            return Ok(ran);
+        }
+        // Past the cache's room (whose error the step gives) or without graphs.
+        Ok(ran + greedy_steps(self, last, first_position + ran as i64, max - ran, on_token)?)
     }
 
     fn kv_len(&self) -> usize {

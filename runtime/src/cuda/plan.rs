@@ -246,6 +246,8 @@ pub(crate) struct Plan {
     pub rope_tables: Vec<u64>,
     /// Scratch of the device sampler (`kiln_sample_f32`).
     pub sample_scratch: u64,
+    /// Scratch of the one-row argmax (`kiln_argmax_split_f32`), zeroed with the arena.
+    pub argmax_scratch: u64,
     pub keep_indices: u64,
     /// Room for one linear's activations in a half-precision dtype (the cuBLAS prefill path).
     pub gemm_scratch: u64,
@@ -713,6 +715,7 @@ pub(crate) fn build(
         }
     }
     let sample_scratch = bump.take(super::choose::sample_scratch_bytes(vocab) as u64);
+    let argmax_scratch = bump.take(super::choose::argmax_scratch_bytes(vocab) as u64);
     let keep_indices = bump.take(((kv_capacity + max_rows) * 4) as u64);
     let widest_k = launches.iter().map(|l| if let Launch::Linear { k, .. } = l { *k } else { 0 }).max().unwrap_or(0);
     let gemm_scratch = bump.take((max_rows * widest_k * 2) as u64);
@@ -782,6 +785,7 @@ pub(crate) fn build(
         partial_rows,
         rope_tables,
         sample_scratch,
+        argmax_scratch,
         keep_indices,
         gemm_scratch,
         arena_bytes,

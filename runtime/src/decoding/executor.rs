@@ -3,7 +3,7 @@
 
 use kiln_ir::Graph;
 
-use super::sampling::{Sampler, argmax};
+use super::sampling::{Sampler, Sampling, argmax};
 use super::step::decoder_inputs;
 use crate::cpu::ROW_INDEPENDENT_MAX_ROWS;
 use crate::{CpuExecutor, RuntimeError};
@@ -48,6 +48,22 @@ pub trait DecoderExecutor {
     fn step_last_token(&mut self, ids: &[u32], positions: &[i64], sampler: &mut Sampler) -> Result<u32, RuntimeError> {
         let last = self.step_last(ids, positions)?;
         sampler.sample(&last)
+    }
+
+    /// Greedy decoding of up to `max` tokens, one per step: feeds `first` at `first_position`, then each
+    /// chosen token at the next position, and hands every chosen token to `on_token` until it returns false.
+    /// Returns how many steps' tokens it handed over; the KV cache then holds the tokens those steps fed.
+    /// The tokens are [`DecoderExecutor::step_last_token`]'s with a greedy sampler ([`greedy_steps`]); an
+    /// executor may queue steps ahead of `on_token` (the CUDA one does, so that its GPU does not wait for the
+    /// host between steps), as long as what it hands over and caches is the same.
+    fn greedy_run(
+        &mut self,
+        first: u32,
+        first_position: i64,
+        max: usize,
+        on_token: &mut dyn FnMut(u32) -> bool,
+    ) -> Result<usize, RuntimeError> {
+        greedy_steps(self, first, first_position, max, on_token)
     }
 
     /// Number of tokens in the KV cache.
@@ -140,6 +156,27 @@ impl DecoderExecutor for CpuExecutor {
     }
 }
 
+/// [`DecoderExecutor::greedy_run`] one step at a time: what it means, and what executors that do not queue
+/// steps ahead run.
+pub fn greedy_steps<E: DecoderExecutor + ?Sized>(
+    exec: &mut E,
+    first: u32,
+    first_position: i64,
+    max: usize,
+    on_token: &mut dyn FnMut(u32) -> bool,
+) -> Result<usize, RuntimeError> {
+    let mut sampler = Sampler::new(&Sampling::Greedy)?;
+    let (mut token, mut steps) = (first, 0);
+    while steps < max {
+        token = exec.step_last_token(&[token], &[first_position + steps as i64], &mut sampler)?;
+        steps += 1;
+        if !on_token(token) {
+            break;
+        }
+    }
+    Ok(steps)
+}
+
 /// A boxed executor (as the CLI picks one at run time) is an executor.
 impl<E: DecoderExecutor + ?Sized> DecoderExecutor for Box<E> {
     fn graph(&self) -> &Graph {
@@ -165,6 +202,16 @@ impl<E: DecoderExecutor + ?Sized> DecoderExecutor for Box<E> {
 
     fn step_last_token(&mut self, ids: &[u32], positions: &[i64], sampler: &mut Sampler) -> Result<u32, RuntimeError> {
         (**self).step_last_token(ids, positions, sampler)
+    }
+
+    fn greedy_run(
+        &mut self,
+        first: u32,
+        first_position: i64,
+        max: usize,
+        on_token: &mut dyn FnMut(u32) -> bool,
+    ) -> Result<usize, RuntimeError> {
+        (**self).greedy_run(first, first_position, max, on_token)
     }
 
     fn kv_len(&self) -> usize {

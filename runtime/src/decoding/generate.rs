@@ -90,12 +90,26 @@ pub fn generate_streaming(
     on_token(next);
 
     let start = Instant::now();
-    while tokens.len() < config.max_new_tokens && !config.stop_tokens.contains(&next) {
-        let position = (prompt.len() + tokens.len() - 1) as i64;
-        next = step(exec, &[next], position, &mut sampler)?;
-        stats.steps += 1;
-        tokens.push(next);
-        on_token(next);
+    if matches!(config.sampling, Sampling::Greedy) {
+        // Greedy tokens need nothing from the host between steps, so the executor may queue them ahead.
+        let stops = |t: &u32| config.stop_tokens.contains(t);
+        if tokens.len() < config.max_new_tokens && !stops(&next) {
+            let position = (prompt.len() + tokens.len() - 1) as i64;
+            let max = config.max_new_tokens - tokens.len();
+            stats.steps += exec.greedy_run(next, position, max, &mut |t| {
+                tokens.push(t);
+                on_token(t);
+                !stops(&t)
+            })?;
+        }
+    } else {
+        while tokens.len() < config.max_new_tokens && !config.stop_tokens.contains(&next) {
+            let position = (prompt.len() + tokens.len() - 1) as i64;
+            next = step(exec, &[next], position, &mut sampler)?;
+            stats.steps += 1;
+            tokens.push(next);
+            on_token(next);
+        }
     }
     stats.decode_seconds = start.elapsed().as_secs_f64();
 

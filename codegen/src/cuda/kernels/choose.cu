@@ -60,6 +60,81 @@ extern "C" __global__ void __launch_bounds__(1024) kiln_argmax_f32(const float* 
     }
 }
 
+// The greedy token of one row of logits, split over blocks of KILN_ARGMAX_THREADS threads: block b takes the
+// KILN_ARGMAX_SLICE logits from b * KILN_ARGMAX_SLICE on (two 16-byte loads a thread, one round trip) and
+// writes its largest order key to partial[b]; the last block to finish (a ticket counter, which it leaves at
+// zero again) takes the largest of the partials. One block walking a 128k-token row (kiln_argmax_f32) needs
+// dozens of round trips, which made it a decode step's slowest launch after the weights.
+//
+// With `feed_ids` (not null) the kernel also sets up the next decode step on the device: the chosen id becomes
+// its input, and its position and the count of cached tokens (`feed_step`, the step info every kernel reads)
+// advance by one. A greedy run then queues step k + 1 before the host has read step k's token
+// (CudaExecutor::greedy_run), so the GPU does not idle while the host reads back and launches.
+#define KILN_ARGMAX_THREADS 256
+#define KILN_ARGMAX_SLICE (KILN_ARGMAX_THREADS * 8)
+extern "C" __global__ void __launch_bounds__(KILN_ARGMAX_THREADS)
+    kiln_argmax_split_f32(const float* row, int N, int* out, int* error, u64* partial, u32* tickets, i64* feed_ids,
+                          i64* feed_positions, int* feed_step) {
+    KILN_PDL_ENTRY();
+    __shared__ u64 scratch[32];
+    __shared__ bool last;
+    const int lo = blockIdx.x * KILN_ARGMAX_SLICE, hi = min(N, lo + KILN_ARGMAX_SLICE);
+    const bool aligned = (((u64)row) & 15) == 0;
+    float v[2][4];
+#pragma unroll
+    for (int u = 0; u < 2; ++u) {
+        const int i = lo + 4 * (threadIdx.x + u * KILN_ARGMAX_THREADS);
+        if (aligned && i + 3 < hi) {
+            const float4 f = *(const float4*)(row + i);
+            v[u][0] = f.x; v[u][1] = f.y; v[u][2] = f.z; v[u][3] = f.w;
+        } else {
+#pragma unroll
+            for (int j = 0; j < 4; ++j) v[u][j] = i + j < hi ? row[i + j] : 0.0f;
+        }
+    }
+    u64 best = 0;
+    bool bad = false;
+#pragma unroll
+    for (int u = 0; u < 2; ++u) {
+        const int i = lo + 4 * (threadIdx.x + u * KILN_ARGMAX_THREADS);
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+            if (i + j >= hi) continue;
+            bad |= bad_logit(v[u][j]);
+            const u64 k = order_key(v[u][j], i + j);
+            best = k > best ? k : best;
+        }
+    }
+    if (bad) report_error(error, KILN_ERROR_LOGITS);
+    best = block_max_u64(best, scratch);
+    if (threadIdx.x == 0) {
+        partial[blockIdx.x] = best;
+        __threadfence();
+        last = atomicAdd(tickets, 1u) == gridDim.x - 1;
+    }
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    u64 top = 0;
+    for (int b = threadIdx.x; b < (int)gridDim.x; b += blockDim.x) {
+        const u64 k = __ldcg(partial + b);  // from L2: another block wrote it
+        top = k > top ? k : top;
+    }
+    top = block_max_u64(top, scratch);
+    if (threadIdx.x == 0) {
+        *tickets = 0;
+        const int id = key_id(top);
+        out[0] = id;
+        // The largest key is -inf's when every logit is -inf (a NaN was reported above).
+        if ((u32)(top >> 32) <= 0x007fffffu) report_error(error, KILN_ERROR_LOGITS);
+        if (feed_ids) {
+            feed_ids[0] = id;
+            feed_positions[0] += 1;
+            feed_step[0] += 1;
+        }
+    }
+}
+
 // The radix walk over order keys: digits of 11 bits from the top (the last one 9), each pass a histogram
 // of counts and weights over the keys still in play, then the bin where the running amount crosses the
 // target. The first pass reads the whole row and compacts the keys of its chosen bin into a list (with
