@@ -1,9 +1,9 @@
 //! The CUDA executor's queued greedy decoding (`DecoderExecutor::greedy_run`, GPU machine): the GPU runs
 //! each step's argmax itself and feeds the token to the next step while the host is still reading earlier
 //! tokens back, so steps are queued past the point where the caller may stop. It must hand over exactly
-//! the tokens of one-step-at-a-time greedy decoding (`greedy_steps`, which waits for every token), leave
-//! the KV cache holding exactly the tokens fed, stop where the caller says (the queued steps after that
-//! leave no trace in what follows), and give the cache's error where its room ends.
+//! the greedy tokens the host picks from each step's logits (and those of `greedy_steps`, which waits for
+//! every token), leave the KV cache holding exactly the tokens fed, stop where the caller says (a run
+//! resumed after that starts from what it is given), and give the cache's error where its room ends.
 //!
 //! Without a GPU these tests return early, unless `KILN_REQUIRE_GPU=1` (set by the GPU run,
 //! `bench/gpu-check.md`), which makes a missing GPU a failure.
@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 
 use kiln_runtime::cuda::{CudaExecutor, CudaOptions, device_sm};
-use kiln_runtime::decoding::{DecoderExecutor, greedy_steps};
+use kiln_runtime::decoding::{DecoderExecutor, argmax, greedy_steps};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -45,26 +45,35 @@ fn prefill(exec: &mut CudaExecutor, prompt: &[u32]) -> u32 {
     exec.step_argmax(prompt, &positions, None).unwrap()[prompt.len() - 1]
 }
 
-/// Greedy tokens after `first` at `position`, by `greedy_run` (queued) or `greedy_steps` (one at a time),
-/// stopping after `stop_after` tokens when given; returns the tokens and the steps reported.
-fn run(
+/// The reference: `n` greedy tokens after `first` at `position`, each step's logits read back and the token
+/// picked on the host (`argmax`), so that neither the device argmax nor the queue is involved.
+fn host_greedy(exec: &mut CudaExecutor, first: u32, position: i64, n: usize) -> Vec<u32> {
+    let mut tokens = Vec::with_capacity(n);
+    let mut token = first;
+    for i in 0..n {
+        let (logits, _) = exec.step(&[token], &[position + i as i64], None).unwrap();
+        token = argmax(&logits).unwrap();
+        tokens.push(token);
+    }
+    tokens
+}
+
+/// Queued greedy tokens after `first` at `position` (`greedy_run`), stopping after `stop_after` tokens when
+/// given; returns the tokens and the steps reported.
+fn queued(
     exec: &mut CudaExecutor,
-    queued: bool,
     first: u32,
     position: i64,
     max: usize,
     stop_after: Option<usize>,
 ) -> (Vec<u32>, usize) {
     let mut tokens = Vec::new();
-    let mut on_token = |t: u32| {
-        tokens.push(t);
-        stop_after.is_none_or(|n| tokens.len() < n)
-    };
-    let steps = if queued {
-        exec.greedy_run(first, position, max, &mut on_token).unwrap()
-    } else {
-        greedy_steps(exec, first, position, max, &mut on_token).unwrap()
-    };
+    let steps = exec
+        .greedy_run(first, position, max, &mut |t| {
+            tokens.push(t);
+            stop_after.is_none_or(|n| tokens.len() < n)
+        })
+        .unwrap();
     (tokens, steps)
 }
 
@@ -74,27 +83,41 @@ fn queued_greedy_decoding_hands_over_the_tokens_of_step_by_step_decoding() {
         let path = repo().join(name);
         let Some((mut exec, vocab)) = executor(&path, 256) else { return };
         let prompt: Vec<u32> = (0..12u32).map(|i| (i * 53 + 7) % vocab).collect();
+        let p = prompt.len() as i64;
         let first = prefill(&mut exec, &prompt);
-        let (want, steps) = run(&mut exec, false, first, prompt.len() as i64, 40, None);
-        assert_eq!(steps, 40, "{name}");
-        assert_eq!(exec.kv_len(), prompt.len() + 40, "{name}");
+        let want = host_greedy(&mut exec, first, p, 40);
 
-        let first_again = prefill(&mut exec, &prompt);
-        assert_eq!(first_again, first, "{name}");
-        let (got, steps) = run(&mut exec, true, first, prompt.len() as i64, 40, None);
-        assert_eq!(got, want, "{name}: queued greedy tokens differ from step-by-step ones");
+        prefill(&mut exec, &prompt);
+        let (got, steps) = queued(&mut exec, first, p, 40, None);
+        assert_eq!(got, want, "{name}: queued greedy tokens differ from the host's picks");
         assert_eq!((steps, exec.kv_len()), (40, prompt.len() + 40), "{name}");
 
-        // Stopped after 9 tokens (with steps queued past them), then resumed from the 9th: the tokens
-        // continue exactly as in the uninterrupted run, so the queued steps' keys and values were dropped.
+        // The same tokens through the one-step-at-a-time path (the device argmax, no queue).
         prefill(&mut exec, &prompt);
-        let (head, steps) = run(&mut exec, true, first, prompt.len() as i64, 40, Some(9));
-        assert_eq!((head.as_slice(), steps, exec.kv_len()), (&want[..9], 9, prompt.len() + 9), "{name}");
-        let (tail, _) = run(&mut exec, true, head[8], (prompt.len() + 9) as i64, 31, None);
-        assert_eq!(tail, want[9..], "{name}: the run resumed after a stop differs");
+        let mut stepwise = Vec::new();
+        greedy_steps(&mut exec, first, p, 40, &mut |t| {
+            stepwise.push(t);
+            true
+        })
+        .unwrap();
+        assert_eq!(stepwise, want, "{name}: greedy_steps");
+
+        // Stopped after the first token, and after 9 (steps were queued past both).
+        for stop in [1, 9] {
+            prefill(&mut exec, &prompt);
+            let (head, steps) = queued(&mut exec, first, p, 40, Some(stop));
+            assert_eq!((head.as_slice(), steps, exec.kv_len()), (&want[..stop], stop, prompt.len() + stop), "{name}");
+        }
+        // Resumed after the stop at 9 with another token than the one the queue had fed on the device: the
+        // run must start from what it is given, at the cache length the stop left.
+        let other = (want[8] + 1) % vocab;
+        let (resumed, _) = queued(&mut exec, other, p + 9, 20, None);
+        prefill(&mut exec, &prompt);
+        host_greedy(&mut exec, first, p, 9);
+        let reference = host_greedy(&mut exec, other, p + 9, 20);
+        assert_eq!(resumed, reference, "{name}: the run resumed after a stop differs");
     }
 }
-
 #[test]
 fn queued_greedy_decoding_stops_with_the_cache_error_where_its_room_ends() {
     let path = repo().join("tests/fixtures/hf/llama");

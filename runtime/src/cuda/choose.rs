@@ -31,8 +31,8 @@ const ARGMAX_SLICE: usize = 2048;
 const ARGMAX_THREADS: u32 = 256;
 
 /// Bytes of device scratch the one-row argmax (`kiln_argmax_split_f32`) needs for a vocabulary of `vocab`:
-/// its ticket counter (8 bytes), which must be zero when the scratch is first used (the kernel leaves it at
-/// zero), and one key per block. 8-byte aligned.
+/// its ticket counter (8 bytes), which must be zero when the scratch is first used (the kernel's last ticket
+/// wraps it back to zero), and one key per block. 8-byte aligned.
 pub fn argmax_scratch_bytes(vocab: usize) -> usize {
     8 + 8 * vocab.div_ceil(ARGMAX_SLICE)
 }
@@ -128,7 +128,8 @@ pub(super) fn logits_error() -> RuntimeError {
 /// The token-choice kernels on their own GPU buffers.
 pub struct DeviceSampler {
     device: Device,
-    /// The sampler's scratch, then `[flag, ids...]` i32, then the logits rows.
+    /// The sampler's scratch, then `[flag, ids...]` i32, then the logits rows, then the one-row argmax's
+    /// scratch.
     buffer: CudaSlice<u8>,
     capacity: usize,
 }

@@ -234,6 +234,7 @@ pub fn device_sm(ordinal: usize) -> Result<u32, RuntimeError> {
 /// i32) are copied into without waiting, each slot with an event to wait on: the host reads step k's slot
 /// while later steps are already queued (a copy into pageable memory would wait for the stream).
 pub(crate) struct ReadbackRing {
+    ctx: Arc<CudaContext>,
     host: *mut [i32; 2],
     events: Vec<cudarc::driver::CudaEvent>,
 }
@@ -252,7 +253,10 @@ impl ReadbackRing {
         // SAFETY: a plain page-locked allocation of `slots` pairs, freed in Drop.
         let host =
             unsafe { result::malloc_host(slots * std::mem::size_of::<[i32; 2]>(), 0) }.map_err(cuda_error(what))?;
-        Ok(ReadbackRing { host: host.cast(), events })
+        let host: *mut [i32; 2] = host.cast();
+        // SAFETY: `slots` pairs were just allocated; zeroed, a slot read before any copy is defined.
+        unsafe { std::ptr::write_bytes(host, 0, slots) };
+        Ok(ReadbackRing { ctx: device.ctx.clone(), host, events })
     }
 
     pub fn slots(&self) -> usize {
@@ -264,6 +268,7 @@ impl ReadbackRing {
     /// # Safety
     /// `src` must point at two readable i32 on `device`, and `slot`'s previous copy must have been waited for.
     pub unsafe fn queue(&mut self, device: &Device, slot: usize, src: u64) -> Result<(), RuntimeError> {
+        assert!(slot < self.slots(), "readback slot {slot} of {}", self.slots());
         // SAFETY: the slot lies inside the allocation and no copy into it is pending (the caller's promise).
         let dst = unsafe { std::slice::from_raw_parts_mut(self.host.add(slot).cast::<i32>(), 2) };
         // SAFETY: as above; the caller vouches for `src`.
@@ -272,10 +277,11 @@ impl ReadbackRing {
         self.events[slot].record(&device.stream).map_err(cuda_error("reading back a step's token"))
     }
 
-    /// Waits for `slot`'s copy and returns the flag and the token.
+    /// Waits for `slot`'s copy and returns the flag and the token (zeros if nothing was copied into it).
     pub fn wait(&self, slot: usize) -> Result<[i32; 2], RuntimeError> {
         self.events[slot].synchronize().map_err(cuda_error("running a decode step"))?;
-        // SAFETY: the copy into the slot has completed.
+        // SAFETY: `slot` is in range (the event lookup above checked it), initialised in `new`, and the
+        // copy into it, if any, has completed.
         Ok(unsafe { *self.host.add(slot) })
     }
 }
@@ -285,6 +291,7 @@ impl Drop for ReadbackRing {
         for event in &self.events {
             let _ = event.synchronize();
         }
+        let _ = self.ctx.bind_to_thread();
         // SAFETY: allocated by malloc_host in `new`; no copy into it is pending after the events.
         let _ = unsafe { result::free_host(self.host.cast()) };
     }

@@ -128,9 +128,10 @@ const LINEAR_STAGE_BYTES: usize = 96 * 1024;
 /// Graphs kept at most (decode, prefill tails and verification trees of a few sizes).
 const MAX_GRAPHS: usize = 64;
 
-/// Greedy decode steps queued ahead of the one whose token the host reads ([`CudaExecutor::greedy_run`]):
-/// two keep the GPU busy while the host reads a token and launches the next graph.
-const GREEDY_QUEUE: usize = 2;
+/// Greedy decode steps in flight at once ([`CudaExecutor::greedy_run`]): the step whose token the host waits
+/// for and one queued behind it, so that the GPU has the next graph while the host reads a token and
+/// launches the one after (what was measured, bench/gpu-decode.md).
+const GREEDY_IN_FLIGHT: usize = 2;
 
 /// Device time per kernel (launch kind), from events around every launch, for decode steps (one token)
 /// and prefills (steps longer than [`CUDA_EXACT_STEP_ROWS`]) apart.
@@ -212,7 +213,7 @@ enum Readback {
     Nothing,
     /// The logits rows.
     Logits,
-    /// The greedy token after each row (`kiln_argmax_f32`).
+    /// The greedy token after each row (`kiln_argmax_split_f32` for one row, else `kiln_argmax_f32`).
     Argmax,
     /// A token drawn after the last row (`kiln_sample_f32`).
     Sample(DeviceDraw),
@@ -463,7 +464,7 @@ impl CudaExecutor {
                 device.function(&name)?;
             }
         }
-        for name in ["kiln_kv_compact", "kiln_argmax_f32", "kiln_sample_f32"] {
+        for name in ["kiln_kv_compact", "kiln_argmax_f32", "kiln_argmax_split_f32", "kiln_sample_f32"] {
             device.function(name)?;
         }
         // SAFETY: only tries to dlopen the library by its known names.
@@ -626,7 +627,7 @@ impl CudaExecutor {
     }
 
     /// Greedy decoding of `max` one-token steps (which the KV cache has room for), with up to
-    /// [`GREEDY_QUEUE`] steps queued ahead of the one whose token the host reads: each step's graph ends
+    /// [`GREEDY_IN_FLIGHT`] steps in flight (queued behind the one whose token the host reads): each step's graph ends
     /// with the argmax that writes the next step's input id, position and step info on the device, and the
     /// host only reads the tokens back (through page-locked slots). Returns the steps whose tokens it
     /// handed over, the last of those tokens, and whether `on_token` asked for more.
@@ -639,7 +640,7 @@ impl CudaExecutor {
     ) -> Result<(usize, u32, bool), RuntimeError> {
         self.check_step(&[first], &[first_position], None)?;
         if self.readback_ring.is_none() {
-            self.readback_ring = Some(ReadbackRing::new(&self.device, GREEDY_QUEUE + 1)?);
+            self.readback_ring = Some(ReadbackRing::new(&self.device, GREEDY_IN_FLIGHT)?);
         }
         // The first step's inputs; every later step's come from the step before it.
         self.upload(self.plan.offsets[self.plan.ids.index()].expect("planned"), &[i64::from(first)])?;
@@ -658,7 +659,7 @@ impl CudaExecutor {
         let (mut queued, mut read, mut last, mut wants_more) = (0usize, 0usize, first, true);
         let outcome = loop {
             let mut failed = None;
-            while queued < max && queued - read < GREEDY_QUEUE {
+            while queued < max && queued - read < GREEDY_IN_FLIGHT {
                 if let Err(e) = self.launch_graph(1, 0, true) {
                     failed = Some(e);
                     break;
@@ -666,7 +667,7 @@ impl CudaExecutor {
                 let ring = self.readback_ring.as_mut().expect("made above");
                 let slot = queued % ring.slots();
                 // SAFETY: the flag and the chosen token are two i32 in the arena; the slot's previous copy
-                // (step queued - slots) was read before this step was queued.
+                // (step queued - slots, before `read`) was waited for before this step was queued.
                 if let Err(e) = unsafe { ring.queue(&self.device, slot, flag) } {
                     failed = Some(e);
                     break;

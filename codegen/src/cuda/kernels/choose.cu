@@ -62,8 +62,9 @@ extern "C" __global__ void __launch_bounds__(1024) kiln_argmax_f32(const float* 
 
 // The greedy token of one row of logits, split over blocks of KILN_ARGMAX_THREADS threads: block b takes the
 // KILN_ARGMAX_SLICE logits from b * KILN_ARGMAX_SLICE on (two 16-byte loads a thread, one round trip) and
-// writes its largest order key to partial[b]; the last block to finish (a ticket counter, which it leaves at
-// zero again) takes the largest of the partials. One block walking a 128k-token row (kiln_argmax_f32) needs
+// writes its largest order key to partial[b]; the last block to finish (a ticket counter, which the last
+// ticket wraps back to zero) takes the largest of the partials. The runtime sizes the grid and the scratch
+// with the same numbers (ARGMAX_SLICE and ARGMAX_THREADS in kiln-runtime's cuda/choose.rs). One block walking a 128k-token row (kiln_argmax_f32) needs
 // dozens of round trips, which made it a decode step's slowest launch after the weights.
 //
 // With `feed_ids` (not null) the kernel also sets up the next decode step on the device: the chosen id becomes
@@ -110,7 +111,8 @@ extern "C" __global__ void __launch_bounds__(KILN_ARGMAX_THREADS)
     if (threadIdx.x == 0) {
         partial[blockIdx.x] = best;
         __threadfence();
-        last = atomicAdd(tickets, 1u) == gridDim.x - 1;
+        // atomicInc stores 0 when it hands out the last ticket, so the counter is ready for the next launch.
+        last = atomicInc(tickets, gridDim.x - 1) == gridDim.x - 1;
     }
     __syncthreads();
     if (!last) return;
@@ -122,7 +124,6 @@ extern "C" __global__ void __launch_bounds__(KILN_ARGMAX_THREADS)
     }
     top = block_max_u64(top, scratch);
     if (threadIdx.x == 0) {
-        *tickets = 0;
         const int id = key_id(top);
         out[0] = id;
         // The largest key is -inf's when every logit is -inf (a NaN was reported above).
