@@ -166,6 +166,7 @@ impl TraceReport {
             };
             let (_, t, blocks) = &mut self.totals[at];
             t.launches += 1.0;
+            t.blocks += g.records.len() as f64;
             t.critical_ns += next_start.saturating_sub(g.waited) as f64;
             t.run_ns += g.exited.saturating_sub(g.waited) as f64;
             t.boundary_ns += next_start as f64 - g.exited as f64;
@@ -173,9 +174,11 @@ impl TraceReport {
             let block_ns: u64 = g.records.iter().map(|&(_, waited, exited)| exited.saturating_sub(waited)).sum();
             t.block_ns += block_ns as f64 / g.records.len().max(1) as f64;
             t.spread_ns += g.last_waited.saturating_sub(g.waited) as f64;
-            for &(block, waited, exited) in &g.records {
+            // The block that set the launch's end in this step (the lowest index among equal exits).
+            let last = g.records.iter().max_by_key(|&&(block, _, exited)| (exited, std::cmp::Reverse(block)));
+            if let Some(&(block, waited, exited)) = last {
                 let b = blocks.entry(block).or_default();
-                b.steps += 1.0;
+                b.last += 1.0;
                 b.waited_ns += waited.saturating_sub(g.waited) as f64;
                 b.exited_ns += exited.saturating_sub(g.waited) as f64;
             }
@@ -228,17 +231,21 @@ impl TraceReport {
              mean time from its wait to its exit; spread: from the first block's wait to the last one's.\n",
         );
         out.push_str(&format!(
-            "the last blocks to exit, by launch (mean over the steps, us after the launch's first wait; block: \
-             the index x + gridDim.x * (y + gridDim.y * z)):\n{:<64} {}\n",
-            "launch", "block: waited -> exited"
+            "the blocks that end each launch, by launch (the blocks most often the launch's last to exit: the \
+             share of the steps they were, and their mean wait and exit in those steps, us after the launch's \
+             first wait; block: the index x + gridDim.x * (y + gridDim.y * z)):\n{:<64} {}\n",
+            "launch", "block: share last, waited -> exited"
         ));
-        for (label, _, blocks) in self.totals.iter().filter(|(_, _, blocks)| blocks.len() > 1) {
+        for (label, t, blocks) in self.totals.iter().filter(|(_, t, _)| t.blocks > t.launches) {
             let mut last: Vec<(u32, BlockTotals)> = blocks.iter().map(|(&i, &b)| (i, b)).collect();
-            last.sort_by(|a, b| b.1.mean_exited().total_cmp(&a.1.mean_exited()).then(a.0.cmp(&b.0)));
+            last.sort_by(|a, b| b.1.last.total_cmp(&a.1.last).then(a.0.cmp(&b.0)));
             let shown: Vec<String> = last
                 .iter()
                 .take(LAST_BLOCKS_SHOWN)
-                .map(|(i, b)| format!("{i}: {:.2} -> {:.2}", b.mean_waited(), b.mean_exited()))
+                .map(|(i, b)| {
+                    let share = 100.0 * b.last / t.launches.max(1.0);
+                    format!("{i}: {share:.0}%, {:.2} -> {:.2}", b.mean_waited(), b.mean_exited())
+                })
                 .collect();
             out.push_str(&format!("{label:<64} {}\n", shown.join(", ")));
         }
@@ -250,6 +257,8 @@ impl TraceReport {
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 struct LaunchTotals {
     launches: f64,
+    /// Blocks, over its launches.
+    blocks: f64,
     /// From the launch's first wait to the next launch's first wait.
     critical_ns: f64,
     /// From its first wait to its last exit.
@@ -264,23 +273,25 @@ struct LaunchTotals {
     spread_ns: f64,
 }
 
-/// The blocks the table lists per launch, the latest to exit first.
+/// The blocks the table lists per launch, the most often last to exit first.
 const LAST_BLOCKS_SHOWN: usize = 4;
 
-/// One block index's sums over the traced steps (nanoseconds after its launch's first wait).
+/// One block index's sums over the traced steps in which it was its launch's last to exit (nanoseconds
+/// after the launch's first wait). Which block ends a launch changes with the step (a decode's attention
+/// grid has more active splits as the context grows), so a mean over every step would mix the cases.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 struct BlockTotals {
-    steps: f64,
+    last: f64,
     waited_ns: f64,
     exited_ns: f64,
 }
 
 impl BlockTotals {
     fn mean_waited(&self) -> f64 {
-        self.waited_ns / self.steps.max(1.0) / 1e3
+        self.waited_ns / self.last.max(1.0) / 1e3
     }
     fn mean_exited(&self) -> f64 {
-        self.exited_ns / self.steps.max(1.0) / 1e3
+        self.exited_ns / self.last.max(1.0) / 1e3
     }
 }
 
@@ -377,6 +388,7 @@ mod tests {
             totals("attention / split"),
             LaunchTotals {
                 launches: 1.0,
+                blocks: 2.0,
                 critical_ns: 6_500.0,
                 run_ns: 6_000.0,
                 boundary_ns: 500.0,
@@ -395,19 +407,53 @@ mod tests {
             .map(|l| table.find(l).expect("every launch is reported"))
             .collect();
         assert!(order.is_sorted(), "the table follows the step's order:\n{table}");
-        // The last blocks to exit, latest first, after the launch's first wait: the split's block 1 waited
-        // 1 us after block 0 and exited 0.5 us after it; the merge's block 0 exited last there. Launches of
-        // one block are not listed.
-        let line = |label: &str| {
-            table
-                .lines()
-                .skip_while(|l| !l.starts_with("the last blocks"))
-                .find(|l| l.starts_with(label))
-                .map(str::trim_end)
-        };
-        assert!(line("attention / split").is_some_and(|l| l.ends_with("1: 1.00 -> 6.00, 0: 0.00 -> 5.50")), "{table}");
-        assert!(line("attention / merge").is_some_and(|l| l.ends_with("0: 0.00 -> 5.00, 1: 0.20 -> 4.00")), "{table}");
-        assert!(line("norm").is_none() && line("linear").is_none(), "{table}");
+        // The block that ended each launch, with its wait and exit after the launch's first wait: the split's
+        // block 1 (it waited 1 us after block 0 and exited 0.5 us after it), the merge's block 0. Launches
+        // of one block are not listed.
+        assert!(
+            last_blocks(&table, "attention / split").is_some_and(|l| l.ends_with("1: 100%, 1.00 -> 6.00")),
+            "{table}"
+        );
+        assert!(
+            last_blocks(&table, "attention / merge").is_some_and(|l| l.ends_with("0: 100%, 0.00 -> 5.00")),
+            "{table}"
+        );
+        assert!(last_blocks(&table, "norm").is_none() && last_blocks(&table, "linear").is_none(), "{table}");
+
+        // A second step in which the split's block 0 ends the launch: each block ended half the steps, and
+        // each one's times are those of its own step, not means over both.
+        report.add_step(
+            &step(&[
+                record(9, 0, 1_000, 2_000, 1),
+                record(40, 1_500, 2_500, 9_000, 3),
+                of_block(record(40, 1_800, 2_600, 7_000, 3), 1),
+                record(70, 9_200, 9_300, 10_000, 2),
+                of_block(record(70, 9_200, 9_300, 10_000, 2), 1),
+                record(12, 10_500, 11_000, 12_000, 4),
+            ]),
+            false,
+            names,
+        );
+        let table = report.table();
+        assert!(
+            last_blocks(&table, "attention / split")
+                .is_some_and(|l| l.ends_with("0: 50%, 0.00 -> 6.50, 1: 50%, 1.00 -> 6.00")),
+            "{table}"
+        );
+        // Equal exits: the lower index ended it.
+        assert!(
+            last_blocks(&table, "attention / merge").is_some_and(|l| l.ends_with("0: 100%, 0.00 -> 2.85")),
+            "{table}"
+        );
+    }
+
+    /// The line of the table's last-blocks listing for `label`.
+    fn last_blocks<'a>(table: &'a str, label: &str) -> Option<&'a str> {
+        table
+            .lines()
+            .skip_while(|l| !l.starts_with("the blocks that end"))
+            .find(|l| l.starts_with(label))
+            .map(str::trim_end)
     }
 
     #[test]
