@@ -10,7 +10,9 @@
 
 use std::path::{Path, PathBuf};
 
-use kiln_runtime::cuda::{CudaExecutor, CudaOptions, device_sm};
+mod common;
+
+use kiln_runtime::cuda::{CudaExecutor, CudaOptions};
 use kiln_runtime::decoding::{DecoderExecutor, argmax, greedy_steps};
 
 fn repo() -> PathBuf {
@@ -20,18 +22,10 @@ fn repo() -> PathBuf {
 /// `path` on GPU 0 after the default pipeline (as `kiln run` prepares it), with a KV cache of
 /// `max_context` tokens, and its vocabulary; `None` (the test is skipped) on a machine without a GPU.
 fn executor(path: &Path, max_context: usize) -> Option<(CudaExecutor, u32)> {
-    let sm = match device_sm(0) {
-        Ok(sm) => sm,
-        Err(e) => {
-            assert!(std::env::var("KILN_REQUIRE_GPU").as_deref() != Ok("1"), "KILN_REQUIRE_GPU=1 but {e}");
-            eprintln!("skipped: {e}");
-            return None;
-        }
-    };
+    let sms = common::gpu_archs()?;
     let mut model = kiln::load_model(path, None).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let mut manager = kiln_passes::pipelines::pipeline(kiln::lowering::default_pipeline(path)).unwrap();
     kiln::lowering::run_pipeline(&mut model, &mut manager).unwrap();
-    let sms: Vec<u32> = kiln_codegen::cuda::CUBIN_ARCHS.iter().copied().filter(|&a| a == sm).collect();
     let kernels = kiln::compile_cuda_kernels(&model.graph, &sms).expect("the kernels compile");
     let options = CudaOptions { max_context, ..CudaOptions::default() };
     let vocab = model.meta.vocab_size as u32;

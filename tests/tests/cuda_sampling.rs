@@ -10,22 +10,16 @@
 //! `bench/gpu-check.md`), which makes a missing GPU a failure.
 
 use kiln_codegen::cuda::{compile_module, template_source};
-use kiln_runtime::cuda::{DeviceDraw, DeviceSampler, device_sm};
+use kiln_runtime::cuda::{DeviceDraw, DeviceSampler};
 use kiln_runtime::decoding::{Sampler, Sampling, argmax};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+mod common;
+
 /// The sampler on GPU 0, or `None` (the test is skipped) on a machine without one.
 fn device_sampler(capacity: usize) -> Option<DeviceSampler> {
-    let sm = match device_sm(0) {
-        Ok(sm) => sm,
-        Err(e) => {
-            assert!(std::env::var("KILN_REQUIRE_GPU").as_deref() != Ok("1"), "KILN_REQUIRE_GPU=1 but {e}");
-            eprintln!("skipped: {e}");
-            return None;
-        }
-    };
-    let sms: Vec<u32> = kiln_codegen::cuda::CUBIN_ARCHS.iter().copied().filter(|&a| a == sm).collect();
+    let sms = common::gpu_archs()?;
     let kernels = compile_module(&template_source(), &sms).expect("the templates compile");
     Some(DeviceSampler::new(0, &kernels, capacity).expect("the GPU opens"))
 }

@@ -538,23 +538,8 @@ impl CudaExecutor {
         read: Readback,
     ) -> Result<ChunkOutput, RuntimeError> {
         let n = ids.len();
-        let ids64: Vec<i64> = ids.iter().map(|&t| i64::from(t)).collect();
-        self.upload(self.plan.offsets[self.plan.ids.index()].expect("planned"), &ids64)?;
-        self.upload(self.plan.offsets[self.plan.positions.index()].expect("planned"), positions)?;
-        if let Some(m) = self.plan.tree_mask {
-            let bits: Vec<u8> = match mask {
-                Some(mask) => mask.iter().map(|&b| u8::from(b)).collect(),
-                None => (0..n * n).map(|e| u8::from(e % n <= e / n)).collect(),
-            };
-            self.upload(self.plan.offsets[m.index()].expect("planned"), &bits)?;
-        }
+        self.upload_step_inputs(ids, positions, mask)?;
         let flag = self.base + self.plan.error_flag;
-        let stream = self.device.stream.cu_stream();
-        // SAFETY: the flag is 4 bytes inside the arena.
-        unsafe { result::memset_d8_async(flag, 0, 4, stream) }.map_err(cuda_error("clearing the error flag"))?;
-        self.step_has_mask = mask.is_some();
-        // What the kernels read of the step on the device: the tokens cached before it.
-        self.upload(self.plan.step_info, &[self.kv_len as i32])?;
         let mut timed = Vec::new();
         // The trace follows decode steps (one token) in their graph.
         let traced = self.use_graphs && n == 1 && self.trace.is_some();
@@ -574,10 +559,7 @@ impl CudaExecutor {
         let chosen = flag + 4;
         match read {
             Readback::Nothing | Readback::Logits => {}
-            Readback::Argmax => {
-                let scratch = self.base + self.plan.argmax_scratch;
-                launch_argmax(&mut self.device, first_row, vocab, rows, chosen, flag, scratch, None)?
-            }
+            Readback::Argmax => self.launch_step_argmax(first_row, rows, None)?,
             Readback::Sample(draw) => {
                 let last_row = first_row + ((rows - 1) * vocab * 4) as u64;
                 let scratch = self.base + self.plan.sample_scratch;
@@ -626,6 +608,41 @@ impl CudaExecutor {
         Ok(output)
     }
 
+    /// Uploads what a step reads from the device (its ids, positions, the tree mask where the graph takes
+    /// one, and the step info: the tokens cached before it) and clears the error flag.
+    fn upload_step_inputs(
+        &mut self,
+        ids: &[u32],
+        positions: &[i64],
+        mask: Option<&[bool]>,
+    ) -> Result<(), RuntimeError> {
+        let n = ids.len();
+        let ids64: Vec<i64> = ids.iter().map(|&t| i64::from(t)).collect();
+        self.upload(self.plan.offsets[self.plan.ids.index()].expect("planned"), &ids64)?;
+        self.upload(self.plan.offsets[self.plan.positions.index()].expect("planned"), positions)?;
+        if let Some(m) = self.plan.tree_mask {
+            let bits: Vec<u8> = match mask {
+                Some(mask) => mask.iter().map(|&b| u8::from(b)).collect(),
+                None => (0..n * n).map(|e| u8::from(e % n <= e / n)).collect(),
+            };
+            self.upload(self.plan.offsets[m.index()].expect("planned"), &bits)?;
+        }
+        let flag = self.base + self.plan.error_flag;
+        // SAFETY: the flag is 4 bytes inside the arena.
+        unsafe { result::memset_d8_async(flag, 0, 4, self.device.stream.cu_stream()) }
+            .map_err(cuda_error("clearing the error flag"))?;
+        self.step_has_mask = mask.is_some();
+        self.upload(self.plan.step_info, &[self.kv_len as i32])
+    }
+
+    /// Queues the argmax of `rows` logits rows from `first_row`, into the readback region after the error
+    /// flag; with `next`, the one-row argmax also feeds its token to the next step on the device.
+    fn launch_step_argmax(&mut self, first_row: u64, rows: usize, next: Option<NextStep>) -> Result<(), RuntimeError> {
+        let flag = self.base + self.plan.error_flag;
+        let scratch = self.base + self.plan.argmax_scratch;
+        launch_argmax(&mut self.device, first_row, self.plan.vocab, rows, flag + 4, flag, scratch, next)
+    }
+
     /// Greedy decoding of `max` one-token steps (which the KV cache has room for), with up to
     /// [`GREEDY_IN_FLIGHT`] steps in flight (queued behind the one whose token the host reads): each step's graph ends
     /// with the argmax that writes the next step's input id, position and step info on the device, and the
@@ -642,67 +659,53 @@ impl CudaExecutor {
         if self.readback_ring.is_none() {
             self.readback_ring = Some(ReadbackRing::new(&self.device, GREEDY_IN_FLIGHT)?);
         }
-        // The first step's inputs; every later step's come from the step before it.
-        self.upload(self.plan.offsets[self.plan.ids.index()].expect("planned"), &[i64::from(first)])?;
-        self.upload(self.plan.offsets[self.plan.positions.index()].expect("planned"), &[first_position])?;
-        if let Some(m) = self.plan.tree_mask {
-            self.upload(self.plan.offsets[m.index()].expect("planned"), &[1u8])?;
-        }
-        self.upload(self.plan.step_info, &[self.kv_len as i32])?;
-        let flag = self.base + self.plan.error_flag;
-        // SAFETY: the flag is 4 bytes inside the arena. It stays set once a step sets it, and every step's
-        // readback includes it, so the first step whose readback shows it is the first that failed.
-        unsafe { result::memset_d8_async(flag, 0, 4, self.device.stream.cu_stream()) }
-            .map_err(cuda_error("clearing the error flag"))?;
-        self.step_has_mask = false;
-        let start = self.kv_len;
-        let (mut queued, mut read, mut last, mut wants_more) = (0usize, 0usize, first, true);
-        let outcome = loop {
-            let mut failed = None;
+        // The first step's inputs; every later step's come from the step before it. The error flag, cleared
+        // here, stays set once a step sets it, and every step's readback includes it, so the first readback
+        // that shows it is the first failed step's.
+        self.upload_step_inputs(&[first], &[first_position], None)?;
+        let mut ring = self.readback_ring.take().expect("made above");
+        let outcome = self.greedy_queue_and_read(&mut ring, first, max, on_token);
+        self.readback_ring = Some(ring);
+        // Steps queued past the last token read (after a stop token or an error) still run: wait for them,
+        // so that nothing later is queued behind or uploaded under them. Their keys and values lie past
+        // kv_len, where the next step writes its own.
+        let drained = self.device.stream.synchronize().map_err(cuda_error("finishing the queued steps"));
+        let outcome = outcome?;
+        drained?;
+        Ok(outcome)
+    }
+
+    /// [`CudaExecutor::greedy_queued`]'s loop: keeps up to [`GREEDY_IN_FLIGHT`] steps queued and reads their
+    /// tokens back in order through `ring`, advancing kv_len with every token read.
+    fn greedy_queue_and_read(
+        &mut self,
+        ring: &mut ReadbackRing,
+        first: u32,
+        max: usize,
+        on_token: &mut dyn FnMut(u32) -> bool,
+    ) -> Result<(usize, u32, bool), RuntimeError> {
+        let (start, flag) = (self.kv_len, self.base + self.plan.error_flag);
+        let (mut queued, mut read, mut last) = (0usize, 0usize, first);
+        while read < max {
             while queued < max && queued - read < GREEDY_IN_FLIGHT {
-                if let Err(e) = self.launch_graph(1, 0, true) {
-                    failed = Some(e);
-                    break;
-                }
-                let ring = self.readback_ring.as_mut().expect("made above");
-                let slot = queued % ring.slots();
+                self.launch_graph(1, 0, true)?;
                 // SAFETY: the flag and the chosen token are two i32 in the arena; the slot's previous copy
                 // (step queued - slots, before `read`) was waited for before this step was queued.
-                if let Err(e) = unsafe { ring.queue(&self.device, slot, flag) } {
-                    failed = Some(e);
-                    break;
-                }
+                unsafe { ring.queue(&self.device, queued % ring.slots(), flag) }?;
                 queued += 1;
             }
-            if let Some(e) = failed {
-                break Err(e);
-            }
-            if read == queued {
-                break Ok(());
-            }
-            let ring = self.readback_ring.as_ref().expect("made above");
-            let [status, token] = match ring.wait(read % ring.slots()) {
-                Ok(slot) => slot,
-                Err(e) => break Err(e),
-            };
+            let [status, token] = ring.wait(read % ring.slots())?;
             if let Some(e) = self.step_error(status) {
-                break Err(e);
+                return Err(e);
             }
             read += 1;
             self.kv_len = start + read;
             last = token as u32;
             if !on_token(last) {
-                wants_more = false;
-                break Ok(());
+                return Ok((read, last, false));
             }
-        };
-        // Steps queued past the last token read (after a stop token or an error) still run: wait for them,
-        // so that nothing later is queued behind or uploaded under them. Their keys and values lie past
-        // kv_len, where the next step writes its own.
-        let drained = self.device.stream.synchronize().map_err(cuda_error("finishing the queued steps"));
-        outcome?;
-        drained?;
-        Ok((read, last, wants_more))
+        }
+        Ok((read, last, true))
     }
 
     /// The error a step's flag (the first i32 read back) stands for, if any.
@@ -739,15 +742,12 @@ impl CudaExecutor {
             let mut result = self.launch_plan(n, rows_from, None, labels.as_mut());
             if feed && result.is_ok() {
                 debug_assert_eq!((n, rows_from), (1, 0), "only one-token steps feed the next");
-                let flag = self.base + self.plan.error_flag;
                 let next = NextStep {
                     ids: self.addr(self.plan.ids),
                     positions: self.addr(self.plan.positions),
                     step: self.base + self.plan.step_info,
                 };
-                let (logits, vocab, scratch) =
-                    (self.addr(self.plan.logits), self.plan.vocab, self.base + self.plan.argmax_scratch);
-                result = launch_argmax(&mut self.device, logits, vocab, 1, flag + 4, flag, scratch, Some(next));
+                result = self.launch_step_argmax(self.addr(self.plan.logits), 1, Some(next));
             }
             if let (Some(t), Some(labels)) = (self.trace.as_mut(), labels) {
                 t.report.labels = labels;
