@@ -149,13 +149,34 @@ extern "C" __global__ void __launch_bounds__(KILN_ARGMAX_THREADS)
 
 struct WalkState {
     u32 count[KILN_WALK_BINS];
-    u64 weight[KILN_WALK_BINS];
+    // A bin's weight (a u64) as two u32 halves, the high one taking the carries out of the low one: an atomic
+    // add on 64 bits in shared memory is a compare-and-swap loop, which spins when many logits fall into the
+    // same bin (as a language model's do), while one on 32 bits is a single instruction.
+    u32 weight_lo[KILN_WALK_BINS];
+    u32 weight_hi[KILN_WALK_BINS];
     u64 before;  // the amount of the keys above the chosen prefix
     int chosen;
     u32 chosen_count;
     u32 list_len;
     u64 found;
 };
+
+// Adds w to bin b's weight. The low halves' additions carry exactly as often as their sum overflows, in any
+// order, so the two halves hold the exact u64 sum (which the fixed point keeps below 2^63).
+__device__ __forceinline__ void add_bin_weight(WalkState& s, int b, u64 w) {
+    const u32 lo = (u32)w;
+    const u32 before = atomicAdd(&s.weight_lo[b], lo);
+    const u32 hi = (u32)(w >> 32) + (before + lo < before ? 1u : 0u);
+    if (hi) atomicAdd(&s.weight_hi[b], hi);
+}
+__device__ __forceinline__ u64 bin_weight(const WalkState& s, int b) {
+    return ((u64)s.weight_hi[b] << 32) | s.weight_lo[b];
+}
+__device__ __forceinline__ void clear_bin(WalkState& s, int b) {
+    s.count[b] = 0;
+    s.weight_lo[b] = 0;
+    s.weight_hi[b] = 0;
+}
 
 // Warp 0 picks the bin (of `bins`, scanned from the top) where before + running amount first crosses
 // `target` (>= when `inclusive`, else >); the amount is a count, or a weight when `weighted`. If nothing
@@ -168,7 +189,7 @@ __device__ void choose_bin(WalkState& s, int bins, bool weighted, u64 target, bo
     int lowest = -1;
     for (int j = 0; j < per; ++j) {
         const int b = top - j;
-        const u64 a = weighted ? s.weight[b] : (u64)s.count[b];
+        const u64 a = weighted ? bin_weight(s, b) : (u64)s.count[b];
         sum += a;
         if (a > 0) lowest = b;
     }
@@ -193,7 +214,7 @@ __device__ void choose_bin(WalkState& s, int bins, bool weighted, u64 target, bo
     int chosen = -1;
     for (int j = 0; j < per; ++j) {
         const int b = top - j;
-        const u64 a = weighted ? s.weight[b] : (u64)s.count[b];
+        const u64 a = weighted ? bin_weight(s, b) : (u64)s.count[b];
         if (a > 0) {
             chosen = b;
             chosen_before = acc;
@@ -214,14 +235,14 @@ __device__ u64 radix_walk(const float* row, const u64* weights, int N, u64 floor
                           bool inclusive, u64* list_keys, u64* list_weights, WalkState& s) {
     __syncthreads();  // the previous walk's results have been read
     if (threadIdx.x == 0) { s.before = 0; s.list_len = 0; }
-    for (int b = threadIdx.x; b < KILN_WALK_BINS; b += blockDim.x) { s.count[b] = 0; s.weight[b] = 0; }
+    for (int b = threadIdx.x; b < KILN_WALK_BINS; b += blockDim.x) clear_bin(s, b);
     __syncthreads();
     for (int i = threadIdx.x; i < N; i += blockDim.x) {
         const u64 k = order_key(row[i], i);
         if (k < floor) continue;
         const int bin = (int)(k >> 53);
         atomicAdd(&s.count[bin], 1u);
-        if (weighted) atomicAdd(&s.weight[bin], weights[i]);
+        if (weighted) add_bin_weight(s, bin, weights[i]);
     }
     __syncthreads();
     choose_bin(s, KILN_WALK_BINS, weighted, target, inclusive);
@@ -246,14 +267,14 @@ __device__ u64 radix_walk(const float* row, const u64* weights, int N, u64 floor
         // Bits 42..52, 31..41, 20..30, 9..19, then 0..8.
         const int sh = pass < 4 ? 42 - 11 * pass : 0;
         const int bins = pass < 4 ? KILN_WALK_BINS : 512;
-        for (int b = threadIdx.x; b < bins; b += blockDim.x) { s.count[b] = 0; s.weight[b] = 0; }
+        for (int b = threadIdx.x; b < bins; b += blockDim.x) clear_bin(s, b);
         __syncthreads();
         for (u32 j = threadIdx.x; j < len; j += blockDim.x) {
             const u64 k = list_keys[j];
             if ((k & mask) != prefix) continue;
             const int bin = (int)((k >> sh) & (u64)(bins - 1));
             atomicAdd(&s.count[bin], 1u);
-            if (weighted) atomicAdd(&s.weight[bin], list_weights[j]);
+            if (weighted) add_bin_weight(s, bin, list_weights[j]);
         }
         __syncthreads();
         choose_bin(s, bins, weighted, target, inclusive);
