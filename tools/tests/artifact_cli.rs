@@ -213,6 +213,53 @@ fn bench_reports_spread_and_the_speedup_of_speculation() {
 }
 
 #[test]
+fn bench_measures_sampled_decoding_when_given_a_temperature() {
+    let (artifact, _) = compiled();
+    let args = [
+        "bench",
+        "--new-tokens",
+        "12",
+        "--repeats",
+        "2",
+        "--warmup",
+        "0",
+        "--temperature",
+        "0.8",
+        "--top-k",
+        "40",
+        "--top-p",
+        "0.9",
+        "--seed",
+        "3",
+        "--json",
+    ];
+    let j = json_of(&args, artifact);
+    assert_eq!(j["sampling"], serde_json::json!({"temperature": 0.8, "top_k": 40, "top_p": 0.9, "seed": 3}), "{j}");
+    assert_eq!(j["plain"]["steps"], 12);
+    assert!(j["plain"]["decode_tokens_per_s"]["min"].as_f64().unwrap() > 0.0, "{j}");
+    // Greedy unless a temperature is given, and the table says which.
+    let greedy = json_of(&["bench", "--new-tokens", "4", "--repeats", "1", "--warmup", "0", "--json"], artifact);
+    assert!(greedy["sampling"].is_null(), "{greedy}");
+    kiln()
+        .arg("bench")
+        .arg(artifact)
+        .args(["--new-tokens", "4", "--repeats", "1", "--warmup", "0", "--temperature", "0.7", "--seed", "5"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("sampled (temperature 0.7, top-p 1, seed 5)"));
+    // Settings the sampler refuses are named, not run.
+    let out = kiln()
+        .arg("bench")
+        .arg(artifact)
+        .args(["--new-tokens", "4", "--repeats", "1", "--temperature", "0.8", "--top-p", "1.5"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = one_paragraph(&out.stderr);
+    assert!(err.contains("top_p must be in (0, 1], not 1.5"), "{err}");
+}
+
+#[test]
 fn verbose_logs_the_stages_on_stderr() {
     let out = scratch().join("verbose.kiln");
     kiln()

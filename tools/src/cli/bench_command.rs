@@ -2,22 +2,22 @@
 //! runs after warm-up; with `--speculate`, plain decoding is measured in the same invocation and the
 //! speedup reported.
 //!
-//! Every run decodes exactly `--new-tokens` tokens greedily (end-of-sequence ignored), so plain and
-//! speculative runs produce the same tokens and their times compare like for like. Prefill tokens/s is
-//! prompt tokens over the prefill time; decode tokens/s is the tokens after the first over the time of
-//! the decode steps (for speculation, the verification steps).
+//! Every run decodes exactly `--new-tokens` tokens (end-of-sequence ignored), greedily unless a temperature
+//! is given, so runs compare like for like: greedy plain and speculative runs produce the same tokens, and
+//! sampled ones (the same seed in every run) the same distribution. Prefill tokens/s is prompt tokens over
+//! the prefill time; decode tokens/s is the tokens after the first over the time of the decode steps (for
+//! speculation, the verification steps), the draws included.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use kiln::Progress;
-use kiln_runtime::decoding::{
-    DecoderExecutor, Drafter, GenerateConfig, GenerateStats, Sampling, generate, generate_speculative,
-};
+use kiln_runtime::decoding::{DecoderExecutor, Drafter, GenerateConfig, GenerateStats, generate, generate_speculative};
 use miette::{IntoDiagnostic, Result, miette};
 
 use super::loading::{DeviceArgs, SPECULATIVE_STEP_SLACK, decoder_executor, open_with_kernels};
 use super::prompt::{PromptArgs, model_tokenizer, prompt_ids};
+use super::sampling_args::SamplingArgs;
 use super::speculation::{Speculate, SpeculateArgs};
 
 /// The prompt when none is given: ordinary Python, which tokenizes like the code kiln is mostly run on.
@@ -49,6 +49,8 @@ pub struct BenchArgs {
     pipeline: Option<String>,
     #[command(flatten)]
     device: DeviceArgs,
+    #[command(flatten)]
+    sampling: SamplingArgs,
     #[command(flatten)]
     speculation: SpeculateArgs,
     /// Print one JSON object (the schema is in README.md) instead of a table.
@@ -118,7 +120,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         prompt = prompt.iter().copied().cycle().take(n).collect();
     }
     let config =
-        GenerateConfig { max_new_tokens: args.new_tokens, sampling: Sampling::Greedy, stop_tokens: Vec::new() };
+        GenerateConfig { max_new_tokens: args.new_tokens, sampling: args.sampling.sampling(), stop_tokens: Vec::new() };
     let mut exec =
         decoder_executor(model, kernels, args.device, prompt.len() + args.new_tokens + SPECULATIVE_STEP_SLACK, &path)?;
 
@@ -147,6 +149,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             "new_tokens": args.new_tokens,
             "repeats": args.repeats,
             "warmup": args.warmup,
+            "sampling": args.sampling.to_json(),
             "plain": plain,
             "speculative": speculative,
             "speedup": speedup,
@@ -154,9 +157,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
         writeln!(out, "{json}").into_diagnostic()?;
         return Ok(());
     }
+    let decoding = args.sampling.describe();
     writeln!(
         out,
-        "{} on {}: {} prompt tokens, {} new tokens, {} runs after {} warm-up (tokens/s min / median / max)",
+        "{} on {}: {} prompt tokens, {} new tokens {decoding}, {} runs after {} warm-up (tokens/s min / median / max)",
         path.display(),
         args.device.device.name(),
         prompt.len(),

@@ -10,6 +10,7 @@ mod logits_command;
 mod onnx_conformance_command;
 mod prompt;
 mod run_command;
+mod sampling_args;
 mod speculation;
 
 use clap::{Parser, Subcommand};

@@ -5,11 +5,12 @@ use std::path::PathBuf;
 
 use kiln::Progress;
 use kiln_runtime::TextStream;
-use kiln_runtime::decoding::{GenerateConfig, Sampling, generate_speculative_streaming, generate_streaming};
+use kiln_runtime::decoding::{GenerateConfig, generate_speculative_streaming, generate_streaming};
 use miette::{IntoDiagnostic, Result, miette};
 
 use super::loading::{DeviceArgs, SPECULATIVE_STEP_SLACK, decoder_executor, open_with_kernels};
 use super::prompt::{PromptArgs, model_tokenizer, prompt_ids};
+use super::sampling_args::SamplingArgs;
 use super::speculation::{Speculate, SpeculateArgs};
 
 #[derive(clap::Args, Debug)]
@@ -25,18 +26,8 @@ pub struct RunArgs {
     /// How many tokens to generate at most (generation also stops at the model's end-of-sequence tokens).
     #[arg(long, default_value_t = 32)]
     max_new_tokens: usize,
-    /// Sampling temperature; 0 decodes greedily.
-    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
-    temperature: f32,
-    /// Keep only the k most likely tokens when sampling.
-    #[arg(long)]
-    top_k: Option<usize>,
-    /// Nucleus sampling: keep the smallest set of tokens whose probability reaches p.
-    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
-    top_p: f32,
-    /// Seed for sampling; the same seed gives the same tokens.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
+    #[command(flatten)]
+    sampling: SamplingArgs,
     /// Keep generating past the model's end-of-sequence tokens (for benchmarks that need a fixed length).
     #[arg(long)]
     ignore_eos: bool,
@@ -60,16 +51,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         open_with_kernels(&path, args.weights.as_deref(), args.pipeline.as_deref(), args.device.device, &progress)?;
     let tokenizer = model_tokenizer(&model, &path)?;
     let prompt = prompt_ids(&args.prompt, &model, tokenizer.as_ref(), &path)?;
-    let sampling = if args.temperature == 0.0 {
-        Sampling::Greedy
-    } else {
-        Sampling::Sample {
-            temperature: args.temperature,
-            top_k: args.top_k.unwrap_or(0),
-            top_p: args.top_p,
-            seed: args.seed,
-        }
-    };
+    let sampling = args.sampling.sampling();
     let stop_tokens = if args.ignore_eos { Vec::new() } else { model.meta.eos_token_ids.clone() };
     let config = GenerateConfig { max_new_tokens: args.max_new_tokens, sampling, stop_tokens };
     let vocab = model.meta.vocab_size;
