@@ -39,7 +39,8 @@ pub fn argmax_scratch_bytes(vocab: usize) -> usize {
 
 /// Where the one-row argmax sets up the next decode step on the device: the step's input id (an i64), its
 /// position (an i64, advanced by one) and the step info's count of cached tokens (an i32, advanced by one).
-#[derive(Clone, Copy, Debug)]
+/// All zero (the default): the kernel feeds nothing.
+#[derive(Clone, Copy, Debug, Default)]
 pub(super) struct NextStep {
     pub ids: u64,
     pub positions: u64,
@@ -64,7 +65,7 @@ pub(super) fn launch_argmax(
 ) -> Result<(), RuntimeError> {
     let width = vocab as i32;
     let (tickets, partial) = (scratch, scratch + 8);
-    let next = next.unwrap_or(NextStep { ids: 0, positions: 0, step: 0 });
+    let next = next.unwrap_or_default();
     let mut b = KernelArgs::default();
     b.arg(&logits).arg(&width).arg(&out).arg(&flag);
     let (name, cfg) = if rows == 1 {
@@ -153,6 +154,17 @@ impl DeviceSampler {
         self.addresses() - sample_scratch_bytes(self.capacity) as u64
     }
 
+    /// Where the logits go: after the flag and `capacity` ids.
+    fn logits_at(&self) -> u64 {
+        self.addresses() + 4 * (1 + self.capacity as u64)
+    }
+
+    /// The one-row argmax's scratch: after the logits, 8-byte aligned (the flag, ids and logits take
+    /// 4 + 8 * capacity bytes; `new` allocates 8 + 8 * capacity for them).
+    fn argmax_scratch(&self) -> u64 {
+        self.addresses() + 8 + 8 * self.capacity as u64
+    }
+
     /// Runs `launch` on `logits` (uploaded after the flag and `ids` slots) and reads back `ids` ids.
     fn run(
         &mut self,
@@ -165,8 +177,7 @@ impl DeviceSampler {
                 message: format!("{} logits exceed the sampler's room for {}", logits.len(), self.capacity),
             });
         }
-        let base = self.addresses();
-        let data = base + 4 * (1 + self.capacity as u64);
+        let (base, data) = (self.addresses(), self.logits_at());
         let stream = self.device.stream.cu_stream();
         // SAFETY: both regions lie inside `buffer`; the copies and the launch are ordered on one stream.
         unsafe {
@@ -186,8 +197,7 @@ impl DeviceSampler {
     /// The greedy token of each row of `logits` (`[rows, vocab]` row-major).
     pub fn argmax(&mut self, logits: &[f32], vocab: usize) -> Result<Vec<u32>, RuntimeError> {
         let rows = logits.len() / vocab.max(1);
-        // After the flag, the ids and the logits (8 bytes per entry of capacity together).
-        let scratch = self.addresses() + 8 + 8 * self.capacity as u64;
+        let scratch = self.argmax_scratch();
         self.run(logits, rows, |device, data, out, flag| {
             launch_argmax(device, data, vocab, rows, out, flag, scratch, None)
         })
@@ -203,8 +213,7 @@ impl DeviceSampler {
     /// Seconds one draw takes on the device, averaged over `repeats` back-to-back launches on `row`.
     pub fn time_sample(&mut self, row: &[f32], draw: DeviceDraw, repeats: usize) -> Result<f64, RuntimeError> {
         self.sample(row, draw)?;
-        let base = self.addresses();
-        let (data, scratch) = (base + 4 * (1 + self.capacity as u64), self.scratch());
+        let (base, data, scratch) = (self.addresses(), self.logits_at(), self.scratch());
         let start = std::time::Instant::now();
         for _ in 0..repeats {
             launch_sample(&mut self.device, data, row.len(), draw, (base + 4, base, scratch))?;

@@ -90,9 +90,9 @@ pub fn generate_streaming(
     on_token(next);
 
     let start = Instant::now();
+    let stops = |t: &u32| config.stop_tokens.contains(t);
     if matches!(config.sampling, Sampling::Greedy) {
         // Greedy tokens need nothing from the host between steps, so the executor may queue them ahead.
-        let stops = |t: &u32| config.stop_tokens.contains(t);
         if tokens.len() < config.max_new_tokens && !stops(&next) {
             let position = (prompt.len() + tokens.len() - 1) as i64;
             let max = config.max_new_tokens - tokens.len();
@@ -103,7 +103,7 @@ pub fn generate_streaming(
             })?;
         }
     } else {
-        while tokens.len() < config.max_new_tokens && !config.stop_tokens.contains(&next) {
+        while tokens.len() < config.max_new_tokens && !stops(&next) {
             let position = (prompt.len() + tokens.len() - 1) as i64;
             next = step(exec, &[next], position, &mut sampler)?;
             stats.steps += 1;
