@@ -197,7 +197,8 @@ pub(crate) const LINEAR_PARTS: usize = 3;
 pub(crate) const ATTENTION_CHUNK: usize = 64;
 
 /// The longest step whose split attention kernel appends its keys and values itself (every block that reads
-/// them stores all of them, so the stores grow with the step's rows squared).
+/// them stores all of them, so the stores grow with the step's rows squared). `KILN_ATTENTION_FOLD_ROWS` in
+/// attention.cu, the rows such a block also keeps in shared memory to score them from, is the same number.
 pub(crate) const ATTENTION_FOLD_ROWS: usize = 4;
 
 /// Threads of a split attention block of a head-size class (`KILN_ATTENTION_WARPS` in attention.cu: eight
@@ -1151,6 +1152,29 @@ fn absorbed_add(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The numbers the plan shares with the kernel templates (the kernels size arrays and loops by them, the
+    /// plan sizes launches and buffers): a change on one side alone would break a contract no type checks.
+    #[test]
+    fn the_plan_and_the_kernel_templates_agree_on_their_shared_numbers() {
+        let kernels = "../codegen/src/cuda/kernels";
+        let read = |file: &str| {
+            let path = format!("{}/{kernels}/{file}", env!("CARGO_MANIFEST_DIR"));
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"))
+        };
+        for (file, name, value) in [
+            ("linear.cu", "KILN_LINEAR_UNROLL", LINEAR_UNROLL),
+            ("linear.cu", "KILN_LINEAR_PARTS", LINEAR_PARTS),
+            ("norm.cu", "KILN_NORM_THREADS", NORM_THREADS),
+            ("attention.cu", "KILN_ATTENTION_FOLD_ROWS", ATTENTION_FOLD_ROWS),
+        ] {
+            let define = format!("#define {name} ");
+            let source = read(file);
+            let line =
+                source.lines().find(|l| l.starts_with(&define)).unwrap_or_else(|| panic!("{file} defines no {name}"));
+            assert_eq!(line[define.len()..].trim(), value.to_string(), "{name} in {file}");
+        }
+    }
 
     fn rope(x: u32, positions: u32, out: u32) -> Launch {
         Launch::Rope {

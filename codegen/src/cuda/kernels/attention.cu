@@ -170,17 +170,41 @@ __device__ __forceinline__ bool key_visible(const AttentionArgs& a, int past, in
     return seen;
 }
 
+// The longest step whose keys and values a folding split block also keeps in shared memory
+// (ATTENTION_FOLD_ROWS in the runtime's plan: it folds no longer step).
+#define KILN_ATTENTION_FOLD_ROWS 4
+
+// The step's own keys and values as a folding block stored them in the cache, kept in shared memory too, so
+// that scoring them needs no trip to the L2 for what the block itself has just written (that re-read was the
+// last memory round trip on the critical path of a decode step's attention). Null pointers: read the cache.
+template <int DR> struct OwnSlots {
+    const float (*k)[32 * DR];  // [KILN_ATTENTION_FOLD_ROWS][32 DR]: key d of the step's row j at [j][d]
+    const float (*v)[32 * DR];
+    int past;                   // slot of the step's row 0
+};
+
 // Keys (and values) of slots t0 .. t0 + G - 1 below `hi` for lane `lane`, where the slot is at least `from`:
 // the whole group is requested before any of it is used, so that the group costs one memory round trip.
+// Slots of the step itself come from `own` when it holds them.
 template <int G, int DR>
 __device__ __forceinline__ void load_key_group(const AttentionArgs& a, const float* kbase, const float* vbase,
                                                i64 kstride, i64 vstride, int t0, int from, int hi, int lane,
-                                               float (&kv)[G][DR], float (&vv)[G][DR]) {
+                                               const OwnSlots<DR>& own, float (&kv)[G][DR], float (&vv)[G][DR]) {
     const int nd = (a.D + 31) / 32, nv = (a.Dv + 31) / 32;
 #pragma unroll
     for (int g = 0; g < G; ++g) {
         const int t = t0 + g;
         if (t < from) continue;
+        if (own.k && t >= own.past) {
+            const int j = min(t - own.past, KILN_ATTENTION_FOLD_ROWS - 1);
+#pragma unroll
+            for (int r = 0; r < DR; ++r) {
+                const int d = lane + 32 * r;
+                kv[g][r] = (t < hi && r < nd && d < a.D) ? own.k[j][d] : 0.0f;
+                vv[g][r] = (t < hi && r < nv && d < a.Dv) ? own.v[j][d] : 0.0f;
+            }
+            continue;
+        }
         const float* k = kbase + (i64)t * kstride;
         const float* v = vbase + (i64)t * vstride;
 #pragma unroll
@@ -202,7 +226,8 @@ __device__ __forceinline__ void load_key_group(const AttentionArgs& a, const flo
 // the step (`past`) were written by earlier steps, and the step's size was uploaded before its first kernel,
 // so neither depends on the kernels the wait is for; the step's own slots are read after it.
 template <typename X, int DR, int WARPS>
-__device__ __forceinline__ void attention_split(const AttentionArgs& a, float (*merge)[2 + 32 * DR]) {
+__device__ __forceinline__ void attention_split(const AttentionArgs& a, float (*merge)[2 + 32 * DR],
+                                                float (*own_k)[32 * DR], float (*own_v)[32 * DR]) {
     constexpr int KPW = 64 / WARPS;
     constexpr int G = KILN_ATTENTION_GROUP(DR) < KPW ? KILN_ATTENTION_GROUP(DR) : KPW;
     const int past = a.step[0];
@@ -220,8 +245,9 @@ __device__ __forceinline__ void attention_split(const AttentionArgs& a, float (*
     float vv[G][DR];
     {
         const int lo = (int)blockIdx.y * a.chunk;
+        const OwnSlots<DR> none{nullptr, nullptr, 0};
         load_key_group<G, DR>(a, kbase, vbase, kstride, vstride, lo + KPW * warp, 0, min(min(lo + a.chunk, end), past),
-                              lane, kv, vv);
+                              lane, none, kv, vv);
     }
     KILN_PDL_ENTRY();
     const i64 p = a.positions[i];
@@ -237,22 +263,31 @@ __device__ __forceinline__ void attention_split(const AttentionArgs& a, float (*
     // A folded append: the step's own keys and values (slots past and on) are not in the cache yet. Every
     // block whose splits reach them first stores all of them for its KV head, rotated; blocks of other query
     // heads store the same bits at the same places, and a block reads only slots it has stored itself (or
-    // that an earlier step stored), so the key loop below is the same with or without the fold.
+    // that an earlier step stored), so the key loop below is the same with or without the fold. The block
+    // scores those slots from the copy it keeps in shared memory (the same bits).
+    OwnSlots<DR> own{nullptr, nullptr, past};
     if (fold) {
         // Blocks stride over the splits; the step's own slots start in split past / chunk.
         const int y = (int)blockIdx.y, stride = split_rows(a);
         if (y < splits && y + (splits - 1 - y) / stride * stride >= past / a.chunk) {
+            const bool keep = a.S <= KILN_ATTENTION_FOLD_ROWS;
             for (int e = threadIdx.x; e < a.S * a.D; e += blockDim.x) {
                 const int j = e / a.D, d = e - j * a.D;
-                a.kcache[(i64)(past + j) * kstride + (i64)kvh * a.D + d] =
-                    folded_element<X>(a, (const X*)a.k_in + ((i64)j * a.kv_heads + kvh) * a.D, d, j);
+                const float key = folded_element<X>(a, (const X*)a.k_in + ((i64)j * a.kv_heads + kvh) * a.D, d, j);
+                a.kcache[(i64)(past + j) * kstride + (i64)kvh * a.D + d] = key;
+                if (keep) own_k[j][d] = key;
             }
             for (int e = threadIdx.x; e < a.S * a.Dv; e += blockDim.x) {
                 const int j = e / a.Dv, d = e - j * a.Dv;
-                a.vcache[(i64)(past + j) * vstride + (i64)kvh * a.Dv + d] =
-                    to_f32(((const X*)a.v_in)[((i64)j * a.kv_heads + kvh) * a.Dv + d]);
+                const float value = to_f32(((const X*)a.v_in)[((i64)j * a.kv_heads + kvh) * a.Dv + d]);
+                a.vcache[(i64)(past + j) * vstride + (i64)kvh * a.Dv + d] = value;
+                if (keep) own_v[j][d] = value;
             }
             __syncthreads();
+            if (keep) {
+                own.k = own_k;
+                own.v = own_v;
+            }
         }
     }
     const float NEG = -__int_as_float(0x7f800000);
@@ -270,7 +305,8 @@ __device__ __forceinline__ void attention_split(const AttentionArgs& a, float (*
 #pragma unroll
             for (int g0 = 0; g0 < KPW; g0 += G) {
                 float sc[G];
-                load_key_group<G, DR>(a, kbase, vbase, kstride, vstride, base + g0, first ? past : 0, hi, lane, kv, vv);
+                load_key_group<G, DR>(a, kbase, vbase, kstride, vstride, base + g0, first ? past : 0, hi, lane, own, kv,
+                                      vv);
                 first = false;
 #pragma unroll
                 for (int g = 0; g < G; ++g) {
@@ -341,8 +377,9 @@ __device__ __forceinline__ void attention_split(const AttentionArgs& a, float (*
     extern "C" __global__ void __launch_bounds__(32 * KILN_ATTENTION_WARPS(DR))                        \
         kiln_attention_x##XN##_d##DN(const AttentionArgs a) {                                          \
         __shared__ float merge[KILN_ATTENTION_WARPS(DR)][2 + 32 * DR];                                 \
+        __shared__ float own_k[KILN_ATTENTION_FOLD_ROWS][32 * DR], own_v[KILN_ATTENTION_FOLD_ROWS][32 * DR]; \
         if (prefetch_block(a)) return;                                                                 \
-        attention_split<XT, DR, KILN_ATTENTION_WARPS(DR)>(a, merge);                                   \
+        attention_split<XT, DR, KILN_ATTENTION_WARPS(DR)>(a, merge, own_k, own_v);                     \
     }
 #define KILN_ATTENTION(XN, XT)                                                                         \
     KILN_ATTENTION_D(XN, XT, 64, 2) KILN_ATTENTION_D(XN, XT, 128, 4) KILN_ATTENTION_D(XN, XT, 256, 8)
