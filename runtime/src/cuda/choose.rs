@@ -144,14 +144,15 @@ impl DeviceSampler {
         Ok(DeviceSampler { device, buffer, capacity })
     }
 
-    /// The flag's address (the ids follow it, then the logits); the scratch is at [`Self::scratch`].
-    fn addresses(&self) -> u64 {
+    /// The draw's scratch: the start of the buffer.
+    fn scratch(&self) -> u64 {
         let (ptr, _guard) = cudarc::driver::DevicePtr::device_ptr(&self.buffer, &self.device.stream);
-        ptr + sample_scratch_bytes(self.capacity) as u64
+        ptr
     }
 
-    fn scratch(&self) -> u64 {
-        self.addresses() - sample_scratch_bytes(self.capacity) as u64
+    /// The flag's address, after the draw's scratch (the ids follow it, then the logits).
+    fn addresses(&self) -> u64 {
+        self.scratch() + sample_scratch_bytes(self.capacity) as u64
     }
 
     /// Where the logits go: after the flag and `capacity` ids.

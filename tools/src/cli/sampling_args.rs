@@ -6,16 +6,16 @@ use kiln_runtime::decoding::Sampling;
 pub struct SamplingArgs {
     /// Sampling temperature; 0 decodes greedily.
     #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
-    pub temperature: f32,
+    temperature: f32,
     /// Keep only the k most likely tokens when sampling.
     #[arg(long)]
-    pub top_k: Option<usize>,
+    top_k: Option<usize>,
     /// Nucleus sampling: keep the smallest set of tokens whose probability reaches p.
     #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
-    pub top_p: f32,
+    top_p: f32,
     /// Seed for sampling; the same seed gives the same tokens.
     #[arg(long, default_value_t = 0)]
-    pub seed: u64,
+    seed: u64,
 }
 
 impl SamplingArgs {
