@@ -117,3 +117,37 @@ fn one_row_argmax_split_over_blocks_equals_argmax() {
         assert_eq!(device.argmax(&last_wins, vocab).unwrap(), vec![vocab as u32 - 1], "vocab {vocab}: the last id");
     }
 }
+
+#[test]
+fn one_sampler_draws_like_the_cpu_after_a_refused_row_and_across_row_lengths() {
+    // A draw is a sequence of launches sharing a state in device memory that each draw must leave as it
+    // found it: a refused row (a NaN, or every logit -inf) stops the draw half-way in its kernels, and rows of
+    // other lengths (one block, a partial last block) reuse the same state and ticket counter. Draws after
+    // each of those must still equal the CPU sampler's.
+    let Some(mut device) = device_sampler(60_000) else { return };
+    let draws = [(0.8, 0, 0.9), (1.0, 40, 1.0), (0.7, 20, 0.8)];
+    let lm = |vocab: usize| rows(vocab).swap_remove(0).1;
+    let mut nan = lm(50_257);
+    nan[50_000] = f32::NAN;
+    let masked = vec![f32::NEG_INFINITY; 4097];
+    for (round, vocab) in [50_257, 1, 1000, 1024, 1025, 60_000, 3].into_iter().enumerate() {
+        for (s, &(temperature, top_k, top_p)) in draws.iter().enumerate() {
+            let refused = if (round + s) % 2 == 0 { &nan } else { &masked };
+            let draw = DeviceDraw { temperature, top_k, top_p, uniform: 0.25 };
+            let err = device.sample(refused, draw).unwrap_err().to_string();
+            assert!(err.contains("non-finite logits"), "{err}");
+            let row = lm(vocab.max(2))[..vocab].to_vec();
+            let sampling = Sampling::Sample { temperature, top_k, top_p, seed: 40 + round as u64 };
+            let (mut cpu, mut uniforms) = (Sampler::new(&sampling).unwrap(), Sampler::new(&sampling).unwrap());
+            for draw in 0..20 {
+                let want = cpu.sample(&row).unwrap();
+                let got = device.sample(&row, DeviceDraw { temperature, top_k, top_p, uniform: uniforms.uniform() });
+                assert_eq!(
+                    got.unwrap(),
+                    want,
+                    "vocab {vocab}, t={temperature} top_k={top_k} top_p={top_p}, draw {draw}"
+                );
+            }
+        }
+    }
+}

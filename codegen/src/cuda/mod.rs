@@ -26,7 +26,7 @@ const TEMPLATES: [(&str, &str); 7] = [
 ];
 
 /// The marker kernel of the kernels' calling conventions; the runtime refuses modules without it.
-pub const KERNEL_ABI_MARKER: &str = "kiln_kernel_abi_v12";
+pub const KERNEL_ABI_MARKER: &str = "kiln_kernel_abi_v13";
 
 /// Why the CUDA code of a graph could not be produced.
 #[derive(Debug, thiserror::Error)]
@@ -104,7 +104,17 @@ pub fn template_kernel_names() -> Vec<String> {
         names.push(format!("kiln_slice_columns_b{b}"));
     }
     names.extend(["kiln_convert_f32_bf16", "kiln_convert_f32_f16", "kiln_bias_softcap"].map(String::from));
-    names.extend(["kiln_argmax_f32", "kiln_argmax_split_f32", "kiln_sample_f32"].map(String::from));
+    names.extend(
+        [
+            "kiln_argmax_f32",
+            "kiln_argmax_split_f32",
+            "kiln_sample_prepare_f32",
+            "kiln_sample_hist_f32",
+            "kiln_sample_compact_f32",
+            "kiln_sample_finish_f32",
+        ]
+        .map(String::from),
+    );
     names
 }
 

@@ -3,7 +3,7 @@
 //! [`DeviceSampler`] runs them on logits given by the caller, which lets tests hold them to the CPU
 //! sampler on exactly the same numbers.
 
-use cudarc::driver::{CudaSlice, result};
+use cudarc::driver::{CudaSlice, LaunchConfig, result};
 use kiln_ir::CompiledKernel;
 
 use super::device::{Device, KernelArgs, cuda_error};
@@ -37,9 +37,9 @@ pub fn argmax_scratch_bytes(vocab: usize) -> usize {
     8 + 8 * vocab.div_ceil(ARGMAX_SLICE)
 }
 
-/// Where the one-row argmax sets up the next decode step on the device: the step's input id (an i64), its
-/// position (an i64, advanced by one) and the step info's count of cached tokens (an i32, advanced by one).
-/// All zero (the default): the kernel feeds nothing.
+/// Where the one-row argmax, or a draw's last launch, sets up the next decode step on the device: the step's
+/// input id (an i64), its position (an i64, advanced by one) and the step info's count of cached tokens (an
+/// i32, advanced by one). All zero (the default): the kernel feeds nothing.
 #[derive(Clone, Copy, Debug, Default)]
 pub(super) struct NextStep {
     pub ids: u64,
@@ -93,30 +93,98 @@ pub(super) fn launch_argmax(
     Ok(())
 }
 
-/// Bytes of device scratch `kiln_sample_f32` needs for a vocabulary of `vocab` (weights and the radix
-/// walk's list of keys and weights, 8 bytes each).
+/// Logits each block of the draw's grid launches takes (`KILN_SAMPLE_SLICE` in choose.cu), their threads,
+/// the threads of the block that finishes a walk, and the bytes of the draw's state (`KILN_SAMPLE_STATE_BYTES`).
+pub(super) const SAMPLE_SLICE: usize = 1024;
+pub(super) const SAMPLE_THREADS: u32 = 256;
+pub(super) const SAMPLE_FINISH_THREADS: u32 = 1024;
+pub(super) const SAMPLE_STATE_BYTES: usize = 24640;
+
+/// Bytes of device scratch a draw needs for a vocabulary of `vocab`: its state, which must be zero when the
+/// scratch is first used (every draw leaves it zero again), then the weights and the walk's list of keys and
+/// weights (8 bytes each per token). 8-byte aligned.
 pub fn sample_scratch_bytes(vocab: usize) -> usize {
-    3 * 8 * vocab
+    SAMPLE_STATE_BYTES + 3 * 8 * vocab
 }
 
-/// Queues `kiln_sample_f32` on the row of `vocab` f32 logits at `row`, writing the id at `out`, with
-/// [`sample_scratch_bytes`] of 8-byte aligned scratch at `scratch`.
+/// The walks of a draw, in order (see choose.cu): (compute the weights, weighted, inclusive, target kind,
+/// count target, fraction). Top-k is a count walk to the k-th key; top-p a weight walk to ceil(p * total),
+/// which computes the weights; the pick a weight walk to floor(u * total), which computes them if top-p did not.
+fn sample_walks(draw: &DeviceDraw, vocab: usize) -> Vec<(i32, i32, i32, i32, i64, f64)> {
+    const COUNT: i32 = 0;
+    const MASS: i32 = 1;
+    const PICK: i32 = 2;
+    let mut walks = Vec::with_capacity(3);
+    if draw.top_k > 0 && draw.top_k < vocab {
+        walks.push((0, 0, 1, COUNT, draw.top_k as i64, 0.0));
+    }
+    let top_p = draw.top_p < 1.0;
+    if top_p {
+        walks.push((1, 1, 1, MASS, 0, f64::from(draw.top_p)));
+    }
+    walks.push((i32::from(!top_p), 1, 0, PICK, 0, draw.uniform));
+    walks
+}
+
+/// Queues a draw from the row of `vocab` f32 logits at `row`, writing the id at `out` (and setting the i32
+/// at `flag` for a row the CPU sampler would refuse), with [`sample_scratch_bytes`] of 8-byte aligned
+/// scratch at `scratch`: a launch that finds the row's largest logit, then for each walk of
+/// [`sample_walks`] a histogram over the row, the compaction of its chosen bin and the walk over that
+/// list. With `next`, the last walk also feeds the drawn token to the next decode step on the device.
 pub(super) fn launch_sample(
     device: &mut Device,
     row: u64,
     vocab: usize,
     draw: DeviceDraw,
     (out, flag, scratch): (u64, u64, u64),
+    next: Option<NextStep>,
 ) -> Result<(), RuntimeError> {
-    let f = device.function("kiln_sample_f32")?;
-    let mut b = KernelArgs::default();
-    let (width, k) = (vocab as i32, draw.top_k.min(i32::MAX as usize) as i32);
-    b.arg(&row).arg(&width).arg(&draw.temperature).arg(&k).arg(&draw.top_p).arg(&draw.uniform);
-    b.arg(&out).arg(&flag).arg(&scratch);
-    let cfg = cudarc::driver::LaunchConfig { grid_dim: (1, 1, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 };
-    // SAFETY: the caller owns `vocab` f32 at `row`, an i32 at `out` and an i32 at `flag`.
-    unsafe { device.launch(&f, cfg, &mut b) }.map_err(cuda_error("launching kiln_sample_f32"))?;
-    Ok(())
+    let width = vocab as i32;
+    let state = scratch;
+    let weights = state + SAMPLE_STATE_BYTES as u64;
+    let (list_keys, list_weights) = (weights + 8 * vocab as u64, weights + 16 * vocab as u64);
+    let grid = LaunchConfig {
+        grid_dim: (vocab.div_ceil(SAMPLE_SLICE).max(1) as u32, 1, 1),
+        block_dim: (SAMPLE_THREADS, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let one_block = LaunchConfig { grid_dim: (1, 1, 1), block_dim: (SAMPLE_FINISH_THREADS, 1, 1), shared_mem_bytes: 0 };
+    fn queue(device: &mut Device, name: &str, cfg: LaunchConfig, b: &mut KernelArgs) -> Result<(), RuntimeError> {
+        let f = device.function(name)?;
+        // SAFETY: the caller owns `vocab` f32 at `row`, an i32 at `out` and at `flag`, the scratch, and (when
+        // given) the next step's inputs; every argument matches the kernel's parameter list in choose.cu.
+        unsafe { device.launch(&f, cfg, b) }.map_err(cuda_error(format!("launching {name}")))
+    }
+    let walks = sample_walks(&draw, vocab);
+    let next = next.unwrap_or_default();
+    let queued = (|| {
+        let mut b = KernelArgs::default();
+        b.arg(&row).arg(&width).arg(&state);
+        queue(device, "kiln_sample_prepare_f32", grid, &mut b)?;
+        for (w, (compute, weighted, inclusive, kind, count, fraction)) in walks.iter().enumerate() {
+            let mut b = KernelArgs::default();
+            b.arg(&row).arg(&width).arg(&draw.temperature).arg(compute).arg(weighted).arg(inclusive).arg(kind);
+            b.arg(count).arg(fraction).arg(&state).arg(&weights);
+            queue(device, "kiln_sample_hist_f32", grid, &mut b)?;
+            let mut b = KernelArgs::default();
+            b.arg(&row).arg(&width).arg(weighted).arg(&state).arg(&weights).arg(&list_keys).arg(&list_weights);
+            queue(device, "kiln_sample_compact_f32", grid, &mut b)?;
+            let last = i32::from(w + 1 == walks.len());
+            let mut b = KernelArgs::default();
+            b.arg(weighted).arg(inclusive).arg(&last).arg(&state).arg(&list_keys).arg(&list_weights);
+            b.arg(&out).arg(&flag).arg(&next.ids).arg(&next.positions).arg(&next.step);
+            queue(device, "kiln_sample_finish_f32", one_block, &mut b)?;
+        }
+        Ok(())
+    })();
+    if queued.is_err() {
+        // Part of the draw is queued, and only its last launch would have cleared the state: clear it behind
+        // what is queued, so that later draws on this scratch start from zero. The launch's error is the one
+        // to report.
+        // SAFETY: the state is SAMPLE_STATE_BYTES inside the caller's scratch, ordered on the draw's stream.
+        let _ = unsafe { result::memset_d8_async(state, 0, SAMPLE_STATE_BYTES, device.stream.cu_stream()) };
+    }
+    queued
 }
 
 /// The error a token-choice kernel's flag stands for.
@@ -130,40 +198,48 @@ pub(super) fn logits_error() -> RuntimeError {
 pub struct DeviceSampler {
     device: Device,
     /// The sampler's scratch, then `[flag, ids...]` i32, then the logits rows, then the one-row argmax's
-    /// scratch.
+    /// scratch ([`sampler_layout`]).
     buffer: CudaSlice<u8>,
     capacity: usize,
+}
+
+/// Byte offsets in a [`DeviceSampler`]'s buffer for `capacity` logits: the flag (after the draw's scratch,
+/// with the ids after it), the logits (16-byte aligned, as the executor's logits rows are, so that the
+/// kernels take their vector loads), the one-row argmax's scratch (8-byte aligned), and the buffer's size.
+fn sampler_layout(capacity: usize) -> (usize, usize, usize, usize) {
+    let flag = sample_scratch_bytes(capacity);
+    let logits = (flag + 4 * (1 + capacity)).next_multiple_of(16);
+    let argmax = (logits + 4 * capacity).next_multiple_of(8);
+    (flag, logits, argmax, argmax + argmax_scratch_bytes(capacity))
 }
 
 impl DeviceSampler {
     /// Loads the best of `kernels` on GPU `ordinal`, with room for `capacity` f32 logits per call.
     pub fn new(ordinal: usize, kernels: &[CompiledKernel], capacity: usize) -> Result<DeviceSampler, RuntimeError> {
         let device = Device::open(ordinal, kernels)?;
-        let bytes = sample_scratch_bytes(capacity) + 8 + 8 * capacity + argmax_scratch_bytes(capacity);
-        let buffer = device.stream.alloc_zeros::<u8>(bytes).map_err(cuda_error("allocating"))?;
+        let buffer = device.stream.alloc_zeros::<u8>(sampler_layout(capacity).3).map_err(cuda_error("allocating"))?;
         Ok(DeviceSampler { device, buffer, capacity })
     }
 
-    /// The draw's scratch: the start of the buffer.
+    /// The draw's scratch: the start of the buffer (which the driver aligns to 256 bytes).
     fn scratch(&self) -> u64 {
         let (ptr, _guard) = cudarc::driver::DevicePtr::device_ptr(&self.buffer, &self.device.stream);
         ptr
     }
 
-    /// The flag's address, after the draw's scratch (the ids follow it, then the logits).
+    /// The flag's address (the ids follow it).
     fn addresses(&self) -> u64 {
-        self.scratch() + sample_scratch_bytes(self.capacity) as u64
+        self.scratch() + sampler_layout(self.capacity).0 as u64
     }
 
-    /// Where the logits go: after the flag and `capacity` ids.
+    /// Where the logits go.
     fn logits_at(&self) -> u64 {
-        self.addresses() + 4 * (1 + self.capacity as u64)
+        self.scratch() + sampler_layout(self.capacity).1 as u64
     }
 
-    /// The one-row argmax's scratch: after the logits, 8-byte aligned (the flag, ids and logits take
-    /// 4 + 8 * capacity bytes; `new` allocates 8 + 8 * capacity for them).
+    /// The one-row argmax's scratch.
     fn argmax_scratch(&self) -> u64 {
-        self.addresses() + 8 + 8 * self.capacity as u64
+        self.scratch() + sampler_layout(self.capacity).2 as u64
     }
 
     /// Runs `launch` on `logits` (uploaded after the flag and `ids` slots) and reads back `ids` ids.
@@ -207,8 +283,9 @@ impl DeviceSampler {
     /// A token drawn from one row of logits.
     pub fn sample(&mut self, row: &[f32], draw: DeviceDraw) -> Result<u32, RuntimeError> {
         let (vocab, scratch) = (row.len(), self.scratch());
-        Ok(self
-            .run(row, 1, |device, data, out, flag| launch_sample(device, data, vocab, draw, (out, flag, scratch)))?[0])
+        Ok(self.run(row, 1, |device, data, out, flag| {
+            launch_sample(device, data, vocab, draw, (out, flag, scratch), None)
+        })?[0])
     }
 
     /// Seconds one draw takes on the device, averaged over `repeats` back-to-back launches on `row`.
@@ -217,7 +294,7 @@ impl DeviceSampler {
         let (base, data, scratch) = (self.addresses(), self.logits_at(), self.scratch());
         let start = std::time::Instant::now();
         for _ in 0..repeats {
-            launch_sample(&mut self.device, data, row.len(), draw, (base + 4, base, scratch))?;
+            launch_sample(&mut self.device, data, row.len(), draw, (base + 4, base, scratch), None)?;
         }
         self.device.stream.synchronize().map_err(cuda_error("timing the sampler"))?;
         Ok(start.elapsed().as_secs_f64() / repeats.max(1) as f64)

@@ -13,7 +13,7 @@ use super::plan::{
 };
 use super::trace::LaunchTrace;
 use crate::RuntimeError;
-use crate::decoding::{DecoderExecutor, Sampler, Sampling, greedy_steps};
+use crate::decoding::{DecoderExecutor, Sampler, Sampling, decode_steps};
 
 /// Sizes the executor plans its device memory for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -128,10 +128,10 @@ const LINEAR_STAGE_BYTES: usize = 96 * 1024;
 /// Graphs kept at most (decode, prefill tails and verification trees of a few sizes).
 const MAX_GRAPHS: usize = 64;
 
-/// Greedy decode steps in flight at once ([`CudaExecutor::greedy_run`]): the step whose token the host waits
+/// Decode steps in flight at once ([`CudaExecutor::decode_queued`]): the step whose token the host waits
 /// for and one queued behind it, so that the GPU has the next graph while the host reads a token and
 /// launches the one after (what was measured, bench/gpu-decode.md).
-const GREEDY_IN_FLIGHT: usize = 2;
+const DECODE_IN_FLIGHT: usize = 2;
 
 /// Device time per kernel (launch kind), from events around every launch, for decode steps (one token)
 /// and prefills (steps longer than [`CUDA_EXACT_STEP_ROWS`]) apart.
@@ -215,7 +215,7 @@ enum Readback {
     Logits,
     /// The greedy token after each row (`kiln_argmax_split_f32` for one row, else `kiln_argmax_f32`).
     Argmax,
-    /// A token drawn after the last row (`kiln_sample_f32`).
+    /// A token drawn after the last row (the `kiln_sample_*` launches, cuda/choose.rs).
     Sample(DeviceDraw),
 }
 
@@ -458,13 +458,21 @@ impl CudaExecutor {
         // Resolve every kernel now, so that a missing one is an error at load, not mid-generation. The marker
         // first: without it the module comes from a kiln whose kernels took other arguments
         // (`KERNEL_ABI_MARKER` in kiln-codegen).
-        device.function("kiln_kernel_abi_v12")?;
+        device.function("kiln_kernel_abi_v13")?;
         for launch in &plan.launches {
             for name in kernel_names(launch) {
                 device.function(&name)?;
             }
         }
-        for name in ["kiln_kv_compact", "kiln_argmax_f32", "kiln_argmax_split_f32", "kiln_sample_f32"] {
+        for name in [
+            "kiln_kv_compact",
+            "kiln_argmax_f32",
+            "kiln_argmax_split_f32",
+            "kiln_sample_prepare_f32",
+            "kiln_sample_hist_f32",
+            "kiln_sample_compact_f32",
+            "kiln_sample_finish_f32",
+        ] {
             device.function(name)?;
         }
         // SAFETY: only tries to dlopen the library by its known names.
@@ -563,7 +571,7 @@ impl CudaExecutor {
             Readback::Sample(draw) => {
                 let last_row = first_row + ((rows - 1) * vocab * 4) as u64;
                 let scratch = self.base + self.plan.sample_scratch;
-                launch_sample(&mut self.device, last_row, vocab, draw, (chosen, flag, scratch))?;
+                launch_sample(&mut self.device, last_row, vocab, draw, (chosen, flag, scratch), None)?;
             }
         }
         let tokens = match read {
@@ -643,28 +651,31 @@ impl CudaExecutor {
         launch_argmax(&mut self.device, first_row, self.plan.vocab, rows, flag + 4, flag, scratch, next)
     }
 
-    /// Greedy decoding of `max` one-token steps (which the KV cache has room for), with up to
-    /// [`GREEDY_IN_FLIGHT`] steps in flight (queued behind the one whose token the host reads): each step's graph ends
-    /// with the argmax that writes the next step's input id, position and step info on the device, and the
-    /// host only reads the tokens back (through page-locked slots). Returns the steps whose tokens it
-    /// handed over, the last of those tokens, and whether `on_token` asked for more.
-    fn greedy_queued(
+    /// Plain decoding of `max` one-token steps (which the KV cache has room for), with up to
+    /// [`DECODE_IN_FLIGHT`] steps in flight (queued behind the one whose token the host reads): each step's
+    /// token is chosen on the device, by the argmax its graph ends with or by a draw queued after the graph
+    /// with the uniform number `sampler` would draw for it, and that launch writes the next step's input id,
+    /// position and step info on the device; the host only reads the tokens back (through page-locked
+    /// slots). Returns the steps whose tokens it handed over, the last of those tokens, and whether
+    /// `on_token` asked for more; `sampler` has then drawn for exactly the steps handed over.
+    fn decode_queued(
         &mut self,
         first: u32,
         first_position: i64,
         max: usize,
+        sampler: &mut Sampler,
         on_token: &mut dyn FnMut(u32) -> bool,
     ) -> Result<(usize, u32, bool), RuntimeError> {
         self.check_step(&[first], &[first_position], None)?;
         if self.readback_ring.is_none() {
-            self.readback_ring = Some(ReadbackRing::new(&self.device, GREEDY_IN_FLIGHT)?);
+            self.readback_ring = Some(ReadbackRing::new(&self.device, DECODE_IN_FLIGHT)?);
         }
         // The first step's inputs; every later step's come from the step before it. The error flag, cleared
         // here, stays set once a step sets it, and every step's readback includes it, so the first readback
         // that shows it is the first failed step's.
         self.upload_step_inputs(&[first], &[first_position], None)?;
         let mut ring = self.readback_ring.take().expect("made above");
-        let outcome = self.greedy_queue_and_read(&mut ring, first, max, on_token);
+        let outcome = self.decode_queue_and_read(&mut ring, first, max, sampler, on_token);
         self.readback_ring = Some(ring);
         // Steps queued past the last token read (after a stop token or an error) still run: wait for them,
         // so that nothing later is queued behind or uploaded under them. Their keys and values lie past
@@ -675,20 +686,38 @@ impl CudaExecutor {
         Ok(outcome)
     }
 
-    /// [`CudaExecutor::greedy_queued`]'s loop: keeps up to [`GREEDY_IN_FLIGHT`] steps queued and reads their
-    /// tokens back in order through `ring`, advancing kv_len with every token read.
-    fn greedy_queue_and_read(
+    /// [`CudaExecutor::decode_queued`]'s loop: keeps up to [`DECODE_IN_FLIGHT`] steps queued and reads their
+    /// tokens back in order through `ring`, advancing kv_len (and `sampler`) with every token read.
+    fn decode_queue_and_read(
         &mut self,
         ring: &mut ReadbackRing,
         first: u32,
         max: usize,
+        sampler: &mut Sampler,
         on_token: &mut dyn FnMut(u32) -> bool,
     ) -> Result<(usize, u32, bool), RuntimeError> {
         let (start, flag) = (self.kv_len, self.base + self.plan.error_flag);
+        // Queued draws take their uniform numbers from a copy running ahead; `sampler` itself draws as the
+        // tokens are handed over, so that a stop leaves it where step-by-step decoding would.
+        let mut ahead = sampler.clone();
         let (mut queued, mut read, mut last) = (0usize, 0usize, first);
         while read < max {
-            while queued < max && queued - read < GREEDY_IN_FLIGHT {
-                self.launch_graph(1, 0, true)?;
+            while queued < max && queued - read < DECODE_IN_FLIGHT {
+                match *ahead.sampling() {
+                    Sampling::Greedy => self.launch_graph(1, 0, true)?,
+                    Sampling::Sample { temperature, top_k, top_p, .. } => {
+                        self.launch_graph(1, 0, false)?;
+                        let draw = DeviceDraw { temperature, top_k, top_p, uniform: ahead.uniform() };
+                        let next = NextStep {
+                            ids: self.addr(self.plan.ids),
+                            positions: self.addr(self.plan.positions),
+                            step: self.base + self.plan.step_info,
+                        };
+                        let scratch = self.base + self.plan.sample_scratch;
+                        let (row, vocab) = (self.addr(self.plan.logits), self.plan.vocab);
+                        launch_sample(&mut self.device, row, vocab, draw, (flag + 4, flag, scratch), Some(next))?;
+                    }
+                }
                 // SAFETY: the flag and the chosen token are two i32 in the arena; the slot's previous copy
                 // (step queued - slots, before `read`) was waited for before this step was queued.
                 unsafe { ring.queue(&self.device, queued % ring.slots(), flag) }?;
@@ -700,6 +729,9 @@ impl CudaExecutor {
             }
             read += 1;
             self.kv_len = start + read;
+            if !sampler.is_greedy() {
+                sampler.uniform();
+            }
             last = token as u32;
             if !on_token(last) {
                 return Ok((read, last, false));
@@ -1657,18 +1689,19 @@ impl DecoderExecutor for CudaExecutor {
         Ok(out.into_iter().next_back().expect("a step has a last chunk").into_tokens()[0])
     }
 
-    fn greedy_run(
+    fn decode_run(
         &mut self,
         first: u32,
         first_position: i64,
         max: usize,
+        sampler: &mut Sampler,
         on_token: &mut dyn FnMut(u32) -> bool,
     ) -> Result<usize, RuntimeError> {
         // Traced and profiled steps are collected one by one; without graphs there is nothing to queue.
         let queued = self.use_graphs && self.trace.is_none();
         let room = self.plan.kv_capacity.saturating_sub(self.kv_len);
         let (ran, last, wants_more) = if queued && max > 0 && room > 0 {
-            self.greedy_queued(first, first_position, max.min(room), on_token)?
+            self.decode_queued(first, first_position, max.min(room), sampler, on_token)?
         } else {
             (0, first, true)
         };
@@ -1676,7 +1709,7 @@ impl DecoderExecutor for CudaExecutor {
             return Ok(ran);
         }
         // Past the cache's room (whose error the step gives) or without graphs.
-        Ok(ran + greedy_steps(self, last, first_position + ran as i64, max - ran, on_token)?)
+        Ok(ran + decode_steps(self, last, first_position + ran as i64, max - ran, sampler, on_token)?)
     }
 
     fn kv_len(&self) -> usize {

@@ -245,7 +245,7 @@ pub(crate) struct Plan {
     pub partial_rows: usize,
     /// The cos/sin tables of the step's rotations ([`Launch::RopeTable`]): `max_rows` rows each.
     pub rope_tables: Vec<u64>,
-    /// Scratch of the device sampler (`kiln_sample_f32`).
+    /// Scratch of the device sampler (the `kiln_sample_*` launches; zero between draws).
     pub sample_scratch: u64,
     /// Scratch of the one-row argmax (`kiln_argmax_split_f32`), zeroed with the arena.
     pub argmax_scratch: u64,
@@ -1167,6 +1167,10 @@ mod tests {
             ("linear.cu", "KILN_LINEAR_PARTS", LINEAR_PARTS),
             ("norm.cu", "KILN_NORM_THREADS", NORM_THREADS),
             ("attention.cu", "KILN_ATTENTION_FOLD_ROWS", ATTENTION_FOLD_ROWS),
+            ("choose.cu", "KILN_SAMPLE_SLICE", super::super::choose::SAMPLE_SLICE),
+            ("choose.cu", "KILN_SAMPLE_STATE_BYTES", super::super::choose::SAMPLE_STATE_BYTES),
+            ("choose.cu", "KILN_SAMPLE_THREADS", super::super::choose::SAMPLE_THREADS as usize),
+            ("choose.cu", "KILN_SAMPLE_FINISH_THREADS", super::super::choose::SAMPLE_FINISH_THREADS as usize),
         ] {
             let define = format!("#define {name} ");
             let source = read(file);

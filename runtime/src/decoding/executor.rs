@@ -3,7 +3,7 @@
 
 use kiln_ir::Graph;
 
-use super::sampling::{Sampler, Sampling, argmax};
+use super::sampling::{Sampler, argmax};
 use super::step::decoder_inputs;
 use crate::cpu::ROW_INDEPENDENT_MAX_ROWS;
 use crate::{CpuExecutor, RuntimeError};
@@ -50,20 +50,23 @@ pub trait DecoderExecutor {
         sampler.sample(&last)
     }
 
-    /// Greedy decoding of up to `max` tokens, one per step: feeds `first` at `first_position`, then each
-    /// chosen token at the next position, and hands every chosen token to `on_token` until it returns false.
-    /// Returns how many steps' tokens it handed over; the KV cache then holds the tokens those steps fed.
-    /// The tokens are [`DecoderExecutor::step_last_token`]'s with a greedy sampler ([`greedy_steps`]); an
-    /// executor may queue steps ahead of `on_token` (the CUDA one does, so that its GPU does not wait for the
-    /// host between steps), as long as what it hands over and caches is the same.
-    fn greedy_run(
+    /// Plain decoding of up to `max` tokens, one per step, each picked by `sampler`: feeds `first` at
+    /// `first_position`, then each chosen token at the next position, and hands every chosen token to
+    /// `on_token` until it returns false. Returns how many steps' tokens it handed over; the KV cache then
+    /// holds the tokens those steps fed, and `sampler` has drawn the uniform numbers of exactly those steps
+    /// (after a failed step, how far it has drawn is unspecified).
+    /// The tokens are [`DecoderExecutor::step_last_token`]'s ([`decode_steps`]); an executor may queue
+    /// steps ahead of `on_token` (the CUDA one does, so that its GPU does not wait for the host between
+    /// steps), as long as what it hands over, caches and draws is the same.
+    fn decode_run(
         &mut self,
         first: u32,
         first_position: i64,
         max: usize,
+        sampler: &mut Sampler,
         on_token: &mut dyn FnMut(u32) -> bool,
     ) -> Result<usize, RuntimeError> {
-        greedy_steps(self, first, first_position, max, on_token)
+        decode_steps(self, first, first_position, max, sampler, on_token)
     }
 
     /// Number of tokens in the KV cache.
@@ -156,19 +159,19 @@ impl DecoderExecutor for CpuExecutor {
     }
 }
 
-/// [`DecoderExecutor::greedy_run`] one step at a time: what it means, and what executors that do not queue
+/// [`DecoderExecutor::decode_run`] one step at a time: what it means, and what executors that do not queue
 /// steps ahead run.
-pub fn greedy_steps<E: DecoderExecutor + ?Sized>(
+pub fn decode_steps<E: DecoderExecutor + ?Sized>(
     exec: &mut E,
     first: u32,
     first_position: i64,
     max: usize,
+    sampler: &mut Sampler,
     on_token: &mut dyn FnMut(u32) -> bool,
 ) -> Result<usize, RuntimeError> {
-    let mut sampler = Sampler::new(&Sampling::Greedy)?;
     let (mut token, mut steps) = (first, 0);
     while steps < max {
-        token = exec.step_last_token(&[token], &[first_position + steps as i64], &mut sampler)?;
+        token = exec.step_last_token(&[token], &[first_position + steps as i64], sampler)?;
         steps += 1;
         if !on_token(token) {
             break;
@@ -204,14 +207,15 @@ impl<E: DecoderExecutor + ?Sized> DecoderExecutor for Box<E> {
         (**self).step_last_token(ids, positions, sampler)
     }
 
-    fn greedy_run(
+    fn decode_run(
         &mut self,
         first: u32,
         first_position: i64,
         max: usize,
+        sampler: &mut Sampler,
         on_token: &mut dyn FnMut(u32) -> bool,
     ) -> Result<usize, RuntimeError> {
-        (**self).greedy_run(first, first_position, max, on_token)
+        (**self).decode_run(first, first_position, max, sampler, on_token)
     }
 
     fn kv_len(&self) -> usize {

@@ -83,7 +83,7 @@ pub fn generate_streaming(
     config: &GenerateConfig,
     mut on_token: impl FnMut(u32),
 ) -> Result<GenerateOutput, RuntimeError> {
-    let Some(Prefill { mut sampler, first: mut next, mut stats, .. }) = prefill(exec, prompt, config)? else {
+    let Some(Prefill { mut sampler, first: next, mut stats, .. }) = prefill(exec, prompt, config)? else {
         return Ok(GenerateOutput { tokens: Vec::new(), stats: GenerateStats::default() });
     };
     let mut tokens = vec![next];
@@ -91,25 +91,16 @@ pub fn generate_streaming(
 
     let start = Instant::now();
     let stops = |t: &u32| config.stop_tokens.contains(t);
-    if matches!(config.sampling, Sampling::Greedy) {
-        // Greedy tokens need nothing from the host between steps, so the executor may queue them ahead.
-        if tokens.len() < config.max_new_tokens && !stops(&next) {
-            let position = (prompt.len() + tokens.len() - 1) as i64;
-            let max = config.max_new_tokens - tokens.len();
-            stats.steps += exec.greedy_run(next, position, max, &mut |t| {
-                tokens.push(t);
-                on_token(t);
-                !stops(&t)
-            })?;
-        }
-    } else {
-        while tokens.len() < config.max_new_tokens && !stops(&next) {
-            let position = (prompt.len() + tokens.len() - 1) as i64;
-            next = step(exec, &[next], position, &mut sampler)?;
-            stats.steps += 1;
-            tokens.push(next);
-            on_token(next);
-        }
+    // Plain decoding needs nothing from the host between steps but the uniform numbers, which do not
+    // depend on the tokens, so the executor may queue steps ahead.
+    if tokens.len() < config.max_new_tokens && !stops(&next) {
+        let position = (prompt.len() + tokens.len() - 1) as i64;
+        let max = config.max_new_tokens - tokens.len();
+        stats.steps += exec.decode_run(next, position, max, &mut sampler, &mut |t| {
+            tokens.push(t);
+            on_token(t);
+            !stops(&t)
+        })?;
     }
     stats.decode_seconds = start.elapsed().as_secs_f64();
 
@@ -168,17 +159,6 @@ pub(super) fn prefill(
     }
     let stats = GenerateStats { steps: 1, prefill_seconds: start.elapsed().as_secs_f64(), ..GenerateStats::default() };
     Ok(Some(Prefill { sampler, first, vocab, stats }))
-}
-
-/// Runs the graph on `ids` at positions `first_position..` (causally) and samples after the last row.
-fn step(
-    exec: &mut dyn DecoderExecutor,
-    ids: &[u32],
-    first_position: i64,
-    sampler: &mut Sampler,
-) -> Result<u32, RuntimeError> {
-    let positions: Vec<i64> = (first_position..first_position + ids.len() as i64).collect();
-    exec.step_last_token(ids, &positions, sampler)
 }
 
 /// The static width of a logits row (output 0 is `f32[1, seq, vocab]`), when the graph fixes it.

@@ -33,7 +33,7 @@ mod step;
 mod tree;
 
 pub use drafter::{DraftFeedback, DraftLimits, Drafter};
-pub use executor::{DecoderExecutor, greedy_steps};
+pub use executor::{DecoderExecutor, decode_steps};
 pub use generate::{GenerateConfig, GenerateOutput, GenerateStats, generate, generate_streaming};
 pub use model_drafter::{DEFAULT_MODEL_DRAFT_LEN, ModelDrafter};
 pub use ngram::{NgramConfig, NgramDrafter};

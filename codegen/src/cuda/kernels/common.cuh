@@ -202,9 +202,9 @@ struct KilnTraceScope {
 
 // Device-side errors (an id outside the embedding table, ...) are recorded here and checked by the host
 // after the step, since a kernel cannot return an error.
-// The kernels' calling conventions and names, version 12 (the runtime refuses modules without this marker, which
+// The kernels' calling conventions and names, version 13 (the runtime refuses modules without this marker, which
 // older kilns compiled with other argument lists).
-extern "C" __global__ void kiln_kernel_abi_v12() {}
+extern "C" __global__ void kiln_kernel_abi_v13() {}
 
 #define KILN_ERROR_EMBEDDING_ID 1
 #define KILN_ERROR_LOGITS 2
