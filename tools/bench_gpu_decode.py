@@ -18,7 +18,8 @@ Models are random-weight Llama shapes generated here with transformers (Llama-3.
     python3 tools/bench_gpu_decode.py --kiln PATH/TO/kiln --work /tmp/bench --out OUT.md [--models 1b,8b]
         [--smollm2 DIR] [--check-f32]
 
-Prints a markdown report and writes it to --out.
+Prints a markdown report and writes it to --out, which it also rewrites after each model (marked partial
+until the end), so that a run cut short by a time limit still leaves what it measured.
 """
 import argparse
 import json
@@ -210,6 +211,57 @@ def prefill_flops(shape, m=PREFILL_TOKENS):
     return linear + attention + logits
 
 
+def render(head, repeats, rows, prefill_rows, correctness, profiles, prefill_profiles, pending):
+    """The report from what has been measured so far; `pending` names what is still to run (empty when done)."""
+    report = list(head)
+    if pending:
+        report += [f"**Partial report**: written before {pending} had run (the script rewrites it after each "
+                   f"model and at the end, so that a run cut short leaves what it measured).", ""]
+    report += ["## Decode, batch 1", "",
+               f"Prompt {PROMPT_TOKENS} random token ids, {NEW_TOKENS} greedy tokens. Roofline = copy bandwidth / "
+               f"(weight bytes + KV cache bytes in bf16 at the mean context of "
+               f"{PROMPT_TOKENS + NEW_TOKENS // 2} tokens). kiln: median of {repeats} runs after a warm-up "
+               f"(min / max in brackets); transformers: best of 2, decode only (a 1-token generate subtracted). "
+               f"kiln sampled: the same runs with `{' '.join(SAMPLED)}` (median), not part of the ratios.", "",
+               "| model | weights read / token | roofline tok/s | kiln tok/s | kiln % roofline | eager tok/s | "
+               "eager % | sdpa tok/s | sdpa % | kiln / eager | kiln / sdpa | kiln sampled tok/s |",
+               "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        sp = r["kiln_spread"]
+        pct = lambda x: f"{100 * x / r['roof']:.1f}%" if x else "-"
+        num = lambda x: f"{x:.1f}" if x else "-"
+        ratio = lambda x: f"{r['kiln'] / x:.1f}x" if x else "-"
+        report.append(
+            f"| {r['model']} | {r['weights_gb']:.2f} GB | {r['roof']:.0f} | {r['kiln']:.1f} ({sp['min']:.1f} / "
+            f"{sp['max']:.1f}) | **{pct(r['kiln'])}** | {num(r.get('eager'))} | {pct(r.get('eager'))} | "
+            f"{num(r.get('sdpa'))} | {pct(r.get('sdpa'))} | {ratio(r.get('eager'))} | {ratio(r.get('sdpa'))} | "
+            f"{r['kiln_sampled']:.1f} |")
+    if prefill_rows:
+        report += ["", f"## Prefill, {PREFILL_TOKENS} tokens", "",
+                   "kiln: prompt tokens over the time to the first token (`kiln bench --new-tokens 2`), in TFLOP/s "
+                   "of the model's matrix work (linear layers, causal attention, last-row logits). cuBLAS: torch."
+                   "matmul bf16 over one layer's GEMMs at M = 512 on random data; 8192^3 for reference.", "",
+                   "| model | kiln time | kiln TFLOP/s | cuBLAS layer GEMMs TFLOP/s | kiln / cuBLAS | cuBLAS 8192^3 |",
+                   "|---|---|---|---|---|---|"]
+        for label, t, kf, cb, big in prefill_rows:
+            report.append(f"| {label} | {1e3 * t:.1f} ms | {kf / 1e12:.0f} | {cb / 1e12:.0f} | "
+                          f"**{100 * kf / cb:.0f}%** | {big / 1e12:.0f} |")
+    report += correctness
+    if profiles:
+        report += ["", "## Per-kernel profile of kiln's decode step", "",
+                   "`KILN_CUDA_PROFILE=1 kiln bench ... --new-tokens 16 --repeats 1`: every launch timed with device "
+                   "events, graphs off (so launch gaps are not included and the sum is below the graph step).", ""]
+        for label, text in profiles:
+            report += [f"### {label}", "", "```", text, "```", ""]
+    if prefill_profiles:
+        report += [f"## Per-kernel profile of kiln's {PREFILL_TOKENS}-token prefill", "",
+                   "`KILN_CUDA_PROFILE=1 kiln bench ... --new-tokens 2 --repeats 1` on the prefill prompt (the warm-up "
+                   "and the measured run: two prefill steps).", ""]
+        for label, text in prefill_profiles:
+            report += [f"### {label}", "", "```", text, "```", ""]
+    return "\n".join(report) + "\n"
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--kiln", required=True)
@@ -228,34 +280,39 @@ def main():
     date = time.strftime("%Y-%m-%d")
     bw = copy_bandwidth()
     log(f"{dev}: copy bandwidth {bw / 1e12:.2f} TB/s")
-    report = [f"# GPU decode, {dev}, {date}", "",
-              f"Command: `python3 tools/bench_gpu_decode.py {' '.join(sys.argv[1:])}`", "",
-              f"Device copy bandwidth (1 GiB device-to-device copy, read + write, median of 20): "
-              f"**{bw / 1e12:.2f} TB/s**, the roofline below.", ""]
+    head = [f"# GPU decode, {dev}, {date}", "",
+            f"Command: `python3 tools/bench_gpu_decode.py {' '.join(sys.argv[1:])}`", "",
+            f"Device copy bandwidth (1 GiB device-to-device copy, read + write, median of 20): "
+            f"**{bw / 1e12:.2f} TB/s**, the roofline below.", ""]
     rows = []
     profiles = []
     prefill_rows = []
     prefill_profiles = []
-    models = []
-    for name in [m for m in args.models.split(",") if m]:
-        d = os.path.join(args.work, f"llama-{name}-bf16")
-        make_model(name, SHAPES[name], d, torch.bfloat16)
-        models.append((f"Llama-{name.upper()} shape (random bf16)", d, SHAPES[name]))
+    correctness = []
+    names = [m for m in args.models.split(",") if m]
+    models = [(f"Llama-{name.upper()} shape (random bf16)", name) for name in names]
     if args.smollm2:
-        models.append(("SmolLM2-135M (bf16)", args.smollm2, hf_shape(args.smollm2)))
-    for label, d, shape in models:
+        models.append(("SmolLM2-135M (bf16)", None))
+    f32_pending = ["the f32 GPU-vs-CPU check"] if args.check_f32 else []
+
+    def write(pending):
+        md = render(head, args.repeats, rows, prefill_rows, correctness, profiles, prefill_profiles, ", ".join(pending))
+        with open(args.out, "w") as f:
+            f.write(md)
+        return md
+
+    for at, (label, name) in enumerate(models):
+        if name:
+            d = os.path.join(args.work, f"llama-{name}-bf16")
+            make_model(name, SHAPES[name], d, torch.bfloat16)
+            shape = SHAPES[name]
+        else:
+            d, shape = args.smollm2, hf_shape(args.smollm2)
         ids = prompt_ids(PROMPT_TOKENS, shape["vocab_size"])
         wbytes = weight_bytes(shape, 2)
         step_bytes = wbytes + kv_bytes(shape, PROMPT_TOKENS + NEW_TOKENS // 2, 2)
         roof = bw / step_bytes
-        hf = {}
-        if not args.no_transformers:
-            for attn in ("eager", "sdpa"):
-                try:
-                    hf[attn] = transformers_decode(d, attn, ids, NEW_TOKENS)
-                    log(f"{label} transformers {attn}: {hf[attn]['decode_tok_s']:.1f} tok/s")
-                except RuntimeError as e:
-                    log(str(e))
+        # kiln first (the figures the report is for), transformers after it (the slowest part of a run).
         # kiln runs the Hugging Face directory itself (imported in about a second, kernels compiled by NVRTC
         # for this GPU): the same kernels an artifact compiled with --target cuda:sm_90 carries.
         art = d
@@ -268,8 +325,6 @@ def main():
         log(f"{label} kiln sampled: {ks:.1f} tok/s")
         row = dict(model=label, weights_gb=wbytes / 1e9, roof=roof, kiln=k,
                    kiln_spread=bench["plain"]["decode_tokens_per_s"], kiln_sampled=ks)
-        for attn in ("eager", "sdpa"):
-            row[attn] = hf.get(attn, {}).get("decode_tok_s")
         rows.append(row)
         # Per-kernel profile of a short decode (each launch timed with events: no graph, serialized).
         _, err = kiln_bench(args.kiln, art, ids, 16, 1, env={"KILN_CUDA_PROFILE": "1"})
@@ -286,34 +341,17 @@ def main():
             _, err = kiln_bench(args.kiln, art, pids, 2, 1, env={"KILN_CUDA_PROFILE": "1"})
             tables = ["kiln CUDA profile:" + t for t in err.split("kiln CUDA profile:")[1:]]
             prefill_profiles.append((label, "".join(t for t in tables if "prefill steps" in t).strip()))
-    report += ["## Decode, batch 1", "",
-               f"Prompt {PROMPT_TOKENS} random token ids, {NEW_TOKENS} greedy tokens. Roofline = copy bandwidth / "
-               f"(weight bytes + KV cache bytes in bf16 at the mean context of "
-               f"{PROMPT_TOKENS + NEW_TOKENS // 2} tokens). kiln: median of {args.repeats} runs after a warm-up "
-               f"(min / max in brackets); transformers: best of 2, decode only (a 1-token generate subtracted). "
-               f"kiln sampled: the same runs with `{' '.join(SAMPLED)}` (median), not part of the ratios.", "",
-               "| model | weights read / token | roofline tok/s | kiln tok/s | kiln % roofline | eager tok/s | "
-               "eager % | sdpa tok/s | sdpa % | kiln / eager | kiln / sdpa | kiln sampled tok/s |",
-               "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        sp = r["kiln_spread"]
-        pct = lambda x: f"{100 * x / r['roof']:.1f}%" if x else "-"
-        num = lambda x: f"{x:.1f}" if x else "-"
-        ratio = lambda x: f"{r['kiln'] / x:.1f}x" if x else "-"
-        report.append(
-            f"| {r['model']} | {r['weights_gb']:.2f} GB | {r['roof']:.0f} | {r['kiln']:.1f} ({sp['min']:.1f} / "
-            f"{sp['max']:.1f}) | **{pct(r['kiln'])}** | {num(r['eager'])} | {pct(r['eager'])} | {num(r['sdpa'])} | "
-            f"{pct(r['sdpa'])} | {ratio(r['eager'])} | {ratio(r['sdpa'])} | {r['kiln_sampled']:.1f} |")
-    if prefill_rows:
-        report += ["", f"## Prefill, {PREFILL_TOKENS} tokens", "",
-                   "kiln: prompt tokens over the time to the first token (`kiln bench --new-tokens 2`), in TFLOP/s "
-                   "of the model's matrix work (linear layers, causal attention, last-row logits). cuBLAS: torch."
-                   "matmul bf16 over one layer's GEMMs at M = 512 on random data; 8192^3 for reference.", "",
-                   "| model | kiln time | kiln TFLOP/s | cuBLAS layer GEMMs TFLOP/s | kiln / cuBLAS | cuBLAS 8192^3 |",
-                   "|---|---|---|---|---|---|"]
-        for label, t, kf, cb, big in prefill_rows:
-            report.append(f"| {label} | {1e3 * t:.1f} ms | {kf / 1e12:.0f} | {cb / 1e12:.0f} | "
-                          f"**{100 * kf / cb:.0f}%** | {big / 1e12:.0f} |")
+        later = [m for m, _ in models[at + 1:]]
+        if not args.no_transformers:
+            write([f"transformers on {label}"] + later + f32_pending)
+            for attn in ("eager", "sdpa"):
+                try:
+                    hf = transformers_decode(d, attn, ids, NEW_TOKENS)
+                    row[attn] = hf["decode_tok_s"]
+                    log(f"{label} transformers {attn}: {hf['decode_tok_s']:.1f} tok/s")
+                except RuntimeError as e:
+                    log(str(e))
+        write(later + f32_pending)
     if args.check_f32:
         d = os.path.join(args.work, "llama-1b-f32")
         make_model("1b f32", SHAPES["1b"], d, torch.float32)
@@ -321,28 +359,13 @@ def main():
         gpu = kiln_tokens(args.kiln, d, ids, "cuda")
         cpu = kiln_tokens(args.kiln, d, ids, "cpu")
         same = gpu == cpu
-        report += ["", "## Correctness", "",
-                   f"Llama-1B shape in float32, {PROMPT_TOKENS}-token prompt, first 32 greedy tokens, `kiln run "
-                   f"--device cuda` vs `--device cpu`: **{'identical' if same else 'DIFFERENT'}**.", "",
-                   f"GPU: {gpu}", "", f"CPU: {cpu}"]
+        correctness += ["", "## Correctness", "",
+                        f"Llama-1B shape in float32, {PROMPT_TOKENS}-token prompt, first 32 greedy tokens, `kiln run "
+                        f"--device cuda` vs `--device cpu`: **{'identical' if same else 'DIFFERENT'}**.", "",
+                        f"GPU: {gpu}", "", f"CPU: {cpu}"]
         if not same:
-            report.append("")
-            report.append("FAIL: the GPU's greedy tokens differ from the CPU executor's.")
-    report += ["", "## Per-kernel profile of kiln's decode step", "",
-               "`KILN_CUDA_PROFILE=1 kiln bench ... --new-tokens 16 --repeats 1`: every launch timed with device "
-               "events, graphs off (so launch gaps are not included and the sum is below the graph step).", ""]
-    for label, text in profiles:
-        report += [f"### {label}", "", "```", text, "```", ""]
-    if prefill_profiles:
-        report += [f"## Per-kernel profile of kiln's {PREFILL_TOKENS}-token prefill", "",
-                   "`KILN_CUDA_PROFILE=1 kiln bench ... --new-tokens 2 --repeats 1` on the prefill prompt (the warm-up "
-                   "and the measured run: two prefill steps).", ""]
-        for label, text in prefill_profiles:
-            report += [f"### {label}", "", "```", text, "```", ""]
-    md = "\n".join(report) + "\n"
-    print(md)
-    with open(args.out, "w") as f:
-        f.write(md)
+            correctness += ["", "FAIL: the GPU's greedy tokens differ from the CPU executor's."]
+    print(write([]))
 
 
 if __name__ == "__main__":
