@@ -12,6 +12,17 @@ use crate::RuntimeError;
 /// Threads of the token-choice blocks (one block per row).
 const BLOCK: u32 = 1024;
 
+/// The token-choice kernels a CUDA module must have (the executor resolves them at load; kiln-codegen's
+/// `template_kernel_names` lists them too, which a test holds to this list).
+pub const TOKEN_CHOICE_KERNELS: [&str; 6] = [
+    "kiln_argmax_f32",
+    "kiln_argmax_split_f32",
+    "kiln_sample_prepare_f32",
+    "kiln_sample_hist_f32",
+    "kiln_sample_compact_f32",
+    "kiln_sample_finish_f32",
+];
+
 /// The `KILN_ERROR_*` code a token-choice kernel sets for a row the CPU sampler would refuse.
 pub(super) const KILN_ERROR_LOGITS: i32 = 2;
 
@@ -107,22 +118,58 @@ pub fn sample_scratch_bytes(vocab: usize) -> usize {
     SAMPLE_STATE_BYTES + 3 * 8 * vocab
 }
 
-/// The walks of a draw, in order (see choose.cu): (compute the weights, weighted, inclusive, target kind,
-/// count target, fraction). Top-k is a count walk to the k-th key; top-p a weight walk to ceil(p * total),
-/// which computes the weights; the pick a weight walk to floor(u * total), which computes them if top-p did not.
-fn sample_walks(draw: &DeviceDraw, vocab: usize) -> Vec<(i32, i32, i32, i32, i64, f64)> {
+/// One walk of a draw (see choose.cu): the arguments its `kiln_sample_hist_f32` and `kiln_sample_finish_f32`
+/// launches take, as the kernels' `int`, `long long` and `double` parameters.
+struct SampleWalk {
+    /// 1: the hist launch computes the weights (and stores them for the later launches).
+    compute_weights: i32,
+    /// 1: a walk over weights; 0: over counts.
+    weighted: i32,
+    /// 1: the walk stops where the running amount reaches the target; 0: where it exceeds it.
+    inclusive: i32,
+    /// `KILN_SAMPLE_TARGET_*`: the k-th key by count, ceil(fraction * total), or floor(fraction * total).
+    target_kind: i32,
+    count_target: i64,
+    fraction: f64,
+}
+
+/// The walks of a draw, in order: top-k is a count walk to the k-th key; top-p a weight walk to
+/// ceil(p * total), which computes the weights; the pick a weight walk to floor(u * total), which computes
+/// them if top-p did not.
+fn sample_walks(draw: &DeviceDraw, vocab: usize) -> Vec<SampleWalk> {
     const COUNT: i32 = 0;
     const MASS: i32 = 1;
     const PICK: i32 = 2;
     let mut walks = Vec::with_capacity(3);
     if draw.top_k > 0 && draw.top_k < vocab {
-        walks.push((0, 0, 1, COUNT, draw.top_k as i64, 0.0));
+        walks.push(SampleWalk {
+            compute_weights: 0,
+            weighted: 0,
+            inclusive: 1,
+            target_kind: COUNT,
+            count_target: draw.top_k as i64,
+            fraction: 0.0,
+        });
     }
     let top_p = draw.top_p < 1.0;
     if top_p {
-        walks.push((1, 1, 1, MASS, 0, f64::from(draw.top_p)));
+        walks.push(SampleWalk {
+            compute_weights: 1,
+            weighted: 1,
+            inclusive: 1,
+            target_kind: MASS,
+            count_target: 0,
+            fraction: f64::from(draw.top_p),
+        });
     }
-    walks.push((i32::from(!top_p), 1, 0, PICK, 0, draw.uniform));
+    walks.push(SampleWalk {
+        compute_weights: i32::from(!top_p),
+        weighted: 1,
+        inclusive: 0,
+        target_kind: PICK,
+        count_target: 0,
+        fraction: draw.uniform,
+    });
     walks
 }
 
@@ -161,17 +208,19 @@ pub(super) fn launch_sample(
         let mut b = KernelArgs::default();
         b.arg(&row).arg(&width).arg(&state);
         queue(device, "kiln_sample_prepare_f32", grid, &mut b)?;
-        for (w, (compute, weighted, inclusive, kind, count, fraction)) in walks.iter().enumerate() {
+        for (at, walk) in walks.iter().enumerate() {
             let mut b = KernelArgs::default();
-            b.arg(&row).arg(&width).arg(&draw.temperature).arg(compute).arg(weighted).arg(inclusive).arg(kind);
-            b.arg(count).arg(fraction).arg(&state).arg(&weights);
+            b.arg(&row).arg(&width).arg(&draw.temperature).arg(&walk.compute_weights).arg(&walk.weighted);
+            b.arg(&walk.inclusive).arg(&walk.target_kind).arg(&walk.count_target).arg(&walk.fraction);
+            b.arg(&state).arg(&weights);
             queue(device, "kiln_sample_hist_f32", grid, &mut b)?;
             let mut b = KernelArgs::default();
-            b.arg(&row).arg(&width).arg(weighted).arg(&state).arg(&weights).arg(&list_keys).arg(&list_weights);
+            b.arg(&row).arg(&width).arg(&walk.weighted).arg(&state).arg(&weights).arg(&list_keys);
+            b.arg(&list_weights);
             queue(device, "kiln_sample_compact_f32", grid, &mut b)?;
-            let last = i32::from(w + 1 == walks.len());
+            let last = i32::from(at + 1 == walks.len());
             let mut b = KernelArgs::default();
-            b.arg(weighted).arg(inclusive).arg(&last).arg(&state).arg(&list_keys).arg(&list_weights);
+            b.arg(&walk.weighted).arg(&walk.inclusive).arg(&last).arg(&state).arg(&list_keys).arg(&list_weights);
             b.arg(&out).arg(&flag).arg(&next.ids).arg(&next.positions).arg(&next.step);
             queue(device, "kiln_sample_finish_f32", one_block, &mut b)?;
         }

@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use cudarc::driver::{CudaFunction, LaunchConfig, result, sys};
 use kiln_ir::{CompiledKernel, Graph, KernelTarget, ValueId, WeightStore};
 
-use super::choose::{DeviceDraw, KILN_ERROR_LOGITS, NextStep, launch_argmax, launch_sample, logits_error};
+use super::choose::{
+    DeviceDraw, KILN_ERROR_LOGITS, NextStep, TOKEN_CHOICE_KERNELS, launch_argmax, launch_sample, logits_error,
+};
 use super::device::{Device, KernelArgs, ReadbackRing, cuda_error};
 use super::plan::{
     self, ATTENTION_CHUNK, ATTENTION_FOLD_ROWS, LINEAR_PARTS, Launch, NORM_THREADS, Plan, RunShape,
@@ -464,15 +466,7 @@ impl CudaExecutor {
                 device.function(&name)?;
             }
         }
-        for name in [
-            "kiln_kv_compact",
-            "kiln_argmax_f32",
-            "kiln_argmax_split_f32",
-            "kiln_sample_prepare_f32",
-            "kiln_sample_hist_f32",
-            "kiln_sample_compact_f32",
-            "kiln_sample_finish_f32",
-        ] {
+        for name in std::iter::once("kiln_kv_compact").chain(TOKEN_CHOICE_KERNELS) {
             device.function(name)?;
         }
         // SAFETY: only tries to dlopen the library by its known names.
@@ -643,6 +637,16 @@ impl CudaExecutor {
         self.upload(self.plan.step_info, &[self.kv_len as i32])
     }
 
+    /// Where a one-token step's token choice feeds the next step on the device: its input id, its position
+    /// and the step info.
+    fn next_step(&self) -> NextStep {
+        NextStep {
+            ids: self.addr(self.plan.ids),
+            positions: self.addr(self.plan.positions),
+            step: self.base + self.plan.step_info,
+        }
+    }
+
     /// Queues the argmax of `rows` logits rows from `first_row`, into the readback region after the error
     /// flag; with `next`, the one-row argmax also feeds its token to the next step on the device.
     fn launch_step_argmax(&mut self, first_row: u64, rows: usize, next: Option<NextStep>) -> Result<(), RuntimeError> {
@@ -708,14 +712,10 @@ impl CudaExecutor {
                     Sampling::Sample { temperature, top_k, top_p, .. } => {
                         self.launch_graph(1, 0, false)?;
                         let draw = DeviceDraw { temperature, top_k, top_p, uniform: ahead.uniform() };
-                        let next = NextStep {
-                            ids: self.addr(self.plan.ids),
-                            positions: self.addr(self.plan.positions),
-                            step: self.base + self.plan.step_info,
-                        };
                         let scratch = self.base + self.plan.sample_scratch;
                         let (row, vocab) = (self.addr(self.plan.logits), self.plan.vocab);
-                        launch_sample(&mut self.device, row, vocab, draw, (flag + 4, flag, scratch), Some(next))?;
+                        let next = Some(self.next_step());
+                        launch_sample(&mut self.device, row, vocab, draw, (flag + 4, flag, scratch), next)?;
                     }
                 }
                 // SAFETY: the flag and the chosen token are two i32 in the arena; the slot's previous copy
@@ -774,12 +774,7 @@ impl CudaExecutor {
             let mut result = self.launch_plan(n, rows_from, None, labels.as_mut());
             if feed && result.is_ok() {
                 debug_assert_eq!((n, rows_from), (1, 0), "only one-token steps feed the next");
-                let next = NextStep {
-                    ids: self.addr(self.plan.ids),
-                    positions: self.addr(self.plan.positions),
-                    step: self.base + self.plan.step_info,
-                };
-                result = self.launch_step_argmax(self.addr(self.plan.logits), 1, Some(next));
+                result = self.launch_step_argmax(self.addr(self.plan.logits), 1, Some(self.next_step()));
             }
             if let (Some(t), Some(labels)) = (self.trace.as_mut(), labels) {
                 t.report.labels = labels;
