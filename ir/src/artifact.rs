@@ -213,6 +213,17 @@ impl<'de> Deserialize<'de> for KernelTarget {
     }
 }
 
+/// The token-choice kernels every CUDA module carries (the argmax and the draw of choose.cu): kiln-codegen
+/// emits them from its templates, and the CUDA runtime resolves them when it loads a module.
+pub const CUDA_TOKEN_CHOICE_KERNELS: [&str; 6] = [
+    "kiln_argmax_f32",
+    "kiln_argmax_split_f32",
+    "kiln_sample_prepare_f32",
+    "kiln_sample_hist_f32",
+    "kiln_sample_compact_f32",
+    "kiln_sample_finish_f32",
+];
+
 /// A kernel module compiled by a backend, as handed to the artifact writer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CompiledKernel {

@@ -120,13 +120,3 @@ fn a_low_bit_dtype_is_refused_naming_it() {
     let err = cuda::cuda_source(&g).expect_err("no CUDA kernel stores f8e4m3fn").to_string();
     assert!(err.contains("f8e4m3fn") && err.contains("--device cpu"), "{err}");
 }
-
-#[test]
-fn the_runtime_finds_every_token_choice_kernel_among_the_templates() {
-    // The executor resolves these by name when it loads a module and refuses one that lacks any; the
-    // templates are what every module is compiled from.
-    let templates = cuda::template_kernel_names();
-    for name in kiln_runtime::cuda::TOKEN_CHOICE_KERNELS {
-        assert!(templates.iter().any(|t| t == name), "{name} is not among the template kernels");
-    }
-}

@@ -104,17 +104,7 @@ pub fn template_kernel_names() -> Vec<String> {
         names.push(format!("kiln_slice_columns_b{b}"));
     }
     names.extend(["kiln_convert_f32_bf16", "kiln_convert_f32_f16", "kiln_bias_softcap"].map(String::from));
-    names.extend(
-        [
-            "kiln_argmax_f32",
-            "kiln_argmax_split_f32",
-            "kiln_sample_prepare_f32",
-            "kiln_sample_hist_f32",
-            "kiln_sample_compact_f32",
-            "kiln_sample_finish_f32",
-        ]
-        .map(String::from),
-    );
+    names.extend(kiln_ir::artifact::CUDA_TOKEN_CHOICE_KERNELS.map(String::from));
     names
 }
 

@@ -12,17 +12,6 @@ use crate::RuntimeError;
 /// Threads of the token-choice blocks (one block per row).
 const BLOCK: u32 = 1024;
 
-/// The token-choice kernels a CUDA module must have (the executor resolves them at load; kiln-codegen's
-/// `template_kernel_names` lists them too, which a test holds to this list).
-pub const TOKEN_CHOICE_KERNELS: [&str; 6] = [
-    "kiln_argmax_f32",
-    "kiln_argmax_split_f32",
-    "kiln_sample_prepare_f32",
-    "kiln_sample_hist_f32",
-    "kiln_sample_compact_f32",
-    "kiln_sample_finish_f32",
-];
-
 /// The `KILN_ERROR_*` code a token-choice kernel sets for a row the CPU sampler would refuse.
 pub(super) const KILN_ERROR_LOGITS: i32 = 2;
 

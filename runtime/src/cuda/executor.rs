@@ -5,9 +5,7 @@ use std::collections::HashMap;
 use cudarc::driver::{CudaFunction, LaunchConfig, result, sys};
 use kiln_ir::{CompiledKernel, Graph, KernelTarget, ValueId, WeightStore};
 
-use super::choose::{
-    DeviceDraw, KILN_ERROR_LOGITS, NextStep, TOKEN_CHOICE_KERNELS, launch_argmax, launch_sample, logits_error,
-};
+use super::choose::{DeviceDraw, KILN_ERROR_LOGITS, NextStep, launch_argmax, launch_sample, logits_error};
 use super::device::{Device, KernelArgs, ReadbackRing, cuda_error};
 use super::plan::{
     self, ATTENTION_CHUNK, ATTENTION_FOLD_ROWS, LINEAR_PARTS, Launch, NORM_THREADS, Plan, RunShape,
@@ -466,7 +464,7 @@ impl CudaExecutor {
                 device.function(&name)?;
             }
         }
-        for name in std::iter::once("kiln_kv_compact").chain(TOKEN_CHOICE_KERNELS) {
+        for name in std::iter::once("kiln_kv_compact").chain(kiln_ir::artifact::CUDA_TOKEN_CHOICE_KERNELS) {
             device.function(name)?;
         }
         // SAFETY: only tries to dlopen the library by its known names.

@@ -15,6 +15,6 @@ mod executor;
 mod plan;
 mod trace;
 
-pub use choose::{DeviceDraw, DeviceSampler, TOKEN_CHOICE_KERNELS};
+pub use choose::{DeviceDraw, DeviceSampler};
 pub use device::device_sm;
 pub use executor::{CUDA_EXACT_STEP_ROWS, CudaExecutor, CudaOptions};
