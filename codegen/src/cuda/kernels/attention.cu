@@ -216,6 +216,38 @@ __device__ __forceinline__ void load_key_group(const AttentionArgs& a, const flo
     }
 }
 
+// The scores of a group of G keys (G a power of two up to 32): each lane's partial dot products, summed over
+// the warp in warp_sum's order (lane steps 16, 8, 4, 2, 1, own value first), so each score is bit for bit
+// the one warp_sum would give. The first log2(G) steps are transposed: at step o a lane keeps the half of its
+// keys its lane bit o selects and hands the other half to lane ^ o, so the group costs G shuffles in all
+// instead of 5 G. Lanes G_LANES k .. G_LANES (k + 1) - 1 (G_LANES = 32 / G) end with key k's score.
+template <int G, int DR>
+__device__ __forceinline__ float group_scores(const float (&q)[DR], const float (&kv)[G][DR], int lane) {
+    float v[G];
+#pragma unroll
+    for (int g = 0; g < G; ++g) {
+        float dot = 0.0f;
+#pragma unroll
+        for (int r = 0; r < DR; ++r) dot = fmaf(q[r], kv[g][r], dot);
+        v[g] = dot;
+    }
+#pragma unroll
+    for (int step = 0; (1 << step) < G; ++step) {
+        const int half = (G >> step) / 2, o = 16 >> step;
+        const bool upper = (lane & o) != 0;
+#pragma unroll
+        for (int j = 0; j < half; ++j) {
+            const float keep = upper ? v[j + half] : v[j];
+            const float send = upper ? v[j] : v[j + half];
+            v[j] = keep + __shfl_xor_sync(0xffffffffu, send, o);
+        }
+    }
+    float score = v[0];
+#pragma unroll
+    for (int o = 16 / G; o > 0; o >>= 1) score += __shfl_xor_sync(0xffffffffu, score, o);
+    return score;
+}
+
 // One (query, head, split): warp w scores slots base + KPW w .. base + KPW (w + 1) - 1 of every 64-slot block
 // of the split (KPW = 64 / WARPS keys per warp), G = min(KILN_ATTENTION_GROUP, KPW) at a time, with an
 // online softmax; the warps then merge in index order. DR: registers per lane for a head (head_dim <=
@@ -230,6 +262,7 @@ __device__ __forceinline__ void attention_split(const AttentionArgs& a, float (*
                                                 float (*own_k)[32 * DR], float (*own_v)[32 * DR]) {
     constexpr int KPW = 64 / WARPS;
     constexpr int G = KILN_ATTENTION_GROUP(DR) < KPW ? KILN_ATTENTION_GROUP(DR) : KPW;
+    constexpr int G_LANES = 32 / G;  // lanes that hold each key's score (group_scores)
     const int past = a.step[0];
     const int total = past + a.S;
     const int i = blockIdx.x / a.heads, h = blockIdx.x % a.heads;
@@ -304,29 +337,23 @@ __device__ __forceinline__ void attention_split(const AttentionArgs& a, float (*
         for (int base = lo + KPW * warp; base < hi; base += 64) {
 #pragma unroll
             for (int g0 = 0; g0 < KPW; g0 += G) {
-                float sc[G];
                 load_key_group<G, DR>(a, kbase, vbase, kstride, vstride, base + g0, first ? past : 0, hi, lane, own, kv,
                                       vv);
                 first = false;
-#pragma unroll
-                for (int g = 0; g < G; ++g) {
-                    float dot = 0.0f;
-#pragma unroll
-                    for (int r = 0; r < DR; ++r) dot = fmaf(q[r], kv[g][r], dot);
-                    sc[g] = warp_sum(dot);
+                // The group's scores: lane partial dots, then one transposed warp sum, after which lanes
+                // G_LANES k .. G_LANES (k + 1) - 1 hold key k's score (group_scores).
+                const float score = group_scores<G, DR>(q, kv, lane);
+                const int t = base + g0 + lane / G_LANES;
+                float x = NEG;
+                if (t < hi && key_visible(a, past, i, p, t)) {
+                    x = score * a.scale;
+                    if (a.softcap > 0.0f) x = a.softcap * tanhf(x / a.softcap);
                 }
-                float gm = NEG;
+                // The group's max over its keys (over the lane bits that tell keys apart; max is exact in
+                // any order).
+                float gm = x;
 #pragma unroll
-                for (int g = 0; g < G; ++g) {
-                    const int t = base + g0 + g;
-                    float x = NEG;
-                    if (t < hi && key_visible(a, past, i, p, t)) {
-                        x = sc[g] * a.scale;
-                        if (a.softcap > 0.0f) x = a.softcap * tanhf(x / a.softcap);
-                    }
-                    sc[g] = x;
-                    gm = fmaxf(gm, x);
-                }
+                for (int o = 16; o >= G_LANES; o >>= 1) gm = fmaxf(gm, __shfl_xor_sync(0xffffffffu, gm, o));
                 if (gm == NEG) continue;  // no visible key in this group: the state is unchanged
                 const float mn = fmaxf(m, gm);
                 const float corr = m == NEG ? 0.0f : expf(m - mn);
@@ -334,10 +361,13 @@ __device__ __forceinline__ void attention_split(const AttentionArgs& a, float (*
 #pragma unroll
                 for (int r = 0; r < DR; ++r) acc[r] *= corr;
                 m = mn;
+                // Each key's weight is taken once, by its own lanes (-1: invisible), and handed to every lane,
+                // which adds the weights in key order as before.
+                const float own_w = x == NEG ? -1.0f : expf(x - m);
 #pragma unroll
                 for (int g = 0; g < G; ++g) {
-                    if (sc[g] == NEG) continue;
-                    const float w = expf(sc[g] - m);
+                    const float w = __shfl_sync(0xffffffffu, own_w, g * G_LANES);
+                    if (w < 0.0f) continue;
                     l += w;
 #pragma unroll
                     for (int r = 0; r < DR; ++r) acc[r] = fmaf(w, vv[g][r], acc[r]);
