@@ -30,6 +30,9 @@ pub(crate) struct Device {
     pub pdl: bool,
     /// The loaded image can ask the L2 for bulk prefetches (`cp.async.bulk.prefetch`, sm_90 and newer).
     pub bulk_prefetch: bool,
+    /// The memory's nominal bandwidth in bytes a second (double data rate x bus width), when the driver reports
+    /// the memory clock and bus width.
+    pub memory_bandwidth: Option<f64>,
     /// Kernel launches so far (the launch trace labels a step's launches by counting them).
     pub launches: std::cell::Cell<u64>,
 }
@@ -47,6 +50,15 @@ impl<'a> KernelArgs<'a> {
         self.addresses.push(value as *const T as *mut std::ffi::c_void);
         self
     }
+}
+
+/// Bytes a second the device memory moves at its nominal clock (two transfers a clock over the bus), or None
+/// where the driver does not report the clock or the bus width.
+fn nominal_memory_bandwidth(ctx: &CudaContext) -> Option<f64> {
+    use sys::CUdevice_attribute::{CU_DEVICE_ATTRIBUTE_GLOBAL_MEMORY_BUS_WIDTH, CU_DEVICE_ATTRIBUTE_MEMORY_CLOCK_RATE};
+    let clock_khz = ctx.attribute(CU_DEVICE_ATTRIBUTE_MEMORY_CLOCK_RATE).ok().filter(|&c| c > 0)?;
+    let bus_bits = ctx.attribute(CU_DEVICE_ATTRIBUTE_GLOBAL_MEMORY_BUS_WIDTH).ok().filter(|&b| b > 0)?;
+    Some(2.0 * clock_khz as f64 * 1e3 * bus_bits as f64 / 8.0)
 }
 
 impl Device {
@@ -98,6 +110,7 @@ impl Device {
         // SAFETY: writes one int.
         let driver_ok = unsafe { sys::cuDriverGetVersion(&mut driver) }.result().is_ok() && driver >= 12030;
         let bulk_prefetch = sm >= 90 && image_sm.is_some_and(|s| s >= 90);
+        let memory_bandwidth = nominal_memory_bandwidth(&ctx);
         let pdl = sm >= 90
             && driver_ok
             && image_sm.is_some_and(|s| s >= 90)
@@ -112,6 +125,7 @@ impl Device {
             loaded: image.target,
             pdl,
             bulk_prefetch,
+            memory_bandwidth,
             launches: std::cell::Cell::new(0),
         })
     }

@@ -479,12 +479,7 @@ impl CudaExecutor {
         let profile = std::env::var("KILN_CUDA_PROFILE").is_ok_and(|v| v == "1").then(Profile::default);
         let use_graphs = profile.is_none() && !matches!(std::env::var("KILN_CUDA_GRAPHS").as_deref(), Ok("0"));
         let trace = LaunchTrace::open(&device)?;
-        // Below sm_90 there is no bulk prefetch to ask the L2 with.
-        let attention_prefetch = if device.bulk_prefetch {
-            attention_prefetch(&plan, &graph, base, ATTENTION_PREFETCH_BYTES)
-        } else {
-            HashMap::new()
-        };
+        let attention_prefetch = attention_prefetch(&plan, &graph, base, attention_prefetch_budget(&device)?);
         Ok(CudaExecutor {
             graph,
             plan,
@@ -1510,11 +1505,47 @@ fn broadcast_strides(shape: &RunShape, n: usize, out: &[usize]) -> [i64; 6] {
     strides
 }
 
-/// Weight bytes the split attention kernel of a layer prefetches into L2 for the linears after it: the best of
-/// 16, 24, 32 and 48 MiB on an H100 (50 MB of L2) with the Llama-1B shape. 48 MiB was 5% slower than 24: the
-/// lines evict each other, and the attention's own loads queue behind them (bench/gpu-decode.md). With the
-/// weights loaded evict-first, 24 MiB was still the best of 0, 16, 24, 32 and 40 (0 and 16 within the spread).
+/// Weight bytes the split attention kernel of a layer prefetches into L2 for the linears after it, on devices
+/// whose memory is slower than [`PREFETCH_MAX_BANDWIDTH`]: the best of 16, 24, 32 and 48 MiB on an H100 (50 MB
+/// of L2) with the Llama-1B shape. 48 MiB was 5% slower than 24: the lines evict each other, and the
+/// attention's own loads queue behind them. With the weights loaded evict-first, 24 MiB was still the best of
+/// 0, 16, 24, 32 and 40; with the current attention kernel, 0.8% ahead of none on the 1B shape and even on the
+/// 8B shape (bench/gpu-decode.md).
 const ATTENTION_PREFETCH_BYTES: u64 = 24 << 20;
+
+/// Nominal memory bandwidth (bytes a second) from which the attention prefetches nothing. On an H200 (4.8 TB/s
+/// nominal, the H100's L2) no prefetch was the fastest of 0, 8, 16, 24, 32 and 40 MiB with the current
+/// attention kernel: 24 MiB lost 1.2% on the Llama-1B shape and 0.9% on the 8B shape, 40 MiB 5% and 3%
+/// (bench/gpu-decode.md). The H100's 3.35 TB/s is below it.
+const PREFETCH_MAX_BANDWIDTH: f64 = 4.0e12;
+
+/// The attention's prefetch budget on `device` (see [`prefetch_budget`]).
+fn attention_prefetch_budget(device: &Device) -> Result<u64, RuntimeError> {
+    let setting = std::env::var("KILN_CUDA_L2_PREFETCH_MIB").ok();
+    prefetch_budget(device.bulk_prefetch, device.memory_bandwidth, setting.as_deref())
+}
+
+/// The attention's prefetch budget in bytes: `setting` (`KILN_CUDA_L2_PREFETCH_MIB`, for measuring) when set,
+/// else [`ATTENTION_PREFETCH_BYTES`] below [`PREFETCH_MAX_BANDWIDTH`] (or where the driver does not report the
+/// bandwidth) and none from it; none without bulk prefetch (below sm_90), which has nothing to ask the L2 with.
+fn prefetch_budget(bulk_prefetch: bool, bandwidth: Option<f64>, setting: Option<&str>) -> Result<u64, RuntimeError> {
+    if !bulk_prefetch {
+        return Ok(0);
+    }
+    if let Some(v) = setting {
+        let mib: u64 = v.trim().parse().ok().filter(|&m| m <= 1 << 20).ok_or_else(|| RuntimeError::Cuda {
+            message: format!(
+                "KILN_CUDA_L2_PREFETCH_MIB is {v:?}; set it to a whole number of MiB (0 turns the prefetch off), \
+                 or unset it for the device's default"
+            ),
+        })?;
+        return Ok(mib << 20);
+    }
+    Ok(match bandwidth {
+        Some(bandwidth) if bandwidth >= PREFETCH_MAX_BANDWIDTH => 0,
+        _ => ATTENTION_PREFETCH_BYTES,
+    })
+}
 
 /// Blocks (at least) that issue the split attention kernel's L2 prefetch, spread over that many
 /// multiprocessors' copy engines. With one row of 32 blocks (the Llama shapes' heads), the next launch's
@@ -1781,6 +1812,24 @@ mod tests {
     /// H100/H200 opt-in shared memory per block (227 KiB) and the 99 KiB of smaller parts (sm_86, sm_89).
     const HOPPER_OPTIN: usize = 232_448;
     const SMALL_OPTIN: usize = 101_376;
+
+    #[test]
+    fn the_attention_prefetch_budget_follows_the_memory_bandwidth_and_the_setting() {
+        // Nominal bandwidths of an H100 SXM (2619 MHz x 5120 bits) and an H200 (3201 MHz x 6144 bits).
+        let h100 = Some(2.0 * 2_619_000e3 * 5120.0 / 8.0);
+        let h200 = Some(2.0 * 3_201_000e3 * 6144.0 / 8.0);
+        assert_eq!(prefetch_budget(true, h100, None).unwrap(), 24 << 20);
+        assert_eq!(prefetch_budget(true, h200, None).unwrap(), 0);
+        assert_eq!(prefetch_budget(true, None, None).unwrap(), 24 << 20);
+        // No bulk prefetch (below sm_90): nothing, whatever is asked.
+        assert_eq!(prefetch_budget(false, h100, Some("16")).unwrap(), 0);
+        assert_eq!(prefetch_budget(true, h200, Some(" 16 ")).unwrap(), 16 << 20);
+        assert_eq!(prefetch_budget(true, h100, Some("0")).unwrap(), 0);
+        for bad in ["", "24MiB", "-1", "1.5", "99999999"] {
+            let err = prefetch_budget(true, h100, Some(bad)).unwrap_err().to_string();
+            assert!(err.contains("KILN_CUDA_L2_PREFETCH_MIB") && err.contains("whole number of MiB"), "{bad:?}: {err}");
+        }
+    }
 
     #[test]
     fn prefill_takes_the_tensor_core_kernel_where_the_plan_has_one_and_it_fits() {
