@@ -1509,14 +1509,14 @@ fn broadcast_strides(shape: &RunShape, n: usize, out: &[usize]) -> [i64; 6] {
 /// whose memory is slower than [`PREFETCH_MAX_BANDWIDTH`]: the best of 16, 24, 32 and 48 MiB on an H100 (50 MB
 /// of L2) with the Llama-1B shape. 48 MiB was 5% slower than 24: the lines evict each other, and the
 /// attention's own loads queue behind them. With the weights loaded evict-first, 24 MiB was still the best of
-/// 0, 16, 24, 32 and 40; with the current attention kernel, 0.8% ahead of none on the 1B shape and even on the
-/// 8B shape (bench/gpu-decode.md).
+/// 0, 16, 24, 32 and 40; with the current attention kernel, 0.8% ahead of none on the 1B shape and 0.2% behind
+/// it on the 8B shape (bench/gpu-decode.md).
 const ATTENTION_PREFETCH_BYTES: u64 = 24 << 20;
 
 /// Nominal memory bandwidth (bytes a second) from which the attention prefetches nothing. On an H200 (4.8 TB/s
 /// nominal, the H100's L2) no prefetch was the fastest of 0, 8, 16, 24, 32 and 40 MiB with the current
-/// attention kernel: 24 MiB lost 1.2% on the Llama-1B shape and 0.9% on the 8B shape, 40 MiB 5% and 3%
-/// (bench/gpu-decode.md). The H100's 3.35 TB/s is below it.
+/// attention kernel: 24 MiB lost 1.2% on the Llama-1B shape and 0.9% on the 8B shape, and 40 MiB another 4%
+/// and 2% (bench/gpu-decode.md). The H100's 3.35 TB/s is below it.
 const PREFETCH_MAX_BANDWIDTH: f64 = 4.0e12;
 
 /// The attention's prefetch budget on `device` (see [`prefetch_budget`]).
