@@ -1509,14 +1509,15 @@ fn broadcast_strides(shape: &RunShape, n: usize, out: &[usize]) -> [i64; 6] {
 /// whose memory is slower than [`PREFETCH_MAX_BANDWIDTH`]: the best of 16, 24, 32 and 48 MiB on an H100 (50 MB
 /// of L2) with the Llama-1B shape. 48 MiB was 5% slower than 24: the lines evict each other, and the
 /// attention's own loads queue behind them. With the weights loaded evict-first, 24 MiB was still the best of
-/// 0, 16, 24, 32 and 40; with the current attention kernel, 0.8% ahead of none on the 1B shape and 0.2% behind
-/// it on the 8B shape (bench/gpu-decode.md).
+/// 0, 16, 24, 32 and 40; with the current attention kernel, 0.8-0.9% ahead of none on the 1B shape and 0.2%
+/// behind it on the 8B shape (bench/gpu-decode.md).
 const ATTENTION_PREFETCH_BYTES: u64 = 24 << 20;
 
 /// Nominal memory bandwidth (bytes a second) from which the attention prefetches nothing. On an H200 (4.8 TB/s
-/// nominal, the H100's L2) no prefetch was the fastest of 0, 8, 16, 24, 32 and 40 MiB with the current
-/// attention kernel: 24 MiB lost 1.2% on the Llama-1B shape and 0.9% on the 8B shape, and 40 MiB another 4%
-/// and 2% (bench/gpu-decode.md). The H100's 3.35 TB/s is below it.
+/// nominal, the H100's L2), less was faster with the current attention kernel: against 24 MiB, none gained
+/// 1.2% on the Llama-1B shape and 0.9% on the 8B shape (8 MiB the same on the 8B shape), and 32 and 40 MiB
+/// lost more (bench/gpu-decode.md). The H100's 3.35 TB/s is below it. Parts near 4 TB/s (H100 NVL, GH200
+/// with HBM3) were not measured.
 const PREFETCH_MAX_BANDWIDTH: f64 = 4.0e12;
 
 /// The attention's prefetch budget on `device` (see [`prefetch_budget`]).
@@ -1535,8 +1536,8 @@ fn prefetch_budget(bulk_prefetch: bool, bandwidth: Option<f64>, setting: Option<
     if let Some(v) = setting {
         let mib: u64 = v.trim().parse().ok().filter(|&m| m <= 1 << 20).ok_or_else(|| RuntimeError::Cuda {
             message: format!(
-                "KILN_CUDA_L2_PREFETCH_MIB is {v:?}; set it to a whole number of MiB (0 turns the prefetch off), \
-                 or unset it for the device's default"
+                "KILN_CUDA_L2_PREFETCH_MIB is {v:?}; set it to a whole number of MiB up to 1048576 (0 turns the \
+                 prefetch off), or unset it for the device's default"
             ),
         })?;
         return Ok(mib << 20);
@@ -1827,7 +1828,10 @@ mod tests {
         assert_eq!(prefetch_budget(true, h100, Some("0")).unwrap(), 0);
         for bad in ["", "24MiB", "-1", "1.5", "99999999"] {
             let err = prefetch_budget(true, h100, Some(bad)).unwrap_err().to_string();
-            assert!(err.contains("KILN_CUDA_L2_PREFETCH_MIB") && err.contains("whole number of MiB"), "{bad:?}: {err}");
+            assert!(
+                err.contains("KILN_CUDA_L2_PREFETCH_MIB") && err.contains("whole number of MiB up to"),
+                "{bad:?}: {err}"
+            );
         }
     }
 

@@ -219,8 +219,9 @@ __device__ __forceinline__ void load_key_group(const AttentionArgs& a, const flo
 // The scores of a group of G keys (G a power of two up to 32): each lane's partial dot products, summed over
 // the warp in warp_sum's order (lane steps 16, 8, 4, 2, 1, own value first), so each score is bit for bit
 // the one warp_sum would give. The first log2(G) steps are transposed: at step o a lane keeps the half of its
-// keys its lane bit o selects and hands the other half to lane ^ o, so the group costs G shuffles in all
-// instead of 5 G. Lanes G_LANES k .. G_LANES (k + 1) - 1 (G_LANES = 32 / G) end with key k's score.
+// keys its lane bit o selects and hands the other half to lane ^ o, so the group costs G - 1 + 5 - log2(G)
+// shuffles (16 for G = 16, 9 for G = 8) instead of 5 G. Lanes G_LANES k .. G_LANES (k + 1) - 1
+// (G_LANES = 32 / G) end with key k's score.
 template <int G, int DR>
 __device__ __forceinline__ float group_scores(const float (&q)[DR], const float (&kv)[G][DR], int lane) {
     float v[G];
@@ -350,8 +351,8 @@ __device__ __forceinline__ void attention_split(const AttentionArgs& a, float (*
                     if (a.softcap > 0.0f) x = a.softcap * tanhf(x / a.softcap);
                 }
                 // The group's max over its keys (over the lane bits that tell keys apart; max is exact in
-                // any order).
-                float gm = x;
+                // any order). Starting from NEG, a NaN score is passed over as the key-by-key max did.
+                float gm = fmaxf(NEG, x);
 #pragma unroll
                 for (int o = 16; o >= G_LANES; o >>= 1) gm = fmaxf(gm, __shfl_xor_sync(0xffffffffu, gm, o));
                 if (gm == NEG) continue;  // no visible key in this group: the state is unchanged
