@@ -479,7 +479,9 @@ impl CudaExecutor {
         let profile = std::env::var("KILN_CUDA_PROFILE").is_ok_and(|v| v == "1").then(Profile::default);
         let use_graphs = profile.is_none() && !matches!(std::env::var("KILN_CUDA_GRAPHS").as_deref(), Ok("0"));
         let trace = LaunchTrace::open(&device)?;
-        let attention_prefetch = attention_prefetch(&plan, &graph, base, attention_prefetch_budget(&device)?);
+        let prefetch_setting = std::env::var("KILN_CUDA_L2_PREFETCH_MIB").ok();
+        let budget = prefetch_budget(device.bulk_prefetch, device.memory_bandwidth, prefetch_setting.as_deref())?;
+        let attention_prefetch = attention_prefetch(&plan, &graph, base, budget);
         Ok(CudaExecutor {
             graph,
             plan,
@@ -1519,12 +1521,6 @@ const ATTENTION_PREFETCH_BYTES: u64 = 24 << 20;
 /// lost more (bench/gpu-decode.md). The H100's 3.35 TB/s is below it. Parts near 4 TB/s (H100 NVL, GH200
 /// with HBM3) were not measured.
 const PREFETCH_MAX_BANDWIDTH: f64 = 4.0e12;
-
-/// The attention's prefetch budget on `device` (see [`prefetch_budget`]).
-fn attention_prefetch_budget(device: &Device) -> Result<u64, RuntimeError> {
-    let setting = std::env::var("KILN_CUDA_L2_PREFETCH_MIB").ok();
-    prefetch_budget(device.bulk_prefetch, device.memory_bandwidth, setting.as_deref())
-}
 
 /// The attention's prefetch budget in bytes: `setting` (`KILN_CUDA_L2_PREFETCH_MIB`, for measuring) when set,
 /// else [`ATTENTION_PREFETCH_BYTES`] below [`PREFETCH_MAX_BANDWIDTH`] (or where the driver does not report the
