@@ -1014,12 +1014,14 @@ impl CudaExecutor {
                 // A folded norm runs inside this launch where the kernel stages all of x (every row, so not
                 // the last-row logits of a prefill) and no GEMM takes the step; otherwise as its own launch
                 // first. Both compute the same bits (see plan::fuse_norm_into_linear).
-                let staged_bytes = m * k * 4;
+                let mut staged_bytes = m * k * 4;
                 let gemm_step = m > CUDA_EXACT_STEP_ROWS && self.blas.is_some();
+                // The folded norm's weights are staged after x (linear.cu, stage_norm_weights).
+                let norm_bytes = k * 4;
                 if let Some(norm) = norm.as_deref() {
                     match norm {
                         Launch::RmsNorm { x: nx, residual, w, eps, offset, .. }
-                            if !gemm_step && staged_bytes <= self.linear_stage_bytes && skip_out == 0 =>
+                            if !gemm_step && staged_bytes + norm_bytes <= self.linear_stage_bytes && skip_out == 0 =>
                         {
                             args.norm_x = self.addr(*nx);
                             if let Some((b, sum)) = residual {
@@ -1029,6 +1031,7 @@ impl CudaExecutor {
                             args.norm_w = self.base + self.plan.slot_offsets[w.0];
                             args.norm_eps = *eps;
                             args.norm_offset = *offset;
+                            staged_bytes += norm_bytes;
                         }
                         separate => self.launch(separate, n, 0)?,
                     }

@@ -882,8 +882,13 @@ __device__ __forceinline__ void attention_combine(const AttentionArgs& a) {
         out[d] = from_f32<X>(dM == NEG ? 0.0f : num / den);
     }
 }
+// The merge launches the o projection before its own wait, so that o's blocks request their weights while the
+// split kernel runs (1B shape on an H200: +0.4% decode; bench/gpu-decode.md).
 #define KILN_ATTENTION_COMBINE(XN, XT)                                                                 \
-    extern "C" __global__ void kiln_attention_combine_x##XN(const AttentionArgs a) { KILN_PDL_ENTRY(); attention_combine<XT>(a); }
+    extern "C" __global__ void kiln_attention_combine_x##XN(const AttentionArgs a) {                  \
+        KILN_PDL_ENTRY_LAUNCH_FIRST();                                                                 \
+        attention_combine<XT>(a);                                                                      \
+    }
 KILN_FOR_FLOAT_TYPES(KILN_ATTENTION_COMBINE)
 
 // Keeps cache slots keep[0..n) as slots 0..n of every layer's keys and values (tree speculation keeps the

@@ -184,6 +184,12 @@ struct KilnTraceScope {
         slot->sm = sm;
     }
 };
+// KILN_PDL_ENTRY_LAUNCH_FIRST lets the next kernel launch before this one waits: that kernel's blocks then
+// become resident (and request what they need before their own wait) while this one's predecessor still runs.
+// The next kernel's wait still waits for this kernel to complete, which comes after this kernel's wait, so the
+// order of the writes is the same. Only for a kernel whose blocks are few and short (the attention's merge,
+// which lets the o projection's blocks in beside the split kernel); elsewhere the next kernel's blocks take
+// room the running kernel's blocks still need.
 // Not wrapped in a block: the scope object lives until the function it is in returns. So, in every build, the
 // macro is used once per kernel, at the top level of the kernel's body or of the device function that is the
 // rest of it (never under an `if` or in a loop).
@@ -192,11 +198,21 @@ struct KilnTraceScope {
     KILN_WAIT_PREVIOUS();                                 \
     kiln_trace_scope_.mark_waited();                      \
     KILN_LAUNCH_NEXT()
+#define KILN_PDL_ENTRY_LAUNCH_FIRST()                     \
+    KilnTraceScope kiln_trace_scope_(__PRETTY_FUNCTION__); \
+    KILN_LAUNCH_NEXT();                                   \
+    KILN_WAIT_PREVIOUS();                                 \
+    kiln_trace_scope_.mark_waited()
 #else
 #define KILN_PDL_ENTRY()     \
     do {                     \
         KILN_WAIT_PREVIOUS(); \
         KILN_LAUNCH_NEXT();   \
+    } while (0)
+#define KILN_PDL_ENTRY_LAUNCH_FIRST() \
+    do {                              \
+        KILN_LAUNCH_NEXT();           \
+        KILN_WAIT_PREVIOUS();         \
     } while (0)
 #endif
 

@@ -38,7 +38,8 @@ struct LinearArgs {
     int staged;     // 1: the block first copies x (M * K floats) to shared memory
     // An rms_norm fused in front (norm_w not null; staged only, and KILN_NORM_THREADS threads): the block
     // stages x = rms_norm(norm_x (+ norm_residual)) instead of reading x, computed by norm.cu's row function
-    // exactly as the norm kernel would; block 0 writes the residual sum to norm_sum (when not null).
+    // exactly as the norm kernel would; block 0 writes the residual sum to norm_sum (when not null). The
+    // dynamic shared memory then holds K floats more, after x: the norm's weights (stage_norm_weights).
     const void* norm_x;
     const void* norm_residual;
     void* norm_sum;
@@ -317,6 +318,39 @@ __device__ __forceinline__ void gemv_pipelined(const LinearArgs& a, const XS* __
     }
 }
 
+// The fused norm's weights (K floats) are copied to shared memory as soon as the kernel has passed its wait,
+// together with the loads of the norm's inputs: read where they are used, after the norm's reduction, they
+// were one more trip to L2 on the path of every block (1B shape on an H200: 1076 -> 1084 tok/s with the merge
+// below launching the o projection early, bench/gpu-decode.md). Copied before the wait, the block passed its
+// wait later and the kernel lost. The copy is asynchronous where it can be (sm_80+, 16-byte aligned, K a
+// multiple of 4); each thread waits for its own part before the reduction's barrier (norm_weights_copied),
+// after which every thread sees all of it.
+__device__ __forceinline__ bool norm_weights_async(const float* w, int K) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    return K % 4 == 0 && (((u64)w) & 15) == 0;
+#else
+    return false;
+#endif
+}
+__device__ __forceinline__ void stage_norm_weights(float* stage, const float* w, int K) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    if (norm_weights_async(w, K)) {
+        const u32 to = (u32)__cvta_generic_to_shared(stage);
+#pragma unroll 1
+        for (int c = threadIdx.x; c < K / 4; c += blockDim.x)
+            asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(to + 16 * c), "l"(w + 4 * c) : "memory");
+        asm volatile("cp.async.commit_group;" ::: "memory");
+        return;
+    }
+#endif
+    for (int i = threadIdx.x; i < K; i += blockDim.x) stage[i] = w[i];
+}
+__device__ __forceinline__ void norm_weights_copied(const float* w, int K) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    if (norm_weights_async(w, K)) asm volatile("cp.async.wait_all;" ::: "memory");
+#endif
+}
+
 // Block: `per_block` columns of S warps each (blockDim.x == 32 * S * per_block); blocks stride over the
 // column groups (the grid is sized to the GPU, not to N). With `staged`, the block first copies x to
 // shared memory as floats: every warp then reads x from there, instead of each chunk waiting on its own
@@ -331,18 +365,22 @@ __device__ __forceinline__ void linear_kernel(const LinearArgs& a) {
     if constexpr (PIPELINED) {
         if (one_round) gemv_issue_first<W>(a, first);
     }
-    KILN_PDL_ENTRY();
     // The one-row kernel kiln_gemv_* never gets a fused norm (the runtime takes kiln_gemvp_* for those), and
     // leaving the prologue out keeps it within its 64 registers.
     constexpr bool can_norm = ROWS != 1 || PIPELINED;
+    float* const norm_w = xs + (i64)a.M * a.K;
+    KILN_PDL_ENTRY();
     if (can_norm && a.norm_w) {
+        stage_norm_weights(norm_w, a.norm_w, a.K);
         __shared__ float scratch[32];
         for (int m = 0; m < a.M; ++m) {
             const i64 row = (i64)m * a.K;
             const X* residual = a.norm_residual ? (const X*)a.norm_residual + row : (const X*)0;
             X* sum = (a.norm_sum && blockIdx.x == 0) ? (X*)a.norm_sum + row : (X*)0;
-            rms_norm_row_with<X>((const X*)a.norm_x + row, residual, sum, a.norm_w, a.K, a.norm_eps, a.norm_offset,
-                                 scratch, [&](int i, float y) { xs[row + i] = to_f32(from_f32<X>(y)); });
+            rms_norm_row_with<X>(
+                (const X*)a.norm_x + row, residual, sum, norm_w, a.K, a.norm_eps, a.norm_offset, scratch,
+                [&](int i, float y) { xs[row + i] = to_f32(from_f32<X>(y)); },
+                [&] { norm_weights_copied(a.norm_w, a.K); });
         }
         __syncthreads();
     } else if (a.staged) {

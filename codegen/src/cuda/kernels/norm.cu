@@ -14,10 +14,13 @@
 // threads, and a row then gives the same bits whichever kernel normalises it. With a residual,
 // `sum = a + b` is rounded to X first (the residual stream), written to `sum_out` when that is not null, and
 // normalised; `emit(i, y)` receives the normalised value of element i in f32, before rounding to the output.
+// `loads_issued()` runs once every thread's loads of the kept part are in flight, before the block reduction
+// (the linear kernels wait there for their copy of w to shared memory, see stage_norm_weights).
 #define KILN_NORM_THREADS 256
-template <typename X, typename Emit>
+template <typename X, typename Emit, typename LoadsIssued>
 __device__ __forceinline__ void rms_norm_row_with(const X* x, const X* residual, X* sum_out, const float* w, int H,
-                                                  float eps, float offset, float* scratch, Emit emit) {
+                                                  float eps, float offset, float* scratch, Emit emit,
+                                                  LoadsIssued loads_issued) {
     const int step = blockDim.x;
     float kept[KILN_NORM_KEEP];
     float ss = 0.0f;
@@ -57,6 +60,7 @@ __device__ __forceinline__ void rms_norm_row_with(const X* x, const X* residual,
         const float v = value(i, true);
         ss = fmaf(v, v, ss);
     }
+    loads_issued();
     const float mean_sq = block_sum(ss, scratch) / (float)H;
     const float r = 1.0f / sqrtf(mean_sq + eps);
 #pragma unroll
@@ -74,7 +78,7 @@ __device__ __forceinline__ void rms_norm_row(const X* x, const X* residual, X* s
     __shared__ float scratch[32];
     const i64 base = (i64)blockIdx.x * H;
     rms_norm_row_with<X>(x + base, residual ? residual + base : residual, sum_out ? sum_out + base : sum_out, w, H,
-                         eps, offset, scratch, [&](int i, float y) { out[base + i] = from_f32<Y>(y); });
+                         eps, offset, scratch, [&](int i, float y) { out[base + i] = from_f32<Y>(y); }, [] {});
 }
 
 template <typename X, typename Y>
