@@ -122,7 +122,7 @@ const GEMV_PIPELINE_SPLIT: usize = 4;
 /// on the 8B shape than splits of two, and the same on the 1B shape (H100, bench/gpu-decode.md).
 const PREFILL_SPLIT_TILES: usize = 4;
 
-/// The most shared memory a linear launch stages x in (M x K floats).
+/// The most shared memory a linear launch stages x in (M x K floats, and K more for a folded norm's weights).
 const LINEAR_STAGE_BYTES: usize = 96 * 1024;
 
 /// Graphs kept at most (decode, prefill tails and verification trees of a few sizes).
@@ -458,7 +458,7 @@ impl CudaExecutor {
         // Resolve every kernel now, so that a missing one is an error at load, not mid-generation. The marker
         // first: without it the module comes from a kiln whose kernels took other arguments
         // (`KERNEL_ABI_MARKER` in kiln-codegen).
-        device.function("kiln_kernel_abi_v13")?;
+        device.function("kiln_kernel_abi_v14")?;
         for launch in &plan.launches {
             for name in kernel_names(launch) {
                 device.function(&name)?;

@@ -113,7 +113,11 @@ __device__ __forceinline__ float block_max(float v, float* scratch) {
 // start while the previous one finishes. Every kernel therefore first waits for the previous kernel to
 // complete (and its writes to be visible) before it reads or writes anything a kernel writes, and then lets
 // the next kernel start early (its blocks take the multiprocessors this one frees, and wait there in turn).
-// Without PDL, or below sm_90, both are no-ops (the runtime launches PDL only for sm_90+ images).
+// So before its wait a kernel may read what kernels two or more launches back wrote (they completed before
+// the previous kernel's wait returned), except after a kernel that launches the next one first
+// (KILN_PDL_ENTRY_LAUNCH_FIRST, the attention's merge): the kernel after that reads only weights and its
+// arguments before its wait. Without PDL, or below sm_90, both are no-ops (the runtime launches PDL only for
+// sm_90+ images).
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
 #define KILN_WAIT_PREVIOUS() asm volatile("griddepcontrol.wait;" ::: "memory")
 #define KILN_LAUNCH_NEXT() asm volatile("griddepcontrol.launch_dependents;" ::: "memory")
@@ -121,6 +125,12 @@ __device__ __forceinline__ float block_max(float v, float* scratch) {
 #define KILN_WAIT_PREVIOUS() ((void)0)
 #define KILN_LAUNCH_NEXT() ((void)0)
 #endif
+// KILN_PDL_ENTRY_LAUNCH_FIRST lets the next kernel launch before this one waits: that kernel's blocks then
+// become resident (and request their weights before their own wait) while this one's predecessor still runs.
+// The next kernel's wait still waits for this kernel to complete, which comes after this kernel's wait, so the
+// order of the writes is the same (see above for what the next kernel may read before its wait). Only for a
+// kernel whose blocks are few and short (the attention's merge, which lets the o projection's blocks in beside
+// the split kernel); elsewhere the next kernel's blocks take room the running kernel's blocks still need.
 #ifdef KILN_TRACE
 // The launch trace, a diagnostic build only (`KILN_CUDA_TRACE=1` defines KILN_TRACE when the module is
 // compiled, and the runtime then points kiln_trace_records at a buffer): thread 0 of every block records when
@@ -184,12 +194,6 @@ struct KilnTraceScope {
         slot->sm = sm;
     }
 };
-// KILN_PDL_ENTRY_LAUNCH_FIRST lets the next kernel launch before this one waits: that kernel's blocks then
-// become resident (and request what they need before their own wait) while this one's predecessor still runs.
-// The next kernel's wait still waits for this kernel to complete, which comes after this kernel's wait, so the
-// order of the writes is the same. Only for a kernel whose blocks are few and short (the attention's merge,
-// which lets the o projection's blocks in beside the split kernel); elsewhere the next kernel's blocks take
-// room the running kernel's blocks still need.
 // Not wrapped in a block: the scope object lives until the function it is in returns. So, in every build, the
 // macro is used once per kernel, at the top level of the kernel's body or of the device function that is the
 // rest of it (never under an `if` or in a loop).
@@ -218,9 +222,10 @@ struct KilnTraceScope {
 
 // Device-side errors (an id outside the embedding table, ...) are recorded here and checked by the host
 // after the step, since a kernel cannot return an error.
-// The kernels' calling conventions and names, version 13 (the runtime refuses modules without this marker, which
-// older kilns compiled with other argument lists).
-extern "C" __global__ void kiln_kernel_abi_v13() {}
+// The kernels' calling conventions and names, version 14 (the runtime refuses modules without this marker, which
+// older kilns compiled with other argument lists or launch contracts: since version 14 a linear with a fused norm
+// needs K floats more of dynamic shared memory).
+extern "C" __global__ void kiln_kernel_abi_v14() {}
 
 #define KILN_ERROR_EMBEDDING_ID 1
 #define KILN_ERROR_LOGITS 2

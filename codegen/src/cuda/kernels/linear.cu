@@ -320,8 +320,8 @@ __device__ __forceinline__ void gemv_pipelined(const LinearArgs& a, const XS* __
 
 // The fused norm's weights (K floats) are copied to shared memory as soon as the kernel has passed its wait,
 // together with the loads of the norm's inputs: read where they are used, after the norm's reduction, they
-// were one more trip to L2 on the path of every block (1B shape on an H200: 1076 -> 1084 tok/s with the merge
-// below launching the o projection early, bench/gpu-decode.md). Copied before the wait, the block passed its
+// were one more trip to L2 on the path of every block (1B shape on an H200: 1076 -> 1084 tok/s together with
+// the attention's merge launching the o projection early, attention.cu; bench/gpu-decode.md). Copied before the wait, the block passed its
 // wait later and the kernel lost. The copy is asynchronous where it can be (sm_80+, 16-byte aligned, K a
 // multiple of 4); each thread waits for its own part before the reduction's barrier (norm_weights_copied),
 // after which every thread sees all of it.

@@ -14,8 +14,9 @@
 // threads, and a row then gives the same bits whichever kernel normalises it. With a residual,
 // `sum = a + b` is rounded to X first (the residual stream), written to `sum_out` when that is not null, and
 // normalised; `emit(i, y)` receives the normalised value of element i in f32, before rounding to the output.
-// `loads_issued()` runs once every thread's loads of the kept part are in flight, before the block reduction
-// (the linear kernels wait there for their copy of w to shared memory, see stage_norm_weights).
+// `loads_issued()` runs in each thread after its own loads of the row (and its stores of the sum), before the
+// block reduction's barriers (the linear kernels wait there for their copy of w to shared memory, see
+// stage_norm_weights in linear.cu).
 #define KILN_NORM_THREADS 256
 template <typename X, typename Emit, typename LoadsIssued>
 __device__ __forceinline__ void rms_norm_row_with(const X* x, const X* residual, X* sum_out, const float* w, int H,
