@@ -26,7 +26,7 @@ const TEMPLATES: [(&str, &str); 7] = [
 ];
 
 /// The marker kernel of the kernels' calling conventions; the runtime refuses modules without it.
-pub const KERNEL_ABI_MARKER: &str = "kiln_kernel_abi_v14";
+pub use kiln_ir::artifact::CUDA_KERNEL_ABI_MARKER as KERNEL_ABI_MARKER;
 
 /// Why the CUDA code of a graph could not be produced.
 #[derive(Debug, thiserror::Error)]

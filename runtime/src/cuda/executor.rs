@@ -456,9 +456,8 @@ impl CudaExecutor {
             }
         }
         // Resolve every kernel now, so that a missing one is an error at load, not mid-generation. The marker
-        // first: without it the module comes from a kiln whose kernels took other arguments
-        // (`KERNEL_ABI_MARKER` in kiln-codegen).
-        device.function("kiln_kernel_abi_v14")?;
+        // first: without it the module comes from a kiln whose kernels took other arguments.
+        device.function(kiln_ir::artifact::CUDA_KERNEL_ABI_MARKER)?;
         for launch in &plan.launches {
             for name in kernel_names(launch) {
                 device.function(&name)?;

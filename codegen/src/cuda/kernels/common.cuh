@@ -222,9 +222,8 @@ struct KilnTraceScope {
 
 // Device-side errors (an id outside the embedding table, ...) are recorded here and checked by the host
 // after the step, since a kernel cannot return an error.
-// The kernels' calling conventions and names, version 14 (the runtime refuses modules without this marker, which
-// older kilns compiled with other argument lists or launch contracts: since version 14 a linear with a fused norm
-// needs K floats more of dynamic shared memory).
+// The kernels' calling conventions and names, version 14 (kiln_ir::artifact::CUDA_KERNEL_ABI_MARKER, which says
+// what changed; the runtime refuses modules without this marker).
 extern "C" __global__ void kiln_kernel_abi_v14() {}
 
 #define KILN_ERROR_EMBEDDING_ID 1

@@ -321,20 +321,13 @@ __device__ __forceinline__ void gemv_pipelined(const LinearArgs& a, const XS* __
 // The fused norm's weights (K floats) are copied to shared memory as soon as the kernel has passed its wait,
 // together with the loads of the norm's inputs: read where they are used, after the norm's reduction, they
 // were one more trip to L2 on the path of every block (1B shape on an H200: 1076 -> 1084 tok/s together with
-// the attention's merge launching the o projection early, attention.cu; bench/gpu-decode.md). Copied before the wait, the block passed its
-// wait later and the kernel lost. The copy is asynchronous where it can be (sm_80+, 16-byte aligned, K a
-// multiple of 4); each thread waits for its own part before the reduction's barrier (norm_weights_copied),
-// after which every thread sees all of it.
-__device__ __forceinline__ bool norm_weights_async(const float* w, int K) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-    return K % 4 == 0 && (((u64)w) & 15) == 0;
-#else
-    return false;
-#endif
-}
+// the attention's merge launching the o projection early, attention.cu; bench/gpu-decode.md). Copied before
+// the wait, the block passed its wait later and the kernel lost. The copy is asynchronous where it can be
+// (sm_80+, 16-byte aligned, K a multiple of 4); each thread waits for its own part before the reduction's
+// barrier (norm_weights_copied), after which every thread sees all of it.
 __device__ __forceinline__ void stage_norm_weights(float* stage, const float* w, int K) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-    if (norm_weights_async(w, K)) {
+    if (K % 4 == 0 && (((u64)w) & 15) == 0) {
         const u32 to = (u32)__cvta_generic_to_shared(stage);
 #pragma unroll 1
         for (int c = threadIdx.x; c < K / 4; c += blockDim.x)
@@ -345,9 +338,10 @@ __device__ __forceinline__ void stage_norm_weights(float* stage, const float* w,
 #endif
     for (int i = threadIdx.x; i < K; i += blockDim.x) stage[i] = w[i];
 }
-__device__ __forceinline__ void norm_weights_copied(const float* w, int K) {
+// Waits for the thread's copies (none after the plain copy, and then this returns at once).
+__device__ __forceinline__ void norm_weights_copied() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-    if (norm_weights_async(w, K)) asm volatile("cp.async.wait_all;" ::: "memory");
+    asm volatile("cp.async.wait_all;" ::: "memory");
 #endif
 }
 
@@ -368,9 +362,9 @@ __device__ __forceinline__ void linear_kernel(const LinearArgs& a) {
     // The one-row kernel kiln_gemv_* never gets a fused norm (the runtime takes kiln_gemvp_* for those), and
     // leaving the prologue out keeps it within its 64 registers.
     constexpr bool can_norm = ROWS != 1 || PIPELINED;
-    float* const norm_w = xs + (i64)a.M * a.K;
     KILN_PDL_ENTRY();
     if (can_norm && a.norm_w) {
+        float* const norm_w = xs + (i64)a.M * a.K;
         stage_norm_weights(norm_w, a.norm_w, a.K);
         __shared__ float scratch[32];
         for (int m = 0; m < a.M; ++m) {
@@ -380,7 +374,7 @@ __device__ __forceinline__ void linear_kernel(const LinearArgs& a) {
             rms_norm_row_with<X>(
                 (const X*)a.norm_x + row, residual, sum, norm_w, a.K, a.norm_eps, a.norm_offset, scratch,
                 [&](int i, float y) { xs[row + i] = to_f32(from_f32<X>(y)); },
-                [&] { norm_weights_copied(a.norm_w, a.K); });
+                [] { norm_weights_copied(); });
         }
         __syncthreads();
     } else if (a.staged) {
