@@ -215,8 +215,8 @@ impl<'de> Deserialize<'de> for KernelTarget {
 
 /// The marker kernel of the CUDA kernels' calling conventions (`common.cuh` in kiln-codegen defines it): the
 /// CUDA runtime refuses a module without it, which an older kiln compiled with other argument lists or launch
-/// contracts. Version 14: a linear with a fused norm needs K floats more of dynamic shared memory.
-pub const CUDA_KERNEL_ABI_MARKER: &str = "kiln_kernel_abi_v14";
+/// contracts. Version 15: split attention blocks of 64-wide heads have eight warps (256 threads), not four.
+pub const CUDA_KERNEL_ABI_MARKER: &str = "kiln_kernel_abi_v15";
 
 /// The token-choice kernels every CUDA module carries (the argmax and the draw of choose.cu): kiln-codegen
 /// emits them from its templates, and the CUDA runtime resolves them when it loads a module.

@@ -1303,9 +1303,8 @@ impl CudaExecutor {
                     }
                     return Ok(());
                 }
-                // About two blocks of 128 threads per multiprocessor; each strides over the splits the step has
-                // (which block computes a split does not change its result). The 256-thread class then makes
-                // more blocks than fit at once (bench/gpu-decode.md, next steps).
+                // About two blocks per multiprocessor; each strides over the splits the step has (which block
+                // computes a split does not change its result).
                 let per_split = max_splits.min((2 * self.sms).div_ceil(n * heads)).max(1);
                 let mut args = args;
                 // With weights to prefetch, rows of blocks that ask the L2 for them (attention.cu), at least

@@ -202,9 +202,10 @@ pub(crate) const ATTENTION_CHUNK: usize = 64;
 pub(crate) const ATTENTION_FOLD_ROWS: usize = 4;
 
 /// Threads of a split attention block of a head-size class (`KILN_ATTENTION_WARPS` in attention.cu: eight
-/// warps for the 128-wide class, four for the others).
+/// warps for the 64- and 128-wide classes, four for the 256-wide one). The kernel takes its warps' keys from
+/// that count, so a launch with other threads would skip keys: the kernel ABI marker changes with it.
 fn attention_split_threads(class: usize) -> u32 {
-    if class == 128 { 256 } else { 128 }
+    if class <= 128 { 256 } else { 128 }
 }
 
 /// The widest head the attention kernels take (their widest head-size class, `_d256`).

@@ -9,8 +9,8 @@
 // key gets zeros. `past` is read from the device (step[0]), so that one captured CUDA graph serves every
 // decode step.
 //
-// Split-KV ("flash decoding"): the keys are cut into splits of `chunk` slots. kiln_attention_x* blocks (four
-// or eight warps, KILN_ATTENTION_WARPS) stride over the splits of one (query, head) each and write each split's
+// Split-KV ("flash decoding"): the keys are cut into splits of `chunk` slots. kiln_attention_x* blocks (eight
+// or four warps, KILN_ATTENTION_WARPS) stride over the splits of one (query, head) each and write each split's
 // running max, sum of weights and weighted values; kiln_attention_combine_x* merges the splits of each
 // (query, head). A decode step thus spreads a long context over the whole GPU instead of one block per head.
 // With weights to prefetch, the grid has more rows of blocks that only ask the L2 for them.
@@ -142,15 +142,16 @@ __device__ __forceinline__ float folded_element(const AttentionArgs& a, const X*
     return to_f32(rope_table_element<X>(a.rope_table, row, d, i, a.rope_dim, a.rope_interleaved));
 }
 
-// Keys a warp scores at once (their loads in flight together), at most its keys of a 64-slot block. Heads of
-// up to 64 elements take 16, so that a warp's 16 keys of a 64-slot block cost one memory round trip
-// (Llama-1B shape on an H100: +1.6% decode); wider heads take 8, which their registers allow (a 128-wide head
-// with 16 needed 213 registers).
-#define KILN_ATTENTION_GROUP(DR) ((DR) <= 2 ? 16 : 8)
-// Warps of a split block: 128-wide heads take eight (a warp's eight keys of a 64-slot block are then one
-// group); the others four (16 keys a warp: one group for 64-wide heads, two for 256-wide ones, whose
-// registers leave no room for more warps).
-#define KILN_ATTENTION_WARPS(DR) ((DR) == 4 ? 8 : 4)
+// Keys a warp scores at once (their loads in flight together): at most 8, which the registers of a 128-wide
+// head allow (16 needed 213 registers), and at most the warp's keys of a 64-slot block.
+#define KILN_ATTENTION_GROUP 8
+// Warps of a split block. Heads of up to 128 elements take eight, so that a warp's eight keys of a 64-slot
+// block are one group, requested before the kernel's wait. The scoring of a group is a chain of latencies
+// (shuffles, the online softmax) that one warp runs alone, so a split's keys over more warps finish sooner:
+// 64-wide heads with eight warps of 8 keys instead of four of 16 were 3.3% faster on the Llama-1B shape
+// (H200, bench/gpu-decode.md); sixteen warps of 4 keys were 1.6% slower than four. 256-wide heads take four
+// (16 keys a warp, two groups), which their registers leave room for.
+#define KILN_ATTENTION_WARPS(DR) ((DR) <= 4 ? 8 : 4)
 
 __device__ __forceinline__ bool key_visible(const AttentionArgs& a, int past, int i, i64 p, int t) {
     bool seen;
@@ -262,7 +263,7 @@ template <typename X, int DR, int WARPS>
 __device__ __forceinline__ void attention_split(const AttentionArgs& a, float (*merge)[2 + 32 * DR],
                                                 float (*own_k)[32 * DR], float (*own_v)[32 * DR]) {
     constexpr int KPW = 64 / WARPS;
-    constexpr int G = KILN_ATTENTION_GROUP(DR) < KPW ? KILN_ATTENTION_GROUP(DR) : KPW;
+    constexpr int G = KILN_ATTENTION_GROUP < KPW ? KILN_ATTENTION_GROUP : KPW;
     constexpr int G_LANES = 32 / G;  // lanes that hold each key's score (group_scores)
     const int past = a.step[0];
     const int total = past + a.S;
