@@ -150,8 +150,13 @@ __device__ __forceinline__ float folded_element(const AttentionArgs& a, const X*
 // (shuffles, the online softmax) that one warp runs alone, so a split's keys over more warps finish sooner:
 // 64-wide heads with eight warps of 8 keys instead of four of 16 were 3.3% faster on the Llama-1B shape
 // (H200, bench/gpu-decode.md); sixteen warps of 4 keys were 1.6% slower than four. 256-wide heads take four
-// (16 keys a warp, two groups), which their registers leave room for.
-#define KILN_ATTENTION_WARPS(DR) ((DR) <= 4 ? 8 : 4)
+// (16 keys a warp, two groups), which their registers leave room for. The runtime launches a class's blocks
+// with as many threads (attention_split_threads in its plan, which a test compares with these numbers).
+#define KILN_ATTENTION_WARPS_D64 8
+#define KILN_ATTENTION_WARPS_D128 8
+#define KILN_ATTENTION_WARPS_D256 4
+#define KILN_ATTENTION_WARPS(DR) \
+    ((DR) <= 2 ? KILN_ATTENTION_WARPS_D64 : (DR) <= 4 ? KILN_ATTENTION_WARPS_D128 : KILN_ATTENTION_WARPS_D256)
 
 __device__ __forceinline__ bool key_visible(const AttentionArgs& a, int past, int i, i64 p, int t) {
     bool seen;
