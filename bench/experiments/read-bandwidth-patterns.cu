@@ -62,6 +62,12 @@ __device__ __forceinline__ float dot8(uint4 w, const float* x) {
     return s;
 }
 
+// x (K floats) copied to shared memory by the block's 256 threads.
+__device__ __forceinline__ void stage_x(float* x, const float* __restrict__ xg, int K) {
+    for (int i = threadIdx.x; i < K; i += 256) x[i] = xg[i];
+    __syncthreads();
+}
+
 // kiln_gemvp's shape: a warp computes one column (a weight row of K bf16 = K/8 chunks, CH = K/256 chunks a lane, one
 // round) and requests the next column's chunks before it reduces the current one. Blocks of 8 warps take groups of
 // 8 consecutive columns, striding over the groups by the grid (CONTIG: each block takes one contiguous range of
@@ -71,8 +77,7 @@ __global__ void __launch_bounds__(256, 2) gemv_rows(const uint4* __restrict__ w,
                                                     float* __restrict__ out) {
     constexpr int K = CH * 256;
     __shared__ float x[K];
-    for (int i = threadIdx.x; i < K; i += 256) x[i] = xg[i];
-    __syncthreads();
+    stage_x(x, xg, K);
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int groups = N / 8;
     int g0, g1, gs;
@@ -111,8 +116,7 @@ __global__ void __launch_bounds__(256, 2) gemv_rows2(const uint4* __restrict__ w
                                                      float* __restrict__ out) {
     constexpr int K = CH * 256;
     __shared__ float x[K];
-    for (int i = threadIdx.x; i < K; i += 256) x[i] = xg[i];
-    __syncthreads();
+    stage_x(x, xg, K);
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int groups = N / 16;
     uint4 cur[2][CH], nxt[2][CH];
@@ -156,8 +160,7 @@ __global__ void __launch_bounds__(256, MINB) gemv_ring(const uint4* __restrict__
                                                        float* __restrict__ out) {
     constexpr int K = P * CHP * 256;
     __shared__ float x[K];
-    for (int i = threadIdx.x; i < K; i += 256) x[i] = xg[i];
-    __syncthreads();
+    stage_x(x, xg, K);
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int groups = N / 8;
     // Pieces of this warp: q -> column (blockIdx.x + (q / P) gridDim.x) 8 + warp, piece q % P.
@@ -193,11 +196,6 @@ __global__ void __launch_bounds__(256, MINB) gemv_ring(const uint4* __restrict__
         }
     }
 }
-
-struct Timer {
-    cudaEvent_t a, b;
-    Timer() { cudaEventCreate(&a); cudaEventCreate(&b); }
-};
 
 int main() {
     int sms;
