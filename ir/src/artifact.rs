@@ -215,8 +215,9 @@ impl<'de> Deserialize<'de> for KernelTarget {
 
 /// The marker kernel of the CUDA kernels' calling conventions (`common.cuh` in kiln-codegen defines it): the
 /// CUDA runtime refuses a module without it, which an older kiln compiled with other argument lists or launch
-/// contracts. Version 15: split attention blocks of 64-wide heads have eight warps (256 threads), not four.
-pub const CUDA_KERNEL_ABI_MARKER: &str = "kiln_kernel_abi_v15";
+/// contracts. Version 16: `LinearArgs` ends with the ring kernel's `ring_early`, and the one-row ring kernels
+/// `kiln_gemvr_*` exist.
+pub const CUDA_KERNEL_ABI_MARKER: &str = "kiln_kernel_abi_v16";
 
 /// The token-choice kernels every CUDA module carries (the argmax and the draw of choose.cu): kiln-codegen
 /// emits them from its templates, and the CUDA runtime resolves them when it loads a module.

@@ -70,6 +70,7 @@ pub fn template_kernel_names() -> Vec<String> {
             names.push(format!("kiln_linear_w{w}_x{x}"));
             names.push(format!("kiln_gemv_w{w}_x{x}"));
             names.push(format!("kiln_gemvp_w{w}_x{x}"));
+            names.push(format!("kiln_gemvr_w{w}_x{x}"));
         }
     }
     for stem in [

@@ -8,7 +8,7 @@ use kiln_ir::{CompiledKernel, Graph, KernelTarget, ValueId, WeightStore};
 use super::choose::{DeviceDraw, KILN_ERROR_LOGITS, NextStep, launch_argmax, launch_sample, logits_error};
 use super::device::{Device, KernelArgs, ReadbackRing, cuda_error};
 use super::plan::{
-    self, ATTENTION_CHUNK, ATTENTION_FOLD_ROWS, LINEAR_PARTS, Launch, NORM_THREADS, Plan, RunShape,
+    self, ATTENTION_CHUNK, ATTENTION_FOLD_ROWS, LINEAR_PARTS, LINEAR_UNROLL, Launch, NORM_THREADS, Plan, RunShape,
     linear_columns_per_block, linear_ksplit, linear_threads,
 };
 use super::trace::LaunchTrace;
@@ -73,6 +73,8 @@ pub struct CudaExecutor {
     /// The most dynamic shared memory one block may use on this GPU (the prefill attention kernels need
     /// their tiles to fit, or the prefill runs through the split kernel).
     shared_optin: usize,
+    /// Whether decode linears take the ring kernel (`kiln_gemvr_*`, see [`gemv_ring_suits`]).
+    gemv_ring: bool,
 }
 
 /// Queries (and keys) per tile of the tiled prefill attention kernel (`KILN_TILE` in attention.cu).
@@ -124,6 +126,16 @@ const PREFILL_SPLIT_TILES: usize = 4;
 
 /// The most shared memory a linear launch stages x in (M x K floats, and K more for a folded norm's weights).
 const LINEAR_STAGE_BYTES: usize = 96 * 1024;
+
+/// Stages of a warp's ring in the ring kernel (`KILN_GEMV_RING_STAGES` in linear.cu) and the bytes of one
+/// (`LINEAR_UNROLL` chunks of 16 bytes for each of 32 lanes).
+pub(crate) const GEMV_RING_STAGES: usize = 2;
+const GEMV_RING_STAGE_BYTES: usize = LINEAR_UNROLL * 32 * 16;
+
+/// Shared memory of a ring kernel block's rings (after its staged x, if any): every warp's stages.
+fn gemv_ring_bytes(threads: usize) -> usize {
+    threads / 32 * GEMV_RING_STAGES * GEMV_RING_STAGE_BYTES
+}
 
 /// Graphs kept at most (decode, prefill tails and verification trees of a few sizes).
 const MAX_GRAPHS: usize = 64;
@@ -453,6 +465,14 @@ impl CudaExecutor {
                         )
                         .map_err(cuda_error("raising the linear kernel's shared memory"))?;
                 }
+                // The ring kernel's blocks hold their rings after x (eight warps at most).
+                device
+                    .function(&gemv_ring_name(kernel))?
+                    .set_attribute(
+                        sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                        (LINEAR_STAGE_BYTES + gemv_ring_bytes(256)).min(optin) as i32,
+                    )
+                    .map_err(cuda_error("raising the ring kernel's shared memory"))?;
             }
         }
         // Resolve every kernel now, so that a missing one is an error at load, not mid-generation. The marker
@@ -481,6 +501,8 @@ impl CudaExecutor {
         let prefetch_setting = std::env::var("KILN_CUDA_L2_PREFETCH_MIB").ok();
         let budget = prefetch_budget(device.bulk_prefetch, device.memory_bandwidth, prefetch_setting.as_deref())?;
         let attention_prefetch = attention_prefetch(&plan, &graph, base, budget);
+        let ring_setting = std::env::var("KILN_CUDA_GEMV_RING").ok();
+        let gemv_ring = device.pdl && gemv_ring_suits(&plan, &graph, ring_setting.as_deref())?;
         Ok(CudaExecutor {
             graph,
             plan,
@@ -500,6 +522,7 @@ impl CudaExecutor {
             linear_stage_bytes: LINEAR_STAGE_BYTES.min(optin),
             shared_optin: optin,
             occupancy: HashMap::new(),
+            gemv_ring,
         })
     }
 
@@ -1094,10 +1117,30 @@ impl CudaExecutor {
                 // (the o projection, H100: 1B decode +1.8%, 8B +0.9%; bench/gpu-decode.md).
                 let pipelined =
                     self.device.pdl || ksplit >= GEMV_PIPELINE_SPLIT || args.norm_w != 0 || args.swiglu_out != 0;
-                let f = if m == 1 { self.device.function(&gemv_name(kernel, pipelined))? } else { f };
                 let per_block = linear_columns_per_block(ksplit);
                 args.ksplit = ksplit as i32;
                 let threads = linear_threads(ksplit) as u32;
+                // The ring kernel, where the model takes it and a column is one round of loads. Without a folded
+                // norm its lanes load their part of x from memory instead of a staged copy (1B shape on an
+                // H200, every linear on the ring: +2.5%; the down projection's staged x alone is 32 KB a block);
+                // with one, the ring follows the normalised x and the norm's weights.
+                let ring = m == 1
+                    && self.gemv_ring
+                    && gemv_one_round(*k, wbytes, ksplit)
+                    && k.is_multiple_of(4)
+                    && (args.norm_w == 0 || shared as usize + gemv_ring_bytes(threads as usize) <= self.shared_optin);
+                let (f, shared) = match m {
+                    1 if ring => {
+                        let staged = if args.norm_w != 0 { shared } else { 0 };
+                        args.staged = 0;
+                        (
+                            self.device.function(&gemv_ring_name(kernel))?,
+                            staged + gemv_ring_bytes(threads as usize) as u32,
+                        )
+                    }
+                    1 => (self.device.function(&gemv_name(kernel, pipelined))?, shared),
+                    _ => (f, shared),
+                };
                 debug_assert!(
                     args.norm_w == 0 || threads as usize == NORM_THREADS,
                     "fused norms run with NORM_THREADS"
@@ -1615,6 +1658,56 @@ fn gemv_name(linear: &str, pipelined: bool) -> String {
     linear.replacen("kiln_linear_", if pipelined { "kiln_gemvp_" } else { "kiln_gemv_" }, 1)
 }
 
+/// The ring (decode) variant of a `kiln_linear_*` kernel: `kiln_gemvr_*`.
+fn gemv_ring_name(linear: &str) -> String {
+    linear.replacen("kiln_linear_", "kiln_gemvr_", 1)
+}
+
+/// Whether a column of K weights of `weight_bytes` each is one round of loads for its `ksplit` warps (what the
+/// pipelined and ring kernels' loops take: `one_round` in linear.cu).
+fn gemv_one_round(k: usize, weight_bytes: usize, ksplit: usize) -> bool {
+    let bytes = k * weight_bytes;
+    bytes.is_multiple_of(16) && bytes / 16 <= 32 * ksplit * LINEAR_UNROLL
+}
+
+/// Whether a model's decode linears take the ring kernel (`kiln_gemvr_*`) under programmatic launch: where
+/// every linear's rows are split over two or more warps (K of 4096 and more in 16-bit weights), which on the
+/// Llama-8B shape measured 1.8% faster on an H200 and 1.0% on an H100, and not where some rows are one warp's
+/// (the 1B shape: even with all its linears on the ring, 0.3% slower on the H100, and 1-6% slower with only
+/// some, because the two kernels want different splits of a multiprocessor's L1 and shared memory: the
+/// pipelined kernel's loads in flight occupy L1, the ring's occupy shared memory; bench/gpu-decode.md).
+/// `setting` (`KILN_CUDA_GEMV_RING`, for measuring): `1` takes it for every linear it can compute, `0` for none.
+fn gemv_ring_suits(plan: &Plan, graph: &Graph, setting: Option<&str>) -> Result<bool, RuntimeError> {
+    let ksplits = plan.launches.iter().filter_map(|launch| match launch {
+        Launch::Linear { parts, k, .. } => {
+            Some(linear_ksplit(*k, graph.value_type(parts[0].w).dtype.size_of().unwrap_or(4)))
+        }
+        _ => None,
+    });
+    gemv_ring_choice(ksplits, setting)
+}
+
+/// [`gemv_ring_suits`] for the warps per column (`ksplit`) of a model's linears.
+fn gemv_ring_choice(mut ksplits: impl Iterator<Item = usize>, setting: Option<&str>) -> Result<bool, RuntimeError> {
+    match setting {
+        Some("1") => Ok(true),
+        Some("0") => Ok(false),
+        Some(v) => Err(RuntimeError::Cuda {
+            message: format!(
+                "KILN_CUDA_GEMV_RING is {v:?}; set it to 1 (every decode linear on the ring kernel) or 0 (none), \
+                 or unset it for the model's default"
+            ),
+        }),
+        None => {
+            let mut any = false;
+            Ok(ksplits.all(|ksplit| {
+                any = true;
+                ksplit >= 2
+            }) && any)
+        }
+    }
+}
+
 /// How the profile names a launch: its kernel, with the parts a fused linear computes.
 fn profile_label(launch: &Launch, n: usize, shared_optin: usize) -> String {
     match launch {
@@ -1653,7 +1746,8 @@ fn kernel_names(launch: &Launch) -> Vec<String> {
             names
         }
         Launch::Linear { kernel, norm, swiglu, .. } => {
-            let mut names = vec![kernel.clone(), gemv_name(kernel, false), gemv_name(kernel, true)];
+            let mut names =
+                vec![kernel.clone(), gemv_name(kernel, false), gemv_name(kernel, true), gemv_ring_name(kernel)];
             names.extend([norm, swiglu].into_iter().filter_map(|l| l.as_deref()).flat_map(kernel_names));
             names
         }
@@ -1829,6 +1923,24 @@ mod tests {
                 err.contains("KILN_CUDA_L2_PREFETCH_MIB") && err.contains("whole number of MiB up to"),
                 "{bad:?}: {err}"
             );
+        }
+    }
+
+    #[test]
+    fn the_ring_kernel_is_taken_where_every_row_is_split_over_warps_or_as_set() {
+        let bf16 = |ks: &[usize]| ks.iter().map(|&k| linear_ksplit(k, 2)).collect::<Vec<_>>();
+        // Llama-3.1-8B (hidden 4096, FFN 14336): every row over two or more warps.
+        assert!(gemv_ring_choice(bf16(&[4096, 4096, 4096, 14336, 4096]).into_iter(), None).unwrap());
+        // Llama-3.2-1B (hidden 2048, FFN 8192): its 2048-wide rows are one warp's.
+        assert!(!gemv_ring_choice(bf16(&[2048, 2048, 2048, 8192, 2048]).into_iter(), None).unwrap());
+        // f32 weights of 2048 are two warps' rows; no linear at all: nothing to take it for.
+        assert!(gemv_ring_choice([linear_ksplit(2048, 4)].into_iter(), None).unwrap());
+        assert!(!gemv_ring_choice(std::iter::empty(), None).unwrap());
+        assert!(gemv_ring_choice(bf16(&[2048]).into_iter(), Some("1")).unwrap());
+        assert!(!gemv_ring_choice(bf16(&[4096]).into_iter(), Some("0")).unwrap());
+        for bad in ["", "on", "2", " 1"] {
+            let err = gemv_ring_choice(std::iter::empty(), Some(bad)).unwrap_err().to_string();
+            assert!(err.contains("KILN_CUDA_GEMV_RING") && err.contains("set it to 1"), "{bad:?}: {err}");
         }
     }
 

@@ -1166,6 +1166,7 @@ mod tests {
         for (file, name, value) in [
             ("linear.cu", "KILN_LINEAR_UNROLL", LINEAR_UNROLL),
             ("linear.cu", "KILN_LINEAR_PARTS", LINEAR_PARTS),
+            ("linear.cu", "KILN_GEMV_RING_STAGES", super::super::executor::GEMV_RING_STAGES),
             ("norm.cu", "KILN_NORM_THREADS", NORM_THREADS),
             ("attention.cu", "KILN_ATTENTION_FOLD_ROWS", ATTENTION_FOLD_ROWS),
             ("attention.cu", "KILN_ATTENTION_WARPS_D64", attention_split_threads(64) as usize / 32),

@@ -318,6 +318,153 @@ __device__ __forceinline__ void gemv_pipelined(const LinearArgs& a, const XS* __
     }
 }
 
+// The ring GEMV (kiln_gemvr_*): a one-row linear whose weights wait in shared memory instead of registers. Each
+// warp keeps a ring of KILN_GEMV_RING_STAGES stages, one column each: lane l copies its own chunks of the column
+// (the chunks a lane of gemv_pipelined computes with) into its slots of the stage with cp.async, so a lane reads
+// back only what it copied itself, after cp.async.wait_group, and no barrier or bulk copy is involved. The
+// registers then hold the lane's part of x (loaded once, the same for every column) instead of two rounds of
+// weights, and every stage of the ring is requested before the kernel's wait at no register cost. Alone, on
+// the Llama-1B shapes of an H200, this streams the weights 3-4% faster than the pipelined kernel's pattern
+// (bench/experiments/gemv-cp-async-ring.cu). In a decode step it gained 1.0-1.8% on the Llama-8B shape, whose
+// rows are split over two or more warps, and was even on the 1B shape (bench/gpu-decode.md). The arithmetic is
+// gemv_pipelined's (the same fused multiply-adds in the same order, the same butterfly and slice sums), so a
+// decode step still equals a verification row bit for bit.
+#define KILN_GEMV_RING_STAGES 2
+
+// Copies a 16-byte chunk of weights to shared memory, evict-first in the L2 as load_weight_chunk.
+__device__ __forceinline__ void copy_weight_chunk(uint4* to, const uint4* from) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    u64 policy;
+    asm("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(policy));
+    asm volatile("cp.async.cg.shared.global.L2::cache_hint [%0], [%1], 16, %2;"
+                 ::"r"((u32)__cvta_generic_to_shared(to)), "l"(from), "l"(policy) : "memory");
+#else
+    *to = *from;
+#endif
+}
+__device__ __forceinline__ void ring_commit() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.commit_group;" ::: "memory");
+#endif
+}
+// Waits until the oldest stage not yet consumed has arrived (all but the newest STAGES - 1 groups).
+__device__ __forceinline__ void ring_wait_oldest() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.wait_group %0;" ::"n"(KILN_GEMV_RING_STAGES - 1) : "memory");
+#endif
+}
+__device__ __forceinline__ void ring_wait_all() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.wait_all;" ::: "memory");
+#endif
+}
+
+// This lane's slot of stage `s` of its warp's ring (chunk u at slot[32 u]; a stage is KILN_LINEAR_UNROLL chunks of
+// 16 bytes a lane). In the dynamic shared memory the ring
+// follows the staged x (M K floats; none where the lanes read x from memory) and the fused norm's weights (K
+// floats); K is a multiple of 4 (the runtime checks), so it starts 16-byte aligned.
+__device__ __forceinline__ uint4* ring_slot(float* xs, const LinearArgs& a, int s) {
+    uint4* ring = (uint4*)(xs + (a.staged || a.norm_w ? (i64)a.M * a.K : 0) + (a.norm_w ? a.K : 0));
+    return ring + ((threadIdx.x >> 5) * KILN_GEMV_RING_STAGES + s) * (KILN_LINEAR_UNROLL * 32) + (threadIdx.x & 31);
+}
+
+// Requests the lane's chunks of launch column `column` (none past the last column) into `slot`, as one group.
+template <typename W>
+__device__ __forceinline__ void ring_request(const LinearArgs& a, int column, int vlane, int vwidth, uint4* slot) {
+    if (column < a.N) {
+        int n;
+        const LinearPart part = column_part(a, column, n);
+        const uint4* wv = (const uint4*)((const W*)part.w + (i64)n * a.K);
+        const int chunks = a.K / Pack<W>::N;
+#pragma unroll
+        for (int u = 0; u < KILN_LINEAR_UNROLL; ++u) {
+            const int c = vlane + vwidth * u;
+            if (c < chunks) copy_weight_chunk(slot + 32 * u, wv + c);
+        }
+    }
+    ring_commit();  // an empty group past the end keeps ring_wait_oldest's count
+}
+
+// Stages first..last - 1 of the warp's ring: its columns in groups blockIdx.x + s gridDim.x.
+template <typename W>
+__device__ __forceinline__ void ring_request_stages(const LinearArgs& a, float* xs, int first, int last) {
+    const int S = a.ksplit, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int per_block = (blockDim.x >> 5) / S, slice = warp % S;
+    for (int s = first; s < last; ++s)
+        ring_request<W>(a, ((int)blockIdx.x + s * (int)gridDim.x) * per_block + warp / S, slice * 32 + lane, 32 * S,
+                        ring_slot(xs, a, s));
+}
+
+// The ring's loop; stages 0..KILN_GEMV_RING_STAGES - 1 have been requested.
+template <typename W, typename XS>
+__device__ __forceinline__ void gemv_ring(const LinearArgs& a, const XS* __restrict__ x, float* xs,
+                                          float (*red)[KILN_LINEAR_ROWS], float (*pair)[KILN_LINEAR_ROWS]) {
+    const int V = Pack<W>::N;
+    const int S = a.ksplit, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int per_block = (blockDim.x >> 5) / S, slice = warp % S;
+    const int vlane = slice * 32 + lane, vwidth = 32 * S;
+    const int chunks = a.K / V;
+    // The lane's x: the same chunks for every column it computes.
+    float xr[KILN_LINEAR_UNROLL][Pack<W>::N];
+#pragma unroll
+    for (int u = 0; u < KILN_LINEAR_UNROLL; ++u) {
+        const int c = vlane + vwidth * u;
+        if (c < chunks) XLoad<XS, Pack<W>::N>::load(x + (i64)c * V, xr[u]);
+    }
+    int s = 0;
+    for (int group = blockIdx.x; group * per_block < a.N; group += gridDim.x) {
+        const int column = group * per_block + warp / S;
+        uint4* slot = ring_slot(xs, a, s);
+        ring_wait_oldest();
+        float acc = 0.0f;
+#pragma unroll
+        for (int u = 0; u < KILN_LINEAR_UNROLL; ++u) {
+            const int c = vlane + vwidth * u;
+            if (c >= chunks) break;
+            float wf[Pack<W>::N];
+            Pack<W>::unpack(slot[32 * u], wf);
+#pragma unroll
+            for (int e = 0; e < Pack<W>::N; ++e) acc = fmaf(wf[e], xr[u][e], acc);
+        }
+        // The stage is read (its values are in acc): refill it with the column KILN_GEMV_RING_STAGES groups on.
+        const int later = (group + KILN_GEMV_RING_STAGES * (int)gridDim.x) * per_block + warp / S;
+        ring_request<W>(a, later, vlane, vwidth, slot);
+        s = s + 1 == KILN_GEMV_RING_STAGES ? 0 : s + 1;
+        acc = warp_sum(acc);
+        if (S > 1) {
+            if (lane == 0) red[warp][0] = acc;
+            __syncthreads();
+            if (slice == 0) {
+                float v = red[warp][0];
+                for (int t = 1; t < S; ++t) v += red[warp + t][0];
+                acc = v;
+            }
+            __syncthreads();
+        }
+        if (a.swiglu_out) {
+            const int at = warp / S;
+            if (column < a.N && slice == 0 && lane == 0) {
+                int n;
+                const LinearPart part = column_part(a, column, n);
+                pair[at][0] = part.bias ? acc + part.bias[n] : acc;
+            }
+            __syncthreads();
+            if (column < a.N && slice == 0 && lane == 0 && (at & 1) == 0)
+                a.swiglu_out[column >> 1] = swiglu_value(pair[at][0], pair[at + 1][0]);
+            __syncthreads();
+        } else if (column < a.N && slice == 0 && lane == 0) {
+            int n;
+            const LinearPart part = column_part(a, column, n);
+            float v = acc;
+            if (part.bias) v += part.bias[n];
+            if (a.softcap > 0.0f) v = a.softcap * tanhf(v / a.softcap);
+            part.out[n] = v;
+        }
+    }
+    // No copy may land in shared memory after the block has left it.
+    ring_wait_all();
+}
+
 // The fused norm's weights (K floats) are copied to shared memory as soon as the kernel has passed its wait,
 // together with the loads of the norm's inputs: read where they are used, after the norm's reduction, they
 // were one more trip to L2 on the path of every block (1B shape on an H200: 1076 -> 1084 tok/s together with
@@ -345,27 +492,52 @@ __device__ __forceinline__ void norm_weights_copied() {
 #endif
 }
 
+// The norm's weights loaded into shared memory by the threads (the ring kernel's way: see linear_kernel), eight
+// loads in flight a thread; the norm's reduction barrier then makes them visible to every thread.
+__device__ __forceinline__ void load_norm_weights(float* stage, const float* w, int K) {
+    for (int i0 = threadIdx.x; i0 < K; i0 += 8 * blockDim.x) {
+        float v[8];
+#pragma unroll
+        for (int u = 0; u < 8; ++u) {
+            const int i = i0 + u * blockDim.x;
+            v[u] = i < K ? w[i] : 0.0f;
+        }
+#pragma unroll
+        for (int u = 0; u < 8; ++u) {
+            const int i = i0 + u * blockDim.x;
+            if (i < K) stage[i] = v[u];
+        }
+    }
+}
+
 // Block: `per_block` columns of S warps each (blockDim.x == 32 * S * per_block); blocks stride over the
 // column groups (the grid is sized to the GPU, not to N). With `staged`, the block first copies x to
 // shared memory as floats: every warp then reads x from there, instead of each chunk waiting on its own
-// trip to L2.
-template <typename W, typename X, int ROWS, bool PIPELINED>
+// trip to L2. MODE: the loop over the columns (KILN_GEMV_* below).
+#define KILN_GEMV_PLAIN 0      // linear_column (kiln_linear_*, kiln_gemv_*)
+#define KILN_GEMV_PIPELINED 1  // gemv_pipelined where a column is one round (kiln_gemvp_*)
+#define KILN_GEMV_RING 2       // gemv_ring (kiln_gemvr_*; the runtime takes it only where a column is one round)
+template <typename W, typename X, int ROWS, int MODE>
 __device__ __forceinline__ void linear_kernel(const LinearArgs& a) {
     extern __shared__ float xs[];
     __shared__ float red[8][KILN_LINEAR_ROWS];
     __shared__ float pair[8][KILN_LINEAR_ROWS];
     const bool one_round = a.K % Pack<W>::N == 0 && a.K / Pack<W>::N <= 32 * a.ksplit * KILN_LINEAR_UNROLL;
-    uint4 first[KILN_LINEAR_UNROLL];
-    if constexpr (PIPELINED) {
+    uint4 first[MODE == KILN_GEMV_PIPELINED ? KILN_LINEAR_UNROLL : 1];
+    if constexpr (MODE == KILN_GEMV_PIPELINED) {
         if (one_round) gemv_issue_first<W>(a, first);
     }
+    // The ring's every stage, before the wait: more of them requested there measured faster (bench/gpu-decode.md).
+    if constexpr (MODE == KILN_GEMV_RING) ring_request_stages<W>(a, xs, 0, KILN_GEMV_RING_STAGES);
     // The one-row kernel kiln_gemv_* never gets a fused norm (the runtime takes kiln_gemvp_* for those), and
     // leaving the prologue out keeps it within its 64 registers.
-    constexpr bool can_norm = ROWS != 1 || PIPELINED;
+    constexpr bool can_norm = ROWS != 1 || MODE != KILN_GEMV_PLAIN;
     KILN_PDL_ENTRY();
     if (can_norm && a.norm_w) {
         float* const norm_w = xs + (i64)a.M * a.K;
-        stage_norm_weights(norm_w, a.norm_w, a.K);
+        // The ring's stages are copy groups of their own, which the wait for the norm's weights would include:
+        // there the weights are loaded into shared memory by the threads instead.
+        if constexpr (MODE != KILN_GEMV_RING) stage_norm_weights(norm_w, a.norm_w, a.K);
         __shared__ float scratch[32];
         for (int m = 0; m < a.M; ++m) {
             const i64 row = (i64)m * a.K;
@@ -374,7 +546,13 @@ __device__ __forceinline__ void linear_kernel(const LinearArgs& a) {
             rms_norm_row_with<X>(
                 (const X*)a.norm_x + row, residual, sum, norm_w, a.K, a.norm_eps, a.norm_offset, scratch,
                 [&](int i, float y) { xs[row + i] = to_f32(from_f32<X>(y)); },
-                [] { norm_weights_copied(); });
+                [&] {
+                    if constexpr (MODE == KILN_GEMV_RING) {
+                        if (m == 0) load_norm_weights(norm_w, a.norm_w, a.K);
+                    } else {
+                        norm_weights_copied();
+                    }
+                });
         }
         __syncthreads();
     } else if (a.staged) {
@@ -408,7 +586,12 @@ __device__ __forceinline__ void linear_kernel(const LinearArgs& a) {
     const bool from_shared = a.staged || (can_norm && a.norm_w);
     // Nor a folded SwiGLU (the runtime takes kiln_gemvp_* for those too).
     float* const swiglu_out = can_norm ? a.swiglu_out : nullptr;
-    if constexpr (PIPELINED) {
+    if constexpr (MODE == KILN_GEMV_RING) {
+        if (from_shared) gemv_ring<W, float>(a, xs, xs, red, pair);
+        else gemv_ring<W, X>(a, (const X*)a.x, xs, red, pair);
+        return;
+    }
+    if constexpr (MODE == KILN_GEMV_PIPELINED) {
         if (one_round) {
             if (from_shared) gemv_pipelined<W, float>(a, xs, red, pair, first);
             else gemv_pipelined<W, X>(a, (const X*)a.x, red, pair, first);
@@ -434,17 +617,23 @@ __device__ __forceinline__ void linear_kernel(const LinearArgs& a) {
 // kiln_linear's registers so that four blocks fit on a multiprocessor. kiln_gemvp_*: M == 1, the pipelined
 // loop where a column is one round of loads (two rounds of weights in registers, two blocks per
 // multiprocessor), whose first weights are requested before the wait for the previous kernel; the runtime
-// takes it for every decode linear under programmatic launch, and otherwise for long rows (split over four
-// or more warps), where the warps' idle time between columns costs most. All three compute a column alike.
+// takes it for decode linears under programmatic launch where the model does not take the ring kernel, and
+// otherwise for long rows (split over four or more warps), where the warps' idle time between columns costs
+// most. kiln_gemvr_*: M == 1 where a column is one round, the ring of shared-memory stages (gemv_ring), which
+// the runtime takes for decode linears under programmatic launch where it suits the model (gemv_ring_suits in
+// its executor). All four compute a column alike.
 #define KILN_LINEAR(WN, WT, XN, XT)                                                                       \
     extern "C" __global__ void __launch_bounds__(256, 2) kiln_linear_w##WN##_x##XN(const LinearArgs a) { \
-        linear_kernel<WT, XT, KILN_LINEAR_ROWS, false>(a);                                                \
+        linear_kernel<WT, XT, KILN_LINEAR_ROWS, KILN_GEMV_PLAIN>(a);                                      \
     }                                                                                                     \
     extern "C" __global__ void __launch_bounds__(256, 4) kiln_gemv_w##WN##_x##XN(const LinearArgs a) {   \
-        linear_kernel<WT, XT, 1, false>(a);                                                               \
+        linear_kernel<WT, XT, 1, KILN_GEMV_PLAIN>(a);                                                     \
     }                                                                                                     \
     extern "C" __global__ void __launch_bounds__(256, 2) kiln_gemvp_w##WN##_x##XN(const LinearArgs a) {  \
-        linear_kernel<WT, XT, 1, true>(a);                                                                \
+        linear_kernel<WT, XT, 1, KILN_GEMV_PIPELINED>(a);                                                 \
+    }                                                                                                     \
+    extern "C" __global__ void __launch_bounds__(256, 2) kiln_gemvr_w##WN##_x##XN(const LinearArgs a) {  \
+        linear_kernel<WT, XT, 1, KILN_GEMV_RING>(a);                                                      \
     }
 #define KILN_LINEAR_FOR_X(XN, XT) KILN_LINEAR(f32, float, XN, XT) KILN_LINEAR(f16, f16_t, XN, XT) KILN_LINEAR(bf16, bf16_t, XN, XT)
 KILN_FOR_FLOAT_TYPES(KILN_LINEAR_FOR_X)
