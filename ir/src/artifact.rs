@@ -215,8 +215,8 @@ impl<'de> Deserialize<'de> for KernelTarget {
 
 /// The marker kernel of the CUDA kernels' calling conventions (`common.cuh` in kiln-codegen defines it): the
 /// CUDA runtime refuses a module without it, which an older kiln compiled with other argument lists or launch
-/// contracts. Version 16: `LinearArgs` ends with the ring kernel's `ring_early`, and the one-row ring kernels
-/// `kiln_gemvr_*` exist.
+/// contracts. Version 16: the one-row ring kernels `kiln_gemvr_*` exist, and the runtime takes them for the
+/// decode linears of some models.
 pub const CUDA_KERNEL_ABI_MARKER: &str = "kiln_kernel_abi_v16";
 
 /// The token-choice kernels every CUDA module carries (the argmax and the draw of choose.cu): kiln-codegen

@@ -75,6 +75,8 @@ pub struct CudaExecutor {
     shared_optin: usize,
     /// Whether decode linears take the ring kernel (`kiln_gemvr_*`, see [`gemv_ring_suits`]).
     gemv_ring: bool,
+    /// The dynamic shared memory a ring kernel launch may take (its attribute, raised at load).
+    ring_shared_limit: usize,
 }
 
 /// Queries (and keys) per tile of the tiled prefill attention kernel (`KILN_TILE` in attention.cu).
@@ -454,6 +456,8 @@ impl CudaExecutor {
                 .set_attribute(sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, bytes as i32)
                 .map_err(cuda_error("raising the prefill attention kernel's shared memory"))?;
         }
+        // The most dynamic shared memory a ring kernel launch may take (raised below).
+        let mut ring_shared_limit = usize::MAX;
         for launch in &plan.launches {
             if let Launch::Linear { kernel, .. } = launch {
                 for name in [kernel.clone(), gemv_name(kernel, false), gemv_name(kernel, true)] {
@@ -465,14 +469,20 @@ impl CudaExecutor {
                         )
                         .map_err(cuda_error("raising the linear kernel's shared memory"))?;
                 }
-                // The ring kernel's blocks hold their rings after x (eight warps at most).
-                device
-                    .function(&gemv_ring_name(kernel))?
+                // The ring kernel's blocks hold their rings after x (eight warps at most), as far as the
+                // GPU's limit leaves room beside the kernel's static shared memory.
+                let ring_kernel = device.function(&gemv_ring_name(kernel))?;
+                let fixed = ring_kernel
+                    .shared_size_bytes()
+                    .map_err(cuda_error("reading the ring kernel's static shared memory"))?;
+                let limit = (LINEAR_STAGE_BYTES + gemv_ring_bytes(256)).min(optin.saturating_sub(fixed as usize));
+                ring_kernel
                     .set_attribute(
                         sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                        (LINEAR_STAGE_BYTES + gemv_ring_bytes(256)).min(optin) as i32,
+                        limit as i32,
                     )
                     .map_err(cuda_error("raising the ring kernel's shared memory"))?;
+                ring_shared_limit = ring_shared_limit.min(limit);
             }
         }
         // Resolve every kernel now, so that a missing one is an error at load, not mid-generation. The marker
@@ -502,7 +512,7 @@ impl CudaExecutor {
         let budget = prefetch_budget(device.bulk_prefetch, device.memory_bandwidth, prefetch_setting.as_deref())?;
         let attention_prefetch = attention_prefetch(&plan, &graph, base, budget);
         let ring_setting = std::env::var("KILN_CUDA_GEMV_RING").ok();
-        let gemv_ring = device.pdl && gemv_ring_suits(&plan, &graph, ring_setting.as_deref())?;
+        let gemv_ring = gemv_ring_suits(&plan, &graph, ring_setting.as_deref())? && device.pdl;
         Ok(CudaExecutor {
             graph,
             plan,
@@ -523,6 +533,7 @@ impl CudaExecutor {
             shared_optin: optin,
             occupancy: HashMap::new(),
             gemv_ring,
+            ring_shared_limit,
         })
     }
 
@@ -1128,7 +1139,8 @@ impl CudaExecutor {
                     && self.gemv_ring
                     && gemv_one_round(*k, wbytes, ksplit)
                     && k.is_multiple_of(4)
-                    && (args.norm_w == 0 || shared as usize + gemv_ring_bytes(threads as usize) <= self.shared_optin);
+                    && (if args.norm_w != 0 { shared as usize } else { 0 }) + gemv_ring_bytes(threads as usize)
+                        <= self.ring_shared_limit;
                 let (f, shared) = match m {
                     1 if ring => {
                         let staged = if args.norm_w != 0 { shared } else { 0 };
@@ -1152,7 +1164,8 @@ impl CudaExecutor {
                 let mut b = KernelArgs::default();
                 b.arg(&args);
                 // SAFETY: as above; every part's weight, bias and output are planned for its n columns, and
-                // the kernel's shared-memory limit was raised to LINEAR_STAGE_BYTES at load.
+                // the kernel's shared-memory limit was raised at load to LINEAR_STAGE_BYTES (the ring kernel's to
+                // that and its rings, within ring_shared_limit).
                 unsafe { self.device.launch(&f, cfg(blocks, threads, shared), &mut b) }.map_err(failed(kernel))?;
             }
             Launch::RmsNorm { kernel, x, residual, w, out, h, eps, offset } => {
@@ -1671,7 +1684,7 @@ fn gemv_one_round(k: usize, weight_bytes: usize, ksplit: usize) -> bool {
 }
 
 /// Whether a model's decode linears take the ring kernel (`kiln_gemvr_*`) under programmatic launch: where
-/// every linear's rows are split over two or more warps (K of 4096 and more in 16-bit weights), which on the
+/// every linear's rows are split over two or more warps (K above 2048 in 16-bit weights), which on the
 /// Llama-8B shape measured 1.8% faster on an H200 and 1.0% on an H100, and not where some rows are one warp's
 /// (the 1B shape: even with all its linears on the ring, 0.3% slower on the H100, and 1-6% slower with only
 /// some, because the two kernels want different splits of a multiprocessor's L1 and shared memory: the

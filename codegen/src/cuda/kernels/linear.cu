@@ -36,10 +36,11 @@ struct LinearArgs {
     int ksplit;     // warps per column (1..8), a function of K and the weight dtype
     LinearPart part[KILN_LINEAR_PARTS];
     int staged;     // 1: the block first copies x (M * K floats) to shared memory
-    // An rms_norm fused in front (norm_w not null; staged only, and KILN_NORM_THREADS threads): the block
-    // stages x = rms_norm(norm_x (+ norm_residual)) instead of reading x, computed by norm.cu's row function
-    // exactly as the norm kernel would; block 0 writes the residual sum to norm_sum (when not null). The
-    // dynamic shared memory then holds K floats more, after x: the norm's weights (stage_norm_weights).
+    // An rms_norm fused in front (norm_w not null; with `staged`, or in the ring kernel, and KILN_NORM_THREADS
+    // threads): the block stages x = rms_norm(norm_x (+ norm_residual)) instead of reading x, computed by
+    // norm.cu's row function exactly as the norm kernel would; block 0 writes the residual sum to norm_sum (when
+    // not null). The dynamic shared memory then holds K floats more, after x: the norm's weights
+    // (stage_norm_weights, or load_norm_weights in the ring kernel).
     const void* norm_x;
     const void* norm_residual;
     void* norm_sum;
@@ -529,8 +530,8 @@ __device__ __forceinline__ void linear_kernel(const LinearArgs& a) {
     }
     // The ring's every stage, before the wait: more of them requested there measured faster (bench/gpu-decode.md).
     if constexpr (MODE == KILN_GEMV_RING) ring_request_stages<W>(a, xs, 0, KILN_GEMV_RING_STAGES);
-    // The one-row kernel kiln_gemv_* never gets a fused norm (the runtime takes kiln_gemvp_* for those), and
-    // leaving the prologue out keeps it within its 64 registers.
+    // The one-row kernel kiln_gemv_* never gets a fused norm (the runtime takes kiln_gemvp_* or kiln_gemvr_* for
+    // those), and leaving the prologue out keeps it within its 64 registers.
     constexpr bool can_norm = ROWS != 1 || MODE != KILN_GEMV_PLAIN;
     KILN_PDL_ENTRY();
     if (can_norm && a.norm_w) {
