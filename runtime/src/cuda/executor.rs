@@ -1135,20 +1135,16 @@ impl CudaExecutor {
                 // norm its lanes load their part of x from memory instead of a staged copy (1B shape on an
                 // H200, every linear on the ring: +2.5%; the down projection's staged x alone is 32 KB a block);
                 // with one, the ring follows the normalised x and the norm's weights.
+                // Its shared memory: the normalised x and the norm's weights where a norm is folded, then the rings.
+                let ring_shared = if args.norm_w != 0 { shared } else { 0 } + gemv_ring_bytes(threads as usize) as u32;
                 let ring = m == 1
                     && self.gemv_ring
                     && gemv_one_round(*k, wbytes, ksplit)
-                    && k.is_multiple_of(4)
-                    && (if args.norm_w != 0 { shared as usize } else { 0 }) + gemv_ring_bytes(threads as usize)
-                        <= self.ring_shared_limit;
+                    && ring_shared as usize <= self.ring_shared_limit;
                 let (f, shared) = match m {
                     1 if ring => {
-                        let staged = if args.norm_w != 0 { shared } else { 0 };
                         args.staged = 0;
-                        (
-                            self.device.function(&gemv_ring_name(kernel))?,
-                            staged + gemv_ring_bytes(threads as usize) as u32,
-                        )
+                        (self.device.function(&gemv_ring_name(kernel))?, ring_shared)
                     }
                     1 => (self.device.function(&gemv_name(kernel, pipelined))?, shared),
                     _ => (f, shared),
@@ -1677,7 +1673,8 @@ fn gemv_ring_name(linear: &str) -> String {
 }
 
 /// Whether a column of K weights of `weight_bytes` each is one round of loads for its `ksplit` warps (what the
-/// pipelined and ring kernels' loops take: `one_round` in linear.cu).
+/// pipelined and ring kernels' loops take: `one_round` in linear.cu). It implies K is a multiple of 4, which
+/// keeps the ring kernel's rings 16-byte aligned after x.
 fn gemv_one_round(k: usize, weight_bytes: usize, ksplit: usize) -> bool {
     let bytes = k * weight_bytes;
     bytes.is_multiple_of(16) && bytes / 16 <= 32 * ksplit * LINEAR_UNROLL

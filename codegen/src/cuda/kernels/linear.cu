@@ -386,12 +386,12 @@ __device__ __forceinline__ void ring_request(const LinearArgs& a, int column, in
     ring_commit();  // an empty group past the end keeps ring_wait_oldest's count
 }
 
-// Stages first..last - 1 of the warp's ring: its columns in groups blockIdx.x + s gridDim.x.
+// Every stage of the warp's ring: its first columns, in groups blockIdx.x + s gridDim.x.
 template <typename W>
-__device__ __forceinline__ void ring_request_stages(const LinearArgs& a, float* xs, int first, int last) {
+__device__ __forceinline__ void ring_request_first(const LinearArgs& a, float* xs) {
     const int S = a.ksplit, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int per_block = (blockDim.x >> 5) / S, slice = warp % S;
-    for (int s = first; s < last; ++s)
+    for (int s = 0; s < KILN_GEMV_RING_STAGES; ++s)
         ring_request<W>(a, ((int)blockIdx.x + s * (int)gridDim.x) * per_block + warp / S, slice * 32 + lane, 32 * S,
                         ring_slot(xs, a, s));
 }
@@ -431,6 +431,9 @@ __device__ __forceinline__ void gemv_ring(const LinearArgs& a, const XS* __restr
         const int later = (group + KILN_GEMV_RING_STAGES * (int)gridDim.x) * per_block + warp / S;
         ring_request<W>(a, later, vlane, vwidth, slot);
         s = s + 1 == KILN_GEMV_RING_STAGES ? 0 : s + 1;
+        // From here on gemv_pipelined's column end, written out again: one function for both made the pipelined
+        // kernel spill 8-16 bytes in three of its nine variants (sm_90, ptxas), a loop whose register allocation
+        // has cost steps several percent before (bench/gpu-decode.md).
         acc = warp_sum(acc);
         if (S > 1) {
             if (lane == 0) red[warp][0] = acc;
@@ -529,7 +532,7 @@ __device__ __forceinline__ void linear_kernel(const LinearArgs& a) {
         if (one_round) gemv_issue_first<W>(a, first);
     }
     // The ring's every stage, before the wait: more of them requested there measured faster (bench/gpu-decode.md).
-    if constexpr (MODE == KILN_GEMV_RING) ring_request_stages<W>(a, xs, 0, KILN_GEMV_RING_STAGES);
+    if constexpr (MODE == KILN_GEMV_RING) ring_request_first<W>(a, xs);
     // The one-row kernel kiln_gemv_* never gets a fused norm (the runtime takes kiln_gemvp_* or kiln_gemvr_* for
     // those), and leaving the prologue out keeps it within its 64 registers.
     constexpr bool can_norm = ROWS != 1 || MODE != KILN_GEMV_PLAIN;
