@@ -512,7 +512,7 @@ impl CudaExecutor {
         let budget = prefetch_budget(device.bulk_prefetch, device.memory_bandwidth, prefetch_setting.as_deref())?;
         let attention_prefetch = attention_prefetch(&plan, &graph, base, budget);
         let ring_setting = std::env::var("KILN_CUDA_GEMV_RING").ok();
-        let gemv_ring = gemv_ring_suits(&plan, &graph, ring_setting.as_deref())? && device.pdl;
+        let gemv_ring = gemv_ring_suits(&plan, &graph, device.memory_bandwidth, ring_setting.as_deref())? && device.pdl;
         Ok(CudaExecutor {
             graph,
             plan,
@@ -1682,23 +1682,38 @@ fn gemv_one_round(k: usize, weight_bytes: usize, ksplit: usize) -> bool {
 
 /// Whether a model's decode linears take the ring kernel (`kiln_gemvr_*`) under programmatic launch: where
 /// every linear's rows are split over two or more warps (K above 2048 in 16-bit weights), which on the
-/// Llama-8B shape measured 1.8% faster on an H200 and 1.0% on an H100, and not where some rows are one warp's
-/// (the 1B shape: even with all its linears on the ring, 0.3% slower on the H100, and 1-6% slower with only
-/// some, because the two kernels want different splits of a multiprocessor's L1 and shared memory: the
-/// pipelined kernel's loads in flight occupy L1, the ring's occupy shared memory; bench/gpu-decode.md).
-/// `setting` (`KILN_CUDA_GEMV_RING`, for measuring): `1` takes it for every linear it can compute, `0` for none.
-fn gemv_ring_suits(plan: &Plan, graph: &Graph, setting: Option<&str>) -> Result<bool, RuntimeError> {
-    let ksplits = plan.launches.iter().filter_map(|launch| match launch {
-        Launch::Linear { parts, k, .. } => {
-            Some(linear_ksplit(*k, graph.value_type(parts[0].w).dtype.size_of().unwrap_or(4)))
-        }
+/// Llama-8B shape measured 1.8% faster on an H200 and 1.0% on an H100; and on GPUs of at least
+/// [`RING_FULL_ROUND_BANDWIDTH`] where every row fills at least one warp's round of loads (K of 2048 or more in
+/// 16-bit weights): the Llama-1B shape, 0.6-1.3% faster on an H200 in six calls. Not on the H100 there (0.3%
+/// slower in one call), and not where some rows are shorter (unmeasured) or where only some linears would take
+/// it: mixed with the pipelined kernel it lost 1-6%, because the two kernels want different splits of a
+/// multiprocessor's L1 and shared memory (the pipelined kernel's loads in flight occupy L1, the ring's occupy
+/// shared memory; bench/gpu-decode.md). `setting` (`KILN_CUDA_GEMV_RING`, for measuring): `1` takes it for
+/// every linear it can compute, `0` for none.
+fn gemv_ring_suits(
+    plan: &Plan,
+    graph: &Graph,
+    bandwidth: Option<f64>,
+    setting: Option<&str>,
+) -> Result<bool, RuntimeError> {
+    let row_bytes = plan.launches.iter().filter_map(|launch| match launch {
+        Launch::Linear { parts, k, .. } => Some(k * graph.value_type(parts[0].w).dtype.size_of().unwrap_or(4)),
         _ => None,
     });
-    gemv_ring_choice(ksplits, setting)
+    gemv_ring_choice(row_bytes, bandwidth, setting)
 }
 
-/// [`gemv_ring_suits`] for the warps per column (`ksplit`) of a model's linears.
-fn gemv_ring_choice(mut ksplits: impl Iterator<Item = usize>, setting: Option<&str>) -> Result<bool, RuntimeError> {
+/// Nominal memory bandwidth (bytes a second) from which the ring kernel is taken for rows of one warp's round
+/// too ([`gemv_ring_suits`]): measured on an H200 (4.8 TB/s nominal) and an H100 (3.35), as the attention's
+/// prefetch rule ([`PREFETCH_MAX_BANDWIDTH`]). A step's fixed costs weigh more where the bandwidth is higher.
+const RING_FULL_ROUND_BANDWIDTH: f64 = 4.0e12;
+
+/// [`gemv_ring_suits`] for the bytes of a row of each of a model's linears.
+fn gemv_ring_choice(
+    mut row_bytes: impl Iterator<Item = usize>,
+    bandwidth: Option<f64>,
+    setting: Option<&str>,
+) -> Result<bool, RuntimeError> {
     match setting {
         Some("1") => Ok(true),
         Some("0") => Ok(false),
@@ -1709,10 +1724,13 @@ fn gemv_ring_choice(mut ksplits: impl Iterator<Item = usize>, setting: Option<&s
             ),
         }),
         None => {
+            // One warp's round of loads (a ring stage's bytes).
+            let round = GEMV_RING_STAGE_BYTES;
+            let full_round = bandwidth.is_some_and(|b| b >= RING_FULL_ROUND_BANDWIDTH);
             let mut any = false;
-            Ok(ksplits.all(|ksplit| {
+            Ok(row_bytes.all(|bytes| {
                 any = true;
-                ksplit >= 2
+                if full_round { bytes >= round } else { bytes > round }
             }) && any)
         }
     }
@@ -1937,19 +1955,28 @@ mod tests {
     }
 
     #[test]
-    fn the_ring_kernel_is_taken_where_every_row_is_split_over_warps_or_as_set() {
-        let bf16 = |ks: &[usize]| ks.iter().map(|&k| linear_ksplit(k, 2)).collect::<Vec<_>>();
-        // Llama-3.1-8B (hidden 4096, FFN 14336): every row over two or more warps.
-        assert!(gemv_ring_choice(bf16(&[4096, 4096, 4096, 14336, 4096]).into_iter(), None).unwrap());
-        // Llama-3.2-1B (hidden 2048, FFN 8192): its 2048-wide rows are one warp's.
-        assert!(!gemv_ring_choice(bf16(&[2048, 2048, 2048, 8192, 2048]).into_iter(), None).unwrap());
+    fn the_ring_kernel_is_taken_for_long_rows_and_full_rounds_on_fast_memory_or_as_set() {
+        let bf16 = |ks: &[usize]| ks.iter().map(|&k| k * 2).collect::<Vec<_>>();
+        let (h100, h200) = (Some(3.35e12), Some(4.8e12));
+        let llama8b = bf16(&[4096, 4096, 4096, 14336, 4096]);
+        let llama1b = bf16(&[2048, 2048, 2048, 8192, 2048]);
+        // Llama-3.1-8B (hidden 4096, FFN 14336): every row over two or more warps, on either GPU.
+        assert!(gemv_ring_choice(llama8b.iter().copied(), h100, None).unwrap());
+        assert!(gemv_ring_choice(llama8b.iter().copied(), h200, None).unwrap());
+        // Llama-3.2-1B (hidden 2048, FFN 8192): its 2048-wide rows are one warp's full round, which takes
+        // the ring on the H200 and not on the H100 (nor where the driver reports no bandwidth).
+        assert!(!gemv_ring_choice(llama1b.iter().copied(), h100, None).unwrap());
+        assert!(gemv_ring_choice(llama1b.iter().copied(), h200, None).unwrap());
+        assert!(!gemv_ring_choice(llama1b.iter().copied(), None, None).unwrap());
+        // SmolLM2-135M (hidden 576, FFN 1536): rows shorter than a round keep the pipelined kernel.
+        assert!(!gemv_ring_choice(bf16(&[576, 576, 576, 1536, 576]).into_iter(), h200, None).unwrap());
         // f32 weights of 2048 are two warps' rows; no linear at all: nothing to take it for.
-        assert!(gemv_ring_choice([linear_ksplit(2048, 4)].into_iter(), None).unwrap());
-        assert!(!gemv_ring_choice(std::iter::empty(), None).unwrap());
-        assert!(gemv_ring_choice(bf16(&[2048]).into_iter(), Some("1")).unwrap());
-        assert!(!gemv_ring_choice(bf16(&[4096]).into_iter(), Some("0")).unwrap());
+        assert!(gemv_ring_choice([2048 * 4].into_iter(), h100, None).unwrap());
+        assert!(!gemv_ring_choice(std::iter::empty(), h200, None).unwrap());
+        assert!(gemv_ring_choice(bf16(&[576]).into_iter(), h100, Some("1")).unwrap());
+        assert!(!gemv_ring_choice(bf16(&[4096]).into_iter(), h200, Some("0")).unwrap());
         for bad in ["", "on", "2", " 1"] {
-            let err = gemv_ring_choice(std::iter::empty(), Some(bad)).unwrap_err().to_string();
+            let err = gemv_ring_choice(std::iter::empty(), h200, Some(bad)).unwrap_err().to_string();
             assert!(err.contains("KILN_CUDA_GEMV_RING") && err.contains("set it to 1"), "{bad:?}: {err}");
         }
     }
