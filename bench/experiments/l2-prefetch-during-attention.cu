@@ -104,7 +104,7 @@ int main() {
     cudaDeviceProp prop;
     CHECK(cudaGetDeviceProperties(&prop, 0));
     printf("%s, %d SMs, L2 %d MB\n", prop.name, sms, prop.l2CacheSize >> 20);
-    const size_t o_bytes = 2048ull * 2048 * 2, gu_bytes = 16384ull * 2048 * 2;
+    const size_t o_bytes = 2048ull * 2048 * 2;
     // Regions visited in turn so that no run finds its weights in the L2 from an earlier run.
     const size_t region = 256ull << 20;
     const int regions = 8;
