@@ -1710,7 +1710,7 @@ const RING_FULL_ROUND_BANDWIDTH: f64 = 4.0e12;
 
 /// [`gemv_ring_suits`] for the bytes of a row of each of a model's linears.
 fn gemv_ring_choice(
-    mut row_bytes: impl Iterator<Item = usize>,
+    row_bytes: impl Iterator<Item = usize>,
     bandwidth: Option<f64>,
     setting: Option<&str>,
 ) -> Result<bool, RuntimeError> {
@@ -1726,12 +1726,10 @@ fn gemv_ring_choice(
         None => {
             // One warp's round of loads (a ring stage's bytes).
             let round = GEMV_RING_STAGE_BYTES;
-            let full_round = bandwidth.is_some_and(|b| b >= RING_FULL_ROUND_BANDWIDTH);
-            let mut any = false;
-            Ok(row_bytes.all(|bytes| {
-                any = true;
-                if full_round { bytes >= round } else { bytes > round }
-            }) && any)
+            let least = if bandwidth.is_some_and(|b| b >= RING_FULL_ROUND_BANDWIDTH) { round } else { round + 1 };
+            // A model without linears has nothing to take it for.
+            let mut rows = row_bytes.peekable();
+            Ok(rows.peek().is_some() && rows.all(|bytes| bytes >= least))
         }
     }
 }
