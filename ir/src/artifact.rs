@@ -215,9 +215,9 @@ impl<'de> Deserialize<'de> for KernelTarget {
 
 /// The marker kernel of the CUDA kernels' calling conventions (`common.cuh` in kiln-codegen defines it): the
 /// CUDA runtime refuses a module without it, which an older kiln compiled with other argument lists or launch
-/// contracts. Version 16: the one-row ring kernels `kiln_gemvr_*` exist, and the runtime takes them for the
-/// decode linears of some models.
-pub const CUDA_KERNEL_ABI_MARKER: &str = "kiln_kernel_abi_v16";
+/// contracts. Version 17: a ring kernel (`kiln_gemvr_*`) with a folded norm no longer stages the norm's weights
+/// in its dynamic shared memory, so its rings start right after the normalised x.
+pub const CUDA_KERNEL_ABI_MARKER: &str = "kiln_kernel_abi_v17";
 
 /// The token-choice kernels every CUDA module carries (the argmax and the draw of choose.cu): kiln-codegen
 /// emits them from its templates, and the CUDA runtime resolves them when it loads a module.

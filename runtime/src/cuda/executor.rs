@@ -1135,8 +1135,10 @@ impl CudaExecutor {
                 // norm its lanes load their part of x from memory instead of a staged copy (1B shape on an
                 // H200, every linear on the ring: +2.5%; the down projection's staged x alone is 32 KB a block);
                 // with one, the ring follows the normalised x and the norm's weights.
-                // Its shared memory: the normalised x and the norm's weights where a norm is folded, then the rings.
-                let ring_shared = if args.norm_w != 0 { shared } else { 0 } + gemv_ring_bytes(threads as usize) as u32;
+                // Its shared memory: the normalised x where a norm is folded (its threads keep their part of the
+                // norm's weights in registers), then the rings.
+                let ring_shared =
+                    if args.norm_w != 0 { (m * k * 4) as u32 } else { 0 } + gemv_ring_bytes(threads as usize) as u32;
                 let ring = m == 1
                     && self.gemv_ring
                     && gemv_one_round(*k, wbytes, ksplit)

@@ -222,9 +222,9 @@ struct KilnTraceScope {
 
 // Device-side errors (an id outside the embedding table, ...) are recorded here and checked by the host
 // after the step, since a kernel cannot return an error.
-// The kernels' calling conventions and names, version 16 (kiln_ir::artifact::CUDA_KERNEL_ABI_MARKER, which says
+// The kernels' calling conventions and names, version 17 (kiln_ir::artifact::CUDA_KERNEL_ABI_MARKER, which says
 // what changed; the runtime refuses modules without this marker).
-extern "C" __global__ void kiln_kernel_abi_v16() {}
+extern "C" __global__ void kiln_kernel_abi_v17() {}
 
 #define KILN_ERROR_EMBEDDING_ID 1
 #define KILN_ERROR_LOGITS 2

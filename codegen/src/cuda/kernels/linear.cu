@@ -40,7 +40,7 @@ struct LinearArgs {
     // threads): the block stages x = rms_norm(norm_x (+ norm_residual)) instead of reading x, computed by
     // norm.cu's row function exactly as the norm kernel would; block 0 writes the residual sum to norm_sum (when
     // not null). The dynamic shared memory then holds K floats more, after x: the norm's weights
-    // (stage_norm_weights, or load_norm_weights in the ring kernel).
+    // (stage_norm_weights; not in the ring kernel, whose threads keep their part in registers).
     const void* norm_x;
     const void* norm_residual;
     void* norm_sum;
@@ -361,11 +361,10 @@ __device__ __forceinline__ void ring_wait_all() {
 }
 
 // This lane's slot of stage `s` of its warp's ring (chunk u at slot[32 u]; a stage is KILN_LINEAR_UNROLL chunks of
-// 16 bytes a lane). In the dynamic shared memory the ring
-// follows the staged x (M K floats; none where the lanes read x from memory) and the fused norm's weights (K
-// floats); K is a multiple of 4 (the runtime checks), so it starts 16-byte aligned.
+// 16 bytes a lane). In the dynamic shared memory the ring follows the staged x (M K floats; none where the
+// lanes read x from memory); K is a multiple of 4 (the runtime checks), so it starts 16-byte aligned.
 __device__ __forceinline__ uint4* ring_slot(float* xs, const LinearArgs& a, int s) {
-    uint4* ring = (uint4*)(xs + (a.staged || a.norm_w ? (i64)a.M * a.K : 0) + (a.norm_w ? a.K : 0));
+    uint4* ring = (uint4*)(xs + (a.staged || a.norm_w ? (i64)a.M * a.K : 0));
     return ring + ((threadIdx.x >> 5) * KILN_GEMV_RING_STAGES + s) * (KILN_LINEAR_UNROLL * 32) + (threadIdx.x & 31);
 }
 
@@ -496,24 +495,6 @@ __device__ __forceinline__ void norm_weights_copied() {
 #endif
 }
 
-// The norm's weights loaded into shared memory by the threads (the ring kernel's way: see linear_kernel), eight
-// loads in flight a thread; the norm's reduction barrier then makes them visible to every thread.
-__device__ __forceinline__ void load_norm_weights(float* stage, const float* w, int K) {
-    for (int i0 = threadIdx.x; i0 < K; i0 += 8 * blockDim.x) {
-        float v[8];
-#pragma unroll
-        for (int u = 0; u < 8; ++u) {
-            const int i = i0 + u * blockDim.x;
-            v[u] = i < K ? w[i] : 0.0f;
-        }
-#pragma unroll
-        for (int u = 0; u < 8; ++u) {
-            const int i = i0 + u * blockDim.x;
-            if (i < K) stage[i] = v[u];
-        }
-    }
-}
-
 // Block: `per_block` columns of S warps each (blockDim.x == 32 * S * per_block); blocks stride over the
 // column groups (the grid is sized to the GPU, not to N). With `staged`, the block first copies x to
 // shared memory as floats: every warp then reads x from there, instead of each chunk waiting on its own
@@ -538,25 +519,23 @@ __device__ __forceinline__ void linear_kernel(const LinearArgs& a) {
     constexpr bool can_norm = ROWS != 1 || MODE != KILN_GEMV_PLAIN;
     KILN_PDL_ENTRY();
     if (can_norm && a.norm_w) {
+        // The norm's weights: the other kernels copy them to shared memory (after x), asynchronously. The ring's
+        // stages are copy groups of their own, which the wait for that copy would include: there each thread
+        // reads its part of the weights into registers with its part of the row instead.
         float* const norm_w = xs + (i64)a.M * a.K;
-        // The ring's stages are copy groups of their own, which the wait for the norm's weights would include:
-        // there the weights are loaded into shared memory by the threads instead.
         if constexpr (MODE != KILN_GEMV_RING) stage_norm_weights(norm_w, a.norm_w, a.K);
         __shared__ float scratch[32];
         for (int m = 0; m < a.M; ++m) {
             const i64 row = (i64)m * a.K;
             const X* residual = a.norm_residual ? (const X*)a.norm_residual + row : (const X*)0;
             X* sum = (a.norm_sum && blockIdx.x == 0) ? (X*)a.norm_sum + row : (X*)0;
-            rms_norm_row_with<X>(
-                (const X*)a.norm_x + row, residual, sum, norm_w, a.K, a.norm_eps, a.norm_offset, scratch,
-                [&](int i, float y) { xs[row + i] = to_f32(from_f32<X>(y)); },
-                [&] {
-                    if constexpr (MODE == KILN_GEMV_RING) {
-                        if (m == 0) load_norm_weights(norm_w, a.norm_w, a.K);
-                    } else {
-                        norm_weights_copied();
-                    }
-                });
+            auto emit = [&](int i, float y) { xs[row + i] = to_f32(from_f32<X>(y)); };
+            if constexpr (MODE == KILN_GEMV_RING)
+                rms_norm_row_with<true, X>((const X*)a.norm_x + row, residual, sum, a.norm_w, a.K, a.norm_eps,
+                                           a.norm_offset, scratch, emit, [] {});
+            else
+                rms_norm_row_with<false, X>((const X*)a.norm_x + row, residual, sum, norm_w, a.K, a.norm_eps,
+                                            a.norm_offset, scratch, emit, [] { norm_weights_copied(); });
         }
         __syncthreads();
     } else if (a.staged) {

@@ -15,15 +15,21 @@
 // `sum = a + b` is rounded to X first (the residual stream), written to `sum_out` when that is not null, and
 // normalised; `emit(i, y)` receives the normalised value of element i in f32, before rounding to the output.
 // `loads_issued()` runs in each thread after its own loads of the row (and its stores of the sum), before the
-// block reduction's barriers (the linear kernels wait there for their copy of w to shared memory, see
-// stage_norm_weights in linear.cu).
+// block reduction's barriers (the pipelined linear kernels wait there for their copy of w to shared memory,
+// see stage_norm_weights in linear.cu).
+// W_WITH_ROW: w is read from memory together with the row, the kept part into registers, so that its round trip
+// is the row's; otherwise w is read where it is used, after the reduction (a copy in shared memory that
+// `loads_issued` waits for). The values, and so the bits, are the same. Under a decode step's load a round trip
+// to the L2 takes a microsecond or more: with w read with the row, the ring GEMV's blocks on the Llama-1B shape
+// (H200) finished gate/up 0.8 us sooner and the step ran 2.0% faster (bench/gpu-decode.md).
 #define KILN_NORM_THREADS 256
-template <typename X, typename Emit, typename LoadsIssued>
+template <bool W_WITH_ROW, typename X, typename Emit, typename LoadsIssued>
 __device__ __forceinline__ void rms_norm_row_with(const X* x, const X* residual, X* sum_out, const float* w, int H,
                                                   float eps, float offset, float* scratch, Emit emit,
                                                   LoadsIssued loads_issued) {
     const int step = blockDim.x;
     float kept[KILN_NORM_KEEP];
+    float kept_w[W_WITH_ROW ? KILN_NORM_KEEP : 1];
     float ss = 0.0f;
     // Element i of the row: x + residual rounded to X (written out once), or x.
     auto value = [&](int i, bool write) {
@@ -45,6 +51,7 @@ __device__ __forceinline__ void rms_norm_row_with(const X* x, const X* residual,
         const int i = threadIdx.x + c * step;
         kept[c] = i < H ? to_f32(x[i]) : 0.0f;
         other[c] = (residual && i < H) ? to_f32(residual[i]) : 0.0f;
+        if constexpr (W_WITH_ROW) kept_w[c] = i < H ? w[i] : 0.0f;
     }
 #pragma unroll
     for (int c = 0; c < KILN_NORM_KEEP; ++c) {
@@ -67,7 +74,12 @@ __device__ __forceinline__ void rms_norm_row_with(const X* x, const X* residual,
 #pragma unroll
     for (int c = 0; c < KILN_NORM_KEEP; ++c) {
         const int i = threadIdx.x + c * step;
-        if (i < H) emit(i, kept[c] * r * (w[i] + offset));
+        if (i < H) {
+            float wi;
+            if constexpr (W_WITH_ROW) wi = kept_w[c];
+            else wi = w[i];
+            emit(i, kept[c] * r * (wi + offset));
+        }
     }
 #pragma unroll 4
     for (int i = threadIdx.x + KILN_NORM_KEEP * step; i < H; i += step) emit(i, value(i, false) * r * (w[i] + offset));
@@ -78,7 +90,7 @@ __device__ __forceinline__ void rms_norm_row(const X* x, const X* residual, X* s
                                              int H, float eps, float offset) {
     __shared__ float scratch[32];
     const i64 base = (i64)blockIdx.x * H;
-    rms_norm_row_with<X>(x + base, residual ? residual + base : residual, sum_out ? sum_out + base : sum_out, w, H,
+    rms_norm_row_with<true, X>(x + base, residual ? residual + base : residual, sum_out ? sum_out + base : sum_out, w, H,
                          eps, offset, scratch, [&](int i, float y) { out[base + i] = from_f32<Y>(y); }, [] {});
 }
 
