@@ -7,6 +7,31 @@
 // Values a thread keeps in registers between the two passes: 16 x KILN_NORM_THREADS covers rows of up to
 // 4096 elements, so that a row's loads are all in flight at once (a fused norm's latency delays its linear).
 #define KILN_NORM_KEEP 16
+// A thread's kept elements come in runs of KILN_NORM_RUN neighbours: element KILN_NORM_RUN * (t + c *
+// KILN_NORM_THREADS) + e for thread t, run c and e < KILN_NORM_RUN. A row whose runs are whole and aligned is then
+// read with one vector load per run and array (16 bytes of f32), 12 loads a thread for a norm with a residual
+// instead of 48; others read the same elements one by one, so the order of the sums, and the bits, depend on H
+// alone. Llama-1B shape on an H200: +1.35% with the constant stride below (the stride alone +0.35%;
+// bench/gpu-decode.md).
+#define KILN_NORM_RUN 4
+
+// KILN_NORM_RUN neighbouring values of a row as floats, with one load (p is aligned to the run).
+template <typename X> __device__ __forceinline__ void load_run(const X* p, float* f) {
+    static_assert(KILN_NORM_RUN == 4, "load_run reads four values");
+    if constexpr (sizeof(X) == 4) {
+        const float4 v = *(const float4*)p;
+        f[0] = to_f32(v.x); f[1] = to_f32(v.y); f[2] = to_f32(v.z); f[3] = to_f32(v.w);
+    } else {
+        const uint2 v = *(const uint2*)p;
+        const u32 words[2] = {v.x, v.y};
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            X h;
+            h.bits = (u16)(words[e >> 1] >> (16 * (e & 1)));
+            f[e] = to_f32(h);
+        }
+    }
+}
 
 // The rms_norm of one row, as every kernel that computes one does it (the norm kernels below, and the linear
 // kernels' prologue when the norm is fused in front of them, linear.cu): the element order of each thread's
@@ -27,7 +52,11 @@ template <bool W_WITH_ROW, typename X, typename Emit, typename LoadsIssued>
 __device__ __forceinline__ void rms_norm_row_with(const X* x, const X* residual, X* sum_out, const float* w, int H,
                                                   float eps, float offset, float* scratch, Emit emit,
                                                   LoadsIssued loads_issued) {
-    const int step = blockDim.x;
+    // The stride between a thread's elements is a constant: the addresses are then one base and immediate
+    // offsets, and the tail's trip count needs no division. Instructions between the wait and the first load
+    // delay a fused norm's linear (a block's eight warps share the multiprocessor with another block's).
+    constexpr int step = KILN_NORM_THREADS;
+    if (blockDim.x != KILN_NORM_THREADS) __trap();  // a caller's bug: elements would be skipped or doubled
     float kept[KILN_NORM_KEEP];
     float kept_w[W_WITH_ROW ? KILN_NORM_KEEP : 1];
     float ss = 0.0f;
@@ -41,27 +70,54 @@ __device__ __forceinline__ void rms_norm_row_with(const X* x, const X* residual,
         }
         return v;
     };
-    // The first KILN_NORM_KEEP * blockDim.x elements stay in registers (constant indices); a longer row
+    // The first KILN_NORM_KEEP * KILN_NORM_THREADS elements stay in registers (constant indices); a longer row
     // computes the rest again. Every load of the kept part is issued before any store of the sum: the
     // compiler cannot tell that sum_out does not alias x, so a store in between would make each later load
     // wait for it, one round trip to L2 per element (the same values either way).
     float other[KILN_NORM_KEEP];
+    constexpr int R = KILN_NORM_RUN, RUNS = KILN_NORM_KEEP / KILN_NORM_RUN;
+    // Vector loads where every run is whole; otherwise the same elements one by one. Whole runs are aligned:
+    // the runtime aligns every buffer and weight to 256 bytes (plan.rs, ALIGN) and rows are H elements apart.
+    const bool whole = H % R == 0;
+    // Element e of the thread's kept run c.
+    auto at = [&](int c, int e) { return R * ((int)threadIdx.x + c * step) + e; };
 #pragma unroll
-    for (int c = 0; c < KILN_NORM_KEEP; ++c) {
-        const int i = threadIdx.x + c * step;
-        kept[c] = i < H ? to_f32(x[i]) : 0.0f;
-        other[c] = (residual && i < H) ? to_f32(residual[i]) : 0.0f;
-        if constexpr (W_WITH_ROW) kept_w[c] = i < H ? w[i] : 0.0f;
+    for (int c = 0; c < RUNS; ++c) {
+        if (whole) {
+#pragma unroll
+            for (int e = 0; e < R; ++e) kept[R * c + e] = other[R * c + e] = 0.0f;
+            if constexpr (W_WITH_ROW) {
+#pragma unroll
+                for (int e = 0; e < R; ++e) kept_w[R * c + e] = 0.0f;
+            }
+            if (at(c, 0) < H) {
+                load_run(x + at(c, 0), kept + R * c);
+                if (residual) load_run(residual + at(c, 0), other + R * c);
+                if constexpr (W_WITH_ROW) load_run(w + at(c, 0), kept_w + R * c);
+            }
+        } else {
+#pragma unroll
+            for (int e = 0; e < R; ++e) {
+                const int i = at(c, e);
+                kept[R * c + e] = i < H ? to_f32(x[i]) : 0.0f;
+                other[R * c + e] = (residual && i < H) ? to_f32(residual[i]) : 0.0f;
+                if constexpr (W_WITH_ROW) kept_w[R * c + e] = i < H ? w[i] : 0.0f;
+            }
+        }
     }
 #pragma unroll
-    for (int c = 0; c < KILN_NORM_KEEP; ++c) {
-        const int i = threadIdx.x + c * step;
-        if (residual && i < H) {
-            const X rounded = from_f32<X>(kept[c] + other[c]);
-            if (sum_out) sum_out[i] = rounded;
-            kept[c] = to_f32(rounded);
+    for (int c = 0; c < RUNS; ++c) {
+#pragma unroll
+        for (int e = 0; e < R; ++e) {
+            const int i = at(c, e);
+            float& v = kept[R * c + e];
+            if (residual && i < H) {
+                const X rounded = from_f32<X>(v + other[R * c + e]);
+                if (sum_out) sum_out[i] = rounded;
+                v = to_f32(rounded);
+            }
+            if (i < H) ss = fmaf(v, v, ss);
         }
-        if (i < H) ss = fmaf(kept[c], kept[c], ss);
     }
 #pragma unroll 4
     for (int i = threadIdx.x + KILN_NORM_KEEP * step; i < H; i += step) {
@@ -72,13 +128,16 @@ __device__ __forceinline__ void rms_norm_row_with(const X* x, const X* residual,
     const float mean_sq = block_sum(ss, scratch) / (float)H;
     const float r = 1.0f / sqrtf(mean_sq + eps);
 #pragma unroll
-    for (int c = 0; c < KILN_NORM_KEEP; ++c) {
-        const int i = threadIdx.x + c * step;
-        if (i < H) {
-            float wi;
-            if constexpr (W_WITH_ROW) wi = kept_w[c];
-            else wi = w[i];
-            emit(i, kept[c] * r * (wi + offset));
+    for (int c = 0; c < RUNS; ++c) {
+#pragma unroll
+        for (int e = 0; e < R; ++e) {
+            const int i = at(c, e);
+            if (i < H) {
+                float wi;
+                if constexpr (W_WITH_ROW) wi = kept_w[R * c + e];
+                else wi = w[i];
+                emit(i, kept[R * c + e] * r * (wi + offset));
+            }
         }
     }
 #pragma unroll 4
