@@ -1134,7 +1134,7 @@ impl CudaExecutor {
                 // The ring kernel, where the model takes it and a column is one round of loads. Without a folded
                 // norm its lanes load their part of x from memory instead of a staged copy (1B shape on an
                 // H200, every linear on the ring: +2.5%; the down projection's staged x alone is 32 KB a block);
-                // with one, the ring follows the normalised x and the norm's weights.
+                // with one, the ring follows the normalised x.
                 // Its shared memory: the normalised x where a norm is folded (its threads keep their part of the
                 // norm's weights in registers), then the rings.
                 let ring_shared =
