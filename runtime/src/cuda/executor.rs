@@ -1047,7 +1047,9 @@ impl CudaExecutor {
                 // A folded norm runs inside this launch where the kernel stages all of x (every row, so not
                 // the last-row logits of a prefill) and no GEMM takes the step; otherwise as its own launch
                 // first. Both compute the same bits (see plan::fuse_norm_into_linear).
-                let mut staged_bytes = m * k * 4;
+                // x as staged floats (the ring kernel holds the normalised x so).
+                let x_bytes = m * k * 4;
+                let mut staged_bytes = x_bytes;
                 let gemm_step = m > CUDA_EXACT_STEP_ROWS && self.blas.is_some();
                 // The folded norm's weights are staged after x (linear.cu, stage_norm_weights).
                 let norm_bytes = k * 4;
@@ -1138,7 +1140,7 @@ impl CudaExecutor {
                 // Its shared memory: the normalised x where a norm is folded (its threads keep their part of the
                 // norm's weights in registers), then the rings.
                 let ring_shared =
-                    if args.norm_w != 0 { (m * k * 4) as u32 } else { 0 } + gemv_ring_bytes(threads as usize) as u32;
+                    if args.norm_w != 0 { x_bytes as u32 } else { 0 } + gemv_ring_bytes(threads as usize) as u32;
                 let ring = m == 1
                     && self.gemv_ring
                     && gemv_one_round(*k, wbytes, ksplit)
