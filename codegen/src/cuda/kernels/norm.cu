@@ -33,6 +33,20 @@ template <typename X> __device__ __forceinline__ void load_run(const X* p, float
     }
 }
 
+// Stores KILN_NORM_RUN values, each exactly representable in X, with one store (p is aligned to the run).
+template <typename X> __device__ __forceinline__ void store_run(X* p, const float* f) {
+    static_assert(KILN_NORM_RUN == 4, "store_run writes four values");
+    if constexpr (sizeof(X) == 4) {
+        *(float4*)p = make_float4(f[0], f[1], f[2], f[3]);
+    } else {
+        u32 words[2];
+#pragma unroll
+        for (int h = 0; h < 2; ++h)
+            words[h] = (u32)from_f32<X>(f[2 * h]).bits | ((u32)from_f32<X>(f[2 * h + 1]).bits << 16);
+        *(uint2*)p = make_uint2(words[0], words[1]);
+    }
+}
+
 // The rms_norm of one row, as every kernel that computes one does it (the norm kernels below, and the linear
 // kernels' prologue when the norm is fused in front of them, linear.cu): the element order of each thread's
 // sum of squares and the block reduction depend on blockDim.x, so callers run it with KILN_NORM_THREADS
@@ -107,16 +121,30 @@ __device__ __forceinline__ void rms_norm_row_with(const X* x, const X* residual,
     }
 #pragma unroll
     for (int c = 0; c < RUNS; ++c) {
+        if (whole) {
+            // A run past the row's end holds zeros, whose sum is zero and whose squares leave ss as it is: only
+            // the store needs the bound, one for the run, and the sum is stored with one vector store. Branches
+            // per element here had the ring GEMV's blocks run some 200 instructions more before their first
+            // column; without them the Llama-1B shape on an H200 ran 1.3% faster (bench/gpu-decode.md).
+            if (residual) {
 #pragma unroll
-        for (int e = 0; e < R; ++e) {
-            const int i = at(c, e);
-            float& v = kept[R * c + e];
-            if (residual && i < H) {
-                const X rounded = from_f32<X>(v + other[R * c + e]);
-                if (sum_out) sum_out[i] = rounded;
-                v = to_f32(rounded);
+                for (int e = 0; e < R; ++e) kept[R * c + e] = to_f32(from_f32<X>(kept[R * c + e] + other[R * c + e]));
+                if (sum_out && at(c, 0) < H) store_run(sum_out + at(c, 0), kept + R * c);
             }
-            if (i < H) ss = fmaf(v, v, ss);
+#pragma unroll
+            for (int e = 0; e < R; ++e) ss = fmaf(kept[R * c + e], kept[R * c + e], ss);
+        } else {
+#pragma unroll
+            for (int e = 0; e < R; ++e) {
+                const int i = at(c, e);
+                float& v = kept[R * c + e];
+                if (residual && i < H) {
+                    const X rounded = from_f32<X>(v + other[R * c + e]);
+                    if (sum_out) sum_out[i] = rounded;
+                    v = to_f32(rounded);
+                }
+                if (i < H) ss = fmaf(v, v, ss);
+            }
         }
     }
 #pragma unroll 4
@@ -125,7 +153,16 @@ __device__ __forceinline__ void rms_norm_row_with(const X* x, const X* residual,
         ss = fmaf(v, v, ss);
     }
     loads_issued();
-    const float mean_sq = block_sum(ss, scratch) / (float)H;
+    // common.cuh's block_sum with the warp count a constant (the same order, so the same bits): its loop over
+    // blockDim.x / 32 warps ran in every block between the reduction's barrier and the normalisation.
+    ss = warp_sum(ss);
+    __syncthreads();  // scratch may still be read for the previous row
+    if ((threadIdx.x & 31) == 0) scratch[threadIdx.x >> 5] = ss;
+    __syncthreads();
+    float total = 0.0f;
+#pragma unroll
+    for (int warp = 0; warp < KILN_NORM_THREADS / 32; ++warp) total += scratch[warp];
+    const float mean_sq = total / (float)H;
     const float r = 1.0f / sqrtf(mean_sq + eps);
 #pragma unroll
     for (int c = 0; c < RUNS; ++c) {
