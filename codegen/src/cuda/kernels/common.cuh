@@ -87,9 +87,12 @@ __device__ __forceinline__ float warp_max(float v) {
 }
 
 // Block-wide sum/max in a fixed order (lanes, then warps in index order); every thread gets the result.
-// `scratch` holds at least 32 floats; blockDim.x is a multiple of 32.
-__device__ __forceinline__ float block_sum(float v, float* scratch) {
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+// `scratch` holds at least 32 floats; blockDim.x is a multiple of 32. WARPS: blockDim.x / 32 where the caller
+// knows it at compile time (the same order and bits, without the loop over a runtime count: the fused norm's
+// prologue runs it on the path to its linear's first column), 0 to read it from blockDim.x.
+template <int WARPS = 0> __device__ __forceinline__ float block_sum(float v, float* scratch) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int warps = WARPS > 0 ? WARPS : (int)(blockDim.x >> 5);
     v = warp_sum(v);
     __syncthreads();
     if (lane == 0) scratch[warp] = v;

@@ -153,16 +153,7 @@ __device__ __forceinline__ void rms_norm_row_with(const X* x, const X* residual,
         ss = fmaf(v, v, ss);
     }
     loads_issued();
-    // common.cuh's block_sum with the warp count a constant (the same order, so the same bits): its loop over
-    // blockDim.x / 32 warps ran in every block between the reduction's barrier and the normalisation.
-    ss = warp_sum(ss);
-    __syncthreads();  // scratch may still be read for the previous row
-    if ((threadIdx.x & 31) == 0) scratch[threadIdx.x >> 5] = ss;
-    __syncthreads();
-    float total = 0.0f;
-#pragma unroll
-    for (int warp = 0; warp < KILN_NORM_THREADS / 32; ++warp) total += scratch[warp];
-    const float mean_sq = total / (float)H;
+    const float mean_sq = block_sum<KILN_NORM_THREADS / 32>(ss, scratch) / (float)H;
     const float r = 1.0f / sqrtf(mean_sq + eps);
 #pragma unroll
     for (int c = 0; c < RUNS; ++c) {
