@@ -39,6 +39,10 @@ template <> __device__ __forceinline__ f16_t from_f32<f16_t>(float x) {
 // Loads and stores through untyped pointers (the fused elementwise kernels get `void*` operands).
 template <typename T> __device__ __forceinline__ float ldf(const void* p, i64 i) { return to_f32(((const T*)p)[i]); }
 template <typename T> __device__ __forceinline__ void stf(void* p, i64 i, float v) { ((T*)p)[i] = from_f32<T>(v); }
+// Two values rounded to a 16-bit type H, packed into one word in memory order (a first, in the low half).
+template <typename H> __device__ __forceinline__ u32 pack_half2(float a, float b) {
+    return (u32)from_f32<H>(a).bits | ((u32)from_f32<H>(b).bits << 16);
+}
 
 // Unpacks 16 bytes of weights into floats: 4 f32 or 8 f16/bf16 values, in memory order.
 template <typename W> struct Pack;

@@ -53,7 +53,7 @@ __device__ __forceinline__ void convert_f32_half(const float* x, H* y, i64 n) {
         const float f[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
         u32 w[4];
 #pragma unroll
-        for (int j = 0; j < 4; ++j) w[j] = (u32)from_f32<H>(f[2 * j]).bits | ((u32)from_f32<H>(f[2 * j + 1]).bits << 16);
+        for (int j = 0; j < 4; ++j) w[j] = pack_half2<H>(f[2 * j], f[2 * j + 1]);
         *(uint4*)(y + i) = make_uint4(w[0], w[1], w[2], w[3]);
     } else {
         for (i64 j = i; j < min(i + 8, n); ++j) y[j] = from_f32<H>(x[j]);

@@ -39,11 +39,7 @@ template <typename X> __device__ __forceinline__ void store_run(X* p, const floa
     if constexpr (sizeof(X) == 4) {
         *(float4*)p = make_float4(f[0], f[1], f[2], f[3]);
     } else {
-        u32 words[2];
-#pragma unroll
-        for (int h = 0; h < 2; ++h)
-            words[h] = (u32)from_f32<X>(f[2 * h]).bits | ((u32)from_f32<X>(f[2 * h + 1]).bits << 16);
-        *(uint2*)p = make_uint2(words[0], words[1]);
+        *(uint2*)p = make_uint2(pack_half2<X>(f[0], f[1]), pack_half2<X>(f[2], f[3]));
     }
 }
 
